@@ -1,0 +1,112 @@
+// Bilinear sampling against a zero border and its gradients: the one place this math lives.
+// Used by the CPU kernels and by every CUDA kernel (host and device).
+//
+// A sample at (y, x) reads the cell whose top-left corner is (floor(y), floor(x)); corners outside
+// the image read zero. Within that cell the value is
+//   v = hh*hw*v00 + hh*lw*v01 + lh*hw*v10 + lh*lw*v11,  lh = y - y0, hh = 1 - lh (same for x)
+// and its derivatives are taken in the same cell. At integer positions this is the one-sided
+// (right-sided) derivative, as torchvision computes it; at y = -1 it is v(0) - 0, not zero.
+// Samples with y or x outside [-1, H) x [-1, W) touch no pixel: value and gradients are zero.
+// Non-finite coordinates (NaN, +-Inf, huge offsets) fail that range test and also read zero, so
+// no index is ever formed from them.
+#ifndef TENSORFLOW_DCN_CC_KERNELS_BILINEAR_H_
+#define TENSORFLOW_DCN_CC_KERNELS_BILINEAR_H_
+
+#include <cmath>
+#include <cstdint>
+
+#include "tensorflow_dcn/cc/kernels/dcn_v2_shape.h"
+
+namespace tensorflow_dcn {
+
+// The four corners of one sample. `pixel[k]` is the corner's pixel index y * W + x within its
+// image, or -1 when the corner is outside; `weight[k]` is its bilinear weight (0 when outside).
+// Corner order: (y0, x0), (y0, x0 + 1), (y0 + 1, x0), (y0 + 1, x0 + 1).
+DCN_HOST_DEVICE float FloorOf(float v) { return floorf(v); }
+DCN_HOST_DEVICE double FloorOf(double v) { return floor(v); }
+
+template <typename Acc>
+struct BilinearPoint {
+  int pixel[4];
+  Acc weight[4];
+  Acc ly, lx;  // fractional parts, for the coordinate derivatives
+};
+
+// Sets up the sample at (y, x) in an image of height x width. Returns false (and leaves every
+// corner outside, weights zero) when the sample touches no pixel.
+template <typename Acc>
+DCN_HOST_DEVICE bool MakeBilinearPoint(Acc y, Acc x, int64_t height, int64_t width,
+                                       BilinearPoint<Acc>* p) {
+  // Written so that NaN fails the test.
+  const bool inside = y >= Acc(-1) && y < Acc(height) && x >= Acc(-1) && x < Acc(width);
+  if (!inside) {
+    for (int k = 0; k < 4; ++k) {
+      p->pixel[k] = -1;
+      p->weight[k] = Acc(0);
+    }
+    p->ly = p->lx = Acc(0);
+    return false;
+  }
+  const Acc fy = FloorOf(y), fx = FloorOf(x);
+  const int y0 = static_cast<int>(fy), x0 = static_cast<int>(fx);
+  const Acc ly = y - fy, lx = x - fx, hy = Acc(1) - ly, hx = Acc(1) - lx;
+  const bool y0_in = y0 >= 0, y1_in = y0 + 1 < height;
+  const bool x0_in = x0 >= 0, x1_in = x0 + 1 < width;
+  const int w = static_cast<int>(width);
+  p->pixel[0] = (y0_in && x0_in) ? y0 * w + x0 : -1;
+  p->pixel[1] = (y0_in && x1_in) ? y0 * w + x0 + 1 : -1;
+  p->pixel[2] = (y1_in && x0_in) ? (y0 + 1) * w + x0 : -1;
+  p->pixel[3] = (y1_in && x1_in) ? (y0 + 1) * w + x0 + 1 : -1;
+  p->weight[0] = (p->pixel[0] >= 0) ? hy * hx : Acc(0);
+  p->weight[1] = (p->pixel[1] >= 0) ? hy * lx : Acc(0);
+  p->weight[2] = (p->pixel[2] >= 0) ? ly * hx : Acc(0);
+  p->weight[3] = (p->pixel[3] >= 0) ? ly * lx : Acc(0);
+  p->ly = ly;
+  p->lx = lx;
+  return true;
+}
+
+// The four corner values of channel `c` (zero outside). `image` points at the image's first
+// element, `channels` is the pixel stride.
+template <typename Acc, typename T>
+DCN_HOST_DEVICE void LoadCorners(const BilinearPoint<Acc>& p, const T* image, int64_t channels,
+                                 int64_t c, Acc v[4]) {
+  for (int k = 0; k < 4; ++k) {
+    v[k] = p.pixel[k] >= 0 ? static_cast<Acc>(image[p.pixel[k] * channels + c]) : Acc(0);
+  }
+}
+
+template <typename Acc>
+DCN_HOST_DEVICE Acc BilinearValue(const BilinearPoint<Acc>& p, const Acc v[4]) {
+  return p.weight[0] * v[0] + p.weight[1] * v[1] + p.weight[2] * v[2] + p.weight[3] * v[3];
+}
+
+// d value / d y and d value / d x in the sample's cell (corners outside read zero).
+template <typename Acc>
+DCN_HOST_DEVICE void BilinearCoordinateGrad(const BilinearPoint<Acc>& p, const Acc v[4], Acc* dy,
+                                            Acc* dx) {
+  const Acc hy = Acc(1) - p.ly, hx = Acc(1) - p.lx;
+  *dy = hx * (v[2] - v[0]) + p.lx * (v[3] - v[1]);
+  *dx = hy * (v[1] - v[0]) + p.ly * (v[3] - v[2]);
+}
+
+// Value of channel c at the sample.
+template <typename Acc, typename T>
+DCN_HOST_DEVICE Acc BilinearSample(const BilinearPoint<Acc>& p, const T* image, int64_t channels,
+                                   int64_t c) {
+  Acc v[4];
+  LoadCorners(p, image, channels, c, v);
+  return BilinearValue(p, v);
+}
+
+// The sample position of tap (ky, kx) of output pixel (oy, ox) with offset (dy, dx).
+template <typename Acc>
+DCN_HOST_DEVICE void SamplePosition(const DcnShape& s, int64_t oy, int64_t ox, int ky, int kx,
+                                    Acc dy, Acc dx, Acc* y, Acc* x) {
+  *y = static_cast<Acc>(s.base_y(oy, ky)) + dy;
+  *x = static_cast<Acc>(s.base_x(ox, kx)) + dx;
+}
+
+}  // namespace tensorflow_dcn
+
+#endif  // TENSORFLOW_DCN_CC_KERNELS_BILINEAR_H_
