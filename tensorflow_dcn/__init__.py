@@ -6,6 +6,7 @@
 """
 
 from tensorflow_dcn._version import __version__
+from tensorflow_dcn.layers import DCNv2, DCNv2Optimized
 from tensorflow_dcn.ops import deform_conv2d
 
-__all__ = ["__version__", "deform_conv2d"]
+__all__ = ["__version__", "deform_conv2d", "DCNv2", "DCNv2Optimized"]
