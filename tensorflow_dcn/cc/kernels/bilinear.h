@@ -99,12 +99,25 @@ DCN_HOST_DEVICE Acc BilinearSample(const BilinearPoint<Acc>& p, const T* image, 
   return BilinearValue(p, v);
 }
 
-// The sample position of tap (ky, kx) of output pixel (oy, ox) with offset (dy, dx).
-template <typename Acc>
-DCN_HOST_DEVICE void SamplePosition(const DcnShape& s, int64_t oy, int64_t ox, int ky, int kx,
-                                    Acc dy, Acc dx, Acc* y, Acc* x) {
-  *y = static_cast<Acc>(s.base_y(oy, ky)) + dy;
-  *x = static_cast<Acc>(s.base_x(ox, kx)) + dx;
+// Sets up sample `i` (= deformable group * taps + tap) of output pixel `p` (flat over N, Ho, Wo):
+// its position from the offset, its bilinear point and its mask value (1 without a mask).
+template <typename Acc, typename T>
+DCN_HOST_DEVICE bool MakeSample(const DcnShape& s, int64_t p, int64_t i, const T* offset,
+                                const T* mask, BilinearPoint<Acc>* point, Acc* m) {
+  const int t = static_cast<int>(i % s.taps());
+  const int64_t ox = p % s.out_w, oy = (p / s.out_w) % s.out_h;
+  const T* off = offset + p * s.offset_channels() + 2 * i;
+  const Acc y = static_cast<Acc>(s.base_y(oy, t / s.kernel_w)) + static_cast<Acc>(off[0]);
+  const Acc x = static_cast<Acc>(s.base_x(ox, t % s.kernel_w)) + static_cast<Acc>(off[1]);
+  *m = mask ? static_cast<Acc>(mask[p * s.mask_channels() + i]) : Acc(1);
+  return MakeBilinearPoint(y, x, s.in_h, s.in_w, point);
+}
+
+// Column index of input channel c at tap t in a column row laid out [group][tap][channel in
+// group], the order in which one group's block multiplies that group's weight rows (tap, ci).
+DCN_HOST_DEVICE int64_t ColumnIndex(const DcnShape& s, int t, int64_t c) {
+  const int64_t cpg = s.in_channels_per_group();
+  return (c / cpg * s.taps() + t) * cpg + c % cpg;
 }
 
 }  // namespace tensorflow_dcn

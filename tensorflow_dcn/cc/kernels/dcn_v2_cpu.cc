@@ -58,26 +58,14 @@ int64_t ChunkPixels(const DcnShape& s) {
 // Visits the samples of output pixel p: fn(deformable group, tap, point, mask value).
 template <typename Acc, typename T, typename Fn>
 void ForEachSample(const DcnShape& s, int64_t p, const T* offset, const T* mask, Fn&& fn) {
-  const int64_t ox = p % s.out_w, oy = (p / s.out_w) % s.out_h;
-  const T* off = offset + p * s.offset_channels();
-  const T* msk = mask ? mask + p * s.mask_channels() : nullptr;
   for (int d = 0; d < s.deformable_groups; ++d) {
     for (int t = 0; t < s.taps(); ++t) {
-      const int64_t i = int64_t{d} * s.taps() + t;
-      Acc y, x;
-      SamplePosition<Acc>(s, oy, ox, t / s.kernel_w, t % s.kernel_w,
-                          static_cast<Acc>(off[2 * i]), static_cast<Acc>(off[2 * i + 1]), &y, &x);
       BilinearPoint<Acc> point;
-      MakeBilinearPoint(y, x, s.in_h, s.in_w, &point);
-      fn(d, t, point, msk ? static_cast<Acc>(msk[i]) : Acc(1));
+      Acc m;
+      MakeSample(s, p, int64_t{d} * s.taps() + t, offset, mask, &point, &m);
+      fn(d, t, point, m);
     }
   }
-}
-
-// Column index of input channel c at tap t: layout [group][tap][channel in group].
-inline int64_t ColumnIndex(const DcnShape& s, int t, int64_t c) {
-  const int64_t cpg = s.in_channels_per_group();
-  return (c / cpg * s.taps() + t) * cpg + c % cpg;
 }
 
 // Fills rows [0, end - begin) of `cols` (row stride s.columns()) with the masked samples of output

@@ -1,0 +1,540 @@
+// The im2col formulation of DCNv2 on the GPU (as in the original design and torchvision):
+//   forward          deformable im2col -> columns x weight (+ bias)
+//   backward input   grad_output x weight^T -> column gradients -> col2im (grad_input, scattered
+//                    to the 4 corners of each sample) and col2im_coord (grad_offset, grad_mask)
+//   backward weight  deformable im2col -> columns^T x grad_output, split over pixels and reduced
+//                    in a fixed order; grad_bias by a fixed-order reduction
+// All sampling goes through bilinear.h. Columns are chunked over output pixels so that one chunk
+// holds at most kColumnBufferBytes.
+//
+// Determinism: everything but the col2im scatter is computed in a fixed order. The scatter uses
+// float atomics unless Options::deterministic, where each grad_input element is instead summed by
+// one warp over its contributions in a fixed order, found by a stable radix sort of
+// (target pixel, contribution id).
+#include "tensorflow_dcn/cc/kernels/cuda/dcn_v2_cuda.h"
+
+#include <cub/device/device_radix_sort.cuh>
+
+#include <algorithm>
+
+#include "tensorflow_dcn/cc/kernels/bilinear.h"
+#include "tensorflow_dcn/cc/kernels/cuda/device_util.cuh"
+#include "tensorflow_dcn/cc/kernels/cuda/gemm.cuh"
+
+namespace tensorflow_dcn {
+namespace cuda {
+namespace {
+
+// Cap of one chunk's column buffer.
+constexpr int64_t kColumnBufferBytes = int64_t{256} << 20;
+constexpr int kBlock = 256;
+
+#define DCN_RETURN_IF_ERROR(expr)              \
+  do {                                         \
+    const cudaError_t dcn_err_ = (expr);       \
+    if (dcn_err_ != cudaSuccess) return dcn_err_; \
+  } while (0)
+
+int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t RoundUp(int64_t a, int64_t b) { return CeilDiv(a, b) * b; }
+
+// Carves 256-byte aligned buffers out of one workspace; the same code sizes and fills it.
+class WorkspaceLayout {
+ public:
+  explicit WorkspaceLayout(void* base = nullptr) : base_(static_cast<char*>(base)) {}
+  template <typename U>
+  U* Take(int64_t count) {
+    char* p = base_ ? base_ + used_ : nullptr;
+    used_ += RoundUp(count * static_cast<int64_t>(sizeof(U)), 256);
+    return reinterpret_cast<U*>(p);
+  }
+  size_t bytes() const { return static_cast<size_t>(used_); }
+
+ private:
+  char* base_;
+  int64_t used_ = 0;
+};
+
+// Lanes of a warp that share one sample, looping over its channels: a power of two <= 32.
+int SampleLanesLog2(const DcnShape& s) {
+  int log2 = 0;
+  while (log2 < 5 && (int64_t{1} << log2) < s.channels_per_deformable_group()) ++log2;
+  return log2;
+}
+
+// The columns' row stride: 16-byte aligned rows keep the GEMM's vector loads.
+template <typename U>
+int64_t ColumnStride(const DcnShape& s) {
+  return RoundUp(s.columns(), 16 / static_cast<int64_t>(sizeof(U)));
+}
+
+template <typename U>
+int64_t ChunkRows(const DcnShape& s) {
+  const int64_t rows = kColumnBufferBytes / (ColumnStride<U>(s) * static_cast<int64_t>(sizeof(U)));
+  return std::max<int64_t>(1, std::min(rows, s.pixels()));
+}
+
+MathMode GemmMode(const Options& o, bool is_float) {
+  if (o.compute_capability < 80) return MathMode::kSimt;
+  return (is_float && !o.allow_tf32) ? MathMode::kTensorCore3x : MathMode::kTensorCore;
+}
+
+// --------------------------------------------------------------------------------------------
+// Kernels. A "sample" is (output pixel, deformable group, tap); a group of 2^lanes_log2 threads
+// handles one sample, its lanes striding over the sample's channels.
+// --------------------------------------------------------------------------------------------
+
+struct SampleThread {
+  int64_t sample;  // within the chunk: row * mask_channels + (group * taps + tap)
+  int lane, lanes;
+};
+
+__device__ SampleThread ThisSampleThread(int lanes_log2) {
+  SampleThread st;
+  st.lanes = 1 << lanes_log2;
+  st.lane = threadIdx.x & (st.lanes - 1);
+  st.sample = int64_t{blockIdx.x} * (kBlock >> lanes_log2) + (threadIdx.x >> lanes_log2);
+  return st;
+}
+
+int64_t SampleBlocks(int64_t samples, int lanes_log2) {
+  return CeilDiv(samples, kBlock >> lanes_log2);
+}
+
+// cols[r][ColumnIndex(t, c)] = mask * sample, for rows r of output pixels [row0, row0 + rows).
+template <typename T>
+__global__ void __launch_bounds__(kBlock)
+    Im2colKernel(DcnShape s, const T* input, const T* offset, const T* mask, int64_t row0,
+                 int64_t rows, T* cols, int64_t ld, int lanes_log2) {
+  using Acc = AccumulatorOf<T>;
+  const SampleThread st = ThisSampleThread(lanes_log2);
+  if (st.sample >= rows * s.mask_channels()) return;
+  const int64_t r = st.sample / s.mask_channels(), i = st.sample % s.mask_channels();
+  const int64_t p = row0 + r;
+  const int d = static_cast<int>(i / s.taps()), t = static_cast<int>(i % s.taps());
+  BilinearPoint<Acc> point;
+  Acc m;
+  MakeSample(s, p, i, offset, mask, &point, &m);
+  const T* image = input + (p / s.out_pixels_per_image()) * s.image_elements();
+  const int64_t cpd = s.channels_per_deformable_group();
+  T* row = cols + r * ld;
+  for (int64_t c = d * cpd + st.lane; c < (d + 1) * cpd; c += st.lanes) {
+    row[ColumnIndex(s, t, c)] = FromAcc<T>(m * BilinearSample(point, image, s.in_channels, c));
+  }
+}
+
+// Sum over the lanes of one sample group (they are consecutive lanes of one warp).
+template <typename Acc>
+__device__ Acc SampleGroupSum(Acc v, int lanes) {
+  for (int delta = lanes >> 1; delta > 0; delta >>= 1) v += __shfl_xor_sync(0xffffffffu, v, delta, lanes);
+  return v;
+}
+
+// grad_offset and grad_mask of each sample from the column gradients; with kScatter also the
+// atomic col2im into grad_input_acc.
+template <typename T, bool kScatter>
+__global__ void __launch_bounds__(kBlock)
+    Col2imCoordKernel(DcnShape s, const T* input, const T* offset, const T* mask,
+                      const AccumulatorOf<T>* grad_cols, int64_t ld, int64_t row0, int64_t rows,
+                      AccumulatorOf<T>* grad_input_acc, T* grad_offset, T* grad_mask,
+                      int lanes_log2) {
+  using Acc = AccumulatorOf<T>;
+  const SampleThread st = ThisSampleThread(lanes_log2);
+  // Threads past the end still take part in the shuffles below.
+  const bool active = st.sample < rows * s.mask_channels();
+  const int64_t sample = active ? st.sample : 0;
+  const int64_t r = sample / s.mask_channels(), i = sample % s.mask_channels();
+  const int64_t p = row0 + r;
+  const int d = static_cast<int>(i / s.taps()), t = static_cast<int>(i % s.taps());
+  BilinearPoint<Acc> point;
+  Acc m;
+  MakeSample(s, p, i, offset, mask, &point, &m);
+  const int64_t n = p / s.out_pixels_per_image();
+  const T* image = input + n * s.image_elements();
+  Acc* grad_image = kScatter ? grad_input_acc + n * s.image_elements() : nullptr;
+  const int64_t cpd = s.channels_per_deformable_group();
+  const Acc* row = grad_cols + r * ld;
+  Acc sum_value = 0, sum_dy = 0, sum_dx = 0;
+  for (int64_t c = d * cpd + st.lane; active && c < (d + 1) * cpd; c += st.lanes) {
+    const Acc g = row[ColumnIndex(s, t, c)];
+    Acc v[4], dy, dx;
+    LoadCorners(point, image, s.in_channels, c, v);
+    BilinearCoordinateGrad(point, v, &dy, &dx);
+    sum_value += g * BilinearValue(point, v);
+    sum_dy += g * dy;
+    sum_dx += g * dx;
+    if (kScatter) {
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        if (point.pixel[k] >= 0) {
+          atomicAdd(grad_image + point.pixel[k] * s.in_channels + c, point.weight[k] * m * g);
+        }
+      }
+    }
+  }
+  sum_value = SampleGroupSum(sum_value, st.lanes);
+  sum_dy = SampleGroupSum(sum_dy, st.lanes);
+  sum_dx = SampleGroupSum(sum_dx, st.lanes);
+  if (active && st.lane == 0) {
+    grad_offset[p * s.offset_channels() + 2 * i] = FromAcc<T>(m * sum_dy);
+    grad_offset[p * s.offset_channels() + 2 * i + 1] = FromAcc<T>(m * sum_dx);
+    if (grad_mask) grad_mask[p * s.mask_channels() + i] = FromAcc<T>(sum_value);
+  }
+}
+
+// Deterministic col2im, step 1: one entry per (sample, corner) with its target
+// (image pixel, deformable group) as key; corners outside the image get key `absent`.
+template <typename T>
+__global__ void __launch_bounds__(kBlock)
+    ScatterKeysKernel(DcnShape s, const T* offset, int64_t row0, int64_t rows, uint64_t absent,
+                      uint64_t* keys, uint32_t* ids) {
+  using Acc = AccumulatorOf<T>;
+  const int64_t e = int64_t{blockIdx.x} * kBlock + threadIdx.x;
+  if (e >= rows * s.mask_channels() * 4) return;
+  const int64_t sample = e / 4, r = sample / s.mask_channels(), i = sample % s.mask_channels();
+  const int64_t p = row0 + r;
+  BilinearPoint<Acc> point;
+  Acc m;
+  MakeSample(s, p, i, offset, static_cast<const T*>(nullptr), &point, &m);
+  const int pixel = point.pixel[e % 4];
+  const int64_t image_pixel = (p / s.out_pixels_per_image()) * s.in_h * s.in_w + pixel;
+  keys[e] = pixel < 0 ? absent : static_cast<uint64_t>(image_pixel) * s.deformable_groups + i / s.taps();
+  ids[e] = static_cast<uint32_t>(e);
+}
+
+// Deterministic col2im, step 2: a warp per run of equal keys (sorted) sums the run's
+// contributions in id order and adds them to its grad_input pixel's group channels.
+template <typename T>
+__global__ void __launch_bounds__(kBlock)
+    ScatterReduceKernel(DcnShape s, const T* offset, const T* mask,
+                        const AccumulatorOf<T>* grad_cols, int64_t ld, int64_t row0,
+                        int64_t entries, uint64_t absent, const uint64_t* keys,
+                        const uint32_t* ids, AccumulatorOf<T>* grad_input_acc) {
+  using Acc = AccumulatorOf<T>;
+  const int64_t head = (int64_t{blockIdx.x} * kBlock + threadIdx.x) / 32;
+  const int lane = threadIdx.x & 31;
+  if (head >= entries) return;
+  const uint64_t key = keys[head];
+  if (key == absent || (head > 0 && keys[head - 1] == key)) return;
+  const int64_t d = static_cast<int64_t>(key % s.deformable_groups);
+  const int64_t cpd = s.channels_per_deformable_group();
+  Acc* target = grad_input_acc + static_cast<int64_t>(key / s.deformable_groups) * s.in_channels;
+  for (int64_t c = d * cpd + lane; c < (d + 1) * cpd; c += 32) {
+    Acc sum = 0;
+    for (int64_t j = head; j < entries && keys[j] == key; ++j) {
+      const int64_t e = ids[j], sample = e / 4;
+      const int64_t r = sample / s.mask_channels(), i = sample % s.mask_channels();
+      BilinearPoint<Acc> point;
+      Acc m;
+      MakeSample(s, row0 + r, i, offset, mask, &point, &m);
+      sum += point.weight[e % 4] * m * grad_cols[r * ld + ColumnIndex(s, static_cast<int>(i % s.taps()), c)];
+    }
+    target[c] += sum;
+  }
+}
+
+// partials[split][co] = sum of grad_output rows of that split, in a fixed order.
+template <typename T>
+__global__ void BiasPartialKernel(const T* grad_output, int64_t pixels, int64_t channels,
+                                  int64_t rows_per_split, AccumulatorOf<T>* partials) {
+  using Acc = AccumulatorOf<T>;
+  __shared__ Acc sums[8][33];
+  const int64_t co = int64_t{blockIdx.x} * 32 + threadIdx.x;
+  const int64_t begin = int64_t{blockIdx.y} * rows_per_split;
+  const int64_t end = min(pixels, begin + rows_per_split);
+  Acc sum = 0;
+  if (co < channels) {
+    for (int64_t p = begin + threadIdx.y; p < end; p += 8) sum += static_cast<Acc>(grad_output[p * channels + co]);
+  }
+  sums[threadIdx.y][threadIdx.x] = sum;
+  __syncthreads();
+  if (threadIdx.y == 0 && co < channels) {
+    Acc total = 0;
+    for (int y = 0; y < 8; ++y) total += sums[y][threadIdx.x];
+    partials[int64_t{blockIdx.y} * channels + co] = total;
+  }
+}
+
+template <typename T>
+__global__ void BiasFinishKernel(const AccumulatorOf<T>* partials, int splits, int64_t channels,
+                                 T* grad_bias) {
+  const int64_t co = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+  if (co >= channels) return;
+  AccumulatorOf<T> total = 0;
+  for (int sp = 0; sp < splits; ++sp) total += partials[sp * channels + co];
+  grad_bias[co] = FromAcc<T>(total);
+}
+
+// grad_weight_acc (weight layout) += sum over splits of partials[split][group][k][co].
+template <typename Acc>
+__global__ void WeightSplitsKernel(const Acc* partials, int splits, int groups, int64_t group_k,
+                                   int64_t group_cout, Acc* grad_weight_acc) {
+  const int64_t idx = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+  const int64_t per_split = groups * group_k * group_cout;
+  if (idx >= per_split) return;
+  const int64_t g = idx / (group_k * group_cout), k = idx / group_cout % group_k, co = idx % group_cout;
+  Acc total = 0;
+  for (int sp = 0; sp < splits; ++sp) total += partials[sp * per_split + idx];
+  grad_weight_acc[k * groups * group_cout + g * group_cout + co] += total;
+}
+
+template <typename TOut, typename TIn>
+__global__ void ConvertKernel(int64_t n, const TIn* in, TOut* out) {
+  for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+    out[i] = FromAcc<TOut>(in[i]);
+  }
+}
+
+template <typename TOut, typename TIn>
+cudaError_t Convert(int64_t n, const TIn* in, TOut* out, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  const int64_t blocks = std::min<int64_t>(CeilDiv(n, kBlock), 65535);
+  ConvertKernel<TOut><<<blocks, kBlock, 0, stream>>>(n, in, out);
+  return cudaGetLastError();
+}
+
+// --------------------------------------------------------------------------------------------
+// Workspace plans: one function per op lays out its buffers, used both to size and to carve the
+// workspace.
+// --------------------------------------------------------------------------------------------
+
+template <typename T>
+struct ForwardPlan {
+  int64_t ld, chunk;
+  T* cols;
+  ForwardPlan(const DcnShape& s, WorkspaceLayout* w)
+      : ld(ColumnStride<T>(s)), chunk(ChunkRows<T>(s)), cols(w->Take<T>(chunk * ld)) {}
+};
+
+template <typename T>
+struct BackwardInputPlan {
+  using Acc = AccumulatorOf<T>;
+  int64_t ld, chunk, entries;
+  // Sort keys are image pixel * deformable_groups + group; `absent` (corner outside the image)
+  // sorts after every real key, and end_bit bounds the bits the radix sort looks at.
+  uint64_t absent;
+  int end_bit = 1;
+  Acc* grad_cols;
+  Acc* grad_input_acc = nullptr;  // only when T is not the accumulator type
+  uint64_t *keys = nullptr, *sorted_keys = nullptr;
+  uint32_t *ids = nullptr, *sorted_ids = nullptr;
+  void* sort_temp = nullptr;
+  size_t sort_temp_bytes = 0;
+  BackwardInputPlan(const DcnShape& s, const Options& o, WorkspaceLayout* w)
+      : ld(ColumnStride<Acc>(s)), chunk(ChunkRows<Acc>(s)), entries(chunk * s.mask_channels() * 4),
+        absent(static_cast<uint64_t>(s.batch) * s.in_h * s.in_w * s.deformable_groups),
+        grad_cols(w->Take<Acc>(chunk * ld)) {
+    while (end_bit < 64 && (absent >> end_bit) != 0) ++end_bit;
+    if (!std::is_same_v<T, Acc>) grad_input_acc = w->Take<Acc>(s.batch * s.image_elements());
+    if (o.deterministic) {
+      keys = w->Take<uint64_t>(entries);
+      sorted_keys = w->Take<uint64_t>(entries);
+      ids = w->Take<uint32_t>(entries);
+      sorted_ids = w->Take<uint32_t>(entries);
+      cub::DeviceRadixSort::SortPairs(nullptr, sort_temp_bytes, keys, sorted_keys, ids, sorted_ids,
+                                      static_cast<int>(entries), 0, end_bit);
+      sort_temp = w->Take<char>(static_cast<int64_t>(sort_temp_bytes));
+    }
+  }
+};
+
+template <typename T>
+struct BackwardWeightPlan {
+  using Acc = AccumulatorOf<T>;
+  int64_t ld, chunk, bias_rows_per_split;
+  int splits, bias_splits;
+  T* cols;
+  Acc* partials;
+  Acc* grad_weight_acc;
+  Acc* bias_partials;
+  BackwardWeightPlan(const DcnShape& s, const Options& o, WorkspaceLayout* w)
+      : ld(ColumnStride<T>(s)), chunk(ChunkRows<T>(s)), cols(w->Take<T>(chunk * ld)) {
+    // Split the pixel reduction so that the GEMM fills the GPU about twice.
+    const int64_t tiles = CeilDiv(s.group_columns(), 128) * CeilDiv(s.out_channels_per_group(), 128) * s.groups;
+    const int64_t wanted = CeilDiv(2 * int64_t{o.multiprocessors}, tiles);
+    splits = static_cast<int>(std::clamp<int64_t>(wanted, 1, std::max<int64_t>(1, chunk / 256)));
+    splits = static_cast<int>(std::min<int64_t>(splits, 65535 / s.groups));
+    partials = w->Take<Acc>(splits * s.weight_elements());
+    grad_weight_acc = w->Take<Acc>(s.weight_elements());
+    bias_splits = static_cast<int>(std::clamp<int64_t>(CeilDiv(s.pixels(), 4096), 1, 1024));
+    bias_rows_per_split = CeilDiv(std::max<int64_t>(s.pixels(), 1), bias_splits);
+    bias_partials = w->Take<Acc>(bias_splits * s.out_channels);
+  }
+};
+
+}  // namespace
+
+cudaError_t QueryDevice(Options* o) {
+  int device = 0, major = 0, minor = 0, sms = 0;
+  DCN_RETURN_IF_ERROR(cudaGetDevice(&device));
+  DCN_RETURN_IF_ERROR(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  DCN_RETURN_IF_ERROR(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+  DCN_RETURN_IF_ERROR(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  o->compute_capability = major * 10 + minor;
+  o->multiprocessors = sms;
+  return cudaSuccess;
+}
+
+template <typename T>
+size_t ForwardWorkspaceBytes(const DcnShape& s, const Options&) {
+  WorkspaceLayout w;
+  ForwardPlan<T> plan(s, &w);
+  return w.bytes();
+}
+
+template <typename T>
+cudaError_t Forward(const DcnShape& s, const T* input, const T* offset, const T* mask,
+                    const T* weight, const T* bias, T* output, void* workspace, const Options& o,
+                    cudaStream_t stream) {
+  WorkspaceLayout w(workspace);
+  ForwardPlan<T> plan(s, &w);
+  const int lanes_log2 = SampleLanesLog2(s);
+  const int64_t kg = s.group_columns(), cog = s.out_channels_per_group();
+  for (int64_t row0 = 0; row0 < s.pixels(); row0 += plan.chunk) {
+    const int64_t rows = std::min(plan.chunk, s.pixels() - row0);
+    Im2colKernel<T><<<SampleBlocks(rows * s.mask_channels(), lanes_log2), kBlock, 0, stream>>>(
+        s, input, offset, mask, row0, rows, plan.cols, plan.ld, lanes_log2);
+    DCN_RETURN_IF_ERROR(cudaGetLastError());
+    GemmArgs<T, T> g;
+    g.m = rows; g.n = cog; g.k = kg;
+    g.a = plan.cols; g.lda = plan.ld; g.a_batch_stride = kg;
+    g.b = weight; g.ldb = s.out_channels; g.b_batch_stride = cog;
+    g.c = output + row0 * s.out_channels; g.ldc = s.out_channels; g.c_batch_stride = cog;
+    g.bias = bias; g.bias_batch_stride = cog;
+    g.batches = s.groups;
+    DCN_RETURN_IF_ERROR((LaunchGemm<T, T, Layout::kRowMajor, Layout::kRowMajor>(
+        g, GemmMode(o, std::is_same_v<T, float>), stream)));
+  }
+  return cudaSuccess;
+}
+
+template <typename T>
+size_t BackwardInputWorkspaceBytes(const DcnShape& s, const Options& o) {
+  WorkspaceLayout w;
+  BackwardInputPlan<T> plan(s, o, &w);
+  return w.bytes();
+}
+
+template <typename T>
+cudaError_t BackwardInput(const DcnShape& s, const T* grad_output, const T* input,
+                          const T* offset, const T* mask, const T* weight, T* grad_input,
+                          T* grad_offset, T* grad_mask, void* workspace, const Options& o,
+                          cudaStream_t stream) {
+  using Acc = AccumulatorOf<T>;
+  WorkspaceLayout w(workspace);
+  BackwardInputPlan<T> plan(s, o, &w);
+  Acc* grad_input_acc = plan.grad_input_acc ? plan.grad_input_acc : reinterpret_cast<Acc*>(grad_input);
+  const int64_t input_elements = s.batch * s.image_elements();
+  DCN_RETURN_IF_ERROR(cudaMemsetAsync(grad_input_acc, 0, input_elements * sizeof(Acc), stream));
+  const int lanes_log2 = SampleLanesLog2(s);
+  const int64_t kg = s.group_columns(), cog = s.out_channels_per_group();
+
+  for (int64_t row0 = 0; row0 < s.pixels(); row0 += plan.chunk) {
+    const int64_t rows = std::min(plan.chunk, s.pixels() - row0);
+    GemmArgs<T, Acc> g;
+    g.m = rows; g.n = kg; g.k = cog;
+    g.a = grad_output + row0 * s.out_channels; g.lda = s.out_channels; g.a_batch_stride = cog;
+    g.b = weight; g.ldb = s.out_channels; g.b_batch_stride = cog;
+    g.c = plan.grad_cols; g.ldc = plan.ld; g.c_batch_stride = kg;
+    g.batches = s.groups;
+    DCN_RETURN_IF_ERROR((LaunchGemm<T, Acc, Layout::kRowMajor, Layout::kColMajor>(
+        g, GemmMode(o, std::is_same_v<T, float>), stream)));
+
+    const int64_t samples = rows * s.mask_channels();
+    const int64_t blocks = SampleBlocks(samples, lanes_log2);
+    if (o.deterministic) {
+      Col2imCoordKernel<T, false><<<blocks, kBlock, 0, stream>>>(
+          s, input, offset, mask, plan.grad_cols, plan.ld, row0, rows, nullptr, grad_offset,
+          grad_mask, lanes_log2);
+      DCN_RETURN_IF_ERROR(cudaGetLastError());
+      const int64_t entries = samples * 4;
+      ScatterKeysKernel<T><<<CeilDiv(entries, kBlock), kBlock, 0, stream>>>(
+          s, offset, row0, rows, plan.absent, plan.keys, plan.ids);
+      DCN_RETURN_IF_ERROR(cudaGetLastError());
+      size_t temp_bytes = plan.sort_temp_bytes;
+      DCN_RETURN_IF_ERROR(cub::DeviceRadixSort::SortPairs(
+          plan.sort_temp, temp_bytes, plan.keys, plan.sorted_keys, plan.ids, plan.sorted_ids,
+          static_cast<int>(entries), 0, plan.end_bit, stream));
+      ScatterReduceKernel<T><<<CeilDiv(entries * 32, kBlock), kBlock, 0, stream>>>(
+          s, offset, mask, plan.grad_cols, plan.ld, row0, entries, plan.absent, plan.sorted_keys,
+          plan.sorted_ids, grad_input_acc);
+    } else {
+      Col2imCoordKernel<T, true><<<blocks, kBlock, 0, stream>>>(
+          s, input, offset, mask, plan.grad_cols, plan.ld, row0, rows, grad_input_acc,
+          grad_offset, grad_mask, lanes_log2);
+    }
+    DCN_RETURN_IF_ERROR(cudaGetLastError());
+  }
+  if (plan.grad_input_acc) return Convert(input_elements, plan.grad_input_acc, grad_input, stream);
+  return cudaSuccess;
+}
+
+template <typename T>
+size_t BackwardWeightWorkspaceBytes(const DcnShape& s, const Options& o) {
+  WorkspaceLayout w;
+  BackwardWeightPlan<T> plan(s, o, &w);
+  return w.bytes();
+}
+
+template <typename T>
+cudaError_t BackwardWeight(const DcnShape& s, const T* grad_output, const T* input,
+                           const T* offset, const T* mask, T* grad_weight, T* grad_bias,
+                           void* workspace, const Options& o, cudaStream_t stream) {
+  using Acc = AccumulatorOf<T>;
+  WorkspaceLayout w(workspace);
+  BackwardWeightPlan<T> plan(s, o, &w);
+  DCN_RETURN_IF_ERROR(cudaMemsetAsync(plan.grad_weight_acc, 0, s.weight_elements() * sizeof(Acc), stream));
+  const int lanes_log2 = SampleLanesLog2(s);
+  const int64_t kg = s.group_columns(), cog = s.out_channels_per_group();
+  for (int64_t row0 = 0; row0 < s.pixels(); row0 += plan.chunk) {
+    const int64_t rows = std::min(plan.chunk, s.pixels() - row0);
+    Im2colKernel<T><<<SampleBlocks(rows * s.mask_channels(), lanes_log2), kBlock, 0, stream>>>(
+        s, input, offset, mask, row0, rows, plan.cols, plan.ld, lanes_log2);
+    DCN_RETURN_IF_ERROR(cudaGetLastError());
+    const int splits = static_cast<int>(std::min<int64_t>(plan.splits, CeilDiv(rows, kGemmKAlign)));
+    GemmArgs<T, Acc> g;
+    g.m = kg; g.n = cog; g.k = rows;
+    g.a = plan.cols; g.lda = plan.ld; g.a_batch_stride = kg;
+    g.b = grad_output + row0 * s.out_channels; g.ldb = s.out_channels; g.b_batch_stride = cog;
+    g.c = plan.partials; g.ldc = cog; g.c_batch_stride = kg * cog;
+    g.batches = s.groups;
+    g.splits = splits;
+    g.k_per_split = RoundUp(CeilDiv(rows, splits), kGemmKAlign);
+    g.c_split_stride = s.weight_elements();
+    DCN_RETURN_IF_ERROR((LaunchGemm<T, Acc, Layout::kColMajor, Layout::kRowMajor>(
+        g, GemmMode(o, std::is_same_v<T, float>), stream)));
+    WeightSplitsKernel<Acc><<<CeilDiv(s.weight_elements(), kBlock), kBlock, 0, stream>>>(
+        plan.partials, splits, s.groups, kg, cog, plan.grad_weight_acc);
+    DCN_RETURN_IF_ERROR(cudaGetLastError());
+  }
+  DCN_RETURN_IF_ERROR(Convert(s.weight_elements(), plan.grad_weight_acc, grad_weight, stream));
+  if (grad_bias) {
+    BiasPartialKernel<T><<<dim3(CeilDiv(s.out_channels, 32), plan.bias_splits), dim3(32, 8), 0, stream>>>(
+        grad_output, s.pixels(), s.out_channels, plan.bias_rows_per_split, plan.bias_partials);
+    DCN_RETURN_IF_ERROR(cudaGetLastError());
+    BiasFinishKernel<T><<<CeilDiv(s.out_channels, kBlock), kBlock, 0, stream>>>(
+        plan.bias_partials, plan.bias_splits, s.out_channels, grad_bias);
+    DCN_RETURN_IF_ERROR(cudaGetLastError());
+  }
+  return cudaSuccess;
+}
+
+#define INSTANTIATE(T)                                                                          \
+  template size_t ForwardWorkspaceBytes<T>(const DcnShape&, const Options&);                   \
+  template cudaError_t Forward<T>(const DcnShape&, const T*, const T*, const T*, const T*,     \
+                                  const T*, T*, void*, const Options&, cudaStream_t);           \
+  template size_t BackwardInputWorkspaceBytes<T>(const DcnShape&, const Options&);             \
+  template cudaError_t BackwardInput<T>(const DcnShape&, const T*, const T*, const T*,         \
+                                        const T*, const T*, T*, T*, T*, void*, const Options&, \
+                                        cudaStream_t);                                         \
+  template size_t BackwardWeightWorkspaceBytes<T>(const DcnShape&, const Options&);            \
+  template cudaError_t BackwardWeight<T>(const DcnShape&, const T*, const T*, const T*,        \
+                                         const T*, T*, T*, void*, const Options&, cudaStream_t);
+INSTANTIATE(__half)
+INSTANTIATE(__nv_bfloat16)
+INSTANTIATE(float)
+INSTANTIATE(double)
+#undef INSTANTIATE
+
+}  // namespace cuda
+}  // namespace tensorflow_dcn
