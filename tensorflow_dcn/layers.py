@@ -16,6 +16,10 @@
 
 The layer runs the `DCNv2Forward` custom op, which has no XLA kernel: it marks itself
 `supports_jit = False`, so `model.compile()` leaves XLA off for models that contain it.
+
+Saving: `model.save("m.keras")`, `model.export(path)` and `tf.saved_model.save` all work.
+`import tensorflow_dcn` before `keras.models.load_model` or `tf.saved_model.load`: the import
+registers the layer (as "tensorflow_dcn>DCNv2") and the op and its gradient.
 """
 
 import operator
