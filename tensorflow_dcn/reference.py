@@ -1,0 +1,270 @@
+"""A pure-TensorFlow DCNv2, the kind of layer users write today: the benchmark's baseline.
+
+    from tensorflow_dcn.reference import PureTFDCNv2, deform_conv2d_reference
+    y = deform_conv2d_reference(x, offset, kernel, bias, mask, padding=1)
+    layer = PureTFDCNv2(64, 3, padding="same")       # offsets + mask from an internal conv
+
+It samples the four bilinear corners with `tf.gather`, weights them, and contracts the
+[N, Ho, Wo, kh*kw*Cin] columns with the kernel in one matmul, all in the input's dtype (only the
+sampling positions and bilinear weights are in float32, float64 for float64 inputs, as a careful
+user would). It has exactly the semantics of `tfdcn.deform_conv2d` (docs/design.md: zero border,
+floor cell, zero for non-finite positions), works under `tf.function(jit_compile=True)` and
+differentiates with ordinary TensorFlow autodiff. It materialises the sampled columns (kh*kw
+times the input, and as much again for their gradient), so it needs far more memory than the op;
+`python -m tensorflow_dcn.benchmark` measures both.
+"""
+
+import keras
+import tensorflow as tf
+
+from tensorflow_dcn.ops import same_padding
+
+
+def _pair(value, name):
+    if isinstance(value, int):
+        return value, value
+    try:
+        first, second = value
+        return int(first), int(second)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}") from None
+
+
+def _padding_before_after(padding, size_hw, kernel_hw, strides, dilation):
+    """((top, bottom), (left, right)) zero padding, as tfdcn.deform_conv2d resolves `padding`."""
+    if isinstance(padding, str):
+        mode = padding.lower()
+        if mode == "valid":
+            return (0, 0), (0, 0)
+        if mode == "same":
+            return tuple(same_padding(*axis) for axis in zip(size_hw, kernel_hw, strides, dilation))
+        raise ValueError(f"padding must be 'valid', 'same', an int or (pad_h, pad_w); got {padding!r}")
+    pad_h, pad_w = _pair(padding, "padding")
+    if pad_h < 0 or pad_w < 0:
+        raise ValueError(f"padding must not be negative, got {padding!r}")
+    return (pad_h, pad_h), (pad_w, pad_w)
+
+
+def _tap_origins(out_size, pad_before, kernel, stride, dilation, dtype):
+    """Sample coordinate of every (output position, tap) before the offset: [out_size, kernel]."""
+    return (tf.range(out_size, dtype=dtype)[:, None] * stride - pad_before
+            + tf.range(kernel, dtype=dtype)[None, :] * dilation)
+
+
+def _corner_indices_and_weights(position, size):
+    """Row/column indices into the input padded by one zero pixel, and the bilinear weights.
+
+    Clipping the position to [-2, size] keeps every sample outside [-1, size) outside (all its
+    corners then land on the zero border), keeps int32 casts defined, and stops the offset
+    gradient there, as the op does. Non-finite positions are moved outside the same way.
+    """
+    outside = tf.constant(-2.0, position.dtype)
+    position = tf.where(tf.math.is_finite(position), position, outside)
+    position = tf.clip_by_value(position, outside, tf.constant(size, position.dtype))
+    low = tf.floor(position)
+    high_weight = position - low
+    # +1 for the zero border; clipping sends the corners at -2 and size + 1 onto that border.
+    low_index = tf.clip_by_value(tf.cast(low, tf.int32) + 1, 0, size + 1)
+    high_index = tf.clip_by_value(tf.cast(low, tf.int32) + 2, 0, size + 1)
+    return low_index, high_index, 1.0 - high_weight, high_weight
+
+
+def deform_conv2d_reference(inputs, offset, kernel, bias=None, mask=None, strides=1,
+                            padding="valid", dilation_rate=1, groups=1, deformable_groups=1):
+    """Modulated deformable convolution in plain TensorFlow, same contract as tfdcn.deform_conv2d.
+
+    Args:
+      inputs: [N, H, W, Cin] with H, W, Cin known when the graph is built.
+      offset: [N, Ho, Wo, 2*deformable_groups*kh*kw], (dy, dx) per deformable group and tap.
+      kernel: [kh, kw, Cin/groups, Cout].
+      bias: optional [Cout].
+      mask: optional [N, Ho, Wo, deformable_groups*kh*kw]; None means 1.
+      strides, dilation_rate: int or pair. padding: 'valid', 'same', an int or (pad_h, pad_w).
+      groups, deformable_groups: convolution groups and offset groups over the input channels.
+    """
+    inputs = tf.convert_to_tensor(inputs)
+    dtype = inputs.dtype
+    kernel = tf.convert_to_tensor(kernel, dtype=dtype)
+    _, height, width, channels = inputs.shape
+    kh, kw, channels_per_group, filters = kernel.shape
+    if None in (height, width, channels, kh, kw):
+        raise ValueError("deform_conv2d_reference needs static H, W, Cin and kernel size, got "
+                         f"inputs {inputs.shape} and kernel {kernel.shape}")
+    if channels % groups or channels % deformable_groups or channels_per_group * groups != channels:
+        raise ValueError(f"Cin={channels} must split into groups={groups} (kernel has "
+                         f"{channels_per_group} input channels per group) and "
+                         f"deformable_groups={deformable_groups}")
+    stride_h, stride_w = _pair(strides, "strides")
+    dilation_h, dilation_w = _pair(dilation_rate, "dilation_rate")
+    (top, bottom), (left, right) = _padding_before_after(
+        padding, (height, width), (kh, kw), (stride_h, stride_w), (dilation_h, dilation_w))
+    out_h = (height + top + bottom - dilation_h * (kh - 1) - 1) // stride_h + 1
+    out_w = (width + left + right - dilation_w * (kw - 1) - 1) // stride_w + 1
+    batch = tf.shape(inputs)[0]
+    taps, dg = kh * kw, deformable_groups
+
+    # Positions in float32 (float64 for float64 inputs): half precision cannot even address the
+    # pixels of a 128-wide image to 1/8. Laid out [N, Ho, Wo, taps, dg] so that the sampled
+    # columns come out tap-major, channel-minor: the kernel's [kh, kw, Cin] order.
+    position_dtype = tf.float64 if dtype == tf.float64 else tf.float32
+    offset = tf.cast(tf.reshape(offset, [batch, out_h, out_w, dg, taps, 2]), position_dtype)
+    offset = tf.transpose(offset, [0, 1, 2, 4, 3, 5])
+    origin_y = tf.repeat(
+        _tap_origins(out_h, top, kh, stride_h, dilation_h, position_dtype), kw, axis=1)
+    origin_x = tf.tile(
+        _tap_origins(out_w, left, kw, stride_w, dilation_w, position_dtype), [1, kh])
+    y = origin_y[:, None, :, None] + offset[..., 0]
+    x = origin_x[None, :, :, None] + offset[..., 1]
+    row0, row1, row0_weight, row1_weight = _corner_indices_and_weights(y, height)
+    col0, col1, col0_weight, col1_weight = _corner_indices_and_weights(x, width)
+    if mask is not None:
+        mask = tf.cast(tf.reshape(mask, [batch, out_h, out_w, dg, taps]), position_dtype)
+        mask = tf.transpose(mask, [0, 1, 2, 4, 3])
+        row0_weight, row1_weight = row0_weight * mask, row1_weight * mask
+
+    # One zero pixel around the image; rows of `pixels` are (n, row, col, deformable group).
+    padded = tf.pad(inputs, [[0, 0], [1, 1], [1, 1], [0, 0]])
+    pixels = tf.reshape(padded, [-1, channels // dg])
+    row_stride, image_stride = (width + 2) * dg, (height + 2) * (width + 2) * dg
+    base = (tf.reshape(tf.range(batch) * image_stride, [-1, 1, 1, 1, 1])
+            + tf.range(dg)[None, None, None, None, :])
+    columns = 0
+    for row, row_weight in ((row0, row0_weight), (row1, row1_weight)):
+        for col, col_weight in ((col0, col0_weight), (col1, col1_weight)):
+            corner = tf.gather(pixels, base + row * row_stride + col * dg)
+            columns += corner * tf.cast(row_weight * col_weight, dtype)[..., None]
+
+    # columns: [N, Ho, Wo, taps, dg, Cin/dg] -> contract (taps, Cin) with the kernel.
+    if groups == 1:
+        output = tf.matmul(tf.reshape(columns, [-1, taps * channels]),
+                           tf.reshape(kernel, [taps * channels, filters]))
+    else:
+        columns = tf.reshape(columns, [-1, taps, groups, channels_per_group])
+        grouped_kernel = tf.reshape(kernel, [taps, channels_per_group, groups, filters // groups])
+        output = tf.einsum("mtgc,tcgo->mgo", columns, grouped_kernel)
+    output = tf.reshape(output, [batch, out_h, out_w, filters])
+    if bias is not None:
+        output = tf.nn.bias_add(output, tf.cast(bias, dtype))
+    return output
+
+
+@keras.saving.register_keras_serializable(package="tensorflow_dcn")
+class PureTFDCNv2(keras.layers.Layer):
+    """DCNv2 as a Keras 3 layer on `deform_conv2d_reference`: the arguments and weights of
+    `tfdcn.DCNv2`, so weights and checkpoints move between the two.
+
+    Weights, in this order: `kernel` [kh, kw, Cin/groups, filters], `bias` [filters], and
+    unless offset and mask are given, `offset_kernel` [kh, kw, C_source, 3*dg*kh*kw] and
+    `offset_bias` (zero-initialised) of the internal conv (same strides, padding and dilation)
+    that predicts the offsets (first 2*dg*kh*kw channels, (dy, dx) per group and tap) and the
+    mask (sigmoid of the rest).
+
+    Call with `x`, or with `use_custom_offset=True` on `[x, offset_source]` (the offset conv reads
+    `offset_source` instead of `x`) or `[x, offset, mask]` (used as given).
+    """
+
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", data_format=None,
+                 dilation_rate=1, groups=1, activation=None, use_bias=True,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
+                 kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
+                 kernel_constraint=None, bias_constraint=None, deformable_groups=1,
+                 use_custom_offset=False, **kwargs):
+        super().__init__(activity_regularizer=activity_regularizer, **kwargs)
+        if (data_format or keras.config.image_data_format()) != "channels_last":
+            raise ValueError("PureTFDCNv2 supports data_format='channels_last' (NHWC) only")
+        self.filters = filters
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.strides = _pair(strides, "strides")
+        self.padding = padding.lower() if isinstance(padding, str) else _pair(padding, "padding")
+        self.dilation_rate = _pair(dilation_rate, "dilation_rate")
+        self.groups = groups
+        self.activation = keras.activations.get(activation)
+        self.use_bias = use_bias
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.kernel_constraint = keras.constraints.get(kernel_constraint)
+        self.bias_constraint = keras.constraints.get(bias_constraint)
+        self.deformable_groups = deformable_groups
+        self.use_custom_offset = use_custom_offset
+
+    def build(self, input_shape):
+        if self.use_custom_offset:
+            if len(input_shape) not in (2, 3):
+                raise ValueError("with use_custom_offset=True call the layer on [x, offset_source] "
+                                 f"or [x, offset, mask], got {len(input_shape)} inputs")
+            channels = input_shape[0][-1]
+            source_channels = input_shape[1][-1] if len(input_shape) == 2 else None
+        else:
+            channels = source_channels = input_shape[-1]
+        kh, kw = self.kernel_size
+        self.kernel = self.add_weight(
+            name="kernel", shape=(kh, kw, channels // self.groups, self.filters),
+            initializer=self.kernel_initializer, regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint)
+        self.bias = None
+        if self.use_bias:
+            self.bias = self.add_weight(
+                name="bias", shape=(self.filters,), initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer, constraint=self.bias_constraint)
+        if source_channels is not None:
+            predicted = 3 * self.deformable_groups * kh * kw
+            self.offset_kernel = self.add_weight(
+                name="offset_kernel", shape=(kh, kw, source_channels, predicted),
+                initializer="zeros")
+            self.offset_bias = self.add_weight(name="offset_bias", shape=(predicted,),
+                                               initializer="zeros")
+
+    def _predict_offset_and_mask(self, source):
+        if isinstance(self.padding, str):
+            padding = self.padding.upper()
+        else:
+            padding = [[0, 0], [self.padding[0]] * 2, [self.padding[1]] * 2, [0, 0]]
+        predicted = tf.nn.conv2d(source, self.offset_kernel, strides=self.strides,
+                                 padding=padding, dilations=self.dilation_rate)
+        predicted = tf.nn.bias_add(predicted, self.offset_bias)
+        split = 2 * self.deformable_groups * self.kernel_size[0] * self.kernel_size[1]
+        return predicted[..., :split], tf.sigmoid(predicted[..., split:])
+
+    def call(self, inputs):
+        if not self.use_custom_offset:
+            x = inputs
+            offset, mask = self._predict_offset_and_mask(x)
+        elif len(inputs) == 3:
+            x, offset, mask = inputs
+        else:
+            x, offset_source = inputs
+            offset, mask = self._predict_offset_and_mask(offset_source)
+        outputs = deform_conv2d_reference(
+            x, offset, self.kernel, self.bias, mask, strides=self.strides, padding=self.padding,
+            dilation_rate=self.dilation_rate, groups=self.groups,
+            deformable_groups=self.deformable_groups)
+        return self.activation(outputs)
+
+    def compute_output_shape(self, input_shape):
+        shape = input_shape[0] if self.use_custom_offset else input_shape
+        sizes = shape[1:3]
+        if None in sizes:
+            return (shape[0], None, None, self.filters)
+        pads = _padding_before_after(self.padding, sizes, self.kernel_size, self.strides,
+                                     self.dilation_rate)
+        out = [(size + before + after - d * (k - 1) - 1) // s + 1 for size, (before, after), k, s, d
+               in zip(sizes, pads, self.kernel_size, self.strides, self.dilation_rate)]
+        return (shape[0], *out, self.filters)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filters=self.filters, kernel_size=self.kernel_size, strides=self.strides,
+            padding=self.padding, data_format="channels_last", dilation_rate=self.dilation_rate,
+            groups=self.groups, activation=keras.activations.serialize(self.activation),
+            use_bias=self.use_bias,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            bias_initializer=keras.initializers.serialize(self.bias_initializer),
+            kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
+            bias_regularizer=keras.regularizers.serialize(self.bias_regularizer),
+            kernel_constraint=keras.constraints.serialize(self.kernel_constraint),
+            bias_constraint=keras.constraints.serialize(self.bias_constraint),
+            deformable_groups=self.deformable_groups, use_custom_offset=self.use_custom_offset)
+        return config
