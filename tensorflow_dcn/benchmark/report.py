@@ -1,0 +1,210 @@
+"""benchmark.json, benchmark.md and benchmark.png from the run's records."""
+
+import json
+import math
+import os
+
+from tensorflow_dcn.benchmark.configs import COMPARISONS, DTYPES, IMPLS
+
+MATPLOTLIB_PIN = "matplotlib==3.11.2"
+
+
+def write_json(path, header, records):
+    with open(path, "w") as f:
+        json.dump([header] + records, f, indent=1)
+
+
+def _ms(value):
+    if value is None:
+        return "—"
+    return f"{value:.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.3f}"
+
+
+def _mib(value):
+    return "—" if value is None else f"{value:.1f}"
+
+
+def _err(value):
+    return "—" if value is None else f"{value:.1e}"
+
+
+def speedups(records):
+    """{(config, dtype_key, ours, other): (fwd, fwd_bwd)}, each other's ms / ours (or None)."""
+    by_key = {(r["config"], r["dtype_key"], r["impl"]): r for r in records}
+    result = {}
+    for (config, dtype_key, impl), ours in by_key.items():
+        for mine, other in COMPARISONS:
+            theirs = by_key.get((config, dtype_key, other))
+            if impl != mine or theirs is None:
+                continue
+            result[(config, dtype_key, mine, other)] = tuple(
+                theirs[f] / ours[f] if ours.get(f) and theirs.get(f) else None
+                for f in ("fwd_ms", "fwd_bwd_ms"))
+    return result
+
+
+def _header_lines(header):
+    lines = [f"- Date: {header['date']}"]
+    if header["device"] == "gpu":
+        lines.append(f"- Device: {header['device_name']} (compute capability "
+                     f"{header.get('compute_capability')}), driver {header.get('driver') or '?'}")
+    else:
+        lines.append(f"- Device: CPU, {header['device_name']} ({header['cpu_count']} cores)")
+    lines.append(f"- TensorFlow {header['tensorflow']} (built with CUDA {header['tf_cuda']}, cuDNN "
+                 f"{header['tf_cudnn']}), Keras {header['keras']}, tensorflow_dcn "
+                 f"{header['tensorflow_dcn']}, Python {header['python']}")
+    if header.get("torch"):
+        lines.append(f"- torch {header['torch']} (CUDA {header.get('torch_cuda')}), torchvision "
+                     f"{header['torchvision']}")
+    if header.get("baseline"):
+        lines.append(f"- baseline: `{header['baseline']}`")
+    for impl, reason in header.get("skipped", {}).items():
+        lines.append(f"- {impl} skipped: {reason}")
+    timing = header["timing"]
+    lines += [
+        f"- Timing: {timing['warmup']} warm-up calls, then the median over {timing['repeats']} "
+        f"rounds of (K back-to-back calls, one device sync) / K, K chosen per measurement from one "
+        f"synced call so that a round lasts about {timing['target_ms']:g} ms (at most "
+        f"{timing['max_calls_per_sync']}): launch overhead is amortised alike for every "
+        "implementation. TensorFlow steps are `tf.function`s (`pure_tf_xla`: jit_compile=True).",
+        "- Command: `" + " ".join(header["command"]) + "`",
+    ]
+    return lines
+
+
+LEGEND = """\
+Implementations. Op level (offsets and mask given): `tfdcn` = `tfdcn.deform_conv2d`;
+`torchvision` = `torchvision.ops.deform_conv2d` (NCHW, separate process); `conv2d` =
+`tf.nn.conv2d` + bias of the same shape, the floor. Layer level (an internal conv predicts
+offsets and mask): `tfdcn_layer` = `tfdcn.DCNv2`; `pure_tf` / `pure_tf_xla` =
+`tensorflow_dcn.reference.PureTFDCNv2` without / with XLA; `baseline` = the `--baseline` layer.
+All layers get the same weights. float16 / bfloat16 layers run under Keras' mixed_float16 /
+mixed_bfloat16 policies (float32 weights); op-level operands are all in the dtype.
+
+Columns. fwd / fwd+bwd: milliseconds per call; fwd+bwd computes the gradients of every operand
+(op level: input, offset, mask, kernel, bias; layers: input and all weights) for a fixed upstream
+gradient. peak MiB: the allocator's peak during one synced call minus what was allocated before
+it (TensorFlow: `tf.config.experimental.get_memory_info`; torch: `max_memory_allocated`);
+"—" on the CPU. max abs err: largest |y − y64| of the forward output against float64 on the same
+rounded inputs (op level: our op in float64 on operands rounded to the dtype; layers: float64
+with the float32 weights; conv2d: `tf.nn.conv2d` in float64); max rel err: that divided by the
+largest |y64|."""
+
+
+def write_markdown(path, header, records, dtype_keys, configs):
+    lines = ["# tensorflow-dcn DCNv2 benchmark", ""] + _header_lines(header) + ["", LEGEND, ""]
+    lines += ["## Times, memory and accuracy", "",
+              "| config | dtype | impl | fwd ms | fwd+bwd ms | peak MiB fwd | peak MiB fwd+bwd "
+              "| max abs err | max rel err |",
+              "|---|---|---|--:|--:|--:|--:|--:|--:|"]
+    failures = []
+    for r in records:
+        fwd, fwd_bwd = _ms(r.get("fwd_ms")), _ms(r.get("fwd_bwd_ms"))
+        if r["status"] != "ok":
+            failures.append(r)
+            mark = f"{r['status']} [{len(failures)}]"
+            if r.get("fwd_ms") is None:
+                fwd = mark
+            else:
+                fwd_bwd = mark
+        lines.append(
+            f"| {r['config']} | {DTYPES[r['dtype_key']].label} | {r['impl']} | {fwd} | {fwd_bwd} "
+            f"| {_mib(r.get('fwd_peak_extra_mib'))} | {_mib(r.get('peak_extra_mib'))} "
+            f"| {_err(r.get('max_abs_err'))} | {_err(r.get('max_rel_err'))} |")
+
+    ratios = speedups(records)
+    pairs = [pair for pair in COMPARISONS if any(k[2:] == pair for k in ratios)]
+    if pairs:
+        lines += ["", "## Speed-ups", "",
+                  "Other implementation's ms / ours (> 1: ours is faster); `tfdcn` is compared at "
+                  "op level, `tfdcn_layer` at layer level; against `conv2d` it is the fraction "
+                  "of plain convolution speed reached.", "",
+                  "| config | dtype | " + " | ".join(
+                      f"{mine} vs {other} {part}" for mine, other in pairs
+                      for part in ("fwd", "fwd+bwd")) + " |",
+                  "|---|---|" + "--:|" * (2 * len(pairs))]
+        for config in configs:
+            for key in dtype_keys:
+                values = [ratios.get((config, key, mine, other), (None, None)) for mine, other in pairs]
+                lines.append(f"| {config} | {DTYPES[key].label} | " + " | ".join(
+                    "—" if v is None else f"{v:.2f}×" for pair in values for v in pair) + " |")
+    if failures:
+        lines += ["", "## Failures", ""]
+        lines += [f"{i}. {r['config']} {DTYPES[r['dtype_key']].label} {r['impl']}: {r['status']} — "
+                  f"{r['error']}" for i, r in enumerate(failures, 1)]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def write_plot(path, records, dtype_keys, configs):
+    """Speed-up over each other implementation per config and dtype, and peak memory.
+
+    Returns None, or why the figure was skipped."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib import ticker
+    except ImportError:
+        return f"matplotlib is not installed (optional: pip install {MATPLOTLIB_PIN})"
+    ratios = speedups(records)
+    pairs = [pair for pair in COMPARISONS
+             if any(k[2:] == pair and any(v for v in vs) for k, vs in ratios.items())]
+    memory_dtype = dtype_keys[0]
+    memory = {(r["config"], r["impl"]): (r.get("fwd_peak_extra_mib"), r.get("peak_extra_mib"))
+              for r in records if r["dtype_key"] == memory_dtype}
+    has_memory = any(v is not None for pair in memory.values() for v in pair)
+    rows = len(pairs) + has_memory
+    if not rows:
+        return "no successful comparison or memory figure to plot"
+    figure, axes = plt.subplots(rows, 2, figsize=(max(8, 1.3 * len(configs) + 4), 3.2 * rows),
+                                squeeze=False)
+    positions = range(len(configs))
+
+    def bars(axis, series, title, ylabel, speedup):
+        width = 0.8 / max(1, len(series))
+        for i, (label, values) in enumerate(series):
+            heights = [math.nan if v is None else v for v in values]
+            x = [p + (i - (len(series) - 1) / 2) * width for p in positions]
+            if speedup:  # bars grow from 1x, up when ours is faster, down when slower
+                drawn = axis.bar(x, [h - 1 for h in heights], width, bottom=1, label=label)
+                axis.bar_label(drawn, labels=["" if math.isnan(h) else f"{h:.2g}" for h in heights],
+                               fontsize=6)
+            else:
+                axis.bar(x, heights, width, label=label)
+        axis.set_xticks(list(positions), configs, rotation=30, ha="right", fontsize=8)
+        axis.set_title(title, fontsize=10)
+        axis.set_ylabel(ylabel)
+        if speedup:
+            axis.set_yscale("log")
+            axis.axhline(1.0, color="black", linewidth=0.8)
+            axis.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))
+            axis.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g×"))
+            axis.yaxis.set_minor_formatter(ticker.NullFormatter())
+        axis.legend(fontsize=7)
+
+    for row, (mine, other) in enumerate(pairs):
+        for col, part in enumerate(("fwd", "fwd+bwd")):
+            series = [(DTYPES[key].label, [ratios.get((c, key, mine, other), (None, None))[col]
+                                           for c in configs]) for key in dtype_keys]
+            bars(axes[row][col], series, f"{mine} vs {other}, {part}",
+                 "speed-up (other ms / ours)", speedup=True)
+    if has_memory:
+        impls = [impl for impl in IMPLS if any((c, impl) in memory for c in configs)]
+        for col, part in enumerate(("fwd", "fwd+bwd")):
+            series = [(impl, [memory.get((c, impl), (None, None))[col] for c in configs])
+                      for impl in impls]
+            bars(axes[-1][col], series, f"peak extra memory, {part}, {DTYPES[memory_dtype].label}",
+                 "MiB", speedup=False)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return None
+
+
+def write_all(out_dir, header, records, dtype_keys, configs):
+    """Writes the three files; returns a note when the png was skipped, else None."""
+    os.makedirs(out_dir, exist_ok=True)
+    write_json(os.path.join(out_dir, "benchmark.json"), header, records)
+    write_markdown(os.path.join(out_dir, "benchmark.md"), header, records, dtype_keys, configs)
+    return write_plot(os.path.join(out_dir, "benchmark.png"), records, dtype_keys, configs)

@@ -1,0 +1,235 @@
+"""The TensorFlow implementations: building each one's forward and forward+backward steps on one
+device, timing them, and the float64 results they are checked against."""
+
+import gc
+import inspect
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import tensorflow_dcn as tfdcn
+from tensorflow_dcn.benchmark.timing import failure_status, short_error, time_per_call
+from tensorflow_dcn.reference import PureTFDCNv2
+
+LAYER_WEIGHTS = ("kernel", "bias", "offset_kernel", "offset_bias")
+
+
+class Unsupported(Exception):
+    """An implementation cannot run a config (its failure status is 'unsupported')."""
+
+
+def _explicit_padding(pad):
+    return [[0, 0], [pad, pad], [pad, pad], [0, 0]]
+
+
+def _policy(variant):
+    """Keras dtype policy: half types as users train them, float32 variables (mixed precision)."""
+    return "float32" if variant.dtype == "float32" else f"mixed_{variant.dtype}"
+
+
+def _op_steps(operator):
+    """Forward and forward+backward of an op-level implementation `operator(x, offset, mask,
+    kernel, bias)`; the backward gives all five gradients."""
+    def forward(x, offset, mask, kernel, bias):
+        return operator(x, offset, mask, kernel, bias)
+
+    def forward_backward(x, offset, mask, kernel, bias, grad_y):
+        operands = [x, offset, mask, kernel, bias]
+        with tf.GradientTape() as tape:
+            tape.watch(operands)
+            y = operator(*operands)
+        return y, tape.gradient(y, operands, output_gradients=grad_y)
+
+    return tf.function(forward), tf.function(forward_backward)
+
+
+def _layer_steps(layer, jit_compile):
+    """Forward and forward+backward (input and all weights) of a built Keras layer."""
+    def forward(x):
+        return layer(x)
+
+    def forward_backward(x, grad_y):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+        sources = [x] + list(layer.trainable_variables)
+        return y, tape.gradient(y, sources, output_gradients=tf.cast(grad_y, y.dtype))
+
+    return (tf.function(forward, jit_compile=jit_compile),
+            tf.function(forward_backward, jit_compile=jit_compile))
+
+
+def _baseline_kwargs(layer_class, config):
+    """Constructor arguments for a user's layer: only those its signature names, and an error
+    when the config needs one it lacks (e.g. iSeg's DCNv2 is fixed at stride 1, 'same', dg 1)."""
+    accepted = inspect.signature(layer_class.__init__).parameters
+    default_geometry = config.stride == 1 and config.pad == (config.kernel - 1) // 2
+    options = (
+        (("strides", "stride"), (config.stride, config.stride), config.stride == 1),
+        (("padding",), "same" if default_geometry else config.pad, default_geometry),
+        (("deformable_groups",), config.deformable_groups, config.deformable_groups == 1),
+        (("use_bias",), True, True),
+    )
+    kwargs = {}
+    for names, value, fine_without in options:
+        name = next((n for n in names if n in accepted), None)
+        if name is not None:
+            kwargs[name] = value
+        elif not fine_without:
+            raise Unsupported(f"{layer_class.__name__} takes no {names[0]} argument, which "
+                              f"{config.name} needs")
+    return kwargs
+
+
+def _load_weights(layer, data):
+    for name in LAYER_WEIGHTS:
+        variable = getattr(layer, name, None)
+        if variable is None:
+            raise Unsupported(f"{type(layer).__name__} has no `{name}` weight")
+        if tuple(variable.shape) != data[name].shape:
+            raise Unsupported(f"{type(layer).__name__}.{name} has shape {tuple(variable.shape)}, "
+                              f"expected {data[name].shape}")
+        variable.assign(data[name])
+
+
+class TensorFlowRunner:
+    """Runs the TensorFlow implementations of one problem at a time on one device."""
+
+    def __init__(self, device, *, warmup, repeats, target_seconds, baseline_class=None):
+        self.device = device  # "GPU:0" or "CPU:0"
+        self.on_gpu = device.startswith("GPU")
+        self.timing = dict(warmup=warmup, repeats=repeats, target_seconds=target_seconds)
+        self.baseline_class = baseline_class
+
+    def _tensor(self, array, dtype):
+        with tf.device(self.device):
+            return tf.identity(tf.cast(array, dtype))
+
+    def _peak_extra_mib(self, run_once):
+        """Peak allocator growth during one synced call; None where TF keeps no stats (CPU)."""
+        if not self.on_gpu:
+            return None
+        tf.test.experimental.sync_devices()
+        tf.config.experimental.reset_memory_stats(self.device)
+        before = tf.config.experimental.get_memory_info(self.device)["current"]
+        run_once()
+        tf.test.experimental.sync_devices()
+        return (tf.config.experimental.get_memory_info(self.device)["peak"] - before) / 2**20
+
+    def _steps(self, impl, config, variant, data):
+        """(forward, forward_backward, forward args, forward_backward args) of one impl."""
+        dtype = tf.as_dtype(variant.dtype)
+        x, grad_y = self._tensor(data["x"], dtype), self._tensor(data["grad_y"], dtype)
+        if impl in ("tfdcn", "conv2d"):
+            operands = [self._tensor(data[k], dtype) for k in ("offset", "mask", "kernel", "bias")]
+            if impl == "tfdcn":
+                def operator(x, offset, mask, kernel, bias):
+                    return tfdcn.deform_conv2d(
+                        x, offset, kernel, bias, mask, strides=config.stride, padding=config.pad,
+                        deformable_groups=config.deformable_groups)
+            else:
+                def operator(x, offset, mask, kernel, bias):
+                    del offset, mask  # same signature and gradients list as the DCN ops
+                    y = tf.nn.conv2d(x, kernel, config.stride, _explicit_padding(config.pad))
+                    return tf.nn.bias_add(y, bias)
+            forward, forward_backward = _op_steps(operator)
+            return forward, forward_backward, [x] + operands, [x] + operands + [grad_y]
+
+        if impl == "baseline":
+            layer_class = self.baseline_class
+            kwargs = _baseline_kwargs(layer_class, config)
+        else:
+            layer_class = tfdcn.DCNv2 if impl == "tfdcn_layer" else PureTFDCNv2
+            kwargs = dict(strides=config.stride, padding=config.pad,
+                          deformable_groups=config.deformable_groups)
+        with tf.device(self.device):
+            layer = layer_class(config.channels, (config.kernel, config.kernel),
+                                dtype=_policy(variant), **kwargs)
+            layer(x)  # builds the weights
+            _load_weights(layer, data)
+        forward, forward_backward = _layer_steps(layer, jit_compile=impl == "pure_tf_xla")
+        return forward, forward_backward, [x], [x, grad_y]
+
+    def measure(self, impl, config, variant, data):
+        """A record (times, memory, status) and the forward output as numpy (None on failure)."""
+        record = {"status": "ok", "error": None}
+        output = None
+        try:
+            with tf.device(self.device):
+                forward, forward_backward, fwd_args, fwd_bwd_args = self._steps(
+                    impl, config, variant, data)
+                output = forward(*fwd_args).numpy()
+        except Exception as e:  # noqa: BLE001 - recorded, and the run goes on
+            return dict(status=failure_status(e), error=short_error(e)), None
+        for name, step, args in (("fwd", forward, fwd_args),
+                                 ("fwd_bwd", forward_backward, fwd_bwd_args)):
+            def run_once(step=step, args=args):
+                return step(*args)
+            try:
+                with tf.device(self.device):
+                    seconds, calls = time_per_call(
+                        run_once, tf.test.experimental.sync_devices, **self.timing)
+                    peak = self._peak_extra_mib(run_once)
+                record.update({f"{name}_ms": seconds * 1e3, f"{name}_calls_per_sync": calls,
+                               "fwd_peak_extra_mib" if name == "fwd" else "peak_extra_mib": peak})
+            except Exception as e:  # noqa: BLE001 - e.g. fwd fits but fwd+bwd runs out of memory
+                record.update(status=failure_status(e),
+                              error=f"{name.replace('_', '+')}: {short_error(e)}")
+                break
+        gc.collect()
+        return record, output
+
+    def reference_outputs(self, config, variant, data):
+        """float64 results for this dtype's (rounded) operands: {'op', 'layer', 'conv2d'}.
+
+        Op level rounds every operand to the dtype first; layer level rounds the input only, the
+        layers keep float32 weights (mixed precision casts them down inside). Runs on the
+        benchmark device, or on the CPU where that lacks a float64 kernel.
+        """
+        dtype = tf.as_dtype(variant.dtype)
+
+        def compute():
+            def rounded(name):
+                return tf.cast(tf.cast(data[name], dtype), tf.float64)
+
+            def exact(name):
+                return tf.constant(data[name], tf.float64)
+
+            geometry = dict(strides=config.stride, padding=config.pad,
+                            deformable_groups=config.deformable_groups)
+            x = rounded("x")
+            op = tfdcn.deform_conv2d(x, rounded("offset"), rounded("kernel"), rounded("bias"),
+                                     rounded("mask"), **geometry)
+            conv = tf.nn.bias_add(tf.nn.conv2d(x, rounded("kernel"), config.stride,
+                                               _explicit_padding(config.pad)), rounded("bias"))
+            predicted = tf.nn.bias_add(
+                tf.nn.conv2d(x, exact("offset_kernel"), config.stride,
+                             _explicit_padding(config.pad)), exact("offset_bias"))
+            split = 2 * config.deformable_groups * config.taps
+            layer = tfdcn.deform_conv2d(x, predicted[..., :split], exact("kernel"), exact("bias"),
+                                        tf.sigmoid(predicted[..., split:]), **geometry)
+            return {"op": op.numpy(), "layer": layer.numpy(), "conv2d": conv.numpy()}
+
+        try:
+            with tf.device(self.device):
+                return compute()
+        except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError):
+            with tf.device("CPU:0"):
+                return compute()
+
+
+def output_errors(output, reference):
+    """Largest |y - y64| and that divided by the largest |y64| (a scale-free relative error)."""
+    if output is None or reference is None:
+        return None, None
+    if output.shape != reference.shape:
+        raise ValueError(f"output shape {output.shape} != reference shape {reference.shape}")
+    max_abs = float(np.max(np.abs(output.astype(np.float64) - reference)))
+    scale = float(np.max(np.abs(reference)))
+    return max_abs, (max_abs / scale if scale else None)
+
+
+def reset_between_configs():
+    keras.backend.clear_session()
+    gc.collect()

@@ -1,0 +1,54 @@
+"""Timing and error bookkeeping shared by the TensorFlow runner and the torchvision worker.
+
+Standard library only: the torchvision worker imports this file by path in a process that has
+no TensorFlow.
+"""
+
+import statistics
+import time
+
+# Calls per device sync are capped so that one repeat of a microsecond kernel stays bounded.
+MAX_CALLS_PER_SYNC = 1000
+
+
+def time_per_call(run_once, sync, *, warmup, repeats, target_seconds):
+    """Median seconds per call of `run_once`, and the calls per sync it used.
+
+    Every implementation is timed the same way: `warmup` calls, then `repeats` rounds of K calls
+    followed by one device sync, where K is chosen from one synced call so that a round lasts
+    about `target_seconds`; launch overhead is amortised over K calls for everyone alike.
+    """
+    for _ in range(warmup):
+        run_once()
+    sync()
+    start = time.perf_counter()
+    run_once()
+    sync()
+    single = time.perf_counter() - start
+    calls = max(1, min(MAX_CALLS_PER_SYNC, round(target_seconds / max(single, 1e-7))))
+    per_call = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            run_once()
+        sync()
+        per_call.append((time.perf_counter() - start) / calls)
+    return statistics.median(per_call), calls
+
+
+def failure_status(error):
+    """'oom', 'unsupported' or 'error' for an exception raised by an implementation."""
+    text = f"{type(error).__name__}: {error}"
+    lowered = text.lower()
+    if any(s in lowered for s in ("outofmemory", "out of memory", "resourceexhausted", " oom")):
+        return "oom"
+    if any(s in lowered for s in ("not implemented for", "no registered", "not supported",
+                                  "unsupported")):
+        return "unsupported"
+    return "error"
+
+
+def short_error(error, limit=300):
+    """An exception on one line, shortened for a table footnote."""
+    text = " ".join(f"{type(error).__name__}: {error}".split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
