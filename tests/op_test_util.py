@@ -383,7 +383,7 @@ BAD_INPUTS = [
     ("pad_h_negative", BadInput(r"pad_h must not be negative", attrs=dict(pad_h=-1))),
     ("pad_w_negative", BadInput(r"pad_w must not be negative", attrs=dict(pad_w=-1))),
     ("pad_h_beyond_exact_float", BadInput(r"pad_h must be at most 16777216",
-                                          attrs=dict(pad_h=2**24 + 1))),
+                                          input_shape=(0, 5, 5, 4), attrs=dict(pad_h=2**24 + 1))),
     ("output_size_below_one", BadInput(r"output size would be", input_shape=(1, 2, 5, 4))),
     ("offset_spatial_mismatch", BadInput(r"offset spatial size 4x3",
                                          shapes=dict(offset=(1, 4, 3, 18)))),
