@@ -1,0 +1,62 @@
+# Entry points. On a fresh Debian 12 machine `make test` or `make bench` is all it takes.
+#   make setup   Bazel (apt), the venv .venv with requirements-dev.txt, ./configure.sh
+#   make build   the op library, also copied to tensorflow_dcn/ (PYTHONPATH=. works in the tree)
+#   make wheel   dist/tensorflow_dcn-<version>-py3-none-manylinux_2_27_x86_64.whl
+#   make test    build, bazel test //tests/..., wheel, install it, pytest against the installed wheel
+#   make bench   build, python -m tensorflow_dcn.benchmark $(BENCH_ARGS) (small CPU defaults)
+#   make clean   Bazel outputs, dist/, the in-tree library
+# Variables: VENV (.venv), CONFIG (auto|cpu|cuda, see scripts/setup_env.sh), BAZEL_TEST_ARGS,
+# PYTEST_PATHS (tests/), PYTEST_ARGS, BENCH_ARGS.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
+VENV ?= $(ROOT)/.venv
+CONFIG ?= auto
+TFDCN_WHEELHOUSE ?= $(HOME)/.cache/tensorflow_dcn/wheelhouse
+# The venv first on PATH: configure, Bazel's py_test stubs (build --test_env=PATH) and pip use it.
+export PATH := $(VENV)/bin:$(PATH)
+export VENV CONFIG TFDCN_WHEELHOUSE
+PYTHON := $(VENV)/bin/python
+BAZEL ?= bazel
+BAZEL_TEST_ARGS ?=
+PYTEST_ARGS ?=
+PYTEST_PATHS ?= $(ROOT)/tests
+BENCH_ARGS ?=
+VERSION = $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' $(ROOT)/tensorflow_dcn/_version.py)
+WHEEL = $(ROOT)/dist/tensorflow_dcn-$(VERSION)-py3-none-manylinux_2_27_x86_64.whl
+
+.PHONY: all setup build wheel test test-bazel test-installed bench clean
+all: build
+
+setup:
+	cd $(ROOT) && scripts/setup_env.sh
+
+build: setup
+	cd $(ROOT) && $(BAZEL) build //tensorflow_dcn:_dcn_ops.so
+	cd $(ROOT) && cp -f bazel-bin/tensorflow_dcn/_dcn_ops.so tensorflow_dcn/_dcn_ops.so \
+	  && chmod u+w tensorflow_dcn/_dcn_ops.so
+
+wheel: setup
+	cd $(ROOT) && ./build_pip_pkg.sh dist
+
+test: test-bazel test-installed
+
+test-bazel: build
+	cd $(ROOT) && $(BAZEL) test //tests/... $(BAZEL_TEST_ARGS)
+
+# pytest from an empty folder with no PYTHONPATH: the tests import the installed wheel, never the
+# source tree (tests/conftest.py prints which tensorflow_dcn and enforces it).
+test-installed: wheel
+	$(PYTHON) -m pip install --quiet --no-deps --force-reinstall $(WHEEL)
+	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && cd "$$tmp" && \
+	  env -u PYTHONPATH TFDCN_TEST_INSTALLED=1 TFDCN_WHEEL=$(WHEEL) TF_CPP_MIN_LOG_LEVEL=2 \
+	  $(PYTHON) -m pytest -p no:cacheprovider -ra $(PYTEST_PATHS) $(PYTEST_ARGS)
+
+bench: build
+	@cd $(ROOT) && if [[ ! -f tensorflow_dcn/benchmark/__main__.py ]]; then \
+	  echo "make bench: tensorflow_dcn/benchmark/__main__.py does not exist yet" >&2; exit 1; fi
+	cd $(ROOT) && PYTHONPATH=$(ROOT) TF_CPP_MIN_LOG_LEVEL=2 $(PYTHON) -m tensorflow_dcn.benchmark $(BENCH_ARGS)
+
+clean:
+	cd $(ROOT) && $(BAZEL) clean
+	rm -rf $(ROOT)/dist $(ROOT)/tensorflow_dcn/_dcn_ops.so
