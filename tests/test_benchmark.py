@@ -1,0 +1,259 @@
+"""Tests of the benchmark's pure-TF baseline (tensorflow_dcn.reference) against our op, and a CPU
+smoke run of `python -m tensorflow_dcn.benchmark` on tiny configs."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl.testing import parameterized
+
+import tensorflow_dcn as tfdcn
+from tensorflow_dcn.benchmark import configs
+from tensorflow_dcn.reference import PureTFDCNv2, deform_conv2d_reference
+
+OPERANDS = ("inputs", "offset", "mask", "kernel", "bias")
+
+
+def random_problem(batch, height, width, channels, filters, kernel_hw, out_hw, groups=1,
+                   deformable_groups=1, dtype=np.float64, seed=0):
+    rng = np.random.default_rng(seed)
+    taps = kernel_hw[0] * kernel_hw[1] * deformable_groups
+    return {
+        "inputs": rng.uniform(-1, 1, (batch, height, width, channels)).astype(dtype),
+        # Offsets of a few pixels: many samples leave the image or straddle its border.
+        "offset": rng.uniform(-3, 3, (batch, *out_hw, 2 * taps)).astype(dtype),
+        "mask": rng.uniform(0, 1, (batch, *out_hw, taps)).astype(dtype),
+        "kernel": rng.uniform(-1, 1, (*kernel_hw, channels // groups, filters)).astype(dtype),
+        "bias": rng.uniform(-1, 1, (filters,)).astype(dtype),
+    }
+
+
+def value_and_gradients(function, operands, **attrs):
+    tensors = {name: tf.constant(value) for name, value in operands.items() if value is not None}
+    upstream = None
+    with tf.GradientTape() as tape:
+        tape.watch(list(tensors.values()))
+        output = function(**tensors, **attrs)
+        upstream = tf.constant(np.random.default_rng(7).uniform(-1, 1, output.shape), output.dtype)
+    gradients = tape.gradient(output, list(tensors.values()), output_gradients=upstream)
+    return output.numpy(), dict(zip(tensors, (g.numpy() for g in gradients)))
+
+
+class ReferenceMatchesOpTest(tf.test.TestCase, parameterized.TestCase):
+    """deform_conv2d_reference has tfdcn.deform_conv2d's semantics (values and all gradients)."""
+
+    @parameterized.named_parameters(
+        ("pad1", dict(padding=1), (3, 3), (7, 9)),
+        ("valid", dict(padding="valid"), (3, 3), (5, 7)),
+        ("same_stride2_odd", dict(padding="same", strides=2), (3, 3), (4, 5)),
+        ("stride2_dg2_groups2", dict(padding=1, strides=2, deformable_groups=2, groups=2),
+         (3, 3), (4, 5)),
+        ("dilation2_asymmetric", dict(padding=(2, 1), dilation_rate=(2, 1)), (3, 2), (7, 10)),
+        ("dg4_kernel1", dict(padding=0, deformable_groups=4), (1, 1), (7, 9)),
+    )
+    def test_values_and_gradients(self, attrs, kernel_hw, out_hw):
+        problem = random_problem(2, 7, 9, 8, 6, kernel_hw, out_hw,
+                                 groups=attrs.get("groups", 1),
+                                 deformable_groups=attrs.get("deformable_groups", 1))
+        expected, expected_grads = value_and_gradients(tfdcn.deform_conv2d, problem, **attrs)
+        actual, actual_grads = value_and_gradients(deform_conv2d_reference, problem, **attrs)
+        self.assertAllClose(actual, expected, rtol=1e-12, atol=1e-12)
+        for name in OPERANDS:
+            self.assertAllClose(actual_grads[name], expected_grads[name], rtol=1e-11, atol=1e-11,
+                                msg=name)
+
+    def test_without_mask_and_bias(self):
+        problem = random_problem(1, 5, 6, 4, 3, (3, 3), (5, 6))
+        problem["mask"] = problem["bias"] = None
+        expected, expected_grads = value_and_gradients(tfdcn.deform_conv2d, problem, padding=1)
+        actual, actual_grads = value_and_gradients(deform_conv2d_reference, problem, padding=1)
+        self.assertAllClose(actual, expected, rtol=1e-12, atol=1e-12)
+        for name in ("inputs", "offset", "kernel"):
+            self.assertAllClose(actual_grads[name], expected_grads[name], rtol=1e-11, atol=1e-11)
+
+    def test_border_integer_and_non_finite_positions(self):
+        # A 1x1 kernel over a 4x4 image: each of the 16 output pixels samples one position, on
+        # the -1 edge, on integers, just inside or outside the border, far away or non-finite.
+        positions = [(-1, 0), (-1.5, 0.5), (0, -1), (3, 1), (3.999, -0.5), (4, 0.25), (1e30, 0),
+                     (np.nan, 0), (np.inf, 0), (-np.inf, 1), (-0.25, 4.5), (2.5, -2), (1, 1),
+                     (2.5, 2.5), (-1, -1), (0.5, 3)]
+        problem = random_problem(1, 4, 4, 3, 2, (1, 1), (4, 4))
+        pixel_centers = np.stack(np.meshgrid(np.arange(4), np.arange(4), indexing="ij"), -1)
+        problem["offset"] = (np.reshape(positions, (1, 4, 4, 2)) - pixel_centers).astype(np.float64)
+        expected, expected_grads = value_and_gradients(tfdcn.deform_conv2d, problem)
+        actual, actual_grads = value_and_gradients(deform_conv2d_reference, problem)
+        self.assertAllClose(actual, expected, rtol=1e-12, atol=1e-12)
+        for name in OPERANDS:
+            self.assertAllClose(actual_grads[name], expected_grads[name], rtol=1e-11, atol=1e-11,
+                                msg=name)
+
+
+class PureTFLayerTest(tf.test.TestCase, parameterized.TestCase):
+    """PureTFDCNv2 has tfdcn.DCNv2's arguments and weights, computes what it computes, and runs
+    under XLA in every dtype the benchmark uses."""
+
+    ARGS = dict(filters=6, kernel_size=3, strides=2, padding=1, deformable_groups=2)
+
+    def _random_weights(self, layer, seed=3):
+        rng = np.random.default_rng(seed)
+        layer.set_weights([rng.uniform(-0.5, 0.5, w.shape).astype("float32")
+                           for w in layer.get_weights()])
+
+    @parameterized.named_parameters(("automatic", False, 1), ("offset_source", True, 2),
+                                    ("offset_and_mask", True, 3))
+    def test_same_weights_same_output_as_dcnv2(self, use_custom_offset, num_inputs):
+        rng = np.random.default_rng(0)
+        x = rng.uniform(-1, 1, (2, 9, 8, 4)).astype("float32")
+        inputs = {1: x, 2: [x, rng.uniform(-1, 1, (2, 9, 8, 5)).astype("float32")],
+                  3: [x, rng.uniform(-2, 2, (2, 5, 4, 36)).astype("float32"),
+                      rng.uniform(0, 1, (2, 5, 4, 18)).astype("float32")]}[num_inputs]
+        ours = tfdcn.DCNv2(**self.ARGS, use_custom_offset=use_custom_offset)
+        pure = PureTFDCNv2(**self.ARGS, use_custom_offset=use_custom_offset)
+        ours(inputs)
+        pure(inputs)
+        self.assertEqual([(w.name, w.shape) for w in pure.weights],
+                         [(w.name, w.shape) for w in ours.weights])
+        self._random_weights(ours)
+        pure.set_weights(ours.get_weights())
+        self.assertAllClose(pure(inputs), ours(inputs), rtol=1e-5, atol=1e-5)
+        self.assertEqual(pure.compute_output_shape(
+            [i.shape for i in inputs] if num_inputs > 1 else x.shape), (2, 5, 4, 6))
+
+    def test_config_round_trip(self):
+        layer = PureTFDCNv2(**self.ARGS, activation="relu", use_bias=False)
+        clone = PureTFDCNv2.from_config(layer.get_config())
+        self.assertEqual(clone.get_config(), layer.get_config())
+
+    @parameterized.parameters("float32", "float16", "bfloat16")
+    def test_xla_forward_and_backward_in_dtype(self, dtype):
+        x = tf.constant(np.random.default_rng(1).uniform(-1, 1, (2, 8, 8, 8)), dtype)
+        policy = dtype if dtype == "float32" else f"mixed_{dtype}"
+        layer = PureTFDCNv2(**self.ARGS, dtype=policy)
+        layer(x)
+        self._random_weights(layer)
+
+        @tf.function(jit_compile=True)
+        def step(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = layer(x)
+            return y, tape.gradient(y, [x] + layer.trainable_variables)
+
+        y, gradients = step(x)
+        self.assertEqual(y.dtype, dtype)
+        self.assertEqual(gradients[0].dtype, dtype)
+        float_layer = PureTFDCNv2(**self.ARGS)
+        float_layer(tf.cast(x, tf.float32))
+        float_layer.set_weights(layer.get_weights())
+        tolerance = {"float32": 1e-5, "float16": 2e-2, "bfloat16": 1e-1}[dtype]
+        self.assertAllClose(tf.cast(y, tf.float32), float_layer(tf.cast(x, tf.float32)),
+                            rtol=tolerance, atol=tolerance)
+
+
+class ConfigsTest(tf.test.TestCase):
+
+    def test_specs_round_trip(self):
+        for spec in configs.GPU_CONFIGS + configs.QUICK_CONFIGS + ("1x5x7x8-k5-p1-dg2",):
+            self.assertEqual(configs.parse_config(spec).name, spec)
+        config = configs.parse_config("8x64x64x128-s2")
+        self.assertEqual((config.out_height, config.out_width, config.pad), (32, 32, 1))
+
+    def test_selection_by_index_and_errors(self):
+        self.assertEqual([c.name for c in configs.select_configs("0,2x8x8x4", ("4x4x4x4",))],
+                         ["4x4x4x4", "2x8x8x4"])
+        with self.assertRaisesRegex(ValueError, "NxHxWxC"):
+            configs.parse_config("2x8x8")
+        with self.assertRaisesRegex(ValueError, "unknown dtype"):
+            configs.select_dtypes("fp8", configs.CPU_DTYPES)
+        with self.assertRaisesRegex(ValueError, "unknown impl"):
+            configs.select_impls("tfdcn,cudnn", configs.IMPLS)
+
+
+RECORD_KEYS = {"config", "dtype", "tf32", "impl", "level", "status", "error", "fwd_ms",
+               "fwd_bwd_ms", "fwd_peak_extra_mib", "peak_extra_mib", "max_abs_err", "max_rel_err"}
+
+
+def run_benchmark(out_dir, *args, env=None):
+    """The CLI in a subprocess (as users run it), with this process' import path."""
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p), **(env or {}))
+    result = subprocess.run(
+        [sys.executable, "-m", "tensorflow_dcn.benchmark", "--device", "cpu", "--repeats", "1",
+         "--warmup", "1", "--round-ms", "1", "--out", out_dir, *args],
+        capture_output=True, text=True, env=environment, timeout=600)
+    if result.returncode:
+        raise AssertionError(f"benchmark failed ({result.returncode}):\n{result.stderr[-5000:]}")
+    with open(os.path.join(out_dir, "benchmark.json")) as f:
+        return json.load(f), result
+
+
+class BenchmarkCliTest(tf.test.TestCase):
+    """One tiny run through every TensorFlow implementation, a baseline layer and a failure."""
+
+    def test_tiny_run_writes_md_json_png(self):
+        out_dir = os.path.join(self.get_temp_dir(), "bench")
+        # layer_test_util.DCNv2 is an iSeg-like user layer: stride 1 only, so the -s2 config must
+        # be recorded as unsupported for it without stopping the run.
+        records, result = run_benchmark(
+            out_dir, "--configs", "1x6x6x4,1x6x6x4-s2", "--dtypes", "fp32,bf16",
+            "--impls", "tfdcn,conv2d,tfdcn_layer,pure_tf,pure_tf_xla,baseline",
+            "--baseline", "layer_test_util:DCNv2")
+        header, records = records[0], records[1:]
+        self.assertTrue(header["header"])
+        for key in ("date", "device", "device_name", "tensorflow", "tf_cuda", "timing", "configs"):
+            self.assertIn(key, header)
+        self.assertEqual(header["baseline"], "layer_test_util:DCNv2")
+        self.assertLen(records, 2 * 2 * 6)
+        for record in records:
+            self.assertContainsSubset(RECORD_KEYS, record.keys())
+            self.assertIn(record["impl"], configs.IMPLS)
+            self.assertIn(record["dtype"], ("float32", "bfloat16"))
+        by_key = {(r["config"], r["dtype"], r["impl"]): r for r in records}
+        for key, record in by_key.items():
+            if key[0] == "1x6x6x4-s2" and key[2] == "baseline":
+                self.assertEqual(record["status"], "unsupported", record["error"])
+                self.assertIn("strides", record["error"])
+                continue
+            self.assertEqual(record["status"], "ok", f"{key}: {record['error']}")
+            self.assertGreater(record["fwd_ms"], 0)
+            self.assertGreater(record["fwd_bwd_ms"], 0)
+            self.assertIsNone(record["peak_extra_mib"])  # no allocator stats on the CPU
+            # bfloat16 keeps 8 bits; the iSeg-like baseline even samples at bfloat16 positions.
+            self.assertLess(record["max_rel_err"], 1e-5 if key[1] == "float32" else 1e-1, key)
+
+        with open(os.path.join(out_dir, "benchmark.md")) as f:
+            markdown = f.read()
+        self.assertIn("| config | dtype | impl | fwd ms | fwd+bwd ms |", markdown)
+        self.assertIn("tfdcn_layer vs pure_tf_xla fwd+bwd", markdown)
+        self.assertIn("unsupported [1]", markdown)
+        if importlib.util.find_spec("matplotlib"):
+            self.assertTrue(os.path.getsize(os.path.join(out_dir, "benchmark.png")))
+        else:
+            self.assertIn("benchmark.png skipped", result.stdout)
+
+
+    def test_torchvision_in_its_own_process(self):
+        # TFDCN_TORCH_PYTHON may name a Python with torch and torchvision (e.g. a separate venv).
+        torch_python = os.environ.get("TFDCN_TORCH_PYTHON") or (
+            sys.executable if importlib.util.find_spec("torchvision") else None)
+        if not torch_python:
+            self.skipTest("no torchvision: set TFDCN_TORCH_PYTHON to a Python that has it")
+        records, _ = run_benchmark(
+            os.path.join(self.get_temp_dir(), "torch"), "--configs", "1x6x6x4-s2-dg2",
+            "--dtypes", "fp32,bf16", "--impls", "tfdcn,torchvision", "--torch-python",
+            torch_python)
+        header, records = records[0], records[1:]
+        self.assertIn("torchvision", header)
+        by_key = {(r["dtype"], r["impl"]): r for r in records}
+        self.assertEqual(by_key[("float32", "torchvision")]["status"], "ok")
+        # Same data, same semantics: torchvision agrees with the float64 result of our op.
+        self.assertLess(by_key[("float32", "torchvision")]["max_rel_err"], 1e-5)
+        self.assertEqual(by_key[("bfloat16", "torchvision")]["status"], "unsupported")
+
+
+if __name__ == "__main__":
+    tf.test.main()
