@@ -89,9 +89,10 @@ def _resolve_device(requested):
     device = requested or ("gpu" if gpus else "cpu")
     if device == "cpu":
         tf.config.set_visible_devices([], "GPU")
-    for gpu in gpus:
-        # Without growth TensorFlow would hold the whole GPU; the peaks are measured either way.
-        tf.config.experimental.set_memory_growth(gpu, True)
+    else:
+        for gpu in gpus:
+            # Without growth TensorFlow would hold the whole GPU; peaks are measured either way.
+            tf.config.experimental.set_memory_growth(gpu, True)
     return device
 
 
@@ -240,9 +241,10 @@ def _benchmark(args, header, scratch):
                 else:
                     record, output = runner.measure(impl, config, variant, data)
                 level = "layer" if impl in cfg.LAYER_IMPLS else "op"
+                reference = references[variant.dtype]
                 try:
                     record["max_abs_err"], record["max_rel_err"] = output_errors(
-                        output, references[variant.dtype]["conv2d" if impl == "conv2d" else level])
+                        output, reference and reference["conv2d" if impl == "conv2d" else level])
                 except ValueError as e:
                     record.update(status="error", error=str(e))
                 records.append({"config": config.name, "dtype": variant.dtype,

@@ -3,6 +3,7 @@ device, timing them, and the float64 results they are checked against."""
 
 import gc
 import inspect
+import sys
 
 import keras
 import numpy as np
@@ -181,11 +182,11 @@ class TensorFlowRunner:
         return record, output
 
     def reference_outputs(self, config, variant, data):
-        """float64 results for this dtype's (rounded) operands: {'op', 'layer', 'conv2d'}.
+        """float64 results for this dtype's (rounded) operands: {'op', 'layer', 'conv2d'}, or None.
 
         Op level rounds every operand to the dtype first; layer level rounds the input only, the
         layers keep float32 weights (mixed precision casts them down inside). Runs on the
-        benchmark device, or on the CPU where that lacks a float64 kernel.
+        benchmark device, or on the CPU where that fails.
         """
         dtype = tf.as_dtype(variant.dtype)
 
@@ -211,12 +212,14 @@ class TensorFlowRunner:
                                         tf.sigmoid(predicted[..., split:]), **geometry)
             return {"op": op.numpy(), "layer": layer.numpy(), "conv2d": conv.numpy()}
 
-        try:
-            with tf.device(self.device):
-                return compute()
-        except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError):
-            with tf.device("CPU:0"):
-                return compute()
+        for device in dict.fromkeys((self.device, "CPU:0")):
+            try:
+                with tf.device(device):
+                    return compute()
+            except tf.errors.OpError as e:  # e.g. out of memory: try the host, then give up
+                print(f"float64 reference of {config.name} {variant.key} failed on {device}: "
+                      f"{short_error(e)}", file=sys.stderr, flush=True)
+        return None
 
 
 def output_errors(output, reference):

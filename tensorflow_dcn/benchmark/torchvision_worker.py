@@ -15,7 +15,8 @@ import time
 
 import numpy as np
 
-from timing import failure_status, short_error, time_per_call  # this file's folder
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # even under PYTHONSAFEPATH
+from timing import failure_status, short_error, time_per_call  # noqa: E402
 
 
 def _versions(torch, torchvision, device):
