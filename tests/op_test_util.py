@@ -194,10 +194,11 @@ def assert_finite_difference_gradients(test, config, device):
         test.assertAllClose(t, n, rtol=1e-7, atol=1e-7, msg=f"jacobian for {name}")
 
 
-# The forward parity matrix: a covering set rather than the cartesian product. Every kernel
-# (1x1, 3x3, 5x3), stride (1, 2, asymmetric), padding (0, 1, 2, asymmetric), dilation (1, 2),
-# groups (1, 2), deformable groups (1, 2, 4), batch (1, 3), offset kind (uniform +-6 with many
-# samples outside the image, small, integer), mask and bias on/off appear with several others.
+# The parity matrix: a covering set rather than the cartesian product. Every kernel (1x1, 3x3,
+# 5x3), stride (1, 2, asymmetric), padding (0, 1, 2, asymmetric), dilation (1, 2), groups (1, 2),
+# deformable groups (1, 2, 4; 3 across conv groups), batch (1, 3), offset kind (uniform +-6 with
+# many samples outside the image, small, integer), mask and bias on/off appear with several
+# others. Spatial sizes are odd, 5 to 13; channels 4 to 16.
 PARITY_CONFIGS = [
     ("k1x1", Config(height=5, width=7, kernel=(1, 1))),
     ("k3x3_pad1_batch3", Config(batch=3, height=7, width=5, out_channels=6, pad=(1, 1))),
@@ -229,10 +230,18 @@ PARITY_CONFIGS = [
     ("k3x3_groups2_dg4_integer_batch3_nobias",
      Config(batch=3, height=7, width=7, in_channels=8, out_channels=8, pad=(1, 1), groups=2,
             deformable_groups=4, offsets="integer", bias=False)),
+    # Deformable groups (2 channels each) straddle the conv groups (3 channels each).
+    ("k3x3_groups2_dg3_straddling", Config(height=7, width=9, in_channels=6, pad=(1, 1),
+                                           groups=2, deformable_groups=3)),
     ("k5x3_dil2_dg2_small_offsets_nomask_nobias",
      Config(height=13, width=9, kernel=(5, 3), pad=(1, 1), dilation=(2, 2),
             deformable_groups=2, max_offset=1.0, mask=False, bias=False)),
 ]
+
+# Big enough for many parallel pixel blocks in the CPU kernels and, in float64, for two of the
+# backward pass's 64 MiB column chunks (dcn_v2_cpu.cc), the chunk boundary falling inside an image.
+LARGE_CONFIG = Config(batch=3, height=31, width=31, in_channels=128, out_channels=8,
+                      kernel=(5, 5), pad=(2, 2), groups=2, deformable_groups=2)
 
 # Zero offsets: DCNv2 is then an ordinary convolution.
 CONV_CONFIGS = [

@@ -12,6 +12,8 @@ with respect to a position is taken inside the cell floor(p): right-sided at int
 as the design specifies.
 """
 
+import functools
+
 import tensorflow as tf
 
 
@@ -53,6 +55,16 @@ def _bilinear_samples(input, y, x, deformable_groups):
     return tf.reshape(tf.transpose(total, [0, 2, 3, 4, 1, 5]), [n, ho, wo, taps, c])
 
 
+def on_cpu(fn):
+    """Runs the reference on the CPU wherever the op under test runs."""
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with tf.device("/CPU:0"):
+            return fn(*args, **kwargs)
+    return wrapped
+
+
+@on_cpu
 def deform_conv2d(input, offset, weight, mask=None, bias=None, *, kernel_h, kernel_w,
                   stride_h=1, stride_w=1, pad_h=0, pad_w=0, dilation_h=1, dilation_w=1,
                   groups=1, deformable_groups=1):
@@ -88,6 +100,7 @@ def deform_conv2d(input, offset, weight, mask=None, bias=None, *, kernel_h, kern
     return output
 
 
+@on_cpu
 def gradients(grad_output, input, offset, weight, mask=None, bias=None, **attrs):
     """Gradients of deform_conv2d for the given grad_output, by autodiff of the reference.
 

@@ -46,17 +46,15 @@ class GpuTest(tf.test.TestCase, parameterized.TestCase):
         tf.config.set_soft_device_placement(False)
         self.addCleanup(tf.config.set_soft_device_placement, True)
 
-    @parameterized.named_parameters(parity_cases(util.PARITY_CONFIGS, (tf.float64, tf.float32)))
-    def test_forward_matches_cpu_and_oracle(self, config, dtype):
+    @parameterized.named_parameters(parity_cases(
+        util.PARITY_CONFIGS + [("large", util.LARGE_CONFIG)], (tf.float64, tf.float32)))
+    def test_matches_cpu_and_oracle(self, config, dtype):
         operands = util.as_dtype(util.make_problem(config), dtype)
         gpu = util.forward(operands, config.attrs, "gpu")
         util.assert_on_device(self, gpu, "gpu")
         util.assert_near(self, gpu, util.forward(operands, config.attrs, "cpu"), dtype)
         util.assert_forward_matches_oracle(self, config, dtype, "gpu")
 
-    @parameterized.named_parameters(parity_cases(util.PARITY_CONFIGS, (tf.float64, tf.float32)))
-    def test_backward_matches_cpu_and_oracle(self, config, dtype):
-        operands = util.as_dtype(util.make_problem(config), dtype)
         grad_output = util.gradient_probe(config, dtype)
         gpu = util.backward(grad_output, operands, config.attrs, "gpu")
         cpu = util.backward(grad_output, operands, config.attrs, "cpu")

@@ -43,6 +43,11 @@ class GradientTest(tf.test.TestCase, parameterized.TestCase):
     def test_low_precision_matches_oracle(self, config, dtype, device):
         util.assert_backward_matches_oracle(self, config, dtype, device)
 
+    @parameterized.named_parameters(util.with_devices([("", {})]))
+    def test_large_problem_matches_oracle(self, device):
+        util.assert_forward_matches_oracle(self, util.LARGE_CONFIG, tf.float64, device)
+        util.assert_backward_matches_oracle(self, util.LARGE_CONFIG, tf.float64, device)
+
 
 class IntegerPositionGradientTest(tf.test.TestCase, parameterized.TestCase):
     """Samples exactly at integer positions: the position derivative is the right-sided one, taken
