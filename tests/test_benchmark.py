@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 
-import keras
 import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
@@ -34,12 +33,12 @@ def random_problem(batch, height, width, channels, filters, kernel_hw, out_hw, g
 
 
 def value_and_gradients(function, operands, **attrs):
+    """function(**operands, **attrs) and its gradients for a random upstream gradient."""
     tensors = {name: tf.constant(value) for name, value in operands.items() if value is not None}
-    upstream = None
     with tf.GradientTape() as tape:
         tape.watch(list(tensors.values()))
         output = function(**tensors, **attrs)
-        upstream = tf.constant(np.random.default_rng(7).uniform(-1, 1, output.shape), output.dtype)
+    upstream = tf.constant(np.random.default_rng(7).uniform(-1, 1, output.shape), output.dtype)
     gradients = tape.gradient(output, list(tensors.values()), output_gradients=upstream)
     return output.numpy(), dict(zip(tensors, (g.numpy() for g in gradients)))
 

@@ -31,10 +31,7 @@ def _policy(variant):
 
 def _op_steps(operator):
     """Forward and forward+backward of an op-level implementation `operator(x, offset, mask,
-    kernel, bias)`; the backward gives all five gradients."""
-    def forward(x, offset, mask, kernel, bias):
-        return operator(x, offset, mask, kernel, bias)
-
+    kernel, bias)`; the backward differentiates with respect to all five operands."""
     def forward_backward(x, offset, mask, kernel, bias, grad_y):
         operands = [x, offset, mask, kernel, bias]
         with tf.GradientTape() as tape:
@@ -42,7 +39,7 @@ def _op_steps(operator):
             y = operator(*operands)
         return y, tape.gradient(y, operands, output_gradients=grad_y)
 
-    return tf.function(forward), tf.function(forward_backward)
+    return tf.function(operator), tf.function(forward_backward)
 
 
 def _layer_steps(layer, jit_compile):
@@ -131,7 +128,7 @@ class TensorFlowRunner:
                         deformable_groups=config.deformable_groups)
             else:
                 def operator(x, offset, mask, kernel, bias):
-                    del offset, mask  # same signature and gradients list as the DCN ops
+                    del offset, mask  # the DCN ops' signature; their gradients come out None
                     y = tf.nn.conv2d(x, kernel, config.stride, _explicit_padding(config.pad))
                     return tf.nn.bias_add(y, bias)
             forward, forward_backward = _op_steps(operator)
@@ -155,7 +152,6 @@ class TensorFlowRunner:
     def measure(self, impl, config, variant, data):
         """A record (times, memory, status) and the forward output as numpy (None on failure)."""
         record = {"status": "ok", "error": None}
-        output = None
         try:
             with tf.device(self.device):
                 forward, forward_backward, fwd_args, fwd_bwd_args = self._steps(
