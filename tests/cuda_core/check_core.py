@@ -227,6 +227,15 @@ def bench():
                   f"fwd+bwd {row[1]:.3f} | {row[3]:.3f}   ratio fwd {row[2]/row[0]:.2f}x fwd+bwd {row[3]/row[1]:.2f}x", flush=True)
 
 
+def profile_once():
+    """One forward + backward of the 8x64x64x128 benchmark shape per dtype, for ncu."""
+    cfg = (8, 64, 64, 128, 128, 3, 1, 1, 1, 1, 1)
+    for dtype, tf32 in [(torch.float32, False), (torch.float32, True), (torch.float16, True)]:
+        dim, data = make_problem(cfg, dtype)
+        ours(cfg, dtype, dim, *data, tf32=tf32)
+        torch.cuda.synchronize()
+
+
 def timeit(fn, calls=20, repeats=7):
     for _ in range(3):
         fn()
@@ -248,7 +257,11 @@ def main():
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--sanitize", action="store_true", help="small cases only (compute-sanitizer)")
     parser.add_argument("--bench", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="one fwd+bwd per dtype (for ncu)")
     args = parser.parse_args()
+    if args.profile:
+        profile_once()
+        return
     print(torch.cuda.get_device_name(), "torch", torch.__version__, "torchvision", torchvision.__version__, flush=True)
     t0 = time.time()
     if args.sanitize:

@@ -99,25 +99,38 @@ DCN_HOST_DEVICE Acc BilinearSample(const BilinearPoint<Acc>& p, const T* image, 
   return BilinearValue(p, v);
 }
 
-// Sets up sample `i` (= deformable group * taps + tap) of output pixel `p` (flat over N, Ho, Wo):
-// its position from the offset, its bilinear point and its mask value (1 without a mask).
+// Output pixel p (flat over N, Ho, Wo) as (image, row, column): one 64-bit division, the rest in
+// 32 bits (an image has fewer than 2^31 output pixels).
+struct OutputPixel {
+  int64_t n;
+  int oy, ox;
+};
+DCN_HOST_DEVICE OutputPixel LocateOutputPixel(const DcnShape& s, int64_t p) {
+  const int64_t n = p / s.out_pixels_per_image();
+  const int rem = static_cast<int>(p - n * s.out_pixels_per_image());
+  const int w = static_cast<int>(s.out_w);
+  return {n, rem / w, rem % w};
+}
+
+// Sets up sample `i` (= deformable group * taps + tap) of output pixel `p` at `at`: its position
+// from the offset, its bilinear point and its mask value (1 without a mask).
 template <typename Acc, typename T>
-DCN_HOST_DEVICE bool MakeSample(const DcnShape& s, int64_t p, int64_t i, const T* offset,
-                                const T* mask, BilinearPoint<Acc>* point, Acc* m) {
-  const int t = static_cast<int>(i % s.taps());
-  const int64_t ox = p % s.out_w, oy = (p / s.out_w) % s.out_h;
+DCN_HOST_DEVICE bool MakeSample(const DcnShape& s, int64_t p, const OutputPixel& at, int i,
+                                const T* offset, const T* mask, BilinearPoint<Acc>* point,
+                                Acc* m) {
+  const int t = i % s.taps();
   const T* off = offset + p * s.offset_channels() + 2 * i;
-  const Acc y = static_cast<Acc>(s.base_y(oy, t / s.kernel_w)) + static_cast<Acc>(off[0]);
-  const Acc x = static_cast<Acc>(s.base_x(ox, t % s.kernel_w)) + static_cast<Acc>(off[1]);
+  const Acc y = static_cast<Acc>(s.base_y(at.oy, t / s.kernel_w)) + static_cast<Acc>(off[0]);
+  const Acc x = static_cast<Acc>(s.base_x(at.ox, t % s.kernel_w)) + static_cast<Acc>(off[1]);
   *m = mask ? static_cast<Acc>(mask[p * s.mask_channels() + i]) : Acc(1);
   return MakeBilinearPoint(y, x, s.in_h, s.in_w, point);
 }
 
 // Column index of input channel c at tap t in a column row laid out [group][tap][channel in
 // group], the order in which one group's block multiplies that group's weight rows (tap, ci).
-DCN_HOST_DEVICE int64_t ColumnIndex(const DcnShape& s, int t, int64_t c) {
-  const int64_t cpg = s.in_channels_per_group();
-  return (c / cpg * s.taps() + t) * cpg + c % cpg;
+// Column rows are shorter than 2^31 (validated), so 32 bits suffice.
+DCN_HOST_DEVICE int ColumnIndex(int channels_per_group, int taps, int t, int c) {
+  return (c / channels_per_group * taps + t) * channels_per_group + c % channels_per_group;
 }
 
 }  // namespace tensorflow_dcn

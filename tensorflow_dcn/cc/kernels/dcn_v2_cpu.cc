@@ -58,11 +58,12 @@ int64_t ChunkPixels(const DcnShape& s) {
 // Visits the samples of output pixel p: fn(deformable group, tap, point, mask value).
 template <typename Acc, typename T, typename Fn>
 void ForEachSample(const DcnShape& s, int64_t p, const T* offset, const T* mask, Fn&& fn) {
+  const OutputPixel at = LocateOutputPixel(s, p);
   for (int d = 0; d < s.deformable_groups; ++d) {
     for (int t = 0; t < s.taps(); ++t) {
       BilinearPoint<Acc> point;
       Acc m;
-      MakeSample(s, p, int64_t{d} * s.taps() + t, offset, mask, &point, &m);
+      MakeSample(s, p, at, d * s.taps() + t, offset, mask, &point, &m);
       fn(d, t, point, m);
     }
   }
@@ -74,12 +75,13 @@ template <typename T, typename Acc>
 void Im2col(const DcnShape& s, const T* input, const T* offset, const T* mask, int64_t begin,
             int64_t end, Acc* cols) {
   const int64_t cpd = s.channels_per_deformable_group();
+  const int cpg = static_cast<int>(s.in_channels_per_group());
   for (int64_t p = begin; p < end; ++p) {
     const T* image = input + (p / s.out_pixels_per_image()) * s.image_elements();
     Acc* row = cols + (p - begin) * s.columns();
     ForEachSample<Acc>(s, p, offset, mask, [&](int d, int t, const BilinearPoint<Acc>& point, Acc m) {
       for (int64_t c = d * cpd; c < (d + 1) * cpd; ++c) {
-        row[ColumnIndex(s, t, c)] = m * BilinearSample(point, image, s.in_channels, c);
+        row[ColumnIndex(cpg, s.taps(), t, c)] = m * BilinearSample(point, image, s.in_channels, c);
       }
     });
   }
@@ -163,6 +165,7 @@ struct DcnBackwardInput<CPUDevice, T> {
 
     const int64_t kg = s.group_columns(), cog = s.out_channels_per_group();
     const int64_t cpd = s.channels_per_deformable_group();
+    const int cpg = static_cast<int>(s.in_channels_per_group());
     const int64_t chunk = std::min(ChunkPixels<Acc>(s), s.pixels());
     const int64_t block = std::min(BlockPixels(s), chunk);
     tensorflow::Tensor grad_cols_t;
@@ -197,7 +200,7 @@ struct DcnBackwardInput<CPUDevice, T> {
                                [&](int d, int t, const BilinearPoint<Acc>& point, Acc m) {
               Acc sum_value = 0, sum_dy = 0, sum_dx = 0;
               for (int64_t c = d * cpd; c < (d + 1) * cpd; ++c) {
-                Acc& g = row[ColumnIndex(s, t, c)];
+                Acc& g = row[ColumnIndex(cpg, s.taps(), t, c)];
                 Acc v[4], dy, dx;
                 LoadCorners(point, image, s.in_channels, c, v);
                 BilinearCoordinateGrad(point, v, &dy, &dx);
@@ -231,7 +234,7 @@ struct DcnBackwardInput<CPUDevice, T> {
             for (int k = 0; k < 4; ++k) {
               if (point.pixel[k] < 0) continue;
               Acc* dst = image + point.pixel[k] * s.in_channels;
-              for (int64_t c = lo; c < hi; ++c) dst[c] += point.weight[k] * row[ColumnIndex(s, t, c)];
+              for (int64_t c = lo; c < hi; ++c) dst[c] += point.weight[k] * row[ColumnIndex(cpg, s.taps(), t, c)];
             }
           });
         }

@@ -55,22 +55,13 @@ class WorkspaceLayout {
   int64_t used_ = 0;
 };
 
-// Lanes of a warp that share one sample, looping over its channels: a power of two <= 32.
-int SampleLanesLog2(const DcnShape& s) {
-  int log2 = 0;
-  while (log2 < 5 && (int64_t{1} << log2) < s.channels_per_deformable_group()) ++log2;
-  return log2;
-}
-
-// The columns' row stride: 16-byte aligned rows keep the GEMM's vector loads.
-template <typename U>
-int64_t ColumnStride(const DcnShape& s) {
-  return RoundUp(s.columns(), 16 / static_cast<int64_t>(sizeof(U)));
-}
+// The columns' row stride: a multiple of 8 elements keeps the rows aligned for the vector
+// accesses (up to 8 elements) and the GEMM's 16-byte loads.
+int64_t ColumnStride(const DcnShape& s) { return RoundUp(s.columns(), 8); }
 
 template <typename U>
 int64_t ChunkRows(const DcnShape& s) {
-  const int64_t rows = kColumnBufferBytes / (ColumnStride<U>(s) * static_cast<int64_t>(sizeof(U)));
+  const int64_t rows = kColumnBufferBytes / (ColumnStride(s) * static_cast<int64_t>(sizeof(U)));
   return std::max<int64_t>(1, std::min(rows, s.pixels()));
 }
 
@@ -101,25 +92,95 @@ int64_t SampleBlocks(int64_t samples, int lanes_log2) {
   return CeilDiv(samples, kBlock >> lanes_log2);
 }
 
-// cols[r][ColumnIndex(t, c)] = mask * sample, for rows r of output pixels [row0, row0 + rows).
+// V consecutive elements, loaded and stored as one access.
+template <typename T, int V>
+struct alignas(sizeof(T) * V) Vec {
+  T e[V];
+};
+
+// The corner values of channels [c, c + V) of a sample (zero outside): four vector loads in
+// flight at once.
+template <int V, typename Acc, typename T>
+__device__ __forceinline__ void LoadCornerVectors(const BilinearPoint<Acc>& point, const T* image,
+                                                  int64_t channels, int64_t c, Acc (&v)[V][4]) {
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    Vec<T, V> x = {};
+    if (point.pixel[k] >= 0) {
+      x = *reinterpret_cast<const Vec<T, V>*>(image + point.pixel[k] * channels + c);
+    }
+#pragma unroll
+    for (int e = 0; e < V; ++e) v[e][k] = static_cast<Acc>(x.e[e]);
+  }
+}
+
+// dst[e] += w * g[e], e < V, atomically per element. On sm_90 four floats go in one vector
+// atomic: lanes hold V consecutive channels, so scalar atomics would scatter each warp
+// instruction over V times more memory segments.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+constexpr bool kFloat4Atomics = true;
+#else
+constexpr bool kFloat4Atomics = false;
+#endif
+
+template <int V, typename Acc>
+__device__ __forceinline__ void ScatterAdd(Acc* dst, Acc w, const Vec<Acc, V>& g) {
+  if constexpr (kFloat4Atomics && std::is_same_v<Acc, float> && V % 4 == 0) {
+#pragma unroll
+    for (int e = 0; e < V; e += 4) {
+      atomicAdd(reinterpret_cast<float4*>(dst + e),
+                make_float4(w * g.e[e], w * g.e[e + 1], w * g.e[e + 2], w * g.e[e + 3]));
+    }
+  } else {
+#pragma unroll
+    for (int e = 0; e < V; ++e) atomicAdd(dst + e, w * g.e[e]);
+  }
+}
+
+// Elements per vector access for a shape: 16 bytes when every run of channels (group, deformable
+// group, pixel) starts 16-byte aligned, else 1.
 template <typename T>
+int VectorWidth(const DcnShape& s) {
+  const int64_t v = 16 / sizeof(T);
+  const bool aligned = s.in_channels_per_group() % v == 0 && s.channels_per_deformable_group() % v == 0;
+  return aligned ? static_cast<int>(v) : 1;
+}
+
+// Lanes of a warp that share one sample, each taking V channels at a time: a power of two <= 32.
+int SampleLanesLog2(const DcnShape& s, int vector_width) {
+  int log2 = 0;
+  while (log2 < 5 && (int64_t{vector_width} << log2) < s.channels_per_deformable_group()) ++log2;
+  return log2;
+}
+
+// cols[r][ColumnIndex(t, c)] = mask * sample, for rows r of output pixels [row0, row0 + rows).
+template <typename T, int V>
 __global__ void __launch_bounds__(kBlock)
     Im2colKernel(DcnShape s, const T* input, const T* offset, const T* mask, int64_t row0,
                  int64_t rows, T* cols, int64_t ld, int lanes_log2) {
   using Acc = AccumulatorOf<T>;
   const SampleThread st = ThisSampleThread(lanes_log2);
   if (st.sample >= rows * s.mask_channels()) return;
-  const int64_t r = st.sample / s.mask_channels(), i = st.sample % s.mask_channels();
+  // A chunk holds fewer than 2^31 samples (its columns fit kColumnBufferBytes).
+  const int mask_channels = static_cast<int>(s.mask_channels()), sample = static_cast<int>(st.sample);
+  const int r = sample / mask_channels, i = sample % mask_channels;
   const int64_t p = row0 + r;
-  const int d = static_cast<int>(i / s.taps()), t = static_cast<int>(i % s.taps());
+  const int taps = s.taps(), t = i % taps, d = i / taps;
+  const OutputPixel at = LocateOutputPixel(s, p);
   BilinearPoint<Acc> point;
   Acc m;
-  MakeSample(s, p, i, offset, mask, &point, &m);
-  const T* image = input + (p / s.out_pixels_per_image()) * s.image_elements();
-  const int64_t cpd = s.channels_per_deformable_group();
+  MakeSample(s, p, at, i, offset, mask, &point, &m);
+  const T* image = input + at.n * s.image_elements();
+  const int cpd = static_cast<int>(s.channels_per_deformable_group());
+  const int cpg = static_cast<int>(s.in_channels_per_group());
   T* row = cols + r * ld;
-  for (int64_t c = d * cpd + st.lane; c < (d + 1) * cpd; c += st.lanes) {
-    row[ColumnIndex(s, t, c)] = FromAcc<T>(m * BilinearSample(point, image, s.in_channels, c));
+  for (int c = d * cpd + st.lane * V; c < (d + 1) * cpd; c += st.lanes * V) {
+    Acc v[V][4];
+    LoadCornerVectors<V>(point, image, s.in_channels, c, v);
+    Vec<T, V> out;
+#pragma unroll
+    for (int e = 0; e < V; ++e) out.e[e] = FromAcc<T>(m * BilinearValue(point, v[e]));
+    *reinterpret_cast<Vec<T, V>*>(row + ColumnIndex(cpg, taps, t, c)) = out;
   }
 }
 
@@ -132,7 +193,7 @@ __device__ Acc SampleGroupSum(Acc v, int lanes) {
 
 // grad_offset and grad_mask of each sample from the column gradients; with kScatter also the
 // atomic col2im into grad_input_acc.
-template <typename T, bool kScatter>
+template <typename T, int V, bool kScatter>
 __global__ void __launch_bounds__(kBlock)
     Col2imCoordKernel(DcnShape s, const T* input, const T* offset, const T* mask,
                       const AccumulatorOf<T>* grad_cols, int64_t ld, int64_t row0, int64_t rows,
@@ -142,33 +203,38 @@ __global__ void __launch_bounds__(kBlock)
   const SampleThread st = ThisSampleThread(lanes_log2);
   // Threads past the end still take part in the shuffles below.
   const bool active = st.sample < rows * s.mask_channels();
-  const int64_t sample = active ? st.sample : 0;
-  const int64_t r = sample / s.mask_channels(), i = sample % s.mask_channels();
+  const int mask_channels = static_cast<int>(s.mask_channels());
+  const int sample = active ? static_cast<int>(st.sample) : 0;
+  const int r = sample / mask_channels, i = sample % mask_channels;
   const int64_t p = row0 + r;
-  const int d = static_cast<int>(i / s.taps()), t = static_cast<int>(i % s.taps());
+  const int taps = s.taps(), t = i % taps, d = i / taps;
+  const OutputPixel at = LocateOutputPixel(s, p);
   BilinearPoint<Acc> point;
   Acc m;
-  MakeSample(s, p, i, offset, mask, &point, &m);
-  const int64_t n = p / s.out_pixels_per_image();
-  const T* image = input + n * s.image_elements();
-  Acc* grad_image = kScatter ? grad_input_acc + n * s.image_elements() : nullptr;
-  const int64_t cpd = s.channels_per_deformable_group();
+  MakeSample(s, p, at, i, offset, mask, &point, &m);
+  const T* image = input + at.n * s.image_elements();
+  Acc* grad_image = kScatter ? grad_input_acc + at.n * s.image_elements() : nullptr;
+  const int cpd = static_cast<int>(s.channels_per_deformable_group());
+  const int cpg = static_cast<int>(s.in_channels_per_group());
   const Acc* row = grad_cols + r * ld;
   Acc sum_value = 0, sum_dy = 0, sum_dx = 0;
-  for (int64_t c = d * cpd + st.lane; active && c < (d + 1) * cpd; c += st.lanes) {
-    const Acc g = row[ColumnIndex(s, t, c)];
-    Acc v[4], dy, dx;
-    LoadCorners(point, image, s.in_channels, c, v);
-    BilinearCoordinateGrad(point, v, &dy, &dx);
-    sum_value += g * BilinearValue(point, v);
-    sum_dy += g * dy;
-    sum_dx += g * dx;
+  for (int c = d * cpd + st.lane * V; active && c < (d + 1) * cpd; c += st.lanes * V) {
+    const Vec<Acc, V> g = *reinterpret_cast<const Vec<Acc, V>*>(row + ColumnIndex(cpg, taps, t, c));
+    Acc v[V][4];
+    LoadCornerVectors<V>(point, image, s.in_channels, c, v);
+#pragma unroll
+    for (int e = 0; e < V; ++e) {
+      Acc dy, dx;
+      BilinearCoordinateGrad(point, v[e], &dy, &dx);
+      sum_value += g.e[e] * BilinearValue(point, v[e]);
+      sum_dy += g.e[e] * dy;
+      sum_dx += g.e[e] * dx;
+    }
     if (kScatter) {
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
-        if (point.pixel[k] >= 0) {
-          atomicAdd(grad_image + point.pixel[k] * s.in_channels + c, point.weight[k] * m * g);
-        }
+        if (point.pixel[k] < 0) continue;
+        ScatterAdd<V>(grad_image + point.pixel[k] * s.in_channels + c, point.weight[k] * m, g);
       }
     }
   }
@@ -182,6 +248,40 @@ __global__ void __launch_bounds__(kBlock)
   }
 }
 
+template <typename T>
+cudaError_t LaunchIm2col(const DcnShape& s, const T* input, const T* offset, const T* mask,
+                         int64_t row0, int64_t rows, T* cols, int64_t ld, cudaStream_t stream) {
+  constexpr int kWide = 16 / sizeof(T);
+  const int v = VectorWidth<T>(s), lanes_log2 = SampleLanesLog2(s, v);
+  const int64_t blocks = SampleBlocks(rows * s.mask_channels(), lanes_log2);
+  if (v == kWide) {
+    Im2colKernel<T, kWide><<<blocks, kBlock, 0, stream>>>(s, input, offset, mask, row0, rows, cols, ld, lanes_log2);
+  } else {
+    Im2colKernel<T, 1><<<blocks, kBlock, 0, stream>>>(s, input, offset, mask, row0, rows, cols, ld, lanes_log2);
+  }
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t LaunchCol2imCoord(const DcnShape& s, const T* input, const T* offset, const T* mask,
+                              const AccumulatorOf<T>* grad_cols, int64_t ld, int64_t row0,
+                              int64_t rows, AccumulatorOf<T>* grad_input_acc, T* grad_offset,
+                              T* grad_mask, cudaStream_t stream) {
+  constexpr int kWide = 16 / sizeof(T);
+  const int v = VectorWidth<T>(s), lanes_log2 = SampleLanesLog2(s, v);
+  const int64_t blocks = SampleBlocks(rows * s.mask_channels(), lanes_log2);
+  auto launch = [&](auto kernel) {
+    kernel<<<blocks, kBlock, 0, stream>>>(s, input, offset, mask, grad_cols, ld, row0, rows,
+                                          grad_input_acc, grad_offset, grad_mask, lanes_log2);
+    return cudaGetLastError();
+  };
+  const bool scatter = grad_input_acc != nullptr;
+  if (v == kWide) {
+    return scatter ? launch(Col2imCoordKernel<T, kWide, true>) : launch(Col2imCoordKernel<T, kWide, false>);
+  }
+  return scatter ? launch(Col2imCoordKernel<T, 1, true>) : launch(Col2imCoordKernel<T, 1, false>);
+}
+
 // Deterministic col2im, step 1: one entry per (sample, corner) with its target
 // (image pixel, deformable group) as key; corners outside the image get key `absent`.
 template <typename T>
@@ -191,13 +291,15 @@ __global__ void __launch_bounds__(kBlock)
   using Acc = AccumulatorOf<T>;
   const int64_t e = int64_t{blockIdx.x} * kBlock + threadIdx.x;
   if (e >= rows * s.mask_channels() * 4) return;
-  const int64_t sample = e / 4, r = sample / s.mask_channels(), i = sample % s.mask_channels();
+  const int mask_channels = static_cast<int>(s.mask_channels());
+  const int sample = static_cast<int>(e / 4), r = sample / mask_channels, i = sample % mask_channels;
   const int64_t p = row0 + r;
+  const OutputPixel at = LocateOutputPixel(s, p);
   BilinearPoint<Acc> point;
   Acc m;
-  MakeSample(s, p, i, offset, static_cast<const T*>(nullptr), &point, &m);
+  MakeSample(s, p, at, i, offset, static_cast<const T*>(nullptr), &point, &m);
   const int pixel = point.pixel[e % 4];
-  const int64_t image_pixel = (p / s.out_pixels_per_image()) * s.in_h * s.in_w + pixel;
+  const int64_t image_pixel = at.n * s.in_h * s.in_w + pixel;
   keys[e] = pixel < 0 ? absent : static_cast<uint64_t>(image_pixel) * s.deformable_groups + i / s.taps();
   ids[e] = static_cast<uint32_t>(e);
 }
@@ -218,16 +320,19 @@ __global__ void __launch_bounds__(kBlock)
   if (key == absent || (head > 0 && keys[head - 1] == key)) return;
   const int64_t d = static_cast<int64_t>(key % s.deformable_groups);
   const int64_t cpd = s.channels_per_deformable_group();
+  const int cpg = static_cast<int>(s.in_channels_per_group());
   Acc* target = grad_input_acc + static_cast<int64_t>(key / s.deformable_groups) * s.in_channels;
   for (int64_t c = d * cpd + lane; c < (d + 1) * cpd; c += 32) {
     Acc sum = 0;
     for (int64_t j = head; j < entries && keys[j] == key; ++j) {
-      const int64_t e = ids[j], sample = e / 4;
-      const int64_t r = sample / s.mask_channels(), i = sample % s.mask_channels();
+      const int e = static_cast<int>(ids[j]), sample = e / 4;
+      const int mask_channels = static_cast<int>(s.mask_channels());
+      const int r = sample / mask_channels, i = sample % mask_channels;
+      const int64_t p = row0 + r;
       BilinearPoint<Acc> point;
       Acc m;
-      MakeSample(s, row0 + r, i, offset, mask, &point, &m);
-      sum += point.weight[e % 4] * m * grad_cols[r * ld + ColumnIndex(s, static_cast<int>(i % s.taps()), c)];
+      MakeSample(s, p, LocateOutputPixel(s, p), i, offset, mask, &point, &m);
+      sum += point.weight[e % 4] * m * grad_cols[r * ld + ColumnIndex(cpg, s.taps(), i % s.taps(), c)];
     }
     target[c] += sum;
   }
@@ -303,7 +408,7 @@ struct ForwardPlan {
   int64_t ld, chunk;
   T* cols;
   ForwardPlan(const DcnShape& s, WorkspaceLayout* w)
-      : ld(ColumnStride<T>(s)), chunk(ChunkRows<T>(s)), cols(w->Take<T>(chunk * ld)) {}
+      : ld(ColumnStride(s)), chunk(ChunkRows<T>(s)), cols(w->Take<T>(chunk * ld)) {}
 };
 
 template <typename T>
@@ -321,7 +426,7 @@ struct BackwardInputPlan {
   void* sort_temp = nullptr;
   size_t sort_temp_bytes = 0;
   BackwardInputPlan(const DcnShape& s, const Options& o, WorkspaceLayout* w)
-      : ld(ColumnStride<Acc>(s)), chunk(ChunkRows<Acc>(s)), entries(chunk * s.mask_channels() * 4),
+      : ld(ColumnStride(s)), chunk(ChunkRows<Acc>(s)), entries(chunk * s.mask_channels() * 4),
         absent(static_cast<uint64_t>(s.batch) * s.in_h * s.in_w * s.deformable_groups),
         grad_cols(w->Take<Acc>(chunk * ld)) {
     while (end_bit < 64 && (absent >> end_bit) != 0) ++end_bit;
@@ -348,7 +453,7 @@ struct BackwardWeightPlan {
   Acc* grad_weight_acc;
   Acc* bias_partials;
   BackwardWeightPlan(const DcnShape& s, const Options& o, WorkspaceLayout* w)
-      : ld(ColumnStride<T>(s)), chunk(ChunkRows<T>(s)), cols(w->Take<T>(chunk * ld)) {
+      : ld(ColumnStride(s)), chunk(ChunkRows<T>(s)), cols(w->Take<T>(chunk * ld)) {
     // Split the pixel reduction so that the GEMM fills the GPU about twice.
     const int64_t tiles = CeilDiv(s.group_columns(), 128) * CeilDiv(s.out_channels_per_group(), 128) * s.groups;
     const int64_t wanted = CeilDiv(2 * int64_t{o.multiprocessors}, tiles);
@@ -356,7 +461,7 @@ struct BackwardWeightPlan {
     splits = static_cast<int>(std::min<int64_t>(splits, 65535 / s.groups));
     partials = w->Take<Acc>(splits * s.weight_elements());
     grad_weight_acc = w->Take<Acc>(s.weight_elements());
-    bias_splits = static_cast<int>(std::clamp<int64_t>(CeilDiv(s.pixels(), 4096), 1, 1024));
+    bias_splits = static_cast<int>(std::clamp<int64_t>(CeilDiv(s.pixels(), 256), 1, 1024));
     bias_rows_per_split = CeilDiv(std::max<int64_t>(s.pixels(), 1), bias_splits);
     bias_partials = w->Take<Acc>(bias_splits * s.out_channels);
   }
@@ -388,13 +493,10 @@ cudaError_t Forward(const DcnShape& s, const T* input, const T* offset, const T*
                     cudaStream_t stream) {
   WorkspaceLayout w(workspace);
   ForwardPlan<T> plan(s, &w);
-  const int lanes_log2 = SampleLanesLog2(s);
   const int64_t kg = s.group_columns(), cog = s.out_channels_per_group();
   for (int64_t row0 = 0; row0 < s.pixels(); row0 += plan.chunk) {
     const int64_t rows = std::min(plan.chunk, s.pixels() - row0);
-    Im2colKernel<T><<<SampleBlocks(rows * s.mask_channels(), lanes_log2), kBlock, 0, stream>>>(
-        s, input, offset, mask, row0, rows, plan.cols, plan.ld, lanes_log2);
-    DCN_RETURN_IF_ERROR(cudaGetLastError());
+    DCN_RETURN_IF_ERROR(LaunchIm2col(s, input, offset, mask, row0, rows, plan.cols, plan.ld, stream));
     GemmArgs<T, T> g;
     g.m = rows; g.n = cog; g.k = kg;
     g.a = plan.cols; g.lda = plan.ld; g.a_batch_stride = kg;
@@ -426,9 +528,7 @@ cudaError_t BackwardInput(const DcnShape& s, const T* grad_output, const T* inpu
   Acc* grad_input_acc = plan.grad_input_acc ? plan.grad_input_acc : reinterpret_cast<Acc*>(grad_input);
   const int64_t input_elements = s.batch * s.image_elements();
   DCN_RETURN_IF_ERROR(cudaMemsetAsync(grad_input_acc, 0, input_elements * sizeof(Acc), stream));
-  const int lanes_log2 = SampleLanesLog2(s);
   const int64_t kg = s.group_columns(), cog = s.out_channels_per_group();
-
   for (int64_t row0 = 0; row0 < s.pixels(); row0 += plan.chunk) {
     const int64_t rows = std::min(plan.chunk, s.pixels() - row0);
     GemmArgs<T, Acc> g;
@@ -440,14 +540,12 @@ cudaError_t BackwardInput(const DcnShape& s, const T* grad_output, const T* inpu
     DCN_RETURN_IF_ERROR((LaunchGemm<T, Acc, Layout::kRowMajor, Layout::kColMajor>(
         g, GemmMode(o, std::is_same_v<T, float>), stream)));
 
-    const int64_t samples = rows * s.mask_channels();
-    const int64_t blocks = SampleBlocks(samples, lanes_log2);
+    // Offset and mask gradients; outside determinism mode the atomic col2im in the same pass.
+    DCN_RETURN_IF_ERROR(LaunchCol2imCoord(s, input, offset, mask, plan.grad_cols, plan.ld, row0,
+                                          rows, o.deterministic ? nullptr : grad_input_acc,
+                                          grad_offset, grad_mask, stream));
     if (o.deterministic) {
-      Col2imCoordKernel<T, false><<<blocks, kBlock, 0, stream>>>(
-          s, input, offset, mask, plan.grad_cols, plan.ld, row0, rows, nullptr, grad_offset,
-          grad_mask, lanes_log2);
-      DCN_RETURN_IF_ERROR(cudaGetLastError());
-      const int64_t entries = samples * 4;
+      const int64_t entries = rows * s.mask_channels() * 4;
       ScatterKeysKernel<T><<<CeilDiv(entries, kBlock), kBlock, 0, stream>>>(
           s, offset, row0, rows, plan.absent, plan.keys, plan.ids);
       DCN_RETURN_IF_ERROR(cudaGetLastError());
@@ -458,12 +556,8 @@ cudaError_t BackwardInput(const DcnShape& s, const T* grad_output, const T* inpu
       ScatterReduceKernel<T><<<CeilDiv(entries * 32, kBlock), kBlock, 0, stream>>>(
           s, offset, mask, plan.grad_cols, plan.ld, row0, entries, plan.absent, plan.sorted_keys,
           plan.sorted_ids, grad_input_acc);
-    } else {
-      Col2imCoordKernel<T, true><<<blocks, kBlock, 0, stream>>>(
-          s, input, offset, mask, plan.grad_cols, plan.ld, row0, rows, grad_input_acc,
-          grad_offset, grad_mask, lanes_log2);
+      DCN_RETURN_IF_ERROR(cudaGetLastError());
     }
-    DCN_RETURN_IF_ERROR(cudaGetLastError());
   }
   if (plan.grad_input_acc) return Convert(input_elements, plan.grad_input_acc, grad_input, stream);
   return cudaSuccess;
@@ -484,13 +578,10 @@ cudaError_t BackwardWeight(const DcnShape& s, const T* grad_output, const T* inp
   WorkspaceLayout w(workspace);
   BackwardWeightPlan<T> plan(s, o, &w);
   DCN_RETURN_IF_ERROR(cudaMemsetAsync(plan.grad_weight_acc, 0, s.weight_elements() * sizeof(Acc), stream));
-  const int lanes_log2 = SampleLanesLog2(s);
   const int64_t kg = s.group_columns(), cog = s.out_channels_per_group();
   for (int64_t row0 = 0; row0 < s.pixels(); row0 += plan.chunk) {
     const int64_t rows = std::min(plan.chunk, s.pixels() - row0);
-    Im2colKernel<T><<<SampleBlocks(rows * s.mask_channels(), lanes_log2), kBlock, 0, stream>>>(
-        s, input, offset, mask, row0, rows, plan.cols, plan.ld, lanes_log2);
-    DCN_RETURN_IF_ERROR(cudaGetLastError());
+    DCN_RETURN_IF_ERROR(LaunchIm2col(s, input, offset, mask, row0, rows, plan.cols, plan.ld, stream));
     const int splits = static_cast<int>(std::min<int64_t>(plan.splits, CeilDiv(rows, kGemmKAlign)));
     GemmArgs<T, Acc> g;
     g.m = kg; g.n = cog; g.k = rows;
