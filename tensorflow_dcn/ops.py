@@ -105,32 +105,36 @@ def same_padding(size, kernel, stride, dilation):
 
 
 def _resolve_padding(padding, inputs, kernel_size, strides, dilation):
-    """Returns symmetric (pad_h, pad_w) for the op and the extra (bottom, right) zero rows/columns
-    that reproduce Keras' asymmetric 'same' padding."""
+    """Returns the symmetric (pad_h, pad_w) for the op and the zero rows/columns to add to the
+    input first, as ((top, bottom), (left, right)) ints or tensors, that reproduce Keras' 'same'."""
     if isinstance(padding, str):
         mode = padding.lower()
         if mode == "valid":
-            return (0, 0), (0, 0)
+            return (0, 0), ((0, 0), (0, 0))
         if mode != "same":
             raise ValueError(f"padding must be 'valid', 'same', an int or (pad_h, pad_w); got {padding!r}")
         pads, extras = [], []
         for axis, k, s, d in zip((1, 2), kernel_size, strides, dilation):
             size = inputs.shape[axis]
-            if size is None:
-                if s != 1:
-                    raise ValueError(
-                        "padding='same' with stride > 1 needs the input height and width to be "
-                        f"known when the graph is built (got input shape {inputs.shape}); pass "
-                        "explicit padding instead")
+            if size is None and s == 1:
                 size = 1  # with stride 1 the padding does not depend on the size
-            before, after = same_padding(size, k, s, d)
-            pads.append(before)
-            extras.append(after - before)
+            if size is None:
+                # Unknown size and stride > 1: the padding depends on the size, so the input is
+                # padded at run time and the op pads nothing along this axis.
+                size = tf.shape(inputs)[axis]
+                extent = d * (k - 1) + 1
+                total = tf.maximum(((size + s - 1) // s - 1) * s + extent - size, 0)
+                pads.append(0)
+                extras.append((total // 2, total - total // 2))
+            else:
+                before, after = same_padding(size, k, s, d)
+                pads.append(before)
+                extras.append((0, after - before))
         return tuple(pads), tuple(extras)
     pad_h, pad_w = _pair(padding, "padding")
     if pad_h < 0 or pad_w < 0:
         raise ValueError(f"padding must not be negative, got {padding!r}")
-    return (pad_h, pad_w), (0, 0)
+    return (pad_h, pad_w), ((0, 0), (0, 0))
 
 
 def deform_conv2d(inputs, offset, kernel, bias=None, mask=None, strides=1, padding="valid",
@@ -147,7 +151,8 @@ def deform_conv2d(inputs, offset, kernel, bias=None, mask=None, strides=1, paddi
       strides, dilation_rate: int or pair.
       padding: 'valid', 'same' (Keras Conv2D's output size; where that needs one more row or
         column of zeros at the bottom/right than at the top/left, the input is zero-padded there
-        first), an int, or (pad_h, pad_w) applied on both sides.
+        first, and where the size is unknown when the graph is built and the stride is > 1, the
+        input is zero-padded at run time), an int, or (pad_h, pad_w) applied on both sides.
       groups: grouped convolution; deformable_groups: offset groups over the input channels.
 
     Samples outside the input read zero (bilinear interpolation against a zero border);
@@ -174,8 +179,8 @@ def deform_conv2d(inputs, offset, kernel, bias=None, mask=None, strides=1, paddi
         dilation = _pair(dilation_rate, "dilation_rate")
         (pad_h, pad_w), (extra_h, extra_w) = _resolve_padding(
             padding, inputs, (kh, kw), strides, dilation)
-        if extra_h or extra_w:
-            inputs = tf.pad(inputs, [[0, 0], [0, extra_h], [0, extra_w], [0, 0]])
+        if any(isinstance(e, tf.Tensor) or e for e in extra_h + extra_w):
+            inputs = tf.pad(inputs, [[0, 0], list(extra_h), list(extra_w), [0, 0]])
         return dcn_v2_forward(
             inputs, operands["offset"], kernel, mask=operands["mask"], bias=operands["bias"],
             kernel_h=kh, kernel_w=kw, stride_h=strides[0], stride_w=strides[1], pad_h=pad_h,
