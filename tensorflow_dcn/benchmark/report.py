@@ -62,7 +62,7 @@ def _header_lines(header):
         lines.append(f"- {impl} skipped: {reason}")
     timing = header["timing"]
     lines += [
-        f"- Timing: {timing['warmup']} warm-up calls, then the median over {timing['repeats']} "
+        f"- Timing: warm-up calls: {timing['warmup']}; then the median over {timing['repeats']} "
         f"rounds of (K back-to-back calls, one device sync) / K, K chosen per measurement from one "
         f"synced call so that a round lasts about {timing['target_ms']:g} ms (at most "
         f"{timing['max_calls_per_sync']}): launch overhead is amortised alike for every "
