@@ -68,7 +68,7 @@ def on_cpu(fn):
 def deform_conv2d(input, offset, weight, mask=None, bias=None, *, kernel_h, kernel_w,
                   stride_h=1, stride_w=1, pad_h=0, pad_w=0, dilation_h=1, dilation_w=1,
                   groups=1, deformable_groups=1):
-    """DCNv2 forward in float64, same operands and attributes as tensorflow_dcn.ops.dcn_v2_forward."""
+    """DCNv2 forward in float64; operands and attributes as tensorflow_dcn.ops.dcn_v2_forward."""
     input, offset, weight = (tf.cast(t, tf.float64) for t in (input, offset, weight))
     n, h, w, cin = input.shape
     cout = weight.shape[3]

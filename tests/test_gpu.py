@@ -16,8 +16,9 @@ import op_test_util as util
 import oracle
 from tensorflow_dcn import ops
 
-# The >2^31-element test needs ~15 GB of GPU memory; it runs on GPUs with at least this much,
-# or anywhere when TFDCN_RUN_HUGE=1.
+# The >2^31-element test holds two 4.4 GB half tensors (input, grad_input) plus whatever the
+# kernels stage (~20 GB in all at most); it runs on GPUs with at least this much memory, or
+# anywhere when TFDCN_RUN_HUGE=1.
 HUGE_TEST_MIN_GPU_BYTES = 40 << 30
 
 
@@ -135,7 +136,8 @@ class GpuTest(tf.test.TestCase, parameterized.TestCase):
                             t["grad_output"], t["input"], t["offset"], mask=t["mask"], **attrs)
                         assert all("GPU" in r.device for r in results), dtype
                         runs.append([np.asarray(tf.cast(r, tf.float64)).tobytes() for r in results])
-                names = ["output", "grad_input", "grad_offset", "grad_mask", "grad_weight", "grad_bias"]
+                names = ["output", "grad_input", "grad_offset", "grad_mask", "grad_weight",
+                         "grad_bias"]
                 for run in runs[1:]:
                     differ = [name for name, a, b in zip(names, runs[0], run) if a != b]
                     assert not differ, f"{dtype.name}: {differ} differ between runs"

@@ -106,9 +106,9 @@ class IntegerPositionGradientTest(tf.test.TestCase, parameterized.TestCase):
         #   y = -0.5: value 0.5 * 2 = 1, d/dy = 2, d/dx = 0.5 * (0 - 2) = -1
         # Outputs and offset gradients carry mask * weight = 1.5; grad_mask carries weight 3.
         offset = np.array([[-1, 0], [3, 0], [3, 0], [-4.5, 0], [-4.5, 0]]).reshape(1, 5, 1, 2)
-        output, grads = self.run_backward(
-            dtype, device, np.reshape([2, 3, 5, 7, 11], [1, 5, 1, 1]), offset, [[[[3.0]]]], mask=np.full([1, 5, 1, 1], 0.5),
-            kernel_h=1, kernel_w=1)
+        image = np.reshape([2, 3, 5, 7, 11], [1, 5, 1, 1])
+        output, grads = self.run_backward(dtype, device, image, offset, [[[[3.0]]]],
+                                          mask=np.full([1, 5, 1, 1], 0.5), kernel_h=1, kernel_w=1)
         self.assertAllEqual(output[0, :, 0, 0], [0, 16.5, 0, 0, 1.5])
         self.assertAllEqual(grads["offset"][0, :, 0, 0], [3, -16.5, 0, 0, 3])
         self.assertAllEqual(grads["offset"][0, :, 0, 1], [0, -16.5, 0, 0, -1.5])
