@@ -3,10 +3,11 @@
 #   scripts/setup_env.sh
 # Environment:
 #   VENV=<dir>          the virtual environment (default: <repo>/.venv)
+#   PYTHON=<python3>    the interpreter that creates it (default: python3), one that TensorFlow
+#                       2.21 has wheels for (3.11 here)
 #   TFDCN_WHEELHOUSE=<dir>  where the pinned wheels are downloaded to (default:
 #                       ~/.cache/tensorflow_dcn/wheelhouse); the venv is installed from there, and
 #                       tests/test_wheel.py installs TensorFlow from there without network
-#   PYTHON=<python3>    interpreter that creates it (default: python3; TensorFlow 2.21 wants 3.9-3.13)
 #   CONFIG=auto|cpu|cuda
 #       auto (default): keep the existing .tf_configure.bazelrc's CPU/CUDA choice (refreshing its
 #       paths), or on first setup let ./configure.sh decide (CUDA when nvcc is found).
@@ -27,7 +28,7 @@ as_root() { if [[ $(id -u) == 0 ]]; then "$@"; else sudo "$@"; fi; }
 apt_install() {
   log "apt-get install -y $*"
   as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
 # 1. Tools: Bazel 4.2.3 from Debian (the newest reachable offline; see docs), a C++ compiler.
