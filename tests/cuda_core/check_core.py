@@ -24,8 +24,8 @@ LIB.dcn_workspace_bytes.restype = ctypes.c_size_t
 LIB.dcn_error_string.restype = ctypes.c_char_p
 _LL, _P = ctypes.c_longlong, ctypes.c_void_p
 LIB.dcn_gemm.argtypes = [ctypes.c_int] * 3 + [_LL] * 3 + [_P, _LL, _P, _LL, _P, _LL, _P]
-LIB.dcn_run.argtypes = [ctypes.c_int, ctypes.c_int, _P, _P, _P, ctypes.c_int, ctypes.c_int, _P]
-LIB.dcn_workspace_bytes.argtypes = [ctypes.c_int, ctypes.c_int, _P, ctypes.c_int, ctypes.c_int]
+LIB.dcn_run.argtypes = [ctypes.c_int, ctypes.c_int, _P, _P, _P, ctypes.c_int, _P]
+LIB.dcn_workspace_bytes.argtypes = [ctypes.c_int, ctypes.c_int, _P, ctypes.c_int]
 DTYPES = {torch.float16: 0, torch.bfloat16: 1, torch.float32: 2, torch.float64: 3}
 FAILURES = []
 
@@ -43,12 +43,19 @@ def dims(cfg, has_mask=True, has_bias=True):
     return (ctypes.c_longlong * len(vals))(*vals), ho, wo
 
 
-def run(op, dtype, dim, tensors, tf32=True, det=False):
-    nbytes = LIB.dcn_workspace_bytes(DTYPES[dtype], op, dim, int(tf32), int(det))
-    ws = torch.empty(max(nbytes, 1), dtype=torch.uint8, device="cuda")
+def flags(tf32, det, im2col):
+    return int(tf32) | 2 * int(det) | 4 * int(im2col)
+
+
+def workspace_bytes(op, dtype, dim, tf32=True, det=False, im2col=False):
+    return LIB.dcn_workspace_bytes(DTYPES[dtype], op, dim, flags(tf32, det, im2col))
+
+
+def run(op, dtype, dim, tensors, tf32=True, det=False, im2col=False):
+    ws = torch.empty(max(workspace_bytes(op, dtype, dim, tf32, det, im2col), 1), dtype=torch.uint8, device="cuda")
     ptrs = (ctypes.c_void_p * len(tensors))(*[t.data_ptr() if t is not None else None for t in tensors])
-    check(LIB.dcn_run(DTYPES[dtype], op, dim, ptrs, ctypes.c_void_p(ws.data_ptr()), int(tf32),
-                      int(det), ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)))
+    check(LIB.dcn_run(DTYPES[dtype], op, dim, ptrs, ctypes.c_void_p(ws.data_ptr()),
+                      flags(tf32, det, im2col), ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)))
 
 
 def make_problem(cfg, dtype, offset_range=2.5, seed=0):
@@ -79,14 +86,15 @@ def reference(cfg, x, off, mask, wt, b, gout):
     return (nhwc(y).detach(), nhwc(xt.grad), nhwc(ot.grad), nhwc(mt.grad), wt_.grad.permute(2, 3, 1, 0), bt.grad)
 
 
-def ours(cfg, dtype, dim, x, off, mask, wt, b, gout, tf32=True, det=False):
+def ours(cfg, dtype, dim, x, off, mask, wt, b, gout, tf32=True, det=False, im2col=False):
     x, off, mask, wt, b, gout = [t.to(dtype).contiguous() for t in (x, off, mask, wt, b, gout)]
-    y = torch.empty(gout.shape, dtype=dtype, device="cuda")
-    run(0, dtype, dim, [x, off, mask, wt, b, y], tf32, det)
-    gx, goff, gm = torch.empty_like(x), torch.empty_like(off), torch.empty_like(mask)
-    run(1, dtype, dim, [gout, x, off, mask, wt, gx, goff, gm], tf32, det)
-    gw, gb = torch.empty_like(wt), torch.empty_like(b)
-    run(2, dtype, dim, [gout, x, off, mask, gw, gb], tf32, det)
+    # Poisoned outputs: every element must be written.
+    y = torch.full(gout.shape, float("nan"), dtype=dtype, device="cuda")
+    run(0, dtype, dim, [x, off, mask, wt, b, y], tf32, det, im2col)
+    gx, goff, gm = (torch.full_like(t, float("nan")) for t in (x, off, mask))
+    run(1, dtype, dim, [gout, x, off, mask, wt, gx, goff, gm], tf32, det, im2col)
+    gw, gb = torch.full_like(wt, float("nan")), torch.full_like(b, float("nan"))
+    run(2, dtype, dim, [gout, x, off, mask, gw, gb], tf32, det, im2col)
     return y, gx, goff, gm, gw, gb
 
 
@@ -114,6 +122,12 @@ CONFIGS = [
     (2, 16, 16, 64, 64, 3, 1, 1, 1, 1, 1),
     (1, 20, 24, 40, 24, 3, 1, 1, 1, 2, 2),
     (2, 33, 31, 128, 96, 3, 2, 1, 1, 1, 4),
+    # Shapes the fused kernels take (channels per group and deformable group multiples of 32):
+    (2, 12, 10, 64, 32, 3, 1, 1, 1, 2, 2),
+    (1, 9, 14, 96, 48, 3, 2, 1, 1, 1, 1),
+    (2, 17, 13, 32, 200, 3, 1, 2, 2, 1, 1),
+    (1, 11, 12, 64, 6, 5, 1, 2, 1, 1, 2),
+    (3, 20, 18, 256, 130, 1, 1, 0, 1, 1, 1),
 ]
 
 
@@ -122,16 +136,19 @@ def check_parity(quick):
     for cfg in configs:
         dim, data = make_problem(cfg, torch.float64)
         want = reference(cfg, *data)
-        for dtype, tf32, det in [(torch.float64, True, False), (torch.float32, False, False),
-                                 (torch.float32, True, False), (torch.float16, True, False),
-                                 (torch.bfloat16, True, False), (torch.float32, False, True),
-                                 (torch.float16, True, True)]:
+        for dtype, tf32, det, im2col in [
+                (torch.float64, True, False, False), (torch.float32, False, False, False),
+                (torch.float32, True, False, False), (torch.float16, True, False, False),
+                (torch.bfloat16, True, False, False), (torch.float32, False, True, False),
+                (torch.float16, True, True, False), (torch.float32, False, False, True),
+                (torch.float16, True, False, True), (torch.bfloat16, True, False, True)]:
             dim, data = make_problem(cfg, dtype)
             want = reference(cfg, *data)
-            got = ours(cfg, dtype, dim, *data, tf32=tf32, det=det)
+            got = ours(cfg, dtype, dim, *data, tf32=tf32, det=det, im2col=im2col)
             tol = TOLERANCE["tf32" if (dtype == torch.float32 and tf32) else dtype]
-            worst = compare(f"{cfg} {dtype} tf32={tf32} det={det}", got, want, tol)
-            print(f"parity {cfg} {str(dtype):14s} tf32={tf32:d} det={det:d} worst rel {worst:.2e}", flush=True)
+            label = f"{cfg} {str(dtype):14s} tf32={tf32:d} det={det:d} im2col={im2col:d}"
+            worst = compare(label, got, want, tol)
+            print(f"parity {label} worst rel {worst:.2e}", flush=True)
 
 
 def check_gemm():
@@ -205,11 +222,11 @@ def bench():
             x, off, mask, wt, b, gout = [t.to(dtype).contiguous() for t in data]
             y = torch.empty_like(gout)
             gx, goff, gm, gw, gb = (torch.empty_like(t) for t in (x, off, mask, wt, b))
-            fwd = lambda: run(0, dtype, dim, [x, off, mask, wt, b, y], tf32)
-            def fwd_bwd():
-                fwd()
-                run(1, dtype, dim, [gout, x, off, mask, wt, gx, goff, gm], tf32)
-                run(2, dtype, dim, [gout, x, off, mask, gw, gb], tf32)
+            fwd = lambda im2col=False: run(0, dtype, dim, [x, off, mask, wt, b, y], tf32, im2col=im2col)
+            def fwd_bwd(im2col=False):
+                fwd(im2col)
+                run(1, dtype, dim, [gout, x, off, mask, wt, gx, goff, gm], tf32, im2col=im2col)
+                run(2, dtype, dim, [gout, x, off, mask, gw, gb], tf32, im2col=im2col)
             xt, ot, mt = (t.permute(0, 3, 1, 2).contiguous().requires_grad_(True) for t in (x, off, mask))
             wt_t = wt.permute(3, 2, 0, 1).contiguous().requires_grad_(True)
             bt = b.clone().requires_grad_(True)
@@ -218,22 +235,26 @@ def bench():
             def tv_fb():
                 tv().backward(go_t)
             row = []
-            for fn in (fwd, fwd_bwd, tv, tv_fb):
+            for fn in (fwd, fwd_bwd, tv, tv_fb, lambda: fwd(True), lambda: fwd_bwd(True)):
                 try:
                     row.append(timeit(fn))
                 except RuntimeError as e:
                     row.append(float("nan"))
-            print(f"bench {n}x{h}x{w}x{c} {str(dtype):14s} tf32={tf32:d} fwd {row[0]:.3f} | {row[2]:.3f}   "
-                  f"fwd+bwd {row[1]:.3f} | {row[3]:.3f}   ratio fwd {row[2]/row[0]:.2f}x fwd+bwd {row[3]/row[1]:.2f}x", flush=True)
+            mib = max(workspace_bytes(op, dtype, dim, tf32) for op in range(3)) / 2**20
+            print(f"bench {n}x{h}x{w}x{c} {str(dtype):14s} tf32={tf32:d} fwd {row[0]:.3f} | tv {row[2]:.3f} | im2col {row[4]:.3f}   "
+                  f"fwd+bwd {row[1]:.3f} | tv {row[3]:.3f} | im2col {row[5]:.3f}   ratio vs tv fwd {row[2]/row[0]:.2f}x "
+                  f"fwd+bwd {row[3]/row[1]:.2f}x   workspace {mib:.1f} MiB", flush=True)
 
 
 def profile_once():
-    """One forward + backward of the 8x64x64x128 benchmark shape per dtype, for ncu."""
-    cfg = (8, 64, 64, 128, 128, 3, 1, 1, 1, 1, 1)
-    for dtype, tf32 in [(torch.float32, False), (torch.float32, True), (torch.float16, True)]:
-        dim, data = make_problem(cfg, dtype)
-        ours(cfg, dtype, dim, *data, tf32=tf32)
-        torch.cuda.synchronize()
+    """One forward + backward per path (fused, im2col) of two benchmark shapes, for ncu."""
+    for cfg in [(8, 64, 64, 128, 128, 3, 1, 1, 1, 1, 1), (4, 32, 32, 512, 512, 3, 1, 1, 1, 1, 1)]:
+        for dtype, tf32 in [(torch.float32, False), (torch.float16, True)]:
+            dim, data = make_problem(cfg, dtype)
+            for im2col in (False, True):
+                print("profile", cfg, dtype, "im2col" if im2col else "fused", flush=True)
+                ours(cfg, dtype, dim, *data, tf32=tf32, im2col=im2col)
+                torch.cuda.synchronize()
 
 
 def timeit(fn, calls=20, repeats=7):

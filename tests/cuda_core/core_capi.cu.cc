@@ -24,11 +24,13 @@ DcnShape ToShape(const long long* d) {
   return s;
 }
 
-tdc::Options ToOptions(int allow_tf32, int deterministic) {
+// flags: 1 allow TF32, 2 deterministic, 4 force the im2col kernels.
+tdc::Options ToOptions(int flags) {
   tdc::Options o;
   tdc::QueryDevice(&o);
-  o.allow_tf32 = allow_tf32;
-  o.deterministic = deterministic;
+  o.allow_tf32 = flags & 1;
+  o.deterministic = flags & 2;
+  o.force_im2col = flags & 4;
   return o;
 }
 
@@ -83,9 +85,9 @@ int Gemm(int variant, int mode, long long m, long long n, long long k, void* a, 
 extern "C" {
 
 // dtype: 0 half, 1 bfloat16, 2 float, 3 double. op: 0 forward, 1 backward input, 2 backward weight.
-EXPORT size_t dcn_workspace_bytes(int dtype, int op, const long long* dims, int allow_tf32, int det) {
+EXPORT size_t dcn_workspace_bytes(int dtype, int op, const long long* dims, int flags) {
   const DcnShape s = ToShape(dims);
-  const tdc::Options o = ToOptions(allow_tf32, det);
+  const tdc::Options o = ToOptions(flags);
   switch (dtype) {
     case 0: return Bytes<__half>(op, s, o);
     case 1: return Bytes<__nv_bfloat16>(op, s, o);
@@ -95,9 +97,9 @@ EXPORT size_t dcn_workspace_bytes(int dtype, int op, const long long* dims, int 
 }
 
 EXPORT int dcn_run(int dtype, int op, const long long* dims, void** ptrs, void* workspace,
-            int allow_tf32, int det, void* stream) {
+                   int flags, void* stream) {
   const DcnShape s = ToShape(dims);
-  const tdc::Options o = ToOptions(allow_tf32, det);
+  const tdc::Options o = ToOptions(flags);
   auto st = static_cast<cudaStream_t>(stream);
   switch (dtype) {
     case 0: return Run<__half>(op, s, ptrs, workspace, o, st);

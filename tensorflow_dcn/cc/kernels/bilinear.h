@@ -112,18 +112,25 @@ DCN_HOST_DEVICE OutputPixel LocateOutputPixel(const DcnShape& s, int64_t p) {
   return {n, rem / w, rem % w};
 }
 
+// The bilinear point of tap t of output pixel `at` displaced by (dy, dx).
+template <typename Acc>
+DCN_HOST_DEVICE bool MakeTapPoint(const DcnShape& s, const OutputPixel& at, int t, Acc dy, Acc dx,
+                                  BilinearPoint<Acc>* point) {
+  const Acc y = static_cast<Acc>(s.base_y(at.oy, t / s.kernel_w)) + dy;
+  const Acc x = static_cast<Acc>(s.base_x(at.ox, t % s.kernel_w)) + dx;
+  return MakeBilinearPoint(y, x, s.in_h, s.in_w, point);
+}
+
 // Sets up sample `i` (= deformable group * taps + tap) of output pixel `p` at `at`: its position
 // from the offset, its bilinear point and its mask value (1 without a mask).
 template <typename Acc, typename T>
 DCN_HOST_DEVICE bool MakeSample(const DcnShape& s, int64_t p, const OutputPixel& at, int i,
                                 const T* offset, const T* mask, BilinearPoint<Acc>* point,
                                 Acc* m) {
-  const int t = i % s.taps();
   const T* off = offset + p * s.offset_channels() + 2 * i;
-  const Acc y = static_cast<Acc>(s.base_y(at.oy, t / s.kernel_w)) + static_cast<Acc>(off[0]);
-  const Acc x = static_cast<Acc>(s.base_x(at.ox, t % s.kernel_w)) + static_cast<Acc>(off[1]);
   *m = mask ? static_cast<Acc>(mask[p * s.mask_channels() + i]) : Acc(1);
-  return MakeBilinearPoint(y, x, s.in_h, s.in_w, point);
+  return MakeTapPoint(s, at, i % s.taps(), static_cast<Acc>(off[0]), static_cast<Acc>(off[1]),
+                      point);
 }
 
 // Column index of input channel c at tap t in a column row laid out [group][tap][channel in

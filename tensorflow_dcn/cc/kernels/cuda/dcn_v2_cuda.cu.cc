@@ -19,6 +19,7 @@
 
 #include "tensorflow_dcn/cc/kernels/bilinear.h"
 #include "tensorflow_dcn/cc/kernels/cuda/device_util.cuh"
+#include "tensorflow_dcn/cc/kernels/cuda/fused.cuh"
 #include "tensorflow_dcn/cc/kernels/cuda/gemm.cuh"
 
 namespace tensorflow_dcn {
@@ -26,7 +27,7 @@ namespace cuda {
 namespace {
 
 // Cap of one chunk's column buffer.
-constexpr int64_t kColumnBufferBytes = int64_t{256} << 20;
+constexpr int64_t kColumnBufferBytes = int64_t{32} << 20;
 constexpr int kBlock = 256;
 
 #define DCN_RETURN_IF_ERROR(expr)              \
@@ -92,12 +93,6 @@ int64_t SampleBlocks(int64_t samples, int lanes_log2) {
   return CeilDiv(samples, kBlock >> lanes_log2);
 }
 
-// V consecutive elements, loaded and stored as one access.
-template <typename T, int V>
-struct alignas(sizeof(T) * V) Vec {
-  T e[V];
-};
-
 // The corner values of channels [c, c + V) of a sample (zero outside): four vector loads in
 // flight at once.
 template <int V, typename Acc, typename T>
@@ -111,29 +106,6 @@ __device__ __forceinline__ void LoadCornerVectors(const BilinearPoint<Acc>& poin
     }
 #pragma unroll
     for (int e = 0; e < V; ++e) v[e][k] = static_cast<Acc>(x.e[e]);
-  }
-}
-
-// dst[e] += w * g[e], e < V, atomically per element. On sm_90 four floats go in one vector
-// atomic: lanes hold V consecutive channels, so scalar atomics would scatter each warp
-// instruction over V times more memory segments.
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-constexpr bool kFloat4Atomics = true;
-#else
-constexpr bool kFloat4Atomics = false;
-#endif
-
-template <int V, typename Acc>
-__device__ __forceinline__ void ScatterAdd(Acc* dst, Acc w, const Vec<Acc, V>& g) {
-  if constexpr (kFloat4Atomics && std::is_same_v<Acc, float> && V % 4 == 0) {
-#pragma unroll
-    for (int e = 0; e < V; e += 4) {
-      atomicAdd(reinterpret_cast<float4*>(dst + e),
-                make_float4(w * g.e[e], w * g.e[e + 1], w * g.e[e + 2], w * g.e[e + 3]));
-    }
-  } else {
-#pragma unroll
-    for (int e = 0; e < V; ++e) atomicAdd(dst + e, w * g.e[e]);
   }
 }
 
@@ -154,33 +126,37 @@ int SampleLanesLog2(const DcnShape& s, int vector_width) {
 }
 
 // cols[r][ColumnIndex(t, c)] = mask * sample, for rows r of output pixels [row0, row0 + rows).
+// A lane group takes one (pixel, deformable group) and walks its taps, so that the pixel's
+// coordinates are worked out once.
 template <typename T, int V>
 __global__ void __launch_bounds__(kBlock)
     Im2colKernel(DcnShape s, const T* input, const T* offset, const T* mask, int64_t row0,
                  int64_t rows, T* cols, int64_t ld, int lanes_log2) {
   using Acc = AccumulatorOf<T>;
   const SampleThread st = ThisSampleThread(lanes_log2);
-  if (st.sample >= rows * s.mask_channels()) return;
+  if (st.sample >= rows * s.deformable_groups) return;
   // A chunk holds fewer than 2^31 samples (its columns fit kColumnBufferBytes).
-  const int mask_channels = static_cast<int>(s.mask_channels()), sample = static_cast<int>(st.sample);
-  const int r = sample / mask_channels, i = sample % mask_channels;
+  const int item = static_cast<int>(st.sample);
+  const int r = item / s.deformable_groups, d = item % s.deformable_groups;
   const int64_t p = row0 + r;
-  const int taps = s.taps(), t = i % taps, d = i / taps;
   const OutputPixel at = LocateOutputPixel(s, p);
-  BilinearPoint<Acc> point;
-  Acc m;
-  MakeSample(s, p, at, i, offset, mask, &point, &m);
   const T* image = input + at.n * s.image_elements();
   const int cpd = static_cast<int>(s.channels_per_deformable_group());
   const int cpg = static_cast<int>(s.in_channels_per_group());
+  const int taps = s.taps();
   T* row = cols + r * ld;
-  for (int c = d * cpd + st.lane * V; c < (d + 1) * cpd; c += st.lanes * V) {
-    Acc v[V][4];
-    LoadCornerVectors<V>(point, image, s.in_channels, c, v);
-    Vec<T, V> out;
+  for (int t = 0; t < taps; ++t) {
+    BilinearPoint<Acc> point;
+    Acc m;
+    MakeSample(s, p, at, d * taps + t, offset, mask, &point, &m);
+    for (int c = d * cpd + st.lane * V; c < (d + 1) * cpd; c += st.lanes * V) {
+      Acc v[V][4];
+      LoadCornerVectors<V>(point, image, s.in_channels, c, v);
+      Vec<T, V> out;
 #pragma unroll
-    for (int e = 0; e < V; ++e) out.e[e] = FromAcc<T>(m * BilinearValue(point, v[e]));
-    *reinterpret_cast<Vec<T, V>*>(row + ColumnIndex(cpg, taps, t, c)) = out;
+      for (int e = 0; e < V; ++e) out.e[e] = FromAcc<T>(m * BilinearValue(point, v[e]));
+      *reinterpret_cast<Vec<T, V>*>(row + ColumnIndex(cpg, taps, t, c)) = out;
+    }
   }
 }
 
@@ -234,7 +210,7 @@ __global__ void __launch_bounds__(kBlock)
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
         if (point.pixel[k] < 0) continue;
-        ScatterAdd<V>(grad_image + point.pixel[k] * s.in_channels + c, point.weight[k] * m, g);
+        ScatterAdd<V>(grad_image + point.pixel[k] * s.in_channels + c, point.weight[k] * m, g.e);
       }
     }
   }
@@ -253,7 +229,7 @@ cudaError_t LaunchIm2col(const DcnShape& s, const T* input, const T* offset, con
                          int64_t row0, int64_t rows, T* cols, int64_t ld, cudaStream_t stream) {
   constexpr int kWide = 16 / sizeof(T);
   const int v = VectorWidth<T>(s), lanes_log2 = SampleLanesLog2(s, v);
-  const int64_t blocks = SampleBlocks(rows * s.mask_channels(), lanes_log2);
+  const int64_t blocks = SampleBlocks(rows * s.deformable_groups, lanes_log2);
   if (v == kWide) {
     Im2colKernel<T, kWide><<<blocks, kBlock, 0, stream>>>(s, input, offset, mask, row0, rows, cols, ld, lanes_log2);
   } else {
@@ -398,39 +374,83 @@ cudaError_t Convert(int64_t n, const TIn* in, TOut* out, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
+// offset/mask gradients from the fused backward's float sums ([sample][3]: m*d/dy, m*d/dx, d/dm).
+template <typename T>
+__global__ void CoordFinishKernel(int64_t samples, const float* coord, T* grad_offset,
+                                  T* grad_mask) {
+  const int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+  if (i >= samples) return;
+  grad_offset[2 * i] = FromFloat<T>(coord[3 * i]);
+  grad_offset[2 * i + 1] = FromFloat<T>(coord[3 * i + 1]);
+  if (grad_mask) grad_mask[i] = FromFloat<T>(coord[3 * i + 2]);
+}
+
 // --------------------------------------------------------------------------------------------
-// Workspace plans: one function per op lays out its buffers, used both to size and to carve the
-// workspace.
+// Which kernels run: the fused ones where they apply (never for double; not for the
+// non-deterministic backward input in determinism mode), the im2col ones elsewhere.
+// --------------------------------------------------------------------------------------------
+
+template <typename T>
+bool UseFusedForward(const DcnShape& s, const Options& o) {
+  if constexpr (std::is_same_v<T, double>) {
+    return false;
+  } else {
+    return !o.force_im2col && fused::ForwardSupported<T>(s, o);
+  }
+}
+
+template <typename T>
+bool UseFusedBackwardInput(const DcnShape& s, const Options& o) {
+  if constexpr (std::is_same_v<T, double>) {
+    return false;
+  } else {
+    return !o.force_im2col && !o.deterministic && fused::BackwardSupported<T>(s, o);
+  }
+}
+
+// --------------------------------------------------------------------------------------------
+// Workspace plans: one constructor per op lays out its buffers, used both to size and to carve
+// the workspace.
 // --------------------------------------------------------------------------------------------
 
 template <typename T>
 struct ForwardPlan {
+  bool fused;
   int64_t ld, chunk;
-  T* cols;
-  ForwardPlan(const DcnShape& s, WorkspaceLayout* w)
-      : ld(ColumnStride(s)), chunk(ChunkRows<T>(s)), cols(w->Take<T>(chunk * ld)) {}
+  T* cols = nullptr;
+  ForwardPlan(const DcnShape& s, const Options& o, WorkspaceLayout* w)
+      : fused(UseFusedForward<T>(s, o)), ld(ColumnStride(s)), chunk(ChunkRows<T>(s)) {
+    if (!fused) cols = w->Take<T>(chunk * ld);
+  }
 };
 
 template <typename T>
 struct BackwardInputPlan {
   using Acc = AccumulatorOf<T>;
+  bool fused;
   int64_t ld, chunk, entries;
   // Sort keys are image pixel * deformable_groups + group; `absent` (corner outside the image)
   // sorts after every real key, and end_bit bounds the bits the radix sort looks at.
   uint64_t absent;
   int end_bit = 1;
-  Acc* grad_cols;
   Acc* grad_input_acc = nullptr;  // only when T is not the accumulator type
+  float* coord_acc = nullptr;     // fused: offset / mask gradient sums
+  Acc* grad_cols = nullptr;       // im2col
   uint64_t *keys = nullptr, *sorted_keys = nullptr;
   uint32_t *ids = nullptr, *sorted_ids = nullptr;
   void* sort_temp = nullptr;
   size_t sort_temp_bytes = 0;
   BackwardInputPlan(const DcnShape& s, const Options& o, WorkspaceLayout* w)
-      : ld(ColumnStride(s)), chunk(ChunkRows<Acc>(s)), entries(chunk * s.mask_channels() * 4),
-        absent(static_cast<uint64_t>(s.batch) * s.in_h * s.in_w * s.deformable_groups),
-        grad_cols(w->Take<Acc>(chunk * ld)) {
+      : fused(UseFusedBackwardInput<T>(s, o)), ld(ColumnStride(s)), chunk(ChunkRows<Acc>(s)),
+        entries(chunk * s.mask_channels() * 4),
+        absent(static_cast<uint64_t>(s.batch) * s.in_h * s.in_w * s.deformable_groups) {
     while (end_bit < 64 && (absent >> end_bit) != 0) ++end_bit;
     if (!std::is_same_v<T, Acc>) grad_input_acc = w->Take<Acc>(s.batch * s.image_elements());
+    if (fused) {
+      coord_acc = w->Take<float>(s.pixels() * s.mask_channels() * 3);
+      return;
+    }
+    grad_cols = w->Take<Acc>(chunk * ld);
     if (o.deterministic) {
       keys = w->Take<uint64_t>(entries);
       sorted_keys = w->Take<uint64_t>(entries);
@@ -475,15 +495,17 @@ cudaError_t QueryDevice(Options* o) {
   DCN_RETURN_IF_ERROR(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
   DCN_RETURN_IF_ERROR(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
   DCN_RETURN_IF_ERROR(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  DCN_RETURN_IF_ERROR(cudaDeviceGetAttribute(&o->shared_memory_per_block,
+                                             cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
   o->compute_capability = major * 10 + minor;
   o->multiprocessors = sms;
   return cudaSuccess;
 }
 
 template <typename T>
-size_t ForwardWorkspaceBytes(const DcnShape& s, const Options&) {
+size_t ForwardWorkspaceBytes(const DcnShape& s, const Options& o) {
   WorkspaceLayout w;
-  ForwardPlan<T> plan(s, &w);
+  ForwardPlan<T> plan(s, o, &w);
   return w.bytes();
 }
 
@@ -492,7 +514,10 @@ cudaError_t Forward(const DcnShape& s, const T* input, const T* offset, const T*
                     const T* weight, const T* bias, T* output, void* workspace, const Options& o,
                     cudaStream_t stream) {
   WorkspaceLayout w(workspace);
-  ForwardPlan<T> plan(s, &w);
+  ForwardPlan<T> plan(s, o, &w);
+  if constexpr (!std::is_same_v<T, double>) {
+    if (plan.fused) return fused::Forward(s, input, offset, mask, weight, bias, output, o, stream);
+  }
   const int64_t kg = s.group_columns(), cog = s.out_channels_per_group();
   for (int64_t row0 = 0; row0 < s.pixels(); row0 += plan.chunk) {
     const int64_t rows = std::min(plan.chunk, s.pixels() - row0);
@@ -528,8 +553,19 @@ cudaError_t BackwardInput(const DcnShape& s, const T* grad_output, const T* inpu
   Acc* grad_input_acc = plan.grad_input_acc ? plan.grad_input_acc : reinterpret_cast<Acc*>(grad_input);
   const int64_t input_elements = s.batch * s.image_elements();
   DCN_RETURN_IF_ERROR(cudaMemsetAsync(grad_input_acc, 0, input_elements * sizeof(Acc), stream));
+  if constexpr (!std::is_same_v<T, double>) {
+    if (plan.fused) {
+      const int64_t samples = s.pixels() * s.mask_channels();
+      DCN_RETURN_IF_ERROR(cudaMemsetAsync(plan.coord_acc, 0, samples * 3 * sizeof(float), stream));
+      DCN_RETURN_IF_ERROR(fused::BackwardInput(s, grad_output, input, offset, mask, weight,
+                                               grad_input_acc, plan.coord_acc, o, stream));
+      CoordFinishKernel<T><<<CeilDiv(samples, kBlock), kBlock, 0, stream>>>(
+          samples, plan.coord_acc, grad_offset, grad_mask);
+      DCN_RETURN_IF_ERROR(cudaGetLastError());
+    }
+  }
   const int64_t kg = s.group_columns(), cog = s.out_channels_per_group();
-  for (int64_t row0 = 0; row0 < s.pixels(); row0 += plan.chunk) {
+  for (int64_t row0 = 0; !plan.fused && row0 < s.pixels(); row0 += plan.chunk) {
     const int64_t rows = std::min(plan.chunk, s.pixels() - row0);
     GemmArgs<T, Acc> g;
     g.m = rows; g.n = kg; g.k = cog;

@@ -6,9 +6,12 @@
 // nothing (scratch memory comes from `workspace`, at least *WorkspaceBytes(...) bytes, 256-byte
 // aligned) and returns the first CUDA error it meets (launch errors included).
 //
-// Extra memory is bounded: column buffers are processed in chunks of output pixels holding at
-// most kColumnBufferBytes (see dcn_v2_cuda.cu.cc), plus for half/bfloat16 a float accumulator of
-// the gradient being summed (grad_input, grad_weight).
+// Two implementations: fused implicit-GEMM kernels (fused.cuh) for fp16/bf16/fp32 on sm_80+ where
+// the channel counts allow, which need no column buffers, and the im2col kernels everywhere else.
+// Extra memory is bounded: im2col column buffers are processed in chunks of output pixels holding
+// at most kColumnBufferBytes (32 MiB, see dcn_v2_cuda.cu.cc); gradients summed in float for
+// half/bfloat16 (grad_input, grad_weight) and the offset/mask gradients of the fused backward
+// take a float buffer of their size.
 #ifndef TENSORFLOW_DCN_CC_KERNELS_CUDA_DCN_V2_CUDA_H_
 #define TENSORFLOW_DCN_CC_KERNELS_CUDA_DCN_V2_CUDA_H_
 
@@ -25,8 +28,12 @@ namespace cuda {
 struct Options {
   int compute_capability = 0;  // major * 10 + minor of the device the stream runs on
   int multiprocessors = 1;
+  int shared_memory_per_block = 0;  // opt-in maximum of dynamic shared memory, bytes
   bool allow_tf32 = true;      // fp32 products may round operands to TF32 (else 3xTF32)
   bool deterministic = false;  // no floating-point atomics: results bit-identical run to run
+  // Use the im2col kernels even where the fused ones apply: the simple path the fused kernels
+  // are tested against.
+  bool force_im2col = false;
 };
 
 // Fills `options` for the current device.

@@ -37,6 +37,35 @@ __device__ __forceinline__ T FromAcc(Acc v) {
   }
 }
 
+// V consecutive elements, loaded and stored as one access.
+template <typename T, int V>
+struct alignas(sizeof(T) * V) Vec {
+  T e[V];
+};
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+constexpr bool kFloat4Atomics = true;
+#else
+constexpr bool kFloat4Atomics = false;
+#endif
+
+// dst[e] += w * g[e] for e < V, atomically per element. On sm_90 four floats go in one vector
+// atomic: a lane holding V consecutive channels would otherwise spread each warp-wide atomic
+// instruction over V times more memory segments.
+template <int V, typename Acc>
+__device__ __forceinline__ void ScatterAdd(Acc* dst, Acc w, const Acc (&g)[V]) {
+  if constexpr (kFloat4Atomics && std::is_same_v<Acc, float> && V % 4 == 0) {
+#pragma unroll
+    for (int e = 0; e < V; e += 4) {
+      atomicAdd(reinterpret_cast<float4*>(dst + e),
+                make_float4(w * g[e], w * g[e + 1], w * g[e + 2], w * g[e + 3]));
+    }
+  } else {
+#pragma unroll
+    for (int e = 0; e < V; ++e) atomicAdd(dst + e, w * g[e]);
+  }
+}
+
 __device__ __forceinline__ unsigned SharedAddress(const void* p) {
   return static_cast<unsigned>(__cvta_generic_to_shared(p));
 }
@@ -44,6 +73,13 @@ __device__ __forceinline__ unsigned SharedAddress(const void* p) {
 __device__ __forceinline__ void CpAsync16(void* smem, const void* global) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(SharedAddress(smem)),
                "l"(global));
+}
+
+// 16 bytes global -> shared through L1 (neighbouring samples share corners); reads nothing and
+// writes zeros when `valid` is false (`global` must still be a mapped address).
+__device__ __forceinline__ void CpAsync16Cached(void* smem, const void* global, bool valid) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" ::"r"(SharedAddress(smem)),
+               "l"(global), "r"(valid ? 16 : 0));
 }
 
 __device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }

@@ -1,0 +1,462 @@
+// See fused.cuh. All three kernels run the tensor-core block engine of mma_core.cuh; what is
+// DCN-specific is how operand tiles are produced (bilinear gathers, one 16-byte channel vector per
+// unit of work) and the backward-input epilogue.
+#include "tensorflow_dcn/cc/kernels/cuda/fused.cuh"
+
+#include <algorithm>
+
+#include "tensorflow_dcn/cc/kernels/bilinear.h"
+#include "tensorflow_dcn/cc/kernels/cuda/mma_core.cuh"
+
+namespace tensorflow_dcn {
+namespace cuda {
+namespace fused {
+namespace {
+
+using mma::kThreads;
+using mma::kTileM;
+using mma::kTileN;
+
+constexpr int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+template <typename T>
+constexpr int kVector = 16 / sizeof(T);  // elements in one 16-byte access
+template <typename T>
+constexpr int kStepK = mma::Tile<T, true, kTileM>::kStepK;  // K elements per pipeline step
+
+template <typename T>
+using Vector16 = Vec<T, kVector<T>>;
+
+// The corners of one sample (pixel index within the image, -1 outside) and its image.
+struct Gather {
+  int pixel[4];
+  const void* image;
+};
+
+// The four corner vectors of channels [c, c + kVector) of a sample, loads issued together.
+template <typename T>
+__device__ __forceinline__ void IssueCorners(const Gather& g, int64_t channels, int64_t c,
+                                             Vector16<T> (&raw)[4]) {
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    raw[k] = Vector16<T>{};
+    if (g.pixel[k] >= 0) {
+      raw[k] = *reinterpret_cast<const Vector16<T>*>(static_cast<const T*>(g.image) +
+                                                     g.pixel[k] * channels + c);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward: A[pixel][(tap, channel)] (128 pixels x one 64-byte k-step of one tap's channels) is
+// gathered asynchronously. For step kt + kStages - 1, each thread cp.async-copies the four corner
+// chunks of its two (pixel, 16-byte chunk) units into a staging area (L1-cached: neighbouring
+// pixels share corners), and one thread per row stores the row's bilinear weights; when step kt
+// comes up, each thread blends its own units into the A tile (double-buffered) and one barrier
+// per step orders everything. A pixel's sample changes only with the (tap, deformable group): its
+// offset and mask are prefetched one sample ahead.
+// ---------------------------------------------------------------------------------------------
+
+template <typename T, int kStages>
+struct ForwardLayout {
+  using TileA = mma::Tile<T, true, kTileM>;
+  using TileB = mma::Tile<T, false, kTileN>;
+  static constexpr int kStaging = kTileM * 4 * mma::kStepBytes;  // [row][corner][step bytes]
+  static constexpr int kWeights = kTileM * 4 * sizeof(float);     // [row][corner]
+  static constexpr int kWeightsAt = kStages * kStaging;
+  static constexpr int kBAt = kWeightsAt + kStages * kWeights;
+  static constexpr int kAAt = kBAt + kStages * TileB::kBytes;
+  static constexpr int kBytes = kAAt + 2 * TileA::kBytes;
+};
+
+template <typename T, MathMode kMode, int kStages>
+__global__ void __launch_bounds__(kThreads, 1)
+    ForwardKernel(DcnShape s, const T* input, const T* offset, const T* mask, const T* weight,
+                  const T* bias, T* output, int64_t row0, bool weight_vector_ok) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  static_assert(kStages >= 3, "the weights of a stage must be a barrier ahead of their use");
+  using L = ForwardLayout<T, kStages>;
+  constexpr int V = kVector<T>;
+  constexpr int kChunks = kStepK<T> / V;  // 16-byte chunks per row and step
+  constexpr int kRowsPerPass = kThreads / kChunks;
+  constexpr int kUnits = kTileM / kRowsPerPass;
+  extern __shared__ __align__(128) char smem[];
+
+  const int group = blockIdx.z;
+  const int64_t m0 = row0 + int64_t{blockIdx.x} * kTileM, n0 = int64_t{blockIdx.y} * kTileN;
+  const int64_t cog = s.out_channels_per_group(), kg = s.group_columns();
+  const int cpg = static_cast<int>(s.in_channels_per_group());
+  const int cpd = static_cast<int>(s.channels_per_deformable_group());
+  const int steps_per_tap = cpg / kStepK<T>;
+  const int ktiles = s.taps() * steps_per_tap;
+  const int chunk = threadIdx.x % kChunks;
+
+  // The units of this thread: fixed rows (pixels) and 16-byte chunk for the whole kernel.
+  int row[kUnits];
+  int64_t pixel[kUnits];
+  OutputPixel at[kUnits];
+  const T* image[kUnits];
+#pragma unroll
+  for (int u = 0; u < kUnits; ++u) {
+    row[u] = threadIdx.x / kChunks + u * kRowsPerPass;
+    pixel[u] = m0 + row[u];
+    at[u] = LocateOutputPixel(s, pixel[u] < s.pixels() ? pixel[u] : 0);
+    image[u] = input + at[u].n * s.image_elements();
+  }
+  // The sample (deformable group * taps + tap) that step kt reads.
+  auto sample_of = [&](int kt) {
+    const int c = group * cpg + (kt % steps_per_tap) * kStepK<T>;
+    return c / cpd * s.taps() + kt / steps_per_tap;
+  };
+  // Offset and mask of the next sample, loaded ahead; the corners and weights of the current one.
+  int prefetched = -1, current = -1;
+  float pre_dy[kUnits], pre_dx[kUnits], pre_m[kUnits];
+  int corner[kUnits][4];
+  float corner_weight[kUnits][4];
+  auto prefetch = [&](int i) {
+    prefetched = i;
+#pragma unroll
+    for (int u = 0; u < kUnits; ++u) {
+      pre_dy[u] = pre_dx[u] = pre_m[u] = 0.f;
+      if (pixel[u] < s.pixels()) {
+        const T* off = offset + pixel[u] * s.offset_channels() + 2 * i;
+        pre_dy[u] = static_cast<float>(off[0]);
+        pre_dx[u] = static_cast<float>(off[1]);
+        pre_m[u] = mask ? static_cast<float>(mask[pixel[u] * s.mask_channels() + i]) : 1.f;
+      }
+    }
+  };
+
+  auto issue = [&](int kt) {
+    const int stage = kt % kStages;
+    const int i = sample_of(kt);
+    if (i != current) {
+      if (prefetched != i) prefetch(i);
+#pragma unroll
+      for (int u = 0; u < kUnits; ++u) {
+        BilinearPoint<float> point;
+        MakeTapPoint(s, at[u], i % s.taps(), pre_dy[u], pre_dx[u], &point);
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          corner[u][k] = point.pixel[k];
+          corner_weight[u][k] = point.weight[k] * pre_m[u];
+        }
+      }
+      current = i;
+      int next = kt + 1;
+      while (next < ktiles && sample_of(next) == i) ++next;
+      if (next < ktiles) prefetch(sample_of(next));
+    }
+    const int c = group * cpg + (kt % steps_per_tap) * kStepK<T> + chunk * V;
+    char* staging = smem + stage * L::kStaging;
+#pragma unroll
+    for (int u = 0; u < kUnits; ++u) {
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const bool valid = corner[u][k] >= 0;
+        CpAsync16Cached(staging + (row[u] * 4 + k) * mma::kStepBytes + chunk * 16,
+                        image[u] + (valid ? corner[u][k] * s.in_channels + c : 0), valid);
+      }
+      if (chunk == 0) {
+        *reinterpret_cast<float4*>(smem + L::kWeightsAt + stage * L::kWeights + row[u] * 16) =
+            make_float4(corner_weight[u][0], corner_weight[u][1], corner_weight[u][2],
+                        corner_weight[u][3]);
+      }
+    }
+    L::TileB::Load(smem + L::kBAt + stage * L::TileB::kBytes, weight + group * cog, s.out_channels,
+                   n0, cog, int64_t{kt} * kStepK<T>, kg, weight_vector_ok);
+  };
+
+  // Blends this thread's units of step kt (this thread copied their corners) into A tile kt % 2.
+  auto blend = [&](int kt) {
+    const int stage = kt % kStages;
+    const char* staging = smem + stage * L::kStaging;
+    char* a_tile = smem + L::kAAt + (kt % 2) * L::TileA::kBytes;
+#pragma unroll
+    for (int u = 0; u < kUnits; ++u) {
+      const float4 w = *reinterpret_cast<const float4*>(smem + L::kWeightsAt + stage * L::kWeights + row[u] * 16);
+      const float wk[4] = {w.x, w.y, w.z, w.w};
+      Vector16<T> raw[4];
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        raw[k] = *reinterpret_cast<const Vector16<T>*>(staging + (row[u] * 4 + k) * mma::kStepBytes + chunk * 16);
+      }
+      Vector16<T> out;
+#pragma unroll
+      for (int e = 0; e < V; ++e) {
+        float v = 0.f;
+#pragma unroll
+        for (int k = 0; k < 4; ++k) v += wk[k] * static_cast<float>(raw[k].e[e]);
+        out.e[e] = FromFloat<T>(v);
+      }
+      *reinterpret_cast<Vector16<T>*>(a_tile + row[u] * L::TileA::kRowBytes + chunk * 16) = out;
+    }
+  };
+
+#pragma unroll
+  for (int st = 0; st < kStages - 1; ++st) {
+    if (st < ktiles) issue(st);
+    CpAsyncCommit();
+  }
+  __syncthreads();  // the prologue's weights are visible
+  float acc[4][4][4] = {};
+  for (int kt = 0; kt < ktiles; ++kt) {
+    CpAsyncWait<kStages - 2>();
+    blend(kt);
+    // A tile kt % 2 and B stage kt are complete; every warp is done with step kt - 1, whose
+    // staging, weights and B stage the next issue reuses.
+    __syncthreads();
+    if (kt + kStages - 1 < ktiles) issue(kt + kStages - 1);
+    CpAsyncCommit();
+    mma::MmaStep<T, kMode, true, false>(smem + L::kAAt + (kt % 2) * L::TileA::kBytes,
+                                        smem + L::kBAt + (kt % kStages) * L::TileB::kBytes, acc);
+  }
+  CpAsyncWait<0>();
+
+  T* out = output + group * cog;
+  const T* b = bias ? bias + group * cog : nullptr;
+  mma::ForEachAccumulatorPair(acc, [&](int r, int col, float v0, float v1) {
+    const int64_t p = m0 + r, n = n0 + col;
+    if (p >= s.pixels()) return;
+    if (n < cog) out[p * s.out_channels + n] = FromFloat<T>(v0 + (b ? static_cast<float>(b[n]) : 0.f));
+    if (n + 1 < cog) {
+      out[p * s.out_channels + n + 1] = FromFloat<T>(v1 + (b ? static_cast<float>(b[n + 1]) : 0.f));
+    }
+  });
+#else
+  __trap();
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward input: column gradients grad_output[pixel][co] x weight[(tap, channel)][co]^T per
+// 128 x 128 tile (both operands K-contiguous, copied), then an epilogue over the tile's
+// (pixel, 16-byte channel chunk) units: scatter to the sample's four corners in grad_input and
+// the offset / mask gradient sums, reduced over the 16 lanes of a half-warp when they share a
+// sample.
+// ---------------------------------------------------------------------------------------------
+
+constexpr int kEpilogueStride = kTileN + 4;  // floats per row of the staged tile
+
+template <typename T, MathMode kMode>
+__global__ void __launch_bounds__(kThreads)
+    InputKernel(DcnShape s, const T* grad_output, const T* input, const T* offset, const T* mask,
+                const T* weight, AccumulatorOf<T>* grad_input_acc, float* coord_acc,
+                int64_t row0, bool grad_vector_ok, bool weight_vector_ok) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  constexpr int V = kVector<T>;
+  constexpr int kChunks = kTileN / V;
+  extern __shared__ __align__(128) char smem[];
+  const int group = blockIdx.z;
+  const int64_t m0 = row0 + int64_t{blockIdx.x} * kTileM, n0 = int64_t{blockIdx.y} * kTileN;
+  const int64_t cog = s.out_channels_per_group(), kg = s.group_columns();
+  mma::CopyProducer<T, true, kTileM> pa{grad_output + group * cog, s.out_channels, m0, s.pixels(),
+                                        0, cog, grad_vector_ok};
+  mma::CopyProducer<T, true, kTileN> pb{weight + group * cog, s.out_channels, n0, kg, 0, cog,
+                                        weight_vector_ok};
+  float acc[4][4][4] = {};
+  mma::MainLoop<T, kMode, true, true>(static_cast<int>(CeilDiv(cog, kStepK<T>)), pa, pb, smem,
+                                      acc);
+
+  float* staged = reinterpret_cast<float*>(smem);
+  mma::ForEachAccumulatorPair(acc, [&](int r, int col, float v0, float v1) {
+    *reinterpret_cast<float2*>(staged + r * kEpilogueStride + col) = make_float2(v0, v1);
+  });
+  __syncthreads();
+
+  const int cpg = static_cast<int>(s.in_channels_per_group());
+  const int cpd = static_cast<int>(s.channels_per_deformable_group());
+  const int mask_channels = static_cast<int>(s.mask_channels());
+  const int lane = threadIdx.x & 31;
+  for (int id = threadIdx.x; id < kTileM * kChunks; id += kThreads) {
+    const int r = id / kChunks, chunk = id % kChunks;
+    const int64_t p = m0 + r, column = n0 + chunk * V;
+    const bool active = p < s.pixels() && column < kg;
+    const int t = static_cast<int>(column / cpg);
+    const int c = group * cpg + static_cast<int>(column % cpg);
+    const int i = active ? c / cpd * s.taps() + t : -1;
+    float sum_value = 0.f, sum_dy = 0.f, sum_dx = 0.f, m = 0.f;
+    if (active) {
+      BilinearPoint<float> point;
+      const OutputPixel at = LocateOutputPixel(s, p);
+      MakeSample(s, p, at, i, offset, mask, &point, &m);
+      const T* image = input + at.n * s.image_elements();
+      Vector16<T> raw[4];
+      Gather g;
+#pragma unroll
+      for (int k = 0; k < 4; ++k) g.pixel[k] = point.pixel[k];
+      g.image = image;
+      IssueCorners(g, s.in_channels, c, raw);
+      float gc[V];
+#pragma unroll
+      for (int e = 0; e < V; e += 4) {
+        const float4 q = *reinterpret_cast<const float4*>(staged + r * kEpilogueStride + chunk * V + e);
+        gc[e] = q.x;
+        gc[e + 1] = q.y;
+        gc[e + 2] = q.z;
+        gc[e + 3] = q.w;
+      }
+#pragma unroll
+      for (int e = 0; e < V; ++e) {
+        float v[4], dy, dx;
+#pragma unroll
+        for (int k = 0; k < 4; ++k) v[k] = static_cast<float>(raw[k].e[e]);
+        BilinearCoordinateGrad(point, v, &dy, &dx);
+        sum_value += gc[e] * BilinearValue(point, v);
+        sum_dy += gc[e] * dy;
+        sum_dx += gc[e] * dx;
+      }
+      AccumulatorOf<T>* grad_image = grad_input_acc + at.n * s.image_elements();
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        if (point.pixel[k] < 0) continue;
+        ScatterAdd<V>(grad_image + point.pixel[k] * s.in_channels + c, point.weight[k] * m, gc);
+      }
+    }
+    // The 16 lanes of a half-warp hold 16 chunks of one row: one sample when they share i.
+    const int key = active ? r * mask_channels + i : -1;
+    const bool shared = __all_sync(0xffffffffu, key == __shfl_sync(0xffffffffu, key, lane & 16));
+    if (shared) {
+#pragma unroll
+      for (int delta = 8; delta > 0; delta >>= 1) {
+        sum_value += __shfl_xor_sync(0xffffffffu, sum_value, delta);
+        sum_dy += __shfl_xor_sync(0xffffffffu, sum_dy, delta);
+        sum_dx += __shfl_xor_sync(0xffffffffu, sum_dx, delta);
+      }
+    }
+    if (active && (!shared || (lane & 15) == 0)) {
+      float* coord = coord_acc + (p * mask_channels + i) * 3;
+      atomicAdd(coord, m * sum_dy);
+      atomicAdd(coord + 1, m * sum_dx);
+      atomicAdd(coord + 2, sum_value);
+    }
+  }
+#else
+  __trap();
+#endif
+}
+
+bool VectorOk(const void* p, int64_t ld, int elem_bytes) {
+  return reinterpret_cast<uintptr_t>(p) % 16 == 0 && (ld * elem_bytes) % 16 == 0;
+}
+
+MathMode Mode(const Options& o) {
+  return o.allow_tf32 ? MathMode::kTensorCore : MathMode::kTensorCore3x;
+}
+
+// Pixel tiles per launch: grid.x is unbounded, but keep chunks moderate so that a launch's
+// 64-bit tile origin stays in row0.
+constexpr int64_t kTilesPerLaunch = int64_t{1} << 20;
+
+// Pipeline depth of the forward kernel that fits the device's shared memory, or 0.
+template <typename T>
+int ForwardStages(const Options& o) {
+  if (o.shared_memory_per_block >= ForwardLayout<T, 4>::kBytes) return 4;
+  if (o.shared_memory_per_block >= ForwardLayout<T, 3>::kBytes) return 3;
+  return 0;
+}
+
+}  // namespace
+
+template <typename T>
+bool ForwardSupported(const DcnShape& s, const Options& o) {
+  return o.compute_capability >= 80 && !std::is_same_v<T, double> && ForwardStages<T>(o) > 0 &&
+         s.in_channels_per_group() % kStepK<T> == 0 &&
+         s.channels_per_deformable_group() % kStepK<T> == 0;
+}
+
+template <typename T>
+bool BackwardSupported(const DcnShape& s, const Options& o) {
+  return o.compute_capability >= 80 && !std::is_same_v<T, double> &&
+         s.in_channels_per_group() % kVector<T> == 0 &&
+         s.channels_per_deformable_group() % kVector<T> == 0;
+}
+
+template <typename T>
+cudaError_t Forward(const DcnShape& s, const T* input, const T* offset, const T* mask,
+                    const T* weight, const T* bias, T* output, const Options& o,
+                    cudaStream_t stream) {
+  const bool w_ok = VectorOk(weight, s.out_channels, sizeof(T)) &&
+                    (s.out_channels_per_group() * sizeof(T)) % 16 == 0;
+  auto launch = [&](auto kernel, int smem_bytes) {
+    constexpr auto kernel_fn = decltype(kernel)::value;
+    cudaError_t err = mma::AllowSharedMemory<kernel_fn>(smem_bytes);
+    if (err != cudaSuccess) return err;
+    for (int64_t row0 = 0; row0 < s.pixels(); row0 += kTilesPerLaunch * kTileM) {
+      const int64_t tiles = std::min(kTilesPerLaunch, CeilDiv(s.pixels() - row0, kTileM));
+      const dim3 grid(tiles, CeilDiv(s.out_channels_per_group(), kTileN), s.groups);
+      kernel_fn<<<grid, kThreads, smem_bytes, stream>>>(s, input, offset, mask, weight, bias,
+                                                        output, row0, w_ok);
+      err = cudaGetLastError();
+      if (err != cudaSuccess) return err;
+    }
+    return cudaSuccess;
+  };
+  auto with_stages = [&](auto mode) {
+    constexpr MathMode kMode = decltype(mode)::value;
+    if (ForwardStages<T>(o) == 4) {
+      return launch(std::integral_constant<decltype(&ForwardKernel<T, kMode, 4>), &ForwardKernel<T, kMode, 4>>(),
+                    ForwardLayout<T, 4>::kBytes);
+    }
+    return launch(std::integral_constant<decltype(&ForwardKernel<T, kMode, 3>), &ForwardKernel<T, kMode, 3>>(),
+                  ForwardLayout<T, 3>::kBytes);
+  };
+  if constexpr (std::is_same_v<T, float>) {
+    if (Mode(o) == MathMode::kTensorCore3x) {
+      return with_stages(std::integral_constant<MathMode, MathMode::kTensorCore3x>());
+    }
+  }
+  return with_stages(std::integral_constant<MathMode, MathMode::kTensorCore>());
+}
+
+template <typename T>
+cudaError_t BackwardInput(const DcnShape& s, const T* grad_output, const T* input,
+                          const T* offset, const T* mask, const T* weight,
+                          AccumulatorOf<T>* grad_input_acc, float* coord_acc, const Options& o,
+                          cudaStream_t stream) {
+  // The epilogue stages the 128 x 128 float tile in the pipeline's shared memory.
+  constexpr int kSmem = std::max(mma::kPipelineBytes<T, true, true>,
+                                 static_cast<int>(kTileM * kEpilogueStride * sizeof(float)));
+  const bool g_ok = VectorOk(grad_output, s.out_channels, sizeof(T)) &&
+                    (s.out_channels_per_group() * sizeof(T)) % 16 == 0;
+  const bool w_ok = g_ok && VectorOk(weight, s.out_channels, sizeof(T));
+  auto launch = [&](auto kernel) {
+    constexpr auto kernel_fn = decltype(kernel)::value;
+    cudaError_t err = mma::AllowSharedMemory<kernel_fn>(kSmem);
+    if (err != cudaSuccess) return err;
+    for (int64_t row0 = 0; row0 < s.pixels(); row0 += kTilesPerLaunch * kTileM) {
+      const int64_t tiles = std::min(kTilesPerLaunch, CeilDiv(s.pixels() - row0, kTileM));
+      const dim3 grid(tiles, CeilDiv(s.group_columns(), kTileN), s.groups);
+      kernel_fn<<<grid, kThreads, kSmem, stream>>>(s, grad_output, input, offset, mask, weight,
+                                                   grad_input_acc, coord_acc, row0, g_ok, w_ok);
+      err = cudaGetLastError();
+      if (err != cudaSuccess) return err;
+    }
+    return cudaSuccess;
+  };
+  if constexpr (std::is_same_v<T, float>) {
+    if (Mode(o) == MathMode::kTensorCore3x) {
+      return launch(std::integral_constant<decltype(&InputKernel<T, MathMode::kTensorCore3x>),
+                                           &InputKernel<T, MathMode::kTensorCore3x>>());
+    }
+  }
+  return launch(std::integral_constant<decltype(&InputKernel<T, MathMode::kTensorCore>),
+                                       &InputKernel<T, MathMode::kTensorCore>>());
+}
+
+#define INSTANTIATE(T)                                                                          \
+  template bool ForwardSupported<T>(const DcnShape&, const Options&);                          \
+  template bool BackwardSupported<T>(const DcnShape&, const Options&);                         \
+  template cudaError_t Forward<T>(const DcnShape&, const T*, const T*, const T*, const T*,     \
+                                  const T*, T*, const Options&, cudaStream_t);                  \
+  template cudaError_t BackwardInput<T>(const DcnShape&, const T*, const T*, const T*,         \
+                                        const T*, const T*, AccumulatorOf<T>*, float*,         \
+                                        const Options&, cudaStream_t);
+INSTANTIATE(__half)
+INSTANTIATE(__nv_bfloat16)
+INSTANTIATE(float)
+#undef INSTANTIATE
+
+}  // namespace fused
+}  // namespace cuda
+}  // namespace tensorflow_dcn
