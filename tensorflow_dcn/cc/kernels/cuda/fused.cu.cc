@@ -74,7 +74,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     ForwardKernel(DcnShape s, const T* input, const T* offset, const T* mask, const T* weight,
                   const T* bias, T* output, int64_t row0, bool weight_vector_ok) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  static_assert(kStages >= 3, "the weights of a stage must be a barrier ahead of their use");
+  static_assert(kStages >= 3, "a step's weights must be written a barrier before its blend");
   using L = ForwardLayout<T, kStages>;
   constexpr int V = kVector<T>;
   constexpr int kChunks = kStepK<T> / V;  // 16-byte chunks per row and step
@@ -103,18 +103,19 @@ __global__ void __launch_bounds__(kThreads, 1)
     at[u] = LocateOutputPixel(s, pixel[u] < s.pixels() ? pixel[u] : 0);
     image[u] = input + at[u].n * s.image_elements();
   }
-  // The sample (deformable group * taps + tap) that step kt reads.
-  auto sample_of = [&](int kt) {
-    const int c = group * cpg + (kt % steps_per_tap) * kStepK<T>;
-    return c / cpd * s.taps() + kt / steps_per_tap;
-  };
-  // Offset and mask of the next sample, loaded ahead; the corners and weights of the current one.
-  int prefetched = -1, current = -1;
+  // Which sample (deformable group * taps + tap) and channels the next step to issue reads,
+  // advanced step by step (no divisions in the loop). Steps run over taps, and within a tap over
+  // this group's channels, kStepK at a time; the deformable group changes every cpd channels.
+  const int group_c0 = group * cpg, first_d = group_c0 / cpd;
+  int issue_tap = 0, issue_step = 0, issue_c0 = group_c0, issue_d = first_d;
+  int issue_d_end = (first_d + 1) * cpd;
+  // Offset and mask of the next sample, loaded one sample ahead; corners and weights of the
+  // current one.
   float pre_dy[kUnits], pre_dx[kUnits], pre_m[kUnits];
   int corner[kUnits][4];
   float corner_weight[kUnits][4];
-  auto prefetch = [&](int i) {
-    prefetched = i;
+  auto prefetch = [&](int d, int t) {
+    const int i = d * s.taps() + t;
 #pragma unroll
     for (int u = 0; u < kUnits; ++u) {
       pre_dy[u] = pre_dx[u] = pre_m[u] = 0.f;
@@ -126,28 +127,29 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     }
   };
+  prefetch(first_d, 0);
 
+  // Issues the next step into its stage: corner chunks (cp.async), the rows' weights, the B tile.
   auto issue = [&](int kt) {
     const int stage = kt % kStages;
-    const int i = sample_of(kt);
-    if (i != current) {
-      if (prefetched != i) prefetch(i);
+    if (issue_step == 0 || issue_c0 == issue_d * cpd) {  // a new sample: its offsets are prefetched
 #pragma unroll
       for (int u = 0; u < kUnits; ++u) {
         BilinearPoint<float> point;
-        MakeTapPoint(s, at[u], i % s.taps(), pre_dy[u], pre_dx[u], &point);
+        MakeTapPoint(s, at[u], issue_tap, pre_dy[u], pre_dx[u], &point);
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
           corner[u][k] = point.pixel[k];
           corner_weight[u][k] = point.weight[k] * pre_m[u];
         }
       }
-      current = i;
-      int next = kt + 1;
-      while (next < ktiles && sample_of(next) == i) ++next;
-      if (next < ktiles) prefetch(sample_of(next));
+      if (issue_d_end < group_c0 + cpg) {
+        prefetch(issue_d + 1, issue_tap);
+      } else if (issue_tap + 1 < s.taps()) {
+        prefetch(first_d, issue_tap + 1);
+      }
     }
-    const int c = group * cpg + (kt % steps_per_tap) * kStepK<T> + chunk * V;
+    const int c = issue_c0 + chunk * V;
     char* staging = smem + stage * L::kStaging;
 #pragma unroll
     for (int u = 0; u < kUnits; ++u) {
@@ -165,6 +167,18 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     L::TileB::Load(smem + L::kBAt + stage * L::TileB::kBytes, weight + group * cog, s.out_channels,
                    n0, cog, int64_t{kt} * kStepK<T>, kg, weight_vector_ok);
+    // Advance to the next step.
+    issue_c0 += kStepK<T>;
+    if (++issue_step == steps_per_tap) {
+      issue_step = 0;
+      ++issue_tap;
+      issue_c0 = group_c0;
+      issue_d = first_d;
+      issue_d_end = (first_d + 1) * cpd;
+    } else if (issue_c0 >= issue_d_end) {
+      ++issue_d;
+      issue_d_end += cpd;
+    }
   };
 
   // Blends this thread's units of step kt (this thread copied their corners) into A tile kt % 2.
@@ -193,23 +207,28 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
   };
 
+  // Software pipeline: kStages steps in flight; iteration kt multiplies step kt while blending
+  // step kt + 1 (independent instructions the scheduler interleaves), then one barrier, then the
+  // issue of step kt + kStages into the stage step kt just freed.
 #pragma unroll
-  for (int st = 0; st < kStages - 1; ++st) {
+  for (int st = 0; st < kStages; ++st) {
     if (st < ktiles) issue(st);
     CpAsyncCommit();
   }
+  CpAsyncWait<kStages - 1>();
   __syncthreads();  // the prologue's weights are visible
+  blend(0);
+  __syncthreads();
   float acc[4][4][4] = {};
   for (int kt = 0; kt < ktiles; ++kt) {
-    CpAsyncWait<kStages - 2>();
-    blend(kt);
-    // A tile kt % 2 and B stage kt are complete; every warp is done with step kt - 1, whose
-    // staging, weights and B stage the next issue reuses.
-    __syncthreads();
-    if (kt + kStages - 1 < ktiles) issue(kt + kStages - 1);
-    CpAsyncCommit();
+    CpAsyncWait<kStages - 2>();  // this thread's copies for step kt + 1 have landed
     mma::MmaStep<T, kMode, true, false>(smem + L::kAAt + (kt % 2) * L::TileA::kBytes,
                                         smem + L::kBAt + (kt % kStages) * L::TileB::kBytes, acc);
+    if (kt + 1 < ktiles) blend(kt + 1);
+    // A tile (kt + 1) % 2 is complete, step kt's A tile, staging, weights and B stage are free.
+    __syncthreads();
+    if (kt + kStages < ktiles) issue(kt + kStages);
+    CpAsyncCommit();
   }
   CpAsyncWait<0>();
 
