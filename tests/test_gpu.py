@@ -149,6 +149,59 @@ class GpuTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(result.returncode, 0, result.stderr[-4000:])
         self.assertIn("bit-identical", result.stdout)
 
+    def test_fused_kernels_match_im2col_kernels(self):
+        # The im2col kernels are the simple GPU path the fused implicit-GEMM kernels are checked
+        # against; TFDCN_FORCE_IM2COL=1 selects them (per process, hence subprocesses).
+        script = textwrap.dedent("""
+            import sys
+            import numpy as np
+            import tensorflow as tf
+            tf.config.experimental.enable_tensor_float_32_execution(False)
+            tf.config.set_soft_device_placement(False)
+            from tensorflow_dcn import ops
+
+            rng = np.random.default_rng(0)
+            results = {}
+            # (n, h, w, cin, cout, stride, dg, groups): channel counts the fused kernels take.
+            for n, h, w, cin, cout, stride, dg, groups in [(2, 16, 16, 64, 64, 1, 1, 1),
+                                                           (2, 13, 11, 128, 200, 2, 4, 1),
+                                                           (1, 12, 10, 64, 32, 1, 2, 2)]:
+                ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+                arrays = dict(input=rng.normal(size=(n, h, w, cin)),
+                              offset=rng.uniform(-3, 3, (n, ho, wo, dg * 18)),
+                              mask=rng.uniform(size=(n, ho, wo, dg * 9)),
+                              weight=rng.normal(size=(3, 3, cin // groups, cout)) / 20,
+                              bias=rng.normal(size=(cout,)),
+                              grad_output=rng.normal(size=(n, ho, wo, cout)))
+                attrs = dict(kernel_h=3, kernel_w=3, pad_h=1, pad_w=1, stride_h=stride,
+                             stride_w=stride, deformable_groups=dg, groups=groups)
+                for dtype in (tf.float32, tf.float16, tf.bfloat16):
+                    with tf.device("/GPU:0"):
+                        t = {k: tf.constant(v, dtype) for k, v in arrays.items()}
+                        out = [ops.dcn_v2_forward(t["input"], t["offset"], t["weight"],
+                                                  mask=t["mask"], bias=t["bias"], **attrs)]
+                        out += ops.dcn_v2_backward_input(t["grad_output"], t["input"],
+                                                         t["offset"], t["weight"],
+                                                         mask=t["mask"], **attrs)
+                        out += ops.dcn_v2_backward_weight(t["grad_output"], t["input"],
+                                                          t["offset"], mask=t["mask"], **attrs)
+                    for i, r in enumerate(out):
+                        results[f"{n}x{h}x{w}x{cin}-{cout}-{dtype.name}-{i}"] = tf.cast(r, tf.float64).numpy()
+            np.savez(sys.argv[1], **results)
+            """)
+        paths = {}
+        for mode in ("0", "1"):
+            paths[mode] = os.path.join(self.get_temp_dir(), f"im2col{mode}.npz")
+            env = dict(os.environ, TFDCN_FORCE_IM2COL=mode,
+                       PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+            result = subprocess.run([sys.executable, "-c", script, paths[mode]],
+                                    capture_output=True, text=True, env=env, timeout=540)
+            self.assertEqual(result.returncode, 0, result.stderr[-4000:])
+        fused, simple = np.load(paths["0"]), np.load(paths["1"])
+        dtypes = {"float32": tf.float32, "float16": tf.float16, "bfloat16": tf.bfloat16}
+        for key in simple.files:
+            util.assert_near(self, fused[key], simple[key], dtypes[key.split("-")[2]], msg=key)
+
     def test_tensor_beyond_2_31_elements(self):
         if os.environ.get("TFDCN_RUN_HUGE") != "1" and gpu_memory_bytes() < HUGE_TEST_MIN_GPU_BYTES:
             self.skipTest("needs a GPU with >= 40 GB of memory or TFDCN_RUN_HUGE=1")

@@ -7,6 +7,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <cstdlib>
+
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/platform/tensor_float_32_utils.h"
 #include "tensorflow/core/util/determinism.h"
@@ -83,6 +85,9 @@ absl::Status PrepareCall(tensorflow::OpKernelContext* ctx, const char* op, SizeF
   TF_RETURN_IF_ERROR(CudaStatus(cuda::QueryDevice(&call->options), op));
   call->options.allow_tf32 = tensorflow::tensor_float_32_execution_enabled();
   call->options.deterministic = tensorflow::OpDeterminismRequired();
+  // A debugging and testing switch: the simple im2col kernels the fused ones are tested against.
+  const char* force = std::getenv("TFDCN_FORCE_IM2COL");
+  call->options.force_im2col = force != nullptr && force[0] == '1';
   call->stream = ctx->eigen_device<GPUDevice>().stream();
   const int64_t bytes = static_cast<int64_t>(size_of(call->options));
   return ctx->allocate_temp(tensorflow::DT_UINT8, {std::max<int64_t>(bytes, 1)}, &call->workspace);
