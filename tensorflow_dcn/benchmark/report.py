@@ -66,7 +66,9 @@ def _header_lines(header):
         f"rounds of (K back-to-back calls, one device sync) / K, K chosen per measurement from one "
         f"synced call so that a round lasts about {timing['target_ms']:g} ms (at most "
         f"{timing['max_calls_per_sync']}): launch overhead is amortised alike for every "
-        "implementation. TensorFlow steps are `tf.function`s (`pure_tf_xla`: jit_compile=True).",
+        "implementation. TensorFlow: the K calls run inside one `tf.function` (a `tf.while_loop` "
+        "carrying the step's outputs; `pure_tf_xla`: jit_compile=True), so that entering a "
+        "graph from Python is paid once per round; torch: K calls from Python.",
         "- Command: `" + " ".join(header["command"]) + "`",
     ]
     return lines

@@ -1,6 +1,7 @@
 """The TensorFlow implementations: building each one's forward and forward+backward steps on one
 device, timing them, and the float64 results they are checked against."""
 
+import functools
 import gc
 import inspect
 import sys
@@ -18,6 +19,31 @@ LAYER_WEIGHTS = ("kernel", "bias", "offset_kernel", "offset_bias")
 
 class Unsupported(Exception):
     """An implementation cannot run a config (its failure status is 'unsupported')."""
+
+
+def _repeated(step, args, jit_compile):
+    """run_many for time_per_call: K calls of `step` inside one graph (a tf.while_loop carrying
+    the step's outputs, so that no call can be pruned), one trace per K."""
+    @functools.lru_cache(maxsize=None)
+    def graph(calls):
+        def outputs():  # conv2d has no gradient for offset and mask: None is no output
+            return tuple(t for t in tf.nest.flatten(step(*args)) if t is not None)
+
+        @tf.function(jit_compile=jit_compile)
+        def run():
+            first = outputs()
+
+            def body(i, *_):
+                return (i + 1,) + outputs()
+
+            return tf.while_loop(lambda i, *_: i < calls - 1, body, (tf.constant(0),) + tuple(first))
+
+        return run
+
+    def run_many(calls):
+        return graph(calls)()
+
+    return run_many
 
 
 def _explicit_padding(pad):
@@ -159,6 +185,7 @@ class TensorFlowRunner:
                 output = forward(*fwd_args).numpy()
         except Exception as e:  # noqa: BLE001 - recorded, and the run goes on
             return dict(status=failure_status(e), error=short_error(e)), None
+        jit_compile = impl == "pure_tf_xla"
         for name, step, args in (("fwd", forward, fwd_args),
                                  ("fwd_bwd", forward_backward, fwd_bwd_args)):
             def run_once(step=step, args=args):
@@ -166,7 +193,8 @@ class TensorFlowRunner:
             try:
                 with tf.device(self.device):
                     seconds, calls = time_per_call(
-                        run_once, tf.test.experimental.sync_devices, **self.timing)
+                        run_once, tf.test.experimental.sync_devices,
+                        run_many=_repeated(step, args, jit_compile), **self.timing)
                     peak = self._peak_extra_mib(run_once)
                 record.update({f"{name}_ms": seconds * 1e3, f"{name}_calls_per_sync": calls,
                                "fwd_peak_extra_mib" if name == "fwd" else "peak_extra_mib": peak})

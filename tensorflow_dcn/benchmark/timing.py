@@ -11,12 +11,14 @@ import time
 MAX_CALLS_PER_SYNC = 1000
 
 
-def time_per_call(run_once, sync, *, warmup, repeats, target_seconds):
+def time_per_call(run_once, sync, *, warmup, repeats, target_seconds, run_many=None):
     """Median seconds per call of `run_once`, and the calls per sync it used.
 
     Every implementation is timed the same way: `warmup` calls, then `repeats` rounds of K calls
     followed by one device sync, where K is chosen from one synced call so that a round lasts
     about `target_seconds`; launch overhead is amortised over K calls for everyone alike.
+    `run_many(K)`, when given, makes the K calls in one go (TensorFlow: a loop inside one graph,
+    so that the per-call cost of entering a tf.function from Python is amortised as well).
     """
     for _ in range(warmup):
         run_once()
@@ -26,11 +28,16 @@ def time_per_call(run_once, sync, *, warmup, repeats, target_seconds):
     sync()
     single = time.perf_counter() - start
     calls = max(1, min(MAX_CALLS_PER_SYNC, round(target_seconds / max(single, 1e-7))))
+    if run_many is None:
+        def run_many(k):
+            for _ in range(k):
+                run_once()
+    run_many(calls)  # warm-up of the batched form (tracing, autotuning)
+    sync()
     per_call = []
     for _ in range(repeats):
         start = time.perf_counter()
-        for _ in range(calls):
-            run_once()
+        run_many(calls)
         sync()
         per_call.append((time.perf_counter() - start) / calls)
     return statistics.median(per_call), calls
