@@ -13,6 +13,15 @@ using tensorflow::shape_inference::DimensionHandle;
 using tensorflow::shape_inference::InferenceContext;
 using tensorflow::shape_inference::ShapeHandle;
 
+// c->WithRank with an error that names the operand.
+absl::Status WithRankNamed(InferenceContext* c, ShapeHandle shape, int rank, const char* name,
+                           ShapeHandle* out) {
+  if (!c->WithRank(shape, rank, out).ok()) {
+    return InvalidArgument(name, " must be rank ", rank, ", got shape ", c->DebugString(shape));
+  }
+  return absl::OkStatus();
+}
+
 // Output size of one axis, unknown when the input size is.
 absl::Status OutputDim(InferenceContext* c, DimensionHandle in, int kernel, int stride, int pad,
                        int dilation, DimensionHandle* out) {
@@ -23,7 +32,7 @@ absl::Status OutputDim(InferenceContext* c, DimensionHandle in, int kernel, int 
   const int64_t size = ConvOutputSize(c->Value(in), kernel, stride, pad, dilation);
   if (size < 1) {
     return InvalidArgument(
-        "output size would be < 1 for input size ", c->Value(in), ", kernel ", kernel,
+        "output size would be < 1: input size ", c->Value(in), " is too small for kernel ", kernel,
         ", stride ", stride, ", pad ", pad, ", dilation ", dilation);
   }
   *out = c->MakeDim(size);
@@ -52,8 +61,8 @@ absl::Status InferCommon(InferenceContext* c, int input_idx, int offset_idx, int
   TF_RETURN_IF_ERROR(ReadDcnAttrs(c, &a));
   TF_RETURN_IF_ERROR(ValidateDcnAttrs(a));
   ShapeHandle input, offset;
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(input_idx), 4, &input));
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(offset_idx), 4, &offset));
+  TF_RETURN_IF_ERROR(WithRankNamed(c, c->input(input_idx), 4, "input", &input));
+  TF_RETURN_IF_ERROR(WithRankNamed(c, c->input(offset_idx), 4, "offset", &offset));
   r->batch = c->Dim(input, 0);
   r->in_channels = c->Dim(input, 3);
   TF_RETURN_IF_ERROR(CheckDivisible(c, r->in_channels, a.groups, "input channels", "groups"));
@@ -73,7 +82,7 @@ absl::Status InferCommon(InferenceContext* c, int input_idx, int offset_idx, int
   }
   if (a.num_masks == 1) {
     ShapeHandle mask;
-    TF_RETURN_IF_ERROR(c->WithRank(c->input(mask_idx), 4, &mask));
+    TF_RETURN_IF_ERROR(WithRankNamed(c, c->input(mask_idx), 4, "mask", &mask));
     ShapeHandle expected = c->MakeShape({r->batch, r->out_h, r->out_w, c->MakeDim(mask_channels)});
     if (!c->Merge(mask, expected, &mask).ok()) {
       return InvalidArgument(
@@ -84,7 +93,7 @@ absl::Status InferCommon(InferenceContext* c, int input_idx, int offset_idx, int
   r->out_channels = c->UnknownDim();
   if (weight_idx >= 0) {
     ShapeHandle weight;
-    TF_RETURN_IF_ERROR(c->WithRank(c->input(weight_idx), 4, &weight));
+    TF_RETURN_IF_ERROR(WithRankNamed(c, c->input(weight_idx), 4, "weight", &weight));
     DimensionHandle cin_per_group = c->UnknownDim();
     if (c->ValueKnown(r->in_channels)) cin_per_group = c->MakeDim(c->Value(r->in_channels) / a.groups);
     ShapeHandle expected = c->MakeShape({c->MakeDim(a.kernel_h), c->MakeDim(a.kernel_w),
@@ -98,7 +107,7 @@ absl::Status InferCommon(InferenceContext* c, int input_idx, int offset_idx, int
   }
   if (grad_output_idx >= 0) {
     ShapeHandle grad;
-    TF_RETURN_IF_ERROR(c->WithRank(c->input(grad_output_idx), 4, &grad));
+    TF_RETURN_IF_ERROR(WithRankNamed(c, c->input(grad_output_idx), 4, "grad_output", &grad));
     ShapeHandle expected = c->MakeShape({r->batch, r->out_h, r->out_w, r->out_channels});
     if (!c->Merge(grad, expected, &grad).ok()) {
       return InvalidArgument("grad_output must have shape ",
@@ -125,7 +134,7 @@ absl::Status ForwardShape(InferenceContext* c) {
   TF_RETURN_IF_ERROR(c->GetAttr("num_biases", &num_biases));
   if (num_biases == 1) {
     ShapeHandle bias;
-    TF_RETURN_IF_ERROR(c->WithRank(c->input(3 + m), 1, &bias));
+    TF_RETURN_IF_ERROR(WithRankNamed(c, c->input(3 + m), 1, "bias", &bias));
     DimensionHandle merged;
     if (!c->Merge(c->Dim(bias, 0), r.out_channels, &merged).ok()) {
       return InvalidArgument("bias must have shape [Cout], got ",
