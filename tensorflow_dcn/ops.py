@@ -42,6 +42,26 @@ _ATTRS = (
 )
 
 
+def _check_not_xla(op_name):
+    """Raises a clear error when `op_name` is about to be traced into an XLA-compiled function.
+
+    The ops have no XLA kernels. Left alone, TensorFlow fails only when the function runs, with
+    "Detected unsupported operations when trying to compile graph ...", which names the op but
+    not the way out.
+    """
+    if tf.executing_eagerly() or tf.__internal__.get_enclosing_xla_context() is None:
+        return
+    raise tf.errors.InvalidArgumentError(
+        None, None,
+        f"{op_name} (tensorflow_dcn) has no XLA kernel, so it cannot run inside "
+        "tf.function(jit_compile=True) or a function called from one. Run it in a tf.function "
+        "without jit_compile (the default), or XLA-compile only the parts of the computation "
+        "around it. Keras: compile() with jit_compile='auto' (the default) or False; DCNv2 sets "
+        "supports_jit=False, so Keras never XLA-compiles a model that contains it. For code that "
+        "must be fully XLA-compiled, tensorflow_dcn.reference.PureTFDCNv2 / "
+        "deform_conv2d_reference compute the same in plain TensorFlow (slower, more memory).")
+
+
 def _as_list(tensor):
     """An optional operand as the op's list input: [] when absent."""
     return [] if tensor is None else [tensor]
@@ -51,6 +71,7 @@ def dcn_v2_forward(input, offset, weight, mask=None, bias=None, *, kernel_h, ker
                    stride_h=1, stride_w=1, pad_h=0, pad_w=0, dilation_h=1, dilation_w=1,
                    groups=1, deformable_groups=1, name=None):
     """Raw DCNv2Forward: symmetric padding, NHWC, no shape conveniences."""
+    _check_not_xla("DCNv2Forward")
     return _ops.dc_nv2_forward(
         input, offset, _as_list(mask), weight, _as_list(bias), kernel_h=kernel_h,
         kernel_w=kernel_w, stride_h=stride_h, stride_w=stride_w, pad_h=pad_h, pad_w=pad_w,
@@ -60,6 +81,7 @@ def dcn_v2_forward(input, offset, weight, mask=None, bias=None, *, kernel_h, ker
 
 def dcn_v2_backward_input(grad_output, input, offset, weight, mask=None, **attrs):
     """Raw DCNv2BackwardInput: returns (grad_input, grad_offset, grad_mask or None)."""
+    _check_not_xla("DCNv2BackwardInput")
     grad_input, grad_offset, grad_mask = _ops.dc_nv2_backward_input(
         grad_output, input, offset, _as_list(mask), weight, **attrs)
     return grad_input, grad_offset, (grad_mask[0] if grad_mask else None)
@@ -67,6 +89,7 @@ def dcn_v2_backward_input(grad_output, input, offset, weight, mask=None, **attrs
 
 def dcn_v2_backward_weight(grad_output, input, offset, mask=None, with_bias=True, **attrs):
     """Raw DCNv2BackwardWeight: returns (grad_weight, grad_bias or None)."""
+    _check_not_xla("DCNv2BackwardWeight")
     grad_weight, grad_bias = _ops.dc_nv2_backward_weight(
         grad_output, input, offset, _as_list(mask), num_biases=int(with_bias), **attrs)
     return grad_weight, (grad_bias[0] if grad_bias else None)
