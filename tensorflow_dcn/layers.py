@@ -22,40 +22,32 @@ Saving: `model.save("m.keras")`, `model.export(path)` and `tf.saved_model.save` 
 registers the layer (as "tensorflow_dcn>DCNv2") and the op and its gradient.
 """
 
-import operator
-
 import keras
 import tensorflow as tf
 
-from tensorflow_dcn.ops import deform_conv2d
-
-
-def _int_at_least(value, minimum):
-    """value as an int (Python or NumPy, not bool), or None when it is not one or below minimum."""
-    if isinstance(value, bool):
-        return None
-    try:
-        number = operator.index(value)
-    except TypeError:
-        return None
-    return number if number >= minimum else None
+from tensorflow_dcn.ops import checked_int, deform_conv2d, int_pair
 
 
 def _positive_int(value, name):
-    number = _int_at_least(value, 1)
+    number = checked_int(value, 1)
     if number is None:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return number
 
 
-def _pair(value, name, minimum):
-    """An int or a pair of ints as a tuple of two ints, each at least `minimum`."""
-    items = tuple(value) if isinstance(value, (list, tuple)) else (value, value)
-    pair = tuple(_int_at_least(item, minimum) for item in items)
-    if len(pair) != 2 or None in pair:
-        raise ValueError(f"{name} must be an int or a pair of ints, each at least {minimum}; "
-                         f"got {value!r}")
-    return pair
+def predict_offset_and_mask(layer, offset_source):
+    """A DCNv2 layer's internal conv (weights `offset_kernel`, `offset_bias`; the layer's strides,
+    padding and dilation): its first 2*dg*kh*kw channels are the offsets, the rest pass a sigmoid
+    and are the mask."""
+    if isinstance(layer.padding, str):
+        padding = layer.padding.upper()
+    else:
+        padding = [[0, 0], [layer.padding[0]] * 2, [layer.padding[1]] * 2, [0, 0]]
+    predicted = tf.nn.conv2d(offset_source, layer.offset_kernel, strides=layer.strides,
+                             padding=padding, dilations=layer.dilation_rate)
+    predicted = tf.nn.bias_add(predicted, layer.offset_bias)
+    offset_channels = 2 * layer.deformable_groups * layer.kernel_size[0] * layer.kernel_size[1]
+    return predicted[..., :offset_channels], tf.sigmoid(predicted[..., offset_channels:])
 
 
 def _standardize_padding(padding):
@@ -65,7 +57,7 @@ def _standardize_padding(padding):
             raise ValueError(
                 f"padding must be 'valid', 'same', an int or (pad_h, pad_w); got {padding!r}")
         return padding.lower()
-    return _pair(padding, "padding", minimum=0)
+    return int_pair(padding, "padding", minimum=0)
 
 
 def _sizes_agree(sizes, expected):
@@ -130,8 +122,8 @@ class DCNv2(keras.layers.Layer):
                  use_custom_offset=False, **kwargs):
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
         self.filters = _positive_int(filters, "filters")
-        self.kernel_size = _pair(kernel_size, "kernel_size", minimum=1)
-        self.strides = _pair(strides, "strides", minimum=1)
+        self.kernel_size = int_pair(kernel_size, "kernel_size", minimum=1)
+        self.strides = int_pair(strides, "strides", minimum=1)
         self.padding = _standardize_padding(padding)
         if data_format not in (None, "channels_last"):
             raise ValueError(
@@ -142,7 +134,7 @@ class DCNv2(keras.layers.Layer):
                 "DCNv2 supports channels_last (NHWC) only, but keras.config.image_data_format() "
                 f"is {keras.config.image_data_format()!r}; pass data_format='channels_last'")
         self.data_format = "channels_last"
-        self.dilation_rate = _pair(dilation_rate, "dilation_rate", minimum=1)
+        self.dilation_rate = int_pair(dilation_rate, "dilation_rate", minimum=1)
         self.groups = _positive_int(groups, "groups")
         if self.filters % self.groups:
             raise ValueError(
@@ -243,23 +235,11 @@ class DCNv2(keras.layers.Layer):
         else:
             self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: in_channels})
 
-    def _predict_offset_and_mask(self, offset_source):
-        """The internal conv: offsets as predicted, mask through a sigmoid."""
-        if isinstance(self.padding, str):
-            padding = self.padding.upper()
-        else:
-            padding = [[0, 0], [self.padding[0]] * 2, [self.padding[1]] * 2, [0, 0]]
-        predicted = tf.nn.conv2d(offset_source, self.offset_kernel, strides=self.strides,
-                                 padding=padding, dilations=self.dilation_rate)
-        predicted = tf.nn.bias_add(predicted, self.offset_bias)
-        offset_channels = 2 * self.deformable_groups * self._taps
-        return predicted[..., :offset_channels], tf.sigmoid(predicted[..., offset_channels:])
-
     def call(self, inputs):
         is_list = isinstance(inputs, (list, tuple))
         x, offset_source, offset, mask = self._split_inputs(inputs, is_list)
         if offset_source is not None:
-            offset, mask = self._predict_offset_and_mask(offset_source)
+            offset, mask = predict_offset_and_mask(self, offset_source)
         outputs = deform_conv2d(
             x, offset, self.kernel, bias=self.bias, mask=mask, strides=self.strides,
             padding=self.padding, dilation_rate=self.dilation_rate, groups=self.groups,

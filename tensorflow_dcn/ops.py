@@ -1,5 +1,6 @@
 """The DCNv2 ops: loading the shared library, raw op wrappers, `deform_conv2d` and its gradient."""
 
+import operator
 import os
 
 import tensorflow as tf
@@ -109,14 +110,26 @@ def _dcn_v2_forward_grad(op, grad_output):
     return [grad_input, grad_offset] + list(grad_masks) + [grad_weight] + list(grad_biases)
 
 
-def _pair(value, name):
-    if isinstance(value, int):
-        return value, value
+def checked_int(value, minimum=None):
+    """value as an int (a Python or NumPy integer, not a bool), or None when it is not one or is
+    below `minimum`."""
+    if isinstance(value, bool):
+        return None
     try:
-        a, b = value
-        return int(a), int(b)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}") from None
+        number = operator.index(value)
+    except TypeError:
+        return None
+    return None if minimum is not None and number < minimum else number
+
+
+def int_pair(value, name, minimum=None):
+    """An int or a pair of ints as a tuple of two ints (each at least `minimum` when given)."""
+    items = tuple(value) if isinstance(value, (list, tuple)) else (value, value)
+    pair = tuple(checked_int(item, minimum) for item in items)
+    if len(pair) != 2 or None in pair:
+        at_least = "" if minimum is None else f", each at least {minimum}"
+        raise ValueError(f"{name} must be an int or a pair of ints{at_least}; got {value!r}")
+    return pair
 
 
 def same_padding(size, kernel, stride, dilation):
@@ -154,10 +167,7 @@ def _resolve_padding(padding, inputs, kernel_size, strides, dilation):
                 pads.append(before)
                 extras.append((0, after - before))
         return tuple(pads), tuple(extras)
-    pad_h, pad_w = _pair(padding, "padding")
-    if pad_h < 0 or pad_w < 0:
-        raise ValueError(f"padding must not be negative, got {padding!r}")
-    return (pad_h, pad_w), ((0, 0), (0, 0))
+    return int_pair(padding, "padding", minimum=0), ((0, 0), (0, 0))
 
 
 def deform_conv2d(inputs, offset, kernel, bias=None, mask=None, strides=1, padding="valid",
@@ -198,8 +208,8 @@ def deform_conv2d(inputs, offset, kernel, bias=None, mask=None, strides=1, paddi
         kh, kw = kernel.shape[0], kernel.shape[1]
         if kh is None or kw is None:
             raise ValueError("the kernel's spatial size must be known when the graph is built")
-        strides = _pair(strides, "strides")
-        dilation = _pair(dilation_rate, "dilation_rate")
+        strides = int_pair(strides, "strides")
+        dilation = int_pair(dilation_rate, "dilation_rate")
         (pad_h, pad_w), (extra_h, extra_w) = _resolve_padding(
             padding, inputs, (kh, kw), strides, dilation)
         if any(isinstance(e, tf.Tensor) or e for e in extra_h + extra_w):

@@ -17,17 +17,8 @@ times the input, and as much again for their gradient), so it needs far more mem
 import keras
 import tensorflow as tf
 
-from tensorflow_dcn.ops import same_padding
-
-
-def _pair(value, name):
-    if isinstance(value, int):
-        return value, value
-    try:
-        first, second = value
-        return int(first), int(second)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}") from None
+from tensorflow_dcn.layers import predict_offset_and_mask
+from tensorflow_dcn.ops import int_pair, same_padding
 
 
 def _padding_before_after(padding, size_hw, kernel_hw, strides, dilation):
@@ -39,7 +30,7 @@ def _padding_before_after(padding, size_hw, kernel_hw, strides, dilation):
         if mode == "same":
             return tuple(same_padding(*axis) for axis in zip(size_hw, kernel_hw, strides, dilation))
         raise ValueError(f"padding must be 'valid', 'same', an int or (pad_h, pad_w); got {padding!r}")
-    pad_h, pad_w = _pair(padding, "padding")
+    pad_h, pad_w = int_pair(padding, "padding")
     if pad_h < 0 or pad_w < 0:
         raise ValueError(f"padding must not be negative, got {padding!r}")
     return (pad_h, pad_h), (pad_w, pad_w)
@@ -94,8 +85,8 @@ def deform_conv2d_reference(inputs, offset, kernel, bias=None, mask=None, stride
         raise ValueError(f"Cin={channels} must split into groups={groups} (kernel has "
                          f"{channels_per_group} input channels per group) and "
                          f"deformable_groups={deformable_groups}")
-    stride_h, stride_w = _pair(strides, "strides")
-    dilation_h, dilation_w = _pair(dilation_rate, "dilation_rate")
+    stride_h, stride_w = int_pair(strides, "strides")
+    dilation_h, dilation_w = int_pair(dilation_rate, "dilation_rate")
     (top, bottom), (left, right) = _padding_before_after(
         padding, (height, width), (kh, kw), (stride_h, stride_w), (dilation_h, dilation_w))
     out_h = (height + top + bottom - dilation_h * (kh - 1) - 1) // stride_h + 1
@@ -173,10 +164,10 @@ class PureTFDCNv2(keras.layers.Layer):
         if (data_format or keras.config.image_data_format()) != "channels_last":
             raise ValueError("PureTFDCNv2 supports data_format='channels_last' (NHWC) only")
         self.filters = filters
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.strides = _pair(strides, "strides")
-        self.padding = padding.lower() if isinstance(padding, str) else _pair(padding, "padding")
-        self.dilation_rate = _pair(dilation_rate, "dilation_rate")
+        self.kernel_size = int_pair(kernel_size, "kernel_size")
+        self.strides = int_pair(strides, "strides")
+        self.padding = padding.lower() if isinstance(padding, str) else int_pair(padding, "padding")
+        self.dilation_rate = int_pair(dilation_rate, "dilation_rate")
         self.groups = groups
         self.activation = keras.activations.get(activation)
         self.use_bias = use_bias
@@ -216,26 +207,15 @@ class PureTFDCNv2(keras.layers.Layer):
             self.offset_bias = self.add_weight(name="offset_bias", shape=(predicted,),
                                                initializer="zeros")
 
-    def _predict_offset_and_mask(self, source):
-        if isinstance(self.padding, str):
-            padding = self.padding.upper()
-        else:
-            padding = [[0, 0], [self.padding[0]] * 2, [self.padding[1]] * 2, [0, 0]]
-        predicted = tf.nn.conv2d(source, self.offset_kernel, strides=self.strides,
-                                 padding=padding, dilations=self.dilation_rate)
-        predicted = tf.nn.bias_add(predicted, self.offset_bias)
-        split = 2 * self.deformable_groups * self.kernel_size[0] * self.kernel_size[1]
-        return predicted[..., :split], tf.sigmoid(predicted[..., split:])
-
     def call(self, inputs):
         if not self.use_custom_offset:
             x = inputs
-            offset, mask = self._predict_offset_and_mask(x)
+            offset, mask = predict_offset_and_mask(self, x)
         elif len(inputs) == 3:
             x, offset, mask = inputs
         else:
             x, offset_source = inputs
-            offset, mask = self._predict_offset_and_mask(offset_source)
+            offset, mask = predict_offset_and_mask(self, offset_source)
         outputs = deform_conv2d_reference(
             x, offset, self.kernel, self.bias, mask, strides=self.strides, padding=self.padding,
             dilation_rate=self.dilation_rate, groups=self.groups,
