@@ -487,6 +487,14 @@ struct BackwardWeightPlan {
   }
 };
 
+// Bytes of the workspace a plan lays out.
+template <typename Plan>
+size_t WorkspaceBytes(const DcnShape& s, const Options& o) {
+  WorkspaceLayout w;
+  Plan plan(s, o, &w);
+  return w.bytes();
+}
+
 }  // namespace
 
 cudaError_t QueryDevice(Options* o) {
@@ -504,9 +512,7 @@ cudaError_t QueryDevice(Options* o) {
 
 template <typename T>
 size_t ForwardWorkspaceBytes(const DcnShape& s, const Options& o) {
-  WorkspaceLayout w;
-  ForwardPlan<T> plan(s, o, &w);
-  return w.bytes();
+  return WorkspaceBytes<ForwardPlan<T>>(s, o);
 }
 
 template <typename T>
@@ -537,9 +543,7 @@ cudaError_t Forward(const DcnShape& s, const T* input, const T* offset, const T*
 
 template <typename T>
 size_t BackwardInputWorkspaceBytes(const DcnShape& s, const Options& o) {
-  WorkspaceLayout w;
-  BackwardInputPlan<T> plan(s, o, &w);
-  return w.bytes();
+  return WorkspaceBytes<BackwardInputPlan<T>>(s, o);
 }
 
 template <typename T>
@@ -601,9 +605,7 @@ cudaError_t BackwardInput(const DcnShape& s, const T* grad_output, const T* inpu
 
 template <typename T>
 size_t BackwardWeightWorkspaceBytes(const DcnShape& s, const Options& o) {
-  WorkspaceLayout w;
-  BackwardWeightPlan<T> plan(s, o, &w);
-  return w.bytes();
+  return WorkspaceBytes<BackwardWeightPlan<T>>(s, o);
 }
 
 template <typename T>
