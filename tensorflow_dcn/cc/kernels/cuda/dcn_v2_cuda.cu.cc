@@ -36,7 +36,6 @@ constexpr int kBlock = 256;
     if (dcn_err_ != cudaSuccess) return dcn_err_; \
   } while (0)
 
-int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t RoundUp(int64_t a, int64_t b) { return CeilDiv(a, b) * b; }
 
 // Carves 256-byte aligned buffers out of one workspace; the same code sizes and fills it.

@@ -13,6 +13,16 @@
 namespace tensorflow_dcn {
 namespace cuda {
 
+// Host-side helpers of the launchers.
+constexpr int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Whether a matrix at p with leading dimension ld and batch (or group) stride batch_stride, in
+// elements of elem_bytes, keeps every row 16-byte aligned (vector loads allowed).
+inline bool VectorOk(const void* p, int64_t ld, int64_t batch_stride, int elem_bytes) {
+  return reinterpret_cast<uintptr_t>(p) % 16 == 0 && (ld * elem_bytes) % 16 == 0 &&
+         (batch_stride * elem_bytes) % 16 == 0;
+}
+
 // half and bfloat16 accumulate in float, double in double.
 template <typename T>
 using AccumulatorOf = std::conditional_t<std::is_same_v<T, double>, double, float>;

@@ -17,8 +17,6 @@ using mma::kThreads;
 using mma::kTileM;
 using mma::kTileN;
 
-constexpr int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 template <typename T>
 constexpr int kVector = 16 / sizeof(T);  // elements in one 16-byte access
 template <typename T>
@@ -355,10 +353,6 @@ __global__ void __launch_bounds__(kThreads)
 #endif
 }
 
-bool VectorOk(const void* p, int64_t ld, int elem_bytes) {
-  return reinterpret_cast<uintptr_t>(p) % 16 == 0 && (ld * elem_bytes) % 16 == 0;
-}
-
 MathMode Mode(const Options& o) {
   return o.allow_tf32 ? MathMode::kTensorCore : MathMode::kTensorCore3x;
 }
@@ -366,6 +360,17 @@ MathMode Mode(const Options& o) {
 // Pixel tiles per launch: grid.x is unbounded, but keep chunks moderate so that a launch's
 // 64-bit tile origin stays in row0.
 constexpr int64_t kTilesPerLaunch = int64_t{1} << 20;
+
+// Calls launch(row0, tiles) for launches of at most kTilesPerLaunch pixel tiles, checking each.
+template <typename Launch>
+cudaError_t ForEachPixelLaunch(int64_t pixels, Launch&& launch) {
+  for (int64_t row0 = 0; row0 < pixels; row0 += kTilesPerLaunch * kTileM) {
+    launch(row0, std::min(kTilesPerLaunch, CeilDiv(pixels - row0, kTileM)));
+    const cudaError_t err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+  }
+  return cudaSuccess;
+}
 
 // Pipeline depth of the forward kernel that fits the device's shared memory, or 0.
 template <typename T>
@@ -395,21 +400,16 @@ template <typename T>
 cudaError_t Forward(const DcnShape& s, const T* input, const T* offset, const T* mask,
                     const T* weight, const T* bias, T* output, const Options& o,
                     cudaStream_t stream) {
-  const bool w_ok = VectorOk(weight, s.out_channels, sizeof(T)) &&
-                    (s.out_channels_per_group() * sizeof(T)) % 16 == 0;
+  const bool w_ok = VectorOk(weight, s.out_channels, s.out_channels_per_group(), sizeof(T));
   auto launch = [&](auto kernel, int smem_bytes) {
     constexpr auto kernel_fn = decltype(kernel)::value;
-    cudaError_t err = mma::AllowSharedMemory<kernel_fn>(smem_bytes);
+    const cudaError_t err = mma::AllowSharedMemory<kernel_fn>(smem_bytes);
     if (err != cudaSuccess) return err;
-    for (int64_t row0 = 0; row0 < s.pixels(); row0 += kTilesPerLaunch * kTileM) {
-      const int64_t tiles = std::min(kTilesPerLaunch, CeilDiv(s.pixels() - row0, kTileM));
+    return ForEachPixelLaunch(s.pixels(), [&](int64_t row0, int64_t tiles) {
       const dim3 grid(tiles, CeilDiv(s.out_channels_per_group(), kTileN), s.groups);
       kernel_fn<<<grid, kThreads, smem_bytes, stream>>>(s, input, offset, mask, weight, bias,
                                                         output, row0, w_ok);
-      err = cudaGetLastError();
-      if (err != cudaSuccess) return err;
-    }
-    return cudaSuccess;
+    });
   };
   auto with_stages = [&](auto mode) {
     constexpr MathMode kMode = decltype(mode)::value;
@@ -436,22 +436,17 @@ cudaError_t BackwardInput(const DcnShape& s, const T* grad_output, const T* inpu
   // The epilogue stages the 128 x 128 float tile in the pipeline's shared memory.
   constexpr int kSmem = std::max(mma::kPipelineBytes<T, true, true>,
                                  static_cast<int>(kTileM * kEpilogueStride * sizeof(float)));
-  const bool g_ok = VectorOk(grad_output, s.out_channels, sizeof(T)) &&
-                    (s.out_channels_per_group() * sizeof(T)) % 16 == 0;
-  const bool w_ok = g_ok && VectorOk(weight, s.out_channels, sizeof(T));
+  const bool g_ok = VectorOk(grad_output, s.out_channels, s.out_channels_per_group(), sizeof(T));
+  const bool w_ok = VectorOk(weight, s.out_channels, s.out_channels_per_group(), sizeof(T));
   auto launch = [&](auto kernel) {
     constexpr auto kernel_fn = decltype(kernel)::value;
-    cudaError_t err = mma::AllowSharedMemory<kernel_fn>(kSmem);
+    const cudaError_t err = mma::AllowSharedMemory<kernel_fn>(kSmem);
     if (err != cudaSuccess) return err;
-    for (int64_t row0 = 0; row0 < s.pixels(); row0 += kTilesPerLaunch * kTileM) {
-      const int64_t tiles = std::min(kTilesPerLaunch, CeilDiv(s.pixels() - row0, kTileM));
+    return ForEachPixelLaunch(s.pixels(), [&](int64_t row0, int64_t tiles) {
       const dim3 grid(tiles, CeilDiv(s.group_columns(), kTileN), s.groups);
       kernel_fn<<<grid, kThreads, kSmem, stream>>>(s, grad_output, input, offset, mask, weight,
                                                    grad_input_acc, coord_acc, row0, g_ok, w_ok);
-      err = cudaGetLastError();
-      if (err != cudaSuccess) return err;
-    }
-    return cudaSuccess;
+    });
   };
   if constexpr (std::is_same_v<T, float>) {
     if (Mode(o) == MathMode::kTensorCore3x) {

@@ -119,11 +119,6 @@ __global__ void __launch_bounds__(256) SimtGemmKernel(GemmArgs<TIn, TOut> args) 
   }
 }
 
-bool VectorOk(const void* p, int64_t ld, int64_t batch_stride, int elem_bytes) {
-  return reinterpret_cast<uintptr_t>(p) % 16 == 0 && (ld * elem_bytes) % 16 == 0 &&
-         (batch_stride * elem_bytes) % 16 == 0;
-}
-
 }  // namespace
 
 template <typename TIn, typename TOut, Layout kLayoutA, Layout kLayoutB>
