@@ -92,7 +92,7 @@ def dcn_v2_backward_weight(grad_output, input, offset, mask=None, with_bias=True
     """Raw DCNv2BackwardWeight: returns (grad_weight, grad_bias or None)."""
     _check_not_xla("DCNv2BackwardWeight")
     grad_weight, grad_bias = _ops.dc_nv2_backward_weight(
-        grad_output, input, offset, _as_list(mask), num_biases=int(with_bias), **attrs)
+        grad_output, input, offset, _as_list(mask), num_grad_biases=int(with_bias), **attrs)
     return grad_weight, (grad_bias[0] if grad_bias else None)
 
 
@@ -106,7 +106,7 @@ def _dcn_v2_forward_grad(op, grad_output):
     grad_input, grad_offset, grad_masks = _ops.dc_nv2_backward_input(
         grad_output, input, offset, masks, weight, **attrs)
     grad_weight, grad_biases = _ops.dc_nv2_backward_weight(
-        grad_output, input, offset, masks, num_biases=num_biases, **attrs)
+        grad_output, input, offset, masks, num_grad_biases=num_biases, **attrs)
     return [grad_input, grad_offset] + list(grad_masks) + [grad_weight] + list(grad_biases)
 
 

@@ -10,8 +10,8 @@
 //  - SimtGemm: plain FMA for double, and for every type on GPUs before sm_80.
 // A and B may each be stored either way (see Layout); tiles keep the global orientation in shared
 // memory and the fragment loads transpose where needed, so no operand is ever transposed in memory.
-#ifndef TENSORFLOW_DCN_CC_KERNELS_CUDA_GEMM_CUH_
-#define TENSORFLOW_DCN_CC_KERNELS_CUDA_GEMM_CUH_
+#ifndef TENSORFLOW_DCN_CC_CORE_CUDA_GEMM_CUH_
+#define TENSORFLOW_DCN_CC_CORE_CUDA_GEMM_CUH_
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -63,4 +63,4 @@ constexpr int kGemmKAlign = 32;
 }  // namespace cuda
 }  // namespace tensorflow_dcn
 
-#endif  // TENSORFLOW_DCN_CC_KERNELS_CUDA_GEMM_CUH_
+#endif  // TENSORFLOW_DCN_CC_CORE_CUDA_GEMM_CUH_

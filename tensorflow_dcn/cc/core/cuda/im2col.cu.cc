@@ -11,49 +11,27 @@
 // float atomics unless Options::deterministic, where each grad_input element is instead summed by
 // one warp over its contributions in a fixed order, found by a stable radix sort of
 // (target pixel, contribution id).
-#include "tensorflow_dcn/cc/kernels/cuda/dcn_v2_cuda.h"
+#include "tensorflow_dcn/cc/core/cuda/im2col.cuh"
 
 #include <cub/device/device_radix_sort.cuh>
 
 #include <algorithm>
 
-#include "tensorflow_dcn/cc/kernels/bilinear.h"
-#include "tensorflow_dcn/cc/kernels/cuda/device_util.cuh"
-#include "tensorflow_dcn/cc/kernels/cuda/fused.cuh"
-#include "tensorflow_dcn/cc/kernels/cuda/gemm.cuh"
+#include "tensorflow_dcn/cc/core/bilinear.h"
+#include "tensorflow_dcn/cc/core/cuda/device_util.cuh"
+#include "tensorflow_dcn/cc/core/cuda/gemm.cuh"
+#include "tensorflow_dcn/cc/core/workspace.h"
 
 namespace tensorflow_dcn {
 namespace cuda {
+namespace im2col {
 namespace {
 
 // Cap of one chunk's column buffer.
 constexpr int64_t kColumnBufferBytes = int64_t{32} << 20;
 constexpr int kBlock = 256;
 
-#define DCN_RETURN_IF_ERROR(expr)              \
-  do {                                         \
-    const cudaError_t dcn_err_ = (expr);       \
-    if (dcn_err_ != cudaSuccess) return dcn_err_; \
-  } while (0)
-
 int64_t RoundUp(int64_t a, int64_t b) { return CeilDiv(a, b) * b; }
-
-// Carves 256-byte aligned buffers out of one workspace; the same code sizes and fills it.
-class WorkspaceLayout {
- public:
-  explicit WorkspaceLayout(void* base = nullptr) : base_(static_cast<char*>(base)) {}
-  template <typename U>
-  U* Take(int64_t count) {
-    char* p = base_ ? base_ + used_ : nullptr;
-    used_ += RoundUp(count * static_cast<int64_t>(sizeof(U)), 256);
-    return reinterpret_cast<U*>(p);
-  }
-  size_t bytes() const { return static_cast<size_t>(used_); }
-
- private:
-  char* base_;
-  int64_t used_ = 0;
-};
 
 // The columns' row stride: a multiple of 8 elements keeps the rows aligned for the vector
 // accesses (up to 8 elements) and the GEMM's 16-byte loads.
@@ -358,97 +336,38 @@ __global__ void WeightSplitsKernel(const Acc* partials, int splits, int groups, 
   grad_weight_acc[k * groups * group_cout + g * group_cout + co] += total;
 }
 
-template <typename TOut, typename TIn>
-__global__ void ConvertKernel(int64_t n, const TIn* in, TOut* out) {
-  for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
-    out[i] = FromAcc<TOut>(in[i]);
-  }
-}
-
-template <typename TOut, typename TIn>
-cudaError_t Convert(int64_t n, const TIn* in, TOut* out, cudaStream_t stream) {
-  if (n == 0) return cudaSuccess;
-  const int64_t blocks = std::min<int64_t>(CeilDiv(n, kBlock), 65535);
-  ConvertKernel<TOut><<<blocks, kBlock, 0, stream>>>(n, in, out);
-  return cudaGetLastError();
-}
-
-// offset/mask gradients from the fused backward's float sums ([sample][3]: m*d/dy, m*d/dx, d/dm).
-template <typename T>
-__global__ void CoordFinishKernel(int64_t samples, const float* coord, T* grad_offset,
-                                  T* grad_mask) {
-  const int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
-  if (i >= samples) return;
-  grad_offset[2 * i] = FromFloat<T>(coord[3 * i]);
-  grad_offset[2 * i + 1] = FromFloat<T>(coord[3 * i + 1]);
-  if (grad_mask) grad_mask[i] = FromFloat<T>(coord[3 * i + 2]);
-}
-
 // --------------------------------------------------------------------------------------------
-// Which kernels run: the fused ones where they apply (never for double; not for the
-// non-deterministic backward input in determinism mode), the im2col ones elsewhere.
+// Workspaces: one constructor per op lays out its buffers, used both to size and to carve the
+// workspace.
 // --------------------------------------------------------------------------------------------
 
 template <typename T>
-bool UseFusedForward(const DcnShape& s, const Options& o) {
-  if constexpr (std::is_same_v<T, double>) {
-    return false;
-  } else {
-    return !o.force_im2col && fused::ForwardSupported<T>(s, o);
-  }
-}
-
-template <typename T>
-bool UseFusedBackwardInput(const DcnShape& s, const Options& o) {
-  if constexpr (std::is_same_v<T, double>) {
-    return false;
-  } else {
-    return !o.force_im2col && !o.deterministic && fused::BackwardSupported<T>(s, o);
-  }
-}
-
-// --------------------------------------------------------------------------------------------
-// Workspace plans: one constructor per op lays out its buffers, used both to size and to carve
-// the workspace.
-// --------------------------------------------------------------------------------------------
-
-template <typename T>
-struct ForwardPlan {
-  bool fused;
+struct ForwardBuffers {
   int64_t ld, chunk;
-  T* cols = nullptr;
-  ForwardPlan(const DcnShape& s, const Options& o, WorkspaceLayout* w)
-      : fused(UseFusedForward<T>(s, o)), ld(ColumnStride(s)), chunk(ChunkRows<T>(s)) {
-    if (!fused) cols = w->Take<T>(chunk * ld);
-  }
+  T* cols;
+  ForwardBuffers(const DcnShape& s, const Options& o, WorkspaceLayout* w)
+      : ld(ColumnStride(s)), chunk(ChunkRows<T>(s)), cols(w->Take<T>(chunk * ld)) {}
 };
 
 template <typename T>
-struct BackwardInputPlan {
+struct BackwardInputBuffers {
   using Acc = AccumulatorOf<T>;
-  bool fused;
   int64_t ld, chunk, entries;
   // Sort keys are image pixel * deformable_groups + group; `absent` (corner outside the image)
   // sorts after every real key, and end_bit bounds the bits the radix sort looks at.
   uint64_t absent;
   int end_bit = 1;
   Acc* grad_input_acc = nullptr;  // only when T is not the accumulator type
-  float* coord_acc = nullptr;     // fused: offset / mask gradient sums
-  Acc* grad_cols = nullptr;       // im2col
+  Acc* grad_cols;
   uint64_t *keys = nullptr, *sorted_keys = nullptr;
   uint32_t *ids = nullptr, *sorted_ids = nullptr;
   void* sort_temp = nullptr;
   size_t sort_temp_bytes = 0;
-  BackwardInputPlan(const DcnShape& s, const Options& o, WorkspaceLayout* w)
-      : fused(UseFusedBackwardInput<T>(s, o)), ld(ColumnStride(s)), chunk(ChunkRows<Acc>(s)),
-        entries(chunk * s.mask_channels() * 4),
+  BackwardInputBuffers(const DcnShape& s, const Options& o, WorkspaceLayout* w)
+      : ld(ColumnStride(s)), chunk(ChunkRows<Acc>(s)), entries(chunk * s.mask_channels() * 4),
         absent(static_cast<uint64_t>(s.batch) * s.in_h * s.in_w * s.deformable_groups) {
     while (end_bit < 64 && (absent >> end_bit) != 0) ++end_bit;
-    if (!std::is_same_v<T, Acc>) grad_input_acc = w->Take<Acc>(s.batch * s.image_elements());
-    if (fused) {
-      coord_acc = w->Take<float>(s.pixels() * s.mask_channels() * 3);
-      return;
-    }
+    if (!std::is_same_v<T, Acc>) grad_input_acc = w->Take<Acc>(s.input_elements());
     grad_cols = w->Take<Acc>(chunk * ld);
     if (o.deterministic) {
       keys = w->Take<uint64_t>(entries);
@@ -463,7 +382,7 @@ struct BackwardInputPlan {
 };
 
 template <typename T>
-struct BackwardWeightPlan {
+struct BackwardWeightBuffers {
   using Acc = AccumulatorOf<T>;
   int64_t ld, chunk, bias_rows_per_split;
   int splits, bias_splits;
@@ -471,7 +390,7 @@ struct BackwardWeightPlan {
   Acc* partials;
   Acc* grad_weight_acc;
   Acc* bias_partials;
-  BackwardWeightPlan(const DcnShape& s, const Options& o, WorkspaceLayout* w)
+  BackwardWeightBuffers(const DcnShape& s, const Options& o, WorkspaceLayout* w)
       : ld(ColumnStride(s)), chunk(ChunkRows<T>(s)), cols(w->Take<T>(chunk * ld)) {
     // Split the pixel reduction so that the GEMM fills the GPU about twice.
     const int64_t tiles = CeilDiv(s.group_columns(), 128) * CeilDiv(s.out_channels_per_group(), 128) * s.groups;
@@ -486,32 +405,26 @@ struct BackwardWeightPlan {
   }
 };
 
-// Bytes of the workspace a plan lays out.
-template <typename Plan>
-size_t WorkspaceBytes(const DcnShape& s, const Options& o) {
+template <typename Buffers>
+size_t BytesOf(const DcnShape& s, const Options& o) {
   WorkspaceLayout w;
-  Plan plan(s, o, &w);
+  Buffers buffers(s, o, &w);
   return w.bytes();
 }
 
 }  // namespace
 
-cudaError_t QueryDevice(Options* o) {
-  int device = 0, major = 0, minor = 0, sms = 0;
-  DCN_RETURN_IF_ERROR(cudaGetDevice(&device));
-  DCN_RETURN_IF_ERROR(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-  DCN_RETURN_IF_ERROR(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
-  DCN_RETURN_IF_ERROR(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  DCN_RETURN_IF_ERROR(cudaDeviceGetAttribute(&o->shared_memory_per_block,
-                                             cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  o->compute_capability = major * 10 + minor;
-  o->multiprocessors = sms;
-  return cudaSuccess;
-}
-
 template <typename T>
-size_t ForwardWorkspaceBytes(const DcnShape& s, const Options& o) {
-  return WorkspaceBytes<ForwardPlan<T>>(s, o);
+size_t WorkspaceBytes(Op op, const DcnShape& s, const Options& o) {
+  switch (op) {
+    case Op::kForward:
+      return BytesOf<ForwardBuffers<T>>(s, o);
+    case Op::kBackwardInput:
+      return BytesOf<BackwardInputBuffers<T>>(s, o);
+    case Op::kBackwardWeight:
+      return BytesOf<BackwardWeightBuffers<T>>(s, o);
+  }
+  return 0;
 }
 
 template <typename T>
@@ -519,17 +432,14 @@ cudaError_t Forward(const DcnShape& s, const T* input, const T* offset, const T*
                     const T* weight, const T* bias, T* output, void* workspace, const Options& o,
                     cudaStream_t stream) {
   WorkspaceLayout w(workspace);
-  ForwardPlan<T> plan(s, o, &w);
-  if constexpr (!std::is_same_v<T, double>) {
-    if (plan.fused) return fused::Forward(s, input, offset, mask, weight, bias, output, o, stream);
-  }
+  ForwardBuffers<T> buffers(s, o, &w);
   const int64_t kg = s.group_columns(), cog = s.out_channels_per_group();
-  for (int64_t row0 = 0; row0 < s.pixels(); row0 += plan.chunk) {
-    const int64_t rows = std::min(plan.chunk, s.pixels() - row0);
-    DCN_RETURN_IF_ERROR(LaunchIm2col(s, input, offset, mask, row0, rows, plan.cols, plan.ld, stream));
+  for (int64_t row0 = 0; row0 < s.pixels(); row0 += buffers.chunk) {
+    const int64_t rows = std::min(buffers.chunk, s.pixels() - row0);
+    DCN_RETURN_IF_ERROR(LaunchIm2col(s, input, offset, mask, row0, rows, buffers.cols, buffers.ld, stream));
     GemmArgs<T, T> g;
     g.m = rows; g.n = cog; g.k = kg;
-    g.a = plan.cols; g.lda = plan.ld; g.a_batch_stride = kg;
+    g.a = buffers.cols; g.lda = buffers.ld; g.a_batch_stride = kg;
     g.b = weight; g.ldb = s.out_channels; g.b_batch_stride = cog;
     g.c = output + row0 * s.out_channels; g.ldc = s.out_channels; g.c_batch_stride = cog;
     g.bias = bias; g.bias_batch_stride = cog;
@@ -541,70 +451,48 @@ cudaError_t Forward(const DcnShape& s, const T* input, const T* offset, const T*
 }
 
 template <typename T>
-size_t BackwardInputWorkspaceBytes(const DcnShape& s, const Options& o) {
-  return WorkspaceBytes<BackwardInputPlan<T>>(s, o);
-}
-
-template <typename T>
 cudaError_t BackwardInput(const DcnShape& s, const T* grad_output, const T* input,
                           const T* offset, const T* mask, const T* weight, T* grad_input,
                           T* grad_offset, T* grad_mask, void* workspace, const Options& o,
                           cudaStream_t stream) {
   using Acc = AccumulatorOf<T>;
   WorkspaceLayout w(workspace);
-  BackwardInputPlan<T> plan(s, o, &w);
-  Acc* grad_input_acc = plan.grad_input_acc ? plan.grad_input_acc : reinterpret_cast<Acc*>(grad_input);
-  const int64_t input_elements = s.batch * s.image_elements();
-  DCN_RETURN_IF_ERROR(cudaMemsetAsync(grad_input_acc, 0, input_elements * sizeof(Acc), stream));
-  if constexpr (!std::is_same_v<T, double>) {
-    if (plan.fused) {
-      const int64_t samples = s.pixels() * s.mask_channels();
-      DCN_RETURN_IF_ERROR(cudaMemsetAsync(plan.coord_acc, 0, samples * 3 * sizeof(float), stream));
-      DCN_RETURN_IF_ERROR(fused::BackwardInput(s, grad_output, input, offset, mask, weight,
-                                               grad_input_acc, plan.coord_acc, o, stream));
-      CoordFinishKernel<T><<<CeilDiv(samples, kBlock), kBlock, 0, stream>>>(
-          samples, plan.coord_acc, grad_offset, grad_mask);
-      DCN_RETURN_IF_ERROR(cudaGetLastError());
-    }
-  }
+  BackwardInputBuffers<T> buffers(s, o, &w);
+  Acc* grad_input_acc = buffers.grad_input_acc ? buffers.grad_input_acc : reinterpret_cast<Acc*>(grad_input);
+  DCN_RETURN_IF_ERROR(cudaMemsetAsync(grad_input_acc, 0, s.input_elements() * sizeof(Acc), stream));
   const int64_t kg = s.group_columns(), cog = s.out_channels_per_group();
-  for (int64_t row0 = 0; !plan.fused && row0 < s.pixels(); row0 += plan.chunk) {
-    const int64_t rows = std::min(plan.chunk, s.pixels() - row0);
+  for (int64_t row0 = 0; row0 < s.pixels(); row0 += buffers.chunk) {
+    const int64_t rows = std::min(buffers.chunk, s.pixels() - row0);
     GemmArgs<T, Acc> g;
     g.m = rows; g.n = kg; g.k = cog;
     g.a = grad_output + row0 * s.out_channels; g.lda = s.out_channels; g.a_batch_stride = cog;
     g.b = weight; g.ldb = s.out_channels; g.b_batch_stride = cog;
-    g.c = plan.grad_cols; g.ldc = plan.ld; g.c_batch_stride = kg;
+    g.c = buffers.grad_cols; g.ldc = buffers.ld; g.c_batch_stride = kg;
     g.batches = s.groups;
     DCN_RETURN_IF_ERROR((LaunchGemm<T, Acc, Layout::kRowMajor, Layout::kColMajor>(
         g, GemmMode(o, std::is_same_v<T, float>), stream)));
 
     // Offset and mask gradients; outside determinism mode the atomic col2im in the same pass.
-    DCN_RETURN_IF_ERROR(LaunchCol2imCoord(s, input, offset, mask, plan.grad_cols, plan.ld, row0,
+    DCN_RETURN_IF_ERROR(LaunchCol2imCoord(s, input, offset, mask, buffers.grad_cols, buffers.ld, row0,
                                           rows, o.deterministic ? nullptr : grad_input_acc,
                                           grad_offset, grad_mask, stream));
     if (o.deterministic) {
       const int64_t entries = rows * s.mask_channels() * 4;
       ScatterKeysKernel<T><<<CeilDiv(entries, kBlock), kBlock, 0, stream>>>(
-          s, offset, row0, rows, plan.absent, plan.keys, plan.ids);
+          s, offset, row0, rows, buffers.absent, buffers.keys, buffers.ids);
       DCN_RETURN_IF_ERROR(cudaGetLastError());
-      size_t temp_bytes = plan.sort_temp_bytes;
+      size_t temp_bytes = buffers.sort_temp_bytes;
       DCN_RETURN_IF_ERROR(cub::DeviceRadixSort::SortPairs(
-          plan.sort_temp, temp_bytes, plan.keys, plan.sorted_keys, plan.ids, plan.sorted_ids,
-          static_cast<int>(entries), 0, plan.end_bit, stream));
+          buffers.sort_temp, temp_bytes, buffers.keys, buffers.sorted_keys, buffers.ids, buffers.sorted_ids,
+          static_cast<int>(entries), 0, buffers.end_bit, stream));
       ScatterReduceKernel<T><<<CeilDiv(entries * 32, kBlock), kBlock, 0, stream>>>(
-          s, offset, mask, plan.grad_cols, plan.ld, row0, entries, plan.absent, plan.sorted_keys,
-          plan.sorted_ids, grad_input_acc);
+          s, offset, mask, buffers.grad_cols, buffers.ld, row0, entries, buffers.absent, buffers.sorted_keys,
+          buffers.sorted_ids, grad_input_acc);
       DCN_RETURN_IF_ERROR(cudaGetLastError());
     }
   }
-  if (plan.grad_input_acc) return Convert(input_elements, plan.grad_input_acc, grad_input, stream);
+  if (buffers.grad_input_acc) return Convert(s.input_elements(), buffers.grad_input_acc, grad_input, stream);
   return cudaSuccess;
-}
-
-template <typename T>
-size_t BackwardWeightWorkspaceBytes(const DcnShape& s, const Options& o) {
-  return WorkspaceBytes<BackwardWeightPlan<T>>(s, o);
 }
 
 template <typename T>
@@ -613,18 +501,18 @@ cudaError_t BackwardWeight(const DcnShape& s, const T* grad_output, const T* inp
                            void* workspace, const Options& o, cudaStream_t stream) {
   using Acc = AccumulatorOf<T>;
   WorkspaceLayout w(workspace);
-  BackwardWeightPlan<T> plan(s, o, &w);
-  DCN_RETURN_IF_ERROR(cudaMemsetAsync(plan.grad_weight_acc, 0, s.weight_elements() * sizeof(Acc), stream));
+  BackwardWeightBuffers<T> buffers(s, o, &w);
+  DCN_RETURN_IF_ERROR(cudaMemsetAsync(buffers.grad_weight_acc, 0, s.weight_elements() * sizeof(Acc), stream));
   const int64_t kg = s.group_columns(), cog = s.out_channels_per_group();
-  for (int64_t row0 = 0; row0 < s.pixels(); row0 += plan.chunk) {
-    const int64_t rows = std::min(plan.chunk, s.pixels() - row0);
-    DCN_RETURN_IF_ERROR(LaunchIm2col(s, input, offset, mask, row0, rows, plan.cols, plan.ld, stream));
-    const int splits = static_cast<int>(std::min<int64_t>(plan.splits, CeilDiv(rows, kGemmKAlign)));
+  for (int64_t row0 = 0; row0 < s.pixels(); row0 += buffers.chunk) {
+    const int64_t rows = std::min(buffers.chunk, s.pixels() - row0);
+    DCN_RETURN_IF_ERROR(LaunchIm2col(s, input, offset, mask, row0, rows, buffers.cols, buffers.ld, stream));
+    const int splits = static_cast<int>(std::min<int64_t>(buffers.splits, CeilDiv(rows, kGemmKAlign)));
     GemmArgs<T, Acc> g;
     g.m = kg; g.n = cog; g.k = rows;
-    g.a = plan.cols; g.lda = plan.ld; g.a_batch_stride = kg;
+    g.a = buffers.cols; g.lda = buffers.ld; g.a_batch_stride = kg;
     g.b = grad_output + row0 * s.out_channels; g.ldb = s.out_channels; g.b_batch_stride = cog;
-    g.c = plan.partials; g.ldc = cog; g.c_batch_stride = kg * cog;
+    g.c = buffers.partials; g.ldc = cog; g.c_batch_stride = kg * cog;
     g.batches = s.groups;
     g.splits = splits;
     g.k_per_split = RoundUp(CeilDiv(rows, splits), kGemmKAlign);
@@ -632,30 +520,28 @@ cudaError_t BackwardWeight(const DcnShape& s, const T* grad_output, const T* inp
     DCN_RETURN_IF_ERROR((LaunchGemm<T, Acc, Layout::kColMajor, Layout::kRowMajor>(
         g, GemmMode(o, std::is_same_v<T, float>), stream)));
     WeightSplitsKernel<Acc><<<CeilDiv(s.weight_elements(), kBlock), kBlock, 0, stream>>>(
-        plan.partials, splits, s.groups, kg, cog, plan.grad_weight_acc);
+        buffers.partials, splits, s.groups, kg, cog, buffers.grad_weight_acc);
     DCN_RETURN_IF_ERROR(cudaGetLastError());
   }
-  DCN_RETURN_IF_ERROR(Convert(s.weight_elements(), plan.grad_weight_acc, grad_weight, stream));
+  DCN_RETURN_IF_ERROR(Convert(s.weight_elements(), buffers.grad_weight_acc, grad_weight, stream));
   if (grad_bias) {
-    BiasPartialKernel<T><<<dim3(CeilDiv(s.out_channels, 32), plan.bias_splits), dim3(32, 8), 0, stream>>>(
-        grad_output, s.pixels(), s.out_channels, plan.bias_rows_per_split, plan.bias_partials);
+    BiasPartialKernel<T><<<dim3(CeilDiv(s.out_channels, 32), buffers.bias_splits), dim3(32, 8), 0, stream>>>(
+        grad_output, s.pixels(), s.out_channels, buffers.bias_rows_per_split, buffers.bias_partials);
     DCN_RETURN_IF_ERROR(cudaGetLastError());
     BiasFinishKernel<T><<<CeilDiv(s.out_channels, kBlock), kBlock, 0, stream>>>(
-        plan.bias_partials, plan.bias_splits, s.out_channels, grad_bias);
+        buffers.bias_partials, buffers.bias_splits, s.out_channels, grad_bias);
     DCN_RETURN_IF_ERROR(cudaGetLastError());
   }
   return cudaSuccess;
 }
 
 #define INSTANTIATE(T)                                                                          \
-  template size_t ForwardWorkspaceBytes<T>(const DcnShape&, const Options&);                   \
+  template size_t WorkspaceBytes<T>(Op, const DcnShape&, const Options&);                      \
   template cudaError_t Forward<T>(const DcnShape&, const T*, const T*, const T*, const T*,     \
                                   const T*, T*, void*, const Options&, cudaStream_t);           \
-  template size_t BackwardInputWorkspaceBytes<T>(const DcnShape&, const Options&);             \
   template cudaError_t BackwardInput<T>(const DcnShape&, const T*, const T*, const T*,         \
                                         const T*, const T*, T*, T*, T*, void*, const Options&, \
                                         cudaStream_t);                                         \
-  template size_t BackwardWeightWorkspaceBytes<T>(const DcnShape&, const Options&);            \
   template cudaError_t BackwardWeight<T>(const DcnShape&, const T*, const T*, const T*,        \
                                          const T*, T*, T*, void*, const Options&, cudaStream_t);
 INSTANTIATE(__half)
@@ -664,5 +550,6 @@ INSTANTIATE(float)
 INSTANTIATE(double)
 #undef INSTANTIATE
 
+}  // namespace im2col
 }  // namespace cuda
 }  // namespace tensorflow_dcn

@@ -4,7 +4,8 @@
 #include "tensorflow/core/framework/common_shape_fns.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/shape_inference.h"
-#include "tensorflow_dcn/cc/kernels/dcn_v2_params.h"
+#include "tensorflow_dcn/cc/core/problem.h"
+#include "tensorflow_dcn/cc/tf/attrs.h"
 
 namespace tensorflow_dcn {
 namespace {
@@ -55,11 +56,10 @@ struct Inferred {
   DimensionHandle batch, out_h, out_w, in_channels, out_channels;
 };
 
-absl::Status InferCommon(InferenceContext* c, int input_idx, int offset_idx, int mask_idx,
+absl::Status InferCommon(InferenceContext* c, Op op, int input_idx, int offset_idx, int mask_idx,
                          int weight_idx, int grad_output_idx, Inferred* r) {
-  DcnAttrs a;
-  TF_RETURN_IF_ERROR(ReadDcnAttrs(c, &a));
-  TF_RETURN_IF_ERROR(ValidateDcnAttrs(a));
+  Attrs a;
+  TF_RETURN_IF_ERROR(ReadAttrs(c, op, &a));
   ShapeHandle input, offset;
   TF_RETURN_IF_ERROR(WithRankNamed(c, c->input(input_idx), 4, "input", &input));
   TF_RETURN_IF_ERROR(WithRankNamed(c, c->input(offset_idx), 4, "offset", &offset));
@@ -80,7 +80,7 @@ absl::Status InferCommon(InferenceContext* c, int input_idx, int offset_idx, int
         "offset must have shape [N, Ho, Wo, 2*deformable_groups*kernel_h*kernel_w] = ",
         c->DebugString(expected_offset), ", got ", c->DebugString(c->input(offset_idx)));
   }
-  if (a.num_masks == 1) {
+  if (a.has_mask) {
     ShapeHandle mask;
     TF_RETURN_IF_ERROR(WithRankNamed(c, c->input(mask_idx), 4, "mask", &mask));
     ShapeHandle expected = c->MakeShape({r->batch, r->out_h, r->out_w, c->MakeDim(mask_channels)});
@@ -129,7 +129,7 @@ absl::Status ForwardShape(InferenceContext* c) {
   // input, offset, mask[num_masks], weight, bias[num_biases]
   const int m = NumMasks(c);
   Inferred r;
-  TF_RETURN_IF_ERROR(InferCommon(c, 0, 1, 2, 2 + m, -1, &r));
+  TF_RETURN_IF_ERROR(InferCommon(c, Op::kForward, 0, 1, 2, 2 + m, -1, &r));
   int num_biases = 1;
   TF_RETURN_IF_ERROR(c->GetAttr("num_biases", &num_biases));
   if (num_biases == 1) {
@@ -149,7 +149,7 @@ absl::Status BackwardInputShape(InferenceContext* c) {
   // grad_output, input, offset, mask[num_masks], weight -> grad_input, grad_offset, grad_mask[]
   const int m = NumMasks(c);
   Inferred r;
-  TF_RETURN_IF_ERROR(InferCommon(c, 1, 2, 3, 3 + m, 0, &r));
+  TF_RETURN_IF_ERROR(InferCommon(c, Op::kBackwardInput, 1, 2, 3, 3 + m, 0, &r));
   c->set_output(0, c->input(1));
   c->set_output(1, c->input(2));
   if (m == 1) c->set_output(2, c->input(3));
@@ -157,16 +157,16 @@ absl::Status BackwardInputShape(InferenceContext* c) {
 }
 
 absl::Status BackwardWeightShape(InferenceContext* c) {
-  // grad_output, input, offset, mask[num_masks] -> grad_weight, grad_bias[num_biases]
+  // grad_output, input, offset, mask[num_masks] -> grad_weight, grad_bias[num_grad_biases]
   Inferred r;
-  TF_RETURN_IF_ERROR(InferCommon(c, 1, 2, 3, -1, 0, &r));
-  DcnAttrs a;
-  TF_RETURN_IF_ERROR(ReadDcnAttrs(c, &a));
+  TF_RETURN_IF_ERROR(InferCommon(c, Op::kBackwardWeight, 1, 2, 3, -1, 0, &r));
+  Attrs a;
+  TF_RETURN_IF_ERROR(ReadAttrs(c, Op::kBackwardWeight, &a));
   DimensionHandle cin_per_group = c->UnknownDim();
   if (c->ValueKnown(r.in_channels)) cin_per_group = c->MakeDim(c->Value(r.in_channels) / a.groups);
   c->set_output(0, c->MakeShape({c->MakeDim(a.kernel_h), c->MakeDim(a.kernel_w), cin_per_group,
                                  r.out_channels}));
-  if (a.num_biases == 1) c->set_output(1, c->MakeShape({r.out_channels}));
+  if (a.has_bias) c->set_output(1, c->MakeShape({r.out_channels}));
   return absl::OkStatus();
 }
 
@@ -232,8 +232,8 @@ REGISTER_OP("DCNv2BackwardWeight")
     .Input("offset: T")
     .Input("mask: num_masks * T")
     .Output("grad_weight: T")
-    .Output("grad_bias: num_biases * T")
+    .Output("grad_bias: num_grad_biases * T")
     DCN_V2_ATTRS
-    .Attr("num_biases: int >= 0 = 1")
+    .Attr("num_grad_biases: int >= 0 = 1")
     .SetShapeFn(BackwardWeightShape)
     .Doc("Gradients of DCNv2Forward with respect to weight and bias.");

@@ -1,10 +1,10 @@
 // See gemm.cuh. The tensor-core engine lives in mma_core.cuh; this file adds the plain GEMM
 // kernel (both operands copied with cp.async) and the SIMT engine.
-#include "tensorflow_dcn/cc/kernels/cuda/gemm.cuh"
+#include "tensorflow_dcn/cc/core/cuda/gemm.cuh"
 
 #include <algorithm>
 
-#include "tensorflow_dcn/cc/kernels/cuda/mma_core.cuh"
+#include "tensorflow_dcn/cc/core/cuda/mma_core.cuh"
 
 namespace tensorflow_dcn {
 namespace cuda {

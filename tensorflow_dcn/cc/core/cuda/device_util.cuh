@@ -1,7 +1,7 @@
 // Small device helpers: type traits, conversions, and the PTX wrappers (cp.async, ldmatrix,
 // mma.sync) the tensor-core kernels are built from.
-#ifndef TENSORFLOW_DCN_CC_KERNELS_CUDA_DEVICE_UTIL_CUH_
-#define TENSORFLOW_DCN_CC_KERNELS_CUDA_DEVICE_UTIL_CUH_
+#ifndef TENSORFLOW_DCN_CC_CORE_CUDA_DEVICE_UTIL_CUH_
+#define TENSORFLOW_DCN_CC_CORE_CUDA_DEVICE_UTIL_CUH_
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -10,11 +10,19 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "tensorflow_dcn/cc/core/problem.h"
+
 namespace tensorflow_dcn {
 namespace cuda {
 
 // Host-side helpers of the launchers.
 constexpr int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+#define DCN_RETURN_IF_ERROR(expr)                   \
+  do {                                              \
+    const cudaError_t dcn_err_ = (expr);            \
+    if (dcn_err_ != cudaSuccess) return dcn_err_;   \
+  } while (0)
 
 // Whether a matrix at p with leading dimension ld and batch (or group) stride batch_stride, in
 // elements of elem_bytes, keeps every row 16-byte aligned (vector loads allowed).
@@ -22,10 +30,6 @@ inline bool VectorOk(const void* p, int64_t ld, int64_t batch_stride, int elem_b
   return reinterpret_cast<uintptr_t>(p) % 16 == 0 && (ld * elem_bytes) % 16 == 0 &&
          (batch_stride * elem_bytes) % 16 == 0;
 }
-
-// half and bfloat16 accumulate in float, double in double.
-template <typename T>
-using AccumulatorOf = std::conditional_t<std::is_same_v<T, double>, double, float>;
 
 template <typename T>
 __device__ __forceinline__ T FromFloat(float v) {
@@ -153,7 +157,25 @@ __device__ __forceinline__ void SplitTf32(uint32_t fp32_bits, uint32_t* big, uin
   *small = ToTf32(__float_as_uint(__uint_as_float(fp32_bits) - __uint_as_float(*big)));
 }
 
+// out[i] = in[i] for n elements, converting from the accumulator type.
+template <typename TOut, typename TIn>
+__global__ void ConvertKernel(int64_t n, const TIn* in, TOut* out) {
+  for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    out[i] = FromAcc<TOut>(in[i]);
+  }
+}
+
+template <typename TOut, typename TIn>
+cudaError_t Convert(int64_t n, const TIn* in, TOut* out, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  constexpr int kThreads = 256;
+  const int64_t blocks = CeilDiv(n, kThreads) < 65535 ? CeilDiv(n, kThreads) : 65535;
+  ConvertKernel<TOut><<<blocks, kThreads, 0, stream>>>(n, in, out);
+  return cudaGetLastError();
+}
+
 }  // namespace cuda
 }  // namespace tensorflow_dcn
 
-#endif  // TENSORFLOW_DCN_CC_KERNELS_CUDA_DEVICE_UTIL_CUH_
+#endif  // TENSORFLOW_DCN_CC_CORE_CUDA_DEVICE_UTIL_CUH_

@@ -9,13 +9,13 @@
 // Samples with y or x outside [-1, H) x [-1, W) touch no pixel: value and gradients are zero.
 // Non-finite coordinates (NaN, +-Inf, huge offsets) fail that range test and also read zero, so
 // no index is ever formed from them.
-#ifndef TENSORFLOW_DCN_CC_KERNELS_BILINEAR_H_
-#define TENSORFLOW_DCN_CC_KERNELS_BILINEAR_H_
+#ifndef TENSORFLOW_DCN_CC_CORE_BILINEAR_H_
+#define TENSORFLOW_DCN_CC_CORE_BILINEAR_H_
 
 #include <cmath>
 #include <cstdint>
 
-#include "tensorflow_dcn/cc/kernels/dcn_v2_shape.h"
+#include "tensorflow_dcn/cc/core/problem.h"
 
 namespace tensorflow_dcn {
 
@@ -142,4 +142,4 @@ DCN_HOST_DEVICE int ColumnIndex(int channels_per_group, int taps, int t, int c) 
 
 }  // namespace tensorflow_dcn
 
-#endif  // TENSORFLOW_DCN_CC_KERNELS_BILINEAR_H_
+#endif  // TENSORFLOW_DCN_CC_CORE_BILINEAR_H_

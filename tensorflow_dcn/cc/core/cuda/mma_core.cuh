@@ -11,15 +11,15 @@
 // Fragment layouts are those of the PTX ISA's mma.sync m16n8k16 (16-bit) and m16n8k8 (tf32):
 // thread (g = lane / 4, t = lane % 4) holds A rows g and g + 8, B column g and C rows g and g + 8,
 // columns 2t and 2t + 1.
-#ifndef TENSORFLOW_DCN_CC_KERNELS_CUDA_MMA_CORE_CUH_
-#define TENSORFLOW_DCN_CC_KERNELS_CUDA_MMA_CORE_CUH_
+#ifndef TENSORFLOW_DCN_CC_CORE_CUDA_MMA_CORE_CUH_
+#define TENSORFLOW_DCN_CC_CORE_CUDA_MMA_CORE_CUH_
 
 #include <atomic>
 #include <cstdint>
 #include <type_traits>
 
-#include "tensorflow_dcn/cc/kernels/cuda/device_util.cuh"
-#include "tensorflow_dcn/cc/kernels/cuda/gemm.cuh"
+#include "tensorflow_dcn/cc/core/cuda/device_util.cuh"
+#include "tensorflow_dcn/cc/core/cuda/gemm.cuh"
 
 namespace tensorflow_dcn {
 namespace cuda {
@@ -283,4 +283,4 @@ cudaError_t AllowSharedMemory(int bytes) {
 }  // namespace cuda
 }  // namespace tensorflow_dcn
 
-#endif  // TENSORFLOW_DCN_CC_KERNELS_CUDA_MMA_CORE_CUH_
+#endif  // TENSORFLOW_DCN_CC_CORE_CUDA_MMA_CORE_CUH_

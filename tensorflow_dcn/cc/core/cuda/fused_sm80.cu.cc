@@ -1,16 +1,17 @@
-// See fused.cuh. All three kernels run the tensor-core block engine of mma_core.cuh; what is
+// See fused_sm80.cuh. All three kernels run the tensor-core block engine of mma_core.cuh; what is
 // DCN-specific is how operand tiles are produced (bilinear gathers, one 16-byte channel vector per
 // unit of work) and the backward-input epilogue.
-#include "tensorflow_dcn/cc/kernels/cuda/fused.cuh"
+#include "tensorflow_dcn/cc/core/cuda/fused_sm80.cuh"
 
 #include <algorithm>
 
-#include "tensorflow_dcn/cc/kernels/bilinear.h"
-#include "tensorflow_dcn/cc/kernels/cuda/mma_core.cuh"
+#include "tensorflow_dcn/cc/core/bilinear.h"
+#include "tensorflow_dcn/cc/core/cuda/mma_core.cuh"
+#include "tensorflow_dcn/cc/core/workspace.h"
 
 namespace tensorflow_dcn {
 namespace cuda {
-namespace fused {
+namespace fused_sm80 {
 namespace {
 
 using mma::kThreads;
@@ -258,7 +259,7 @@ constexpr int kEpilogueStride = kTileN + 4;  // floats per row of the staged til
 template <typename T, MathMode kMode>
 __global__ void __launch_bounds__(kThreads)
     InputKernel(DcnShape s, const T* grad_output, const T* input, const T* offset, const T* mask,
-                const T* weight, AccumulatorOf<T>* grad_input_acc, float* coord_acc,
+                const T* weight, float* grad_input_acc, float* coord_acc,
                 int64_t row0, bool grad_vector_ok, bool weight_vector_ok) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   constexpr int V = kVector<T>;
@@ -380,6 +381,28 @@ int ForwardStages(const Options& o) {
   return 0;
 }
 
+// offset/mask gradients from the float sums ([sample][3]: m*d/dy, m*d/dx, d/dm).
+template <typename T>
+__global__ void CoordFinishKernel(int64_t samples, const float* coord, T* grad_offset,
+                                  T* grad_mask) {
+  const int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+  if (i >= samples) return;
+  grad_offset[2 * i] = FromFloat<T>(coord[3 * i]);
+  grad_offset[2 * i + 1] = FromFloat<T>(coord[3 * i + 1]);
+  if (grad_mask) grad_mask[i] = FromFloat<T>(coord[3 * i + 2]);
+}
+
+// The backward input's workspace: grad_input in float for half/bfloat16, the coordinate sums.
+template <typename T>
+struct BackwardInputBuffers {
+  float* grad_input_acc = nullptr;  // only when T is not float
+  float* coord_acc;
+  BackwardInputBuffers(const DcnShape& s, WorkspaceLayout* w) {
+    if (!std::is_same_v<T, float>) grad_input_acc = w->Take<float>(s.input_elements());
+    coord_acc = w->Take<float>(s.pixels() * s.mask_channels() * 3);
+  }
+};
+
 }  // namespace
 
 template <typename T>
@@ -390,10 +413,17 @@ bool ForwardSupported(const DcnShape& s, const Options& o) {
 }
 
 template <typename T>
-bool BackwardSupported(const DcnShape& s, const Options& o) {
-  return o.compute_capability >= 80 && !std::is_same_v<T, double> &&
+bool BackwardInputSupported(const DcnShape& s, const Options& o) {
+  return o.compute_capability >= 80 && !std::is_same_v<T, double> && !o.deterministic &&
          s.in_channels_per_group() % kVector<T> == 0 &&
          s.channels_per_deformable_group() % kVector<T> == 0;
+}
+
+template <typename T>
+size_t BackwardInputWorkspaceBytes(const DcnShape& s) {
+  WorkspaceLayout w;
+  BackwardInputBuffers<T> buffers(s, &w);
+  return w.bytes();
 }
 
 template <typename T>
@@ -430,9 +460,17 @@ cudaError_t Forward(const DcnShape& s, const T* input, const T* offset, const T*
 
 template <typename T>
 cudaError_t BackwardInput(const DcnShape& s, const T* grad_output, const T* input,
-                          const T* offset, const T* mask, const T* weight,
-                          AccumulatorOf<T>* grad_input_acc, float* coord_acc, const Options& o,
+                          const T* offset, const T* mask, const T* weight, T* grad_input,
+                          T* grad_offset, T* grad_mask, void* workspace, const Options& o,
                           cudaStream_t stream) {
+  WorkspaceLayout layout(workspace);
+  BackwardInputBuffers<T> buffers(s, &layout);
+  float* grad_input_acc = buffers.grad_input_acc ? buffers.grad_input_acc
+                                                 : reinterpret_cast<float*>(grad_input);
+  float* coord_acc = buffers.coord_acc;
+  const int64_t samples = s.pixels() * s.mask_channels();
+  DCN_RETURN_IF_ERROR(cudaMemsetAsync(grad_input_acc, 0, s.input_elements() * sizeof(float), stream));
+  DCN_RETURN_IF_ERROR(cudaMemsetAsync(coord_acc, 0, samples * 3 * sizeof(float), stream));
   // The epilogue stages the 128 x 128 float tile in the pipeline's shared memory.
   constexpr int kSmem = std::max(mma::kPipelineBytes<T, true, true>,
                                  static_cast<int>(kTileM * kEpilogueStride * sizeof(float)));
@@ -448,29 +486,38 @@ cudaError_t BackwardInput(const DcnShape& s, const T* grad_output, const T* inpu
                                                    grad_input_acc, coord_acc, row0, g_ok, w_ok);
     });
   };
-  if constexpr (std::is_same_v<T, float>) {
-    if (Mode(o) == MathMode::kTensorCore3x) {
-      return launch(std::integral_constant<decltype(&InputKernel<T, MathMode::kTensorCore3x>),
-                                           &InputKernel<T, MathMode::kTensorCore3x>>());
-    }
+  cudaError_t err;
+  if (std::is_same_v<T, float> && Mode(o) == MathMode::kTensorCore3x) {
+    err = launch(std::integral_constant<decltype(&InputKernel<T, MathMode::kTensorCore3x>),
+                                        &InputKernel<T, MathMode::kTensorCore3x>>());
+  } else {
+    err = launch(std::integral_constant<decltype(&InputKernel<T, MathMode::kTensorCore>),
+                                        &InputKernel<T, MathMode::kTensorCore>>());
   }
-  return launch(std::integral_constant<decltype(&InputKernel<T, MathMode::kTensorCore>),
-                                       &InputKernel<T, MathMode::kTensorCore>>());
+  DCN_RETURN_IF_ERROR(err);
+  if (samples > 0) {
+    CoordFinishKernel<T><<<CeilDiv(samples, 256), 256, 0, stream>>>(samples, coord_acc,
+                                                                     grad_offset, grad_mask);
+    DCN_RETURN_IF_ERROR(cudaGetLastError());
+  }
+  if (buffers.grad_input_acc) return Convert(s.input_elements(), buffers.grad_input_acc, grad_input, stream);
+  return cudaSuccess;
 }
 
 #define INSTANTIATE(T)                                                                          \
   template bool ForwardSupported<T>(const DcnShape&, const Options&);                          \
-  template bool BackwardSupported<T>(const DcnShape&, const Options&);                         \
+  template bool BackwardInputSupported<T>(const DcnShape&, const Options&);                    \
+  template size_t BackwardInputWorkspaceBytes<T>(const DcnShape&);                             \
   template cudaError_t Forward<T>(const DcnShape&, const T*, const T*, const T*, const T*,     \
                                   const T*, T*, const Options&, cudaStream_t);                  \
   template cudaError_t BackwardInput<T>(const DcnShape&, const T*, const T*, const T*,         \
-                                        const T*, const T*, AccumulatorOf<T>*, float*,         \
-                                        const Options&, cudaStream_t);
+                                        const T*, const T*, T*, T*, T*, void*, const Options&, \
+                                        cudaStream_t);
 INSTANTIATE(__half)
 INSTANTIATE(__nv_bfloat16)
 INSTANTIATE(float)
 #undef INSTANTIATE
 
-}  // namespace fused
+}  // namespace fused_sm80
 }  // namespace cuda
 }  // namespace tensorflow_dcn

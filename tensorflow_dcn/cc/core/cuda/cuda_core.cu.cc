@@ -1,0 +1,170 @@
+// The CUDA core's planner and entry points: which implementation runs a problem, and the dtype
+// dispatch into it. See cuda_core.h.
+#include "tensorflow_dcn/cc/core/cuda/cuda_core.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <string>
+
+#include "tensorflow_dcn/cc/core/cuda/device_util.cuh"
+#include "tensorflow_dcn/cc/core/cuda/fused_sm80.cuh"
+#include "tensorflow_dcn/cc/core/cuda/im2col.cuh"
+
+// The GPU targets and driver this library was built for, set by the build (tensorflow_dcn/BUILD).
+#ifndef TFDCN_CUDA_TARGETS
+#define TFDCN_CUDA_TARGETS "(unknown)"
+#endif
+#ifndef TFDCN_CUDA_MIN_DRIVER
+#define TFDCN_CUDA_MIN_DRIVER "(unknown)"
+#endif
+
+namespace tensorflow_dcn {
+namespace cuda {
+namespace {
+
+// Calls fn(T()) with the CUDA type of `dtype`.
+template <typename Fn>
+auto WithCudaType(DType dtype, Fn&& fn) {
+  switch (dtype) {
+    case DType::kHalf:
+      return fn(__half());
+    case DType::kBFloat16:
+      return fn(__nv_bfloat16());
+    case DType::kFloat:
+      return fn(float());
+    case DType::kDouble:
+      break;
+  }
+  return fn(double());
+}
+
+template <typename T>
+const T* In(const void* p) {
+  return static_cast<const T*>(p);
+}
+template <typename T>
+T* Out(void* p) {
+  return static_cast<T*>(p);
+}
+
+template <typename T>
+constexpr bool kHasTensorCoreKernels = !std::is_same_v<T, double>;
+
+template <typename T>
+Plan MakePlanFor(Op op, const DcnShape& s, const Options& o) {
+  Plan plan{Implementation::kCudaIm2col, 0};
+  if constexpr (kHasTensorCoreKernels<T>) {
+    if (o.choice == KernelChoice::kAuto) {
+      if (op == Op::kForward && fused_sm80::ForwardSupported<T>(s, o)) {
+        plan.implementation = Implementation::kCudaFusedSm80;
+        return plan;  // no workspace
+      }
+      if (op == Op::kBackwardInput && fused_sm80::BackwardInputSupported<T>(s, o)) {
+        plan.implementation = Implementation::kCudaFusedSm80;
+        plan.workspace_bytes = fused_sm80::BackwardInputWorkspaceBytes<T>(s);
+        return plan;
+      }
+    }
+  }
+  plan.workspace_bytes = im2col::WorkspaceBytes<T>(op, s, o);
+  return plan;
+}
+
+}  // namespace
+
+cudaError_t QueryDevice(Options* o) {
+  int device = 0, major = 0, minor = 0, sms = 0;
+  DCN_RETURN_IF_ERROR(cudaGetDevice(&device));
+  DCN_RETURN_IF_ERROR(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  DCN_RETURN_IF_ERROR(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+  DCN_RETURN_IF_ERROR(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  DCN_RETURN_IF_ERROR(cudaDeviceGetAttribute(&o->shared_memory_per_block,
+                                             cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  o->compute_capability = major * 10 + minor;
+  o->multiprocessors = sms;
+  return cudaSuccess;
+}
+
+Plan MakePlan(Op op, DType dtype, const DcnShape& s, const Options& o) {
+  return WithCudaType(dtype, [&](auto t) { return MakePlanFor<decltype(t)>(op, s, o); });
+}
+
+cudaError_t Forward(const Plan& plan, DType dtype, const DcnShape& s, const ForwardArgs& a,
+                    void* workspace, const Options& o, cudaStream_t stream) {
+  RecordRun(Op::kForward, plan.implementation);
+  return WithCudaType(dtype, [&](auto t) {
+    using T = decltype(t);
+    if constexpr (kHasTensorCoreKernels<T>) {
+      if (plan.implementation == Implementation::kCudaFusedSm80) {
+        return fused_sm80::Forward(s, In<T>(a.input), In<T>(a.offset), In<T>(a.mask),
+                                   In<T>(a.weight), In<T>(a.bias), Out<T>(a.output), o, stream);
+      }
+    }
+    return im2col::Forward(s, In<T>(a.input), In<T>(a.offset), In<T>(a.mask), In<T>(a.weight),
+                           In<T>(a.bias), Out<T>(a.output), workspace, o, stream);
+  });
+}
+
+cudaError_t BackwardInput(const Plan& plan, DType dtype, const DcnShape& s,
+                          const BackwardInputArgs& a, void* workspace, const Options& o,
+                          cudaStream_t stream) {
+  RecordRun(Op::kBackwardInput, plan.implementation);
+  return WithCudaType(dtype, [&](auto t) {
+    using T = decltype(t);
+    if constexpr (kHasTensorCoreKernels<T>) {
+      if (plan.implementation == Implementation::kCudaFusedSm80) {
+        return fused_sm80::BackwardInput(
+            s, In<T>(a.grad_output), In<T>(a.input), In<T>(a.offset), In<T>(a.mask),
+            In<T>(a.weight), Out<T>(a.grad_input), Out<T>(a.grad_offset), Out<T>(a.grad_mask),
+            workspace, o, stream);
+      }
+    }
+    return im2col::BackwardInput(s, In<T>(a.grad_output), In<T>(a.input), In<T>(a.offset),
+                                 In<T>(a.mask), In<T>(a.weight), Out<T>(a.grad_input),
+                                 Out<T>(a.grad_offset), Out<T>(a.grad_mask), workspace, o,
+                                 stream);
+  });
+}
+
+cudaError_t BackwardWeight(const Plan& plan, DType dtype, const DcnShape& s,
+                           const BackwardWeightArgs& a, void* workspace, const Options& o,
+                           cudaStream_t stream) {
+  RecordRun(Op::kBackwardWeight, plan.implementation);
+  return WithCudaType(dtype, [&](auto t) {
+    using T = decltype(t);
+    return im2col::BackwardWeight(s, In<T>(a.grad_output), In<T>(a.input), In<T>(a.offset),
+                                  In<T>(a.mask), Out<T>(a.grad_weight), Out<T>(a.grad_bias),
+                                  workspace, o, stream);
+  });
+}
+
+std::string ErrorMessage(cudaError_t err, const char* op, bool* unavailable) {
+  switch (err) {
+    case cudaErrorNoKernelImageForDevice:
+    case cudaErrorInvalidKernelImage:
+    case cudaErrorUnsupportedPtxVersion:
+    case cudaErrorInsufficientDriver:
+    case cudaErrorCompatNotSupportedOnDevice: {
+      *unavailable = true;
+      Options o;
+      const bool known = QueryDevice(&o) == cudaSuccess;
+      return std::string(op) + ": tensorflow_dcn's CUDA kernels cannot run here (" +
+             cudaGetErrorString(err) + "). They are built for compute capability " +
+             TFDCN_CUDA_TARGETS + " and need an NVIDIA driver >= " + TFDCN_CUDA_MIN_DRIVER +
+             ". This GPU has compute capability " +
+             (known ? std::to_string(o.compute_capability / 10) + "." +
+                          std::to_string(o.compute_capability % 10)
+                    : std::string("(unknown)")) +
+             ". Update the driver, or run the op on the CPU (with tf.device('/CPU:0')).";
+    }
+    default:
+      *unavailable = false;
+      return std::string(op) + ": CUDA error " + cudaGetErrorName(err) + ": " +
+             cudaGetErrorString(err);
+  }
+}
+
+}  // namespace cuda
+}  // namespace tensorflow_dcn

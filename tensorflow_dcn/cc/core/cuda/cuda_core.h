@@ -1,0 +1,62 @@
+// The CUDA core of DCNv2: device pointers, a DcnShape, a workspace and a stream. It knows nothing
+// of TensorFlow or XLA: tf/dcn_kernels.cc and xla/dcn_ffi_handlers.cc bind it, and
+// tests/cuda_core drives it directly.
+//
+// Every run is asynchronous on `stream`, allocates nothing (scratch memory comes from
+// `workspace`, plan.workspace_bytes, 256-byte aligned) and returns the first CUDA error it meets
+// (launch errors included). The pointers are of the DType the plan was made for.
+//
+// Implementations (plan.h):
+//   cuda_fused_sm80  implicit-GEMM forward and backward input for fp16/bf16/fp32 on sm_80+ where
+//                    the channel counts allow: no column buffers (fused_sm80.cuh)
+//   cuda_im2col      everything else, and always the backward weight (im2col.cuh): column
+//                    buffers in chunks of at most 32 MiB
+// Gradients summed in float for half/bfloat16 (grad_input, grad_weight) take a float buffer of
+// their size in the workspace.
+#ifndef TENSORFLOW_DCN_CC_CORE_CUDA_CUDA_CORE_H_
+#define TENSORFLOW_DCN_CC_CORE_CUDA_CUDA_CORE_H_
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <string>
+
+#include "tensorflow_dcn/cc/core/plan.h"
+#include "tensorflow_dcn/cc/core/problem.h"
+
+namespace tensorflow_dcn {
+namespace cuda {
+
+struct Options {
+  int compute_capability = 0;       // major * 10 + minor of the device the stream runs on
+  int multiprocessors = 1;
+  int shared_memory_per_block = 0;  // opt-in maximum of dynamic shared memory, bytes
+  bool allow_tf32 = true;           // fp32 products may round operands to TF32 (else 3xTF32)
+  bool deterministic = false;       // no floating-point atomics: results bit-identical run to run
+  KernelChoice choice = KernelChoice::kAuto;
+};
+
+// Fills the device fields of `options` for the current device.
+cudaError_t QueryDevice(Options* options);
+
+// The implementation and workspace for `op` on a checked problem.
+Plan MakePlan(Op op, DType dtype, const DcnShape& s, const Options& o);
+
+// Run a plan made for the same op, dtype, shape and options.
+cudaError_t Forward(const Plan& plan, DType dtype, const DcnShape& s, const ForwardArgs& args,
+                    void* workspace, const Options& o, cudaStream_t stream);
+cudaError_t BackwardInput(const Plan& plan, DType dtype, const DcnShape& s,
+                          const BackwardInputArgs& args, void* workspace, const Options& o,
+                          cudaStream_t stream);
+cudaError_t BackwardWeight(const Plan& plan, DType dtype, const DcnShape& s,
+                           const BackwardWeightArgs& args, void* workspace, const Options& o,
+                           cudaStream_t stream);
+
+// A message for a CUDA error of `op`: for errors that mean the kernels cannot load on this driver
+// or GPU, what the kernels need and how to fall back; `unavailable` tells which kind it was.
+std::string ErrorMessage(cudaError_t err, const char* op, bool* unavailable);
+
+}  // namespace cuda
+}  // namespace tensorflow_dcn
+
+#endif  // TENSORFLOW_DCN_CC_CORE_CUDA_CUDA_CORE_H_
