@@ -4,10 +4,9 @@
 // they are thin: decode the call, check the problem, plan, run.
 #include <algorithm>
 #include <atomic>
-#include <condition_variable>
 #include <memory>
-#include <mutex>
 #include <string>
+#include <thread>
 
 #include "tensorflow_dcn/cc/core/cpu/cpu_core.h"
 #include "tensorflow_dcn/cc/core/plan.h"
@@ -110,26 +109,23 @@ cpu::ParallelFor PoolParallelFor(ffi::ThreadPool* pool) {
       return;
     }
     struct State {
-      std::atomic<int64_t> next{0};
-      int64_t done = 0;
-      std::mutex mutex;
-      std::condition_variable all_done;
+      std::atomic<int64_t> next{0}, done{0};
     };
     auto state = std::make_shared<State>();
     const int64_t per_range = (units + ranges - 1) / ranges;
     auto work = [state, ranges, per_range, units, &fn] {
       for (int64_t r; (r = state->next.fetch_add(1)) < ranges;) {
         fn(r * per_range, std::min(units, (r + 1) * per_range));
-        std::lock_guard<std::mutex> lock(state->mutex);
-        if (++state->done == ranges) state->all_done.notify_all();
+        state->done.fetch_add(1, std::memory_order_release);
       }
     };
     // `fn` outlives every range: the caller returns only when all ranges are done, and tasks
     // that start later find none left and touch only the shared state.
     for (int64_t i = 1; i < std::min(threads, ranges); ++i) pool->Schedule([work] { work(); });
     work();
-    std::unique_lock<std::mutex> lock(state->mutex);
-    state->all_done.wait(lock, [&] { return state->done == ranges; });
+    // Only ranges other threads are still running remain: wait for them without a condition
+    // variable (whose libstdc++ symbol is newer than manylinux_2_27 allows).
+    while (state->done.load(std::memory_order_acquire) < ranges) std::this_thread::yield();
   };
 }
 
