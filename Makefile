@@ -5,7 +5,7 @@
 #   make test    build, bazel test //tests/..., wheel, install it, pytest against the installed wheel
 #   make bench   build, python -m tensorflow_dcn.benchmark $(BENCH_ARGS) (small CPU defaults)
 #   make clean   Bazel outputs, dist/, the in-tree library
-# Variables: VENV (.venv), CONFIG (auto|cpu|cuda, see scripts/setup_env.sh), BAZEL_TEST_ARGS,
+# Variables: VENV (.venv), CONFIG (auto|cpu|cuda), CUDA12_PATH (see scripts/setup_env.sh), BAZEL_TEST_ARGS,
 # PYTEST_PATHS (tests/), PYTEST_ARGS, BENCH_ARGS.
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
