@@ -291,6 +291,8 @@ HOPPER_CONFIGS = [
     (1, 8, 8, 64, 8, 3, 1, 1, 1, 1, 1),         # 8 output channels
     (4, 32, 32, 256, 256, 3, 1, 1, 1, 1, 1),    # a benchmark-sized problem
     (1, 9, 9, 512, 520, 3, 1, 1, 1, 4, 1),      # groups 4, 130 outputs each (wide tile)
+    (2, 11, 13, 128, 256, 2, 1, 0, 1, 1, 2),    # 2x2 kernel: an even number of taps
+    (1, 12, 12, 64, 96, 5, 1, 2, 1, 1, 1),      # 5x5 kernel: a 25-tap sample table
 ]
 
 

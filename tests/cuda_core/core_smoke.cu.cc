@@ -151,6 +151,8 @@ int main() {
       {2, 9, 11, 64, 72, 3, 1, 1, 1, 1},     // 128 x 128 tile, 198 pixels
       {1, 10, 7, 128, 300, 3, 2, 1, 1, 2},   // 64 x 256 tile, two channel tiles, stride 2
       {1, 8, 8, 128, 64, 3, 1, 1, 2, 2},     // groups
+      {1, 9, 8, 128, 160, 2, 1, 0, 1, 2},    // 4 taps (an even count), 64 x 256 tile
+      {1, 7, 9, 64, 40, 1, 1, 0, 1, 1},      // 1 tap
   };
   for (const Config& c : configs) {
     Check<__half>(0, "fp16", c, 5e-3f);

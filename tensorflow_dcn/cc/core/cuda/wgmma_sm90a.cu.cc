@@ -35,7 +35,9 @@ constexpr int kProducers = 256;                  // two warpgroups gather and bl
 constexpr int kConsumers = 256;                  // two warpgroups multiply
 constexpr int kThreads = kProducers + kConsumers;
 constexpr int kWarpgroupM = 64, kWarpgroupN = 128;  // one consumer warpgroup's tile
-constexpr int kStages = 4;
+// 3 stages: with the sample table the shared memory stays under the 164 KB carve-out, which
+// leaves ~90 KB of L1 for the corner gathers of a channel slab (reused across its taps).
+constexpr int kStages = 3;
 // Registers per thread by role (setmaxnreg): the producers hold up to 4 rows' samples and corner
 // chunks, the consumers 64 accumulators; 256 x (160 + 96) = the 64K register file.
 constexpr int kProducerRegisters = 160, kConsumerRegisters = 96;
@@ -51,7 +53,8 @@ template <typename T>
 using Chunk = Vec<T, kVector<T>>;
 
 // Shared memory of a block tile, from a 1024-byte aligned base (the swizzle's period): per stage
-// the A tile (kBlockM rows) and the B tile (kBlockN rows) of 128 bytes each, then the barriers.
+// the A tile (kBlockM rows) and the B tile (kBlockN rows) of 128 bytes each, the barriers, then
+// the sample table: per tile row and tap the four corner pixels and weights (32 bytes).
 template <int kBlockM, int kBlockN>
 struct Layout {
   static_assert((kBlockM == 128 && kBlockN == 128) || (kBlockM == 64 && kBlockN == 256),
@@ -61,8 +64,13 @@ struct Layout {
   static constexpr int kBAt = kStages * kABytes;
   static constexpr int kFullAt = kBAt + kStages * kBBytes;  // mbarriers: A and B of a stage landed
   static constexpr int kEmptyAt = kFullAt + kStages * 8;     // mbarriers: a stage was consumed
-  static constexpr int kBytes = kEmptyAt + kStages * 8;
-  static constexpr int kAllocBytes = kBytes + kSwizzleAtomBytes;  // room to align the base
+  static constexpr int kTableAt = kEmptyAt + kStages * 8;
+  static constexpr int kTableEntryBytes = 32;
+  static_assert(kTableAt % 16 == 0, "table entries are read as 16-byte vectors");
+  // Dynamic shared memory of a launch, with room to align the base.
+  static constexpr int64_t AllocBytes(int taps) {
+    return kTableAt + int64_t{kBlockM} * taps * kTableEntryBytes + kSwizzleAtomBytes;
+  }
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -225,15 +233,46 @@ __device__ __forceinline__ uint4 LoadChunk(const void* p) {
 // The forward kernel.
 // ---------------------------------------------------------------------------------------------
 
+// Synchronises the producer warps alone (named barrier 1; the consumers never wait on it).
+__device__ __forceinline__ void ProducerBarrier() {
+  asm volatile("bar.sync 1, %0;\n" ::"n"(kProducers) : "memory");
+}
+
+// Fills the sample table for deformable group d: per tile row (output pixel) and tap the four
+// corners (pixel index in the image, -1 outside) and their bilinear weights times the mask.
+template <typename T, int kBlockM, int kBlockN>
+__device__ __forceinline__ void FillSampleTable(const DcnShape& s, const T* offset, const T* mask,
+                                                char* table, int64_t m0, int d) {
+  using L = Layout<kBlockM, kBlockN>;
+  const int taps = s.taps();
+  for (int e = threadIdx.x; e < kBlockM * taps; e += kProducers) {
+    const int row = e / taps, tap = e - row * taps;
+    const int64_t p = m0 + row;
+    int4 corners = make_int4(-1, -1, -1, -1);
+    float4 weights = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (p < s.pixels()) {
+      BilinearPoint<float> point;
+      float m;
+      MakeSample(s, p, LocateOutputPixel(s, p), d * taps + tap, offset, mask, &point, &m);
+      corners = make_int4(point.pixel[0], point.pixel[1], point.pixel[2], point.pixel[3]);
+      weights = make_float4(point.weight[0] * m, point.weight[1] * m, point.weight[2] * m,
+                            point.weight[3] * m);
+    }
+    char* entry = table + e * L::kTableEntryBytes;
+    *reinterpret_cast<int4*>(entry) = corners;
+    *reinterpret_cast<float4*>(entry + 16) = weights;
+  }
+}
+
 // Producer thread: rows first_row + 32u (u < kUnits) of the tile, 16-byte chunk `chunk` of each
-// row, for every K step. Steps run over taps, and within a tap over this group's channels,
-// kBlockK at a time; the deformable group changes every cpd channels. A row's sample changes
-// only with the (tap, deformable group): its offset and mask are loaded one sample ahead.
+// row, for every K step. K steps run over the group's channel slabs (kBlockK channels) and
+// within a slab over the taps, so that the corners a slab reads at one tap are in L1 when its
+// other taps read them again. A slab lies in one deformable group (cpd is a multiple of
+// kBlockK); the sample table is refilled when the deformable group changes.
 template <typename T, int kBlockM, int kBlockN>
 __device__ __forceinline__ void Produce(const DcnShape& s, const T* input, const T* offset,
                                         const T* mask, const CUtensorMap* weights, char* smem,
-                                        uint32_t smem_addr, int64_t m0, int b_row0, int group,
-                                        int ktiles) {
+                                        uint32_t smem_addr, int64_t m0, int b_row0, int group) {
   using L = Layout<kBlockM, kBlockN>;
   constexpr int V = kVector<T>;
   constexpr int kRowsPerPass = kProducers / kChunks;
@@ -244,109 +283,96 @@ __device__ __forceinline__ void Produce(const DcnShape& s, const T* input, const
   const int swizzled = (chunk ^ (first_row % 8)) * 16;
   const int cpg = static_cast<int>(s.in_channels_per_group());
   const int cpd = static_cast<int>(s.channels_per_deformable_group());
-  const int steps_per_tap = cpg / kBlockK<T>;
+  const int taps = s.taps();
+  char* table = smem + L::kTableAt;
 
-  int64_t pixel[kUnits];
-  OutputPixel at[kUnits];
   const T* image[kUnits];
 #pragma unroll
   for (int u = 0; u < kUnits; ++u) {
-    pixel[u] = m0 + first_row + u * kRowsPerPass;
-    at[u] = LocateOutputPixel(s, pixel[u] < s.pixels() ? pixel[u] : 0);
-    image[u] = input + at[u].n * s.image_elements();
+    const int64_t p = m0 + first_row + u * kRowsPerPass;
+    image[u] = input + LocateOutputPixel(s, p < s.pixels() ? p : 0).n * s.image_elements();
   }
-  const int group_c0 = group * cpg, first_d = group_c0 / cpd;
-  int tap = 0, step = 0, c0 = group_c0, d = first_d, d_end = (first_d + 1) * cpd;
-  float pre_dy[kUnits], pre_dx[kUnits], pre_m[kUnits];
-  int corner[kUnits][4];
-  float corner_weight[kUnits][4];
-  auto prefetch = [&](int next_d, int next_tap) {
-    const int i = next_d * s.taps() + next_tap;
-#pragma unroll
-    for (int u = 0; u < kUnits; ++u) {
-      pre_dy[u] = pre_dx[u] = pre_m[u] = 0.f;
-      if (pixel[u] < s.pixels()) {
-        const T* off = offset + pixel[u] * s.offset_channels() + 2 * i;
-        pre_dy[u] = static_cast<float>(off[0]);
-        pre_dx[u] = static_cast<float>(off[1]);
-        pre_m[u] = mask ? static_cast<float>(mask[pixel[u] * s.mask_channels() + i]) : 1.f;
-      }
-    }
-  };
-  prefetch(first_d, 0);
-
   const uint32_t b_addr = smem_addr + L::kBAt;
   const uint32_t full = smem_addr + L::kFullAt, empty = smem_addr + L::kEmptyAt;
-  for (int kt = 0; kt < ktiles; ++kt) {
-    const int stage = kt % kStages;
-    if (step == 0 || c0 == d * cpd) {  // a new sample: its offsets are loaded
+  int kt = 0, table_d = -1;
+  for (int c0 = group * cpg; c0 < (group + 1) * cpg; c0 += kBlockK<T>) {
+    if (c0 / cpd != table_d) {
+      if (table_d >= 0) ProducerBarrier();  // every producer is done with the old table
+      table_d = c0 / cpd;
+      FillSampleTable<T, kBlockM, kBlockN>(s, offset, mask, table, m0, table_d);
+      ProducerBarrier();
+    }
+    const int c = c0 + chunk * V;
+    // Loads the corner chunks of `tap` into registers.
+    auto issue = [&](int tap, uint4 (&raw)[kUnits][4]) {
 #pragma unroll
       for (int u = 0; u < kUnits; ++u) {
-        BilinearPoint<float> point;
-        MakeTapPoint(s, at[u], tap, pre_dy[u], pre_dx[u], &point);
-        const bool real = pixel[u] < s.pixels();  // rows past the end read nothing
+        const int4 corner = *reinterpret_cast<const int4*>(
+            table + ((first_row + u * kRowsPerPass) * taps + tap) * L::kTableEntryBytes);
+        const int pixel[4] = {corner.x, corner.y, corner.z, corner.w};
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
-          corner[u][k] = real ? point.pixel[k] : -1;
-          corner_weight[u][k] = point.weight[k] * pre_m[u];
+          raw[u][k] = pixel[k] >= 0 ? LoadChunk(image[u] + int64_t{pixel[k]} * s.in_channels + c)
+                                    : make_uint4(0, 0, 0, 0);
         }
       }
-      if (d_end < group_c0 + cpg) {
-        prefetch(d + 1, tap);
-      } else if (tap + 1 < s.taps()) {
-        prefetch(first_d, tap + 1);
+    };
+    // Blends the loaded corners of `tap` into the A tile of step kt once its stage is free (the
+    // TMA of the step's weights starts then too) and hands the stage to the consumers.
+    auto finish = [&](int tap, const uint4 (&raw)[kUnits][4]) {
+      const int stage = kt % kStages;
+      BarrierWait(empty + 8 * stage, ((kt / kStages) & 1) ^ 1);
+      if (threadIdx.x == 0) {
+        BarrierArriveExpectTx(full + 8 * stage, L::kBBytes);
+        TmaLoad2d(b_addr + stage * L::kBBytes, weights, kt * kBlockK<T>, b_row0,
+                  full + 8 * stage);
       }
-    }
-    // The corner chunks go to registers first: their latency overlaps the wait for the stage.
-    const int c = c0 + chunk * V;
+      char* a_tile = smem + stage * L::kABytes;
+#pragma unroll
+      for (int u = 0; u < kUnits; ++u) {
+        const int row = first_row + u * kRowsPerPass;
+        const float4 w4 = *reinterpret_cast<const float4*>(
+            table + (row * taps + tap) * L::kTableEntryBytes + 16);
+        const float w[4] = {w4.x, w4.y, w4.z, w4.w};
+        Chunk<T> corners[4], out;
+#pragma unroll
+        for (int k = 0; k < 4; ++k) corners[k] = *reinterpret_cast<const Chunk<T>*>(&raw[u][k]);
+#pragma unroll
+        for (int e = 0; e < V / 2; ++e) {
+          float2 v = make_float2(0.f, 0.f);
+#pragma unroll
+          for (int k = 0; k < 4; ++k) {
+            const float2 x = PairToFloat2(corners[k], e);
+            v.x += w[k] * x.x;
+            v.y += w[k] * x.y;
+          }
+          StorePair(&out, e, v);
+        }
+        *reinterpret_cast<Chunk<T>*>(a_tile + row * kRowBytes + swizzled) = out;
+      }
+      FenceProxyAsync();
+      BarrierArrive(full + 8 * stage);
+      ++kt;
+    };
     uint4 raw[kUnits][4];
-#pragma unroll
-    for (int u = 0; u < kUnits; ++u) {
-#pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        raw[u][k] = corner[u][k] >= 0
-                        ? LoadChunk(image[u] + int64_t{corner[u][k]} * s.in_channels + c)
-                        : make_uint4(0, 0, 0, 0);
-      }
-    }
-    BarrierWait(empty + 8 * stage, ((kt / kStages) & 1) ^ 1);
-    if (threadIdx.x == 0) {
-      BarrierArriveExpectTx(full + 8 * stage, L::kBBytes);
-      TmaLoad2d(b_addr + stage * L::kBBytes, weights, kt * kBlockK<T>, b_row0, full + 8 * stage);
-    }
-    char* a_tile = smem + stage * L::kABytes;
-#pragma unroll
-    for (int u = 0; u < kUnits; ++u) {
-      Chunk<T> corners[4], out;
-#pragma unroll
-      for (int k = 0; k < 4; ++k) corners[k] = *reinterpret_cast<const Chunk<T>*>(&raw[u][k]);
-#pragma unroll
-      for (int e = 0; e < V / 2; ++e) {
-        float2 v = make_float2(0.f, 0.f);
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-          const float2 x = PairToFloat2(corners[k], e);
-          v.x += corner_weight[u][k] * x.x;
-          v.y += corner_weight[u][k] * x.y;
+    if constexpr (kUnits <= 2) {
+      // Two taps in flight: the next tap's loads are issued before this tap is blended.
+      uint4 next[kUnits][4];
+      issue(0, raw);
+      for (int tap = 0; tap < taps; tap += 2) {
+        if (tap + 1 < taps) issue(tap + 1, next);
+        finish(tap, raw);
+        if (tap + 1 < taps) {
+          if (tap + 2 < taps) issue(tap + 2, raw);
+          finish(tap + 1, next);
         }
-        StorePair(&out, e, v);
       }
-      *reinterpret_cast<Chunk<T>*>(a_tile + (first_row + u * kRowsPerPass) * kRowBytes +
-                                   swizzled) = out;
-    }
-    FenceProxyAsync();
-    BarrierArrive(full + 8 * stage);
-    // Advance to the next step.
-    c0 += kBlockK<T>;
-    if (++step == steps_per_tap) {
-      step = 0;
-      ++tap;
-      c0 = group_c0;
-      d = first_d;
-      d_end = (first_d + 1) * cpd;
-    } else if (c0 >= d_end) {
-      ++d;
-      d_end += cpd;
+    } else {
+      // Four rows a thread: registers for one tap's loads only.
+      for (int tap = 0; tap < taps; ++tap) {
+        issue(tap, raw);
+        finish(tap, raw);
+      }
     }
   }
 }
@@ -446,7 +472,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kProducerRegisters));
     const int b_row0 = static_cast<int>(group * s.out_channels_per_group() + n0);
     Produce<T, kBlockM, kBlockN>(s, input, offset, mask, &weights, smem, smem_addr, m0, b_row0,
-                                 group, ktiles);
+                                 group);
   } else {
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegisters));
     Consume<T, kBlockM, kBlockN>(s, bias, output, smem_addr, m0, n0, group, ktiles, pair_stores);
@@ -456,11 +482,14 @@ __global__ void __launch_bounds__(kThreads, 1)
 #endif
 }
 
-// bt[n][k] = weight[k][n]: the weights [taps * Cin/groups][Cout] transposed to K-major, fp32
-// rounded to TF32.
+// The weights [taps][Cin/groups][Cout] as the B operand [Cout][K steps][kBlockK], K steps in the
+// producers' order (channel slab of kBlockK, then tap): bt[n][(slab * taps + tap) * kBlockK + i]
+// = weight[tap][slab * kBlockK + i][n]; fp32 rounded to TF32.
 template <typename T>
-__global__ void TransposeWeightsKernel(int64_t k_total, int64_t cout, const T* weight, T* bt) {
+__global__ void TransposeWeightsKernel(int taps, int64_t cpg, int64_t cout, const T* weight,
+                                       T* bt) {
   __shared__ T tile[32][33];
+  const int64_t k_total = taps * cpg;
   const int64_t k0 = int64_t{blockIdx.x} * 32;
   for (int64_t n0 = int64_t{blockIdx.y} * 32; n0 < cout; n0 += int64_t{gridDim.y} * 32) {
     for (int i = threadIdx.y; i < 32; i += blockDim.y) {
@@ -471,9 +500,11 @@ __global__ void TransposeWeightsKernel(int64_t k_total, int64_t cout, const T* w
     for (int i = threadIdx.y; i < 32; i += blockDim.y) {
       const int64_t n = n0 + i, k = k0 + threadIdx.x;
       if (n < cout && k < k_total) {
+        const int64_t tap = k / cpg, c = k - tap * cpg;
+        const int64_t slab = c / kBlockK<T>, in_slab = c - slab * kBlockK<T>;
         T v = tile[threadIdx.x][i];
         if constexpr (std::is_same_v<T, float>) v = __uint_as_float(ToTf32(__float_as_uint(v)));
-        bt[n * k_total + k] = v;
+        bt[n * k_total + (slab * taps + tap) * kBlockK<T> + in_slab] = v;
       }
     }
     __syncthreads();
@@ -524,7 +555,7 @@ constexpr int64_t kTilesPerLaunch = int64_t{1} << 20;
 
 template <typename T, int kBlockM, int kBlockN>
 cudaError_t Launch(const DcnShape& s, const T* input, const T* offset, const T* mask,
-                   const T* bias, T* output, T* bt, cudaStream_t stream) {
+                   const T* bias, T* output, T* bt, const Options& o, cudaStream_t stream) {
   using L = Layout<kBlockM, kBlockN>;
   const int64_t k_total = s.group_columns();
   CUtensorMap map;
@@ -540,15 +571,17 @@ cudaError_t Launch(const DcnShape& s, const T* input, const T* offset, const T* 
     return cudaErrorInvalidValue;
   }
   constexpr auto kernel = &ForwardKernel<T, kBlockM, kBlockN>;
-  DCN_RETURN_IF_ERROR(mma::AllowSharedMemory<kernel>(L::kAllocBytes));
+  // The limit once per device, at the device's maximum: launches take what their taps need.
+  DCN_RETURN_IF_ERROR(mma::AllowSharedMemory<kernel>(o.shared_memory_per_block));
+  const int smem_bytes = static_cast<int>(L::AllocBytes(s.taps()));  // fits (Supported)
   const bool pair_stores = s.out_channels % 2 == 0 && s.out_channels_per_group() % 2 == 0 &&
                            reinterpret_cast<uintptr_t>(output) % (2 * sizeof(T)) == 0;
   for (int64_t row0 = 0; row0 < s.pixels(); row0 += kTilesPerLaunch * kBlockM) {
     const int64_t tiles = std::min(kTilesPerLaunch, CeilDiv(s.pixels() - row0, kBlockM));
     const dim3 grid(static_cast<unsigned>(tiles),
                     static_cast<unsigned>(CeilDiv(s.out_channels_per_group(), kBlockN)), s.groups);
-    kernel<<<grid, kThreads, L::kAllocBytes, stream>>>(map, s, input, offset, mask, bias, output,
-                                                       row0, pair_stores);
+    kernel<<<grid, kThreads, smem_bytes, stream>>>(map, s, input, offset, mask, bias, output,
+                                                   row0, pair_stores);
     DCN_RETURN_IF_ERROR(cudaGetLastError());
   }
   return cudaSuccess;
@@ -560,7 +593,8 @@ template <typename T>
 bool Supported(const DcnShape& s, const Options& o) {
   if (std::is_same_v<T, float> && !o.allow_tf32) return false;  // strict fp32: not here (yet)
   const int64_t tile_n = WideTile(s) ? 256 : 128;
-  const int smem = WideTile(s) ? Layout<64, 256>::kAllocBytes : Layout<128, 128>::kAllocBytes;
+  const int64_t smem = WideTile(s) ? Layout<64, 256>::AllocBytes(s.taps())
+                                   : Layout<128, 128>::AllocBytes(s.taps());
   return o.compute_capability == 90 && o.shared_memory_per_block >= smem &&
          s.in_channels_per_group() % kBlockK<T> == 0 &&
          s.channels_per_deformable_group() % kBlockK<T> == 0 && s.groups <= 65535 &&
@@ -610,10 +644,11 @@ cudaError_t Forward(const DcnShape& s, const T* input, const T* offset, const T*
   const int64_t k_total = s.group_columns();
   const dim3 grid(static_cast<unsigned>(CeilDiv(k_total, 32)),
                   static_cast<unsigned>(std::min<int64_t>(CeilDiv(s.out_channels, 32), 65535)));
-  TransposeWeightsKernel<T><<<grid, dim3(32, 8), 0, stream>>>(k_total, s.out_channels, weight, bt);
+  TransposeWeightsKernel<T><<<grid, dim3(32, 8), 0, stream>>>(
+      s.taps(), s.in_channels_per_group(), s.out_channels, weight, bt);
   DCN_RETURN_IF_ERROR(cudaGetLastError());
-  if (WideTile(s)) return Launch<T, 64, 256>(s, input, offset, mask, bias, output, bt, stream);
-  return Launch<T, 128, 128>(s, input, offset, mask, bias, output, bt, stream);
+  if (WideTile(s)) return Launch<T, 64, 256>(s, input, offset, mask, bias, output, bt, o, stream);
+  return Launch<T, 128, 128>(s, input, offset, mask, bias, output, bt, o, stream);
 }
 
 #define INSTANTIATE(T)                                                                       \

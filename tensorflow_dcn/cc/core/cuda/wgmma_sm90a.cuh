@@ -7,11 +7,16 @@
 //                             shared memory: the A operand, in wgmma's 128-byte-swizzled K-major
 //                             layout; one thread also starts the TMA copy of the step's weights;
 //   consumers (2 warpgroups)  multiply each step with wgmma.mma_async, 64 rows x 128 columns each.
-// Producers and consumers hand stages over with mbarriers (4 stages), so the gather of the next
+// Producers and consumers hand stages over with mbarriers (3 stages), so the gather of the next
 // steps overlaps the multiply of this one. Tiles: 128 pixels x 128 channels, or 64 x 256 when a
 // group has more than 128 output channels (one gather then serves 256 outputs).
 //
-// The weights are first transposed into the workspace as [Cout][taps * Cin/groups] (K-major, and
+// K steps run over channel slabs (128 bytes of channels), and within a slab over the taps: the
+// corners one tap of a slab reads are mostly in L1 when its other taps read them. The samples
+// (corner pixels and weights) of the tile's pixels and taps are worked out once per deformable
+// group into a table in shared memory.
+//
+// The weights are first copied into the workspace as [Cout][K] in that K order (K-major, and
 // rounded to TF32 for fp32): wgmma reads TF32 operands K-major only, and one layout then serves
 // every dtype; the TMA reads its tiles from there.
 //
@@ -33,7 +38,8 @@ namespace wgmma_sm90a {
 
 // Whether the kernel runs this problem on this device (can_implement): compute capability 9.0,
 // T in {__half, __nv_bfloat16, float}, float only with TF32 allowed, channels per group and per
-// deformable group multiples of 128 bytes (64 fp16/bf16 or 32 fp32 channels).
+// deformable group multiples of 128 bytes (64 fp16/bf16 or 32 fp32 channels), and the sample
+// table (32 bytes per tile row and tap) fits in shared memory next to the stages.
 template <typename T>
 bool Supported(const DcnShape& s, const Options& o);
 
