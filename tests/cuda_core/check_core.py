@@ -520,6 +520,7 @@ def main():
     parser.add_argument("--bench", action="store_true")
     parser.add_argument("--profile", action="store_true", help="one fwd+bwd per dtype (for ncu)")
     parser.add_argument("--hopper", action="store_true", help="the sm_90a forward: checks, then its timings last")
+    parser.add_argument("--only-hopper", action="store_true", help="--hopper without the other checks")
     parser.add_argument("--fallback-probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.profile:
@@ -533,6 +534,8 @@ def main():
         check_parity(quick=True)
         check_nonfinite()
         check_determinism()
+    elif args.only_hopper:
+        check_hopper()
     else:
         check_gemm()
         check_parity(args.quick)
@@ -545,7 +548,7 @@ def main():
     print(f"checks done in {time.time() - t0:.1f}s; failures: {len(FAILURES)}")
     for f in FAILURES:
         print("FAIL", f)
-    if args.hopper:
+    if args.hopper or args.only_hopper:
         bench_hopper()
     sys.exit(1 if FAILURES else 0)
 

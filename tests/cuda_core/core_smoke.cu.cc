@@ -5,7 +5,8 @@
 // before each run. Accuracy against float64 is check_core.py's job; this checks that both plans
 // agree and write every element.
 //
-//   .devbuild/core_smoke            (built by tests/cuda_core/build.sh)
+//   .devbuild/core_smoke [profile]  (built by tests/cuda_core/build.sh; `profile`: two
+//                                   benchmark-sized fp16 forwards only, for ncu)
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -141,7 +142,17 @@ void Check(int dtype, const char* name, const Config& cfg, float tolerance) {
 
 }  // namespace
 
-int main() {
+// One forward of each benchmark-like shape in fp16 with the auto plan, for ncu.
+void Profile() {
+  const Config configs[] = {{4, 32, 32, 512, 512, 3, 1, 1, 1, 1}, {8, 64, 64, 128, 128, 3, 1, 1, 1, 1}};
+  for (const Config& c : configs) Check<__half>(0, "fp16", c, 5e-3f);
+}
+
+int main(int argc, char** argv) {
+  if (argc > 1 && std::strcmp(argv[1], "profile") == 0) {
+    Profile();
+    return failures ? 1 : 0;
+  }
   int driver = 0, runtime = 0;
   CHECK_CUDA(cudaDriverGetVersion(&driver));
   CHECK_CUDA(cudaRuntimeGetVersion(&runtime));

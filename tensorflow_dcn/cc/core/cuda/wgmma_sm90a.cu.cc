@@ -1,10 +1,12 @@
 // See wgmma_sm90a.cuh. Built with -gencode=arch=compute_90a,code=sm_90a only (tensorflow_dcn/BUILD
 // gives files ending in _sm90a.cu.cc their own targets).
 //
-// PTX used (PTX ISA 8.0, sm_90a): mbarrier (init / arrive / arrive.expect_tx / try_wait.parity),
-// cp.async.bulk.tensor (TMA, completing on an mbarrier), fence.proxy.async (the producers' generic
-// stores become visible to wgmma, which reads shared memory through the async proxy), and
-// wgmma.mma_async m64n128k16 (f16, bf16) / m64n128k8 (tf32) with both operands in shared memory.
+// PTX used (PTX ISA 8.0, sm_90a): mbarrier (init / arrive, also on the cluster peer's barriers /
+// arrive.expect_tx / try_wait.parity), cp.async.bulk.tensor with .multicast::cluster (TMA,
+// completing on an mbarrier in each destination block), barrier.cluster, fence.proxy.async (the
+// producers' generic stores become visible to wgmma, which reads shared memory through the async
+// proxy), and wgmma.mma_async m64n128k16 (f16, bf16) / m64n128k8 (tf32) with both operands in
+// shared memory.
 #include "tensorflow_dcn/cc/core/cuda/wgmma_sm90a.cuh"
 
 #include <cuda.h>  // CUtensorMap and the encoder's types only: libcuda is not linked
@@ -43,6 +45,9 @@ constexpr int kStages = 3;
 constexpr int kProducerRegisters = 160, kConsumerRegisters = 96;
 static_assert(kProducers * kProducerRegisters + kConsumers * kConsumerRegisters <= 65536, "");
 constexpr int kMmasPerStep = kRowBytes / 32;     // each wgmma takes 32 bytes of K
+// Blocks of a cluster: neighbouring pixel tiles of the same channel tile, which share each
+// step's weights: each block copies its share of the B tile and the TMA multicasts it to both.
+constexpr int kCluster = 2;
 
 template <typename T>
 constexpr int kBlockK = kRowBytes / sizeof(T);   // K elements per step
@@ -91,14 +96,15 @@ __device__ __forceinline__ void BarrierArriveExpectTx(uint32_t bar, uint32_t byt
                : "memory");
 }
 
-// Waits until the barrier's phase of the given parity has completed.
+// Waits until the barrier's phase of the given parity has completed (acquire at cluster scope:
+// the empty barriers collect arrivals from both blocks of the cluster).
 __device__ __forceinline__ void BarrierWait(uint32_t bar, uint32_t parity) {
   uint32_t done = 0;
   while (!done) {
     asm volatile(
         "{\n"
         ".reg .pred p;\n"
-        "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+        "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n"
         "selp.b32 %0, 1, 0, p;\n"
         "}\n"
         : "=r"(done)
@@ -107,13 +113,40 @@ __device__ __forceinline__ void BarrierWait(uint32_t bar, uint32_t parity) {
   }
 }
 
-// The box at (c0, c1) of a 2-D tensor map into shared memory at dst; completes on bar.
-__device__ __forceinline__ void TmaLoad2d(uint32_t dst, const CUtensorMap* map, int c0, int c1,
-                                          uint32_t bar) {
+// The box at (c0, c1) into shared memory at dst of every block in cta_mask (same offsets in
+// each), completing on the barrier at bar's offset in each.
+__device__ __forceinline__ void TmaLoad2dMulticast(uint32_t dst, const CUtensorMap* map, int c0,
+                                                   int c1, uint32_t bar, uint16_t cta_mask) {
   asm volatile(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes "
-      "[%0], [%1, {%2, %3}], [%4];\n" ::"r"(dst),
-      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(bar)
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes"
+      ".multicast::cluster [%0], [%1, {%2, %3}], [%4], %5;\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(bar), "h"(cta_mask)
+      : "memory");
+}
+
+__device__ __forceinline__ uint32_t ClusterRank() {
+  uint32_t rank;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(rank));
+  return rank;
+}
+
+// Every thread of the cluster's blocks: arrive, then wait for all.
+__device__ __forceinline__ void ClusterSync() {
+  asm volatile(
+      "barrier.cluster.arrive.release.aligned;\n"
+      "barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+}
+
+// Arrives on the barrier at offset `bar` in the shared memory of cluster block `rank`. Used by
+// consumers to release a stage: what they publish is that their wgmma reads are complete (waited
+// for), no stores of theirs, so the default (CTA-scope) semantics do, as in CUTLASS's pipelines.
+__device__ __forceinline__ void BarrierArriveCluster(uint32_t bar, uint32_t rank) {
+  asm volatile(
+      "{\n"
+      ".reg .b32 remote;\n"
+      "mapa.shared::cluster.u32 remote, %0, %1;\n"
+      "mbarrier.arrive.shared::cluster.b64 _, [remote];\n"
+      "}\n" ::"r"(bar), "r"(rank)
       : "memory");
 }
 
@@ -284,6 +317,8 @@ __device__ __forceinline__ void Produce(const DcnShape& s, const T* input, const
   const int cpg = static_cast<int>(s.in_channels_per_group());
   const int cpd = static_cast<int>(s.channels_per_deformable_group());
   const int taps = s.taps();
+  // Offsets within an image fit in 32 bits (CheckProblem): cheaper address arithmetic.
+  const int cin = static_cast<int>(s.in_channels);
   char* table = smem + L::kTableAt;
 
   const T* image[kUnits];
@@ -294,6 +329,7 @@ __device__ __forceinline__ void Produce(const DcnShape& s, const T* input, const
   }
   const uint32_t b_addr = smem_addr + L::kBAt;
   const uint32_t full = smem_addr + L::kFullAt, empty = smem_addr + L::kEmptyAt;
+  const int rank = static_cast<int>(ClusterRank());
   int kt = 0, table_d = -1;
   for (int c0 = group * cpg; c0 < (group + 1) * cpg; c0 += kBlockK<T>) {
     if (c0 / cpd != table_d) {
@@ -312,7 +348,7 @@ __device__ __forceinline__ void Produce(const DcnShape& s, const T* input, const
         const int pixel[4] = {corner.x, corner.y, corner.z, corner.w};
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
-          raw[u][k] = pixel[k] >= 0 ? LoadChunk(image[u] + int64_t{pixel[k]} * s.in_channels + c)
+          raw[u][k] = pixel[k] >= 0 ? LoadChunk(image[u] + (pixel[k] * cin + c))
                                     : make_uint4(0, 0, 0, 0);
         }
       }
@@ -323,9 +359,13 @@ __device__ __forceinline__ void Produce(const DcnShape& s, const T* input, const
       const int stage = kt % kStages;
       BarrierWait(empty + 8 * stage, ((kt / kStages) & 1) ^ 1);
       if (threadIdx.x == 0) {
+        // The stage is free in both blocks (their consumers arrive on both empty barriers):
+        // copy this block's share of the weights into both; the peer's share lands here too.
         BarrierArriveExpectTx(full + 8 * stage, L::kBBytes);
-        TmaLoad2d(b_addr + stage * L::kBBytes, weights, kt * kBlockK<T>, b_row0,
-                  full + 8 * stage);
+        const int share = kBlockN / kCluster;
+        TmaLoad2dMulticast(b_addr + stage * L::kBBytes + rank * share * kRowBytes, weights,
+                           kt * kBlockK<T>, b_row0 + rank * share, full + 8 * stage,
+                           (1 << kCluster) - 1);
       }
       char* a_tile = smem + stage * L::kABytes;
 #pragma unroll
@@ -406,9 +446,14 @@ __device__ __forceinline__ void Consume(const DcnShape& s, const T* bias, T* out
       Wgmma<T>(acc, da + 2 * k, db + 2 * k);
     }
     WgmmaCommit();
-    // The previous step's multiplies are done: its stage goes back to the producers.
+    // The previous step's multiplies are done: its stage goes back to the producers of both
+    // blocks (either one's TMA writes the stage in both). One thread signals per warpgroup: the
+    // wgmma group it waited for is the whole warpgroup's.
     WgmmaWait<1>();
-    if (kt > 0) BarrierArrive(empty + 8 * ((kt - 1) % kStages));
+    if (kt > 0 && t % 128 == 0) {
+#pragma unroll
+      for (int r = 0; r < kCluster; ++r) BarrierArriveCluster(empty + 8 * ((kt - 1) % kStages), r);
+    }
   }
   WgmmaWait<0>();
   FenceAccumulators(acc);
@@ -444,7 +489,7 @@ __device__ __forceinline__ void Consume(const DcnShape& s, const T* bias, T* out
 // Block (x: pixel tile, y: channel tile, z: group). `weights` maps the transposed weights
 // [Cout][taps * Cin/groups]; `pair_stores`: output pairs are aligned for one store.
 template <typename T, int kBlockM, int kBlockN>
-__global__ void __launch_bounds__(kThreads, 1)
+__global__ void __cluster_dims__(kCluster, 1, 1) __launch_bounds__(kThreads, 1)
     ForwardKernel(const __grid_constant__ CUtensorMap weights, DcnShape s, const T* input,
                   const T* offset, const T* mask, const T* bias, T* output, int64_t row0,
                   bool pair_stores) {
@@ -458,11 +503,12 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int st = 0; st < kStages; ++st) {
       // Full: every producer thread arrives, and the TMA thread once more with its bytes.
       BarrierInit(smem_addr + L::kFullAt + 8 * st, kProducers + 1);
-      BarrierInit(smem_addr + L::kEmptyAt + 8 * st, kConsumers);
+      // Empty: one arrival per consumer warpgroup of each block of the cluster.
+      BarrierInit(smem_addr + L::kEmptyAt + 8 * st, kCluster * kConsumers / 128);
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
-  __syncthreads();
+  ClusterSync();  // the peer's barriers are initialised before any multicast or remote arrive
 
   const int group = blockIdx.z;
   const int64_t m0 = row0 + int64_t{blockIdx.x} * kBlockM;
@@ -477,6 +523,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegisters));
     Consume<T, kBlockM, kBlockN>(s, bias, output, smem_addr, m0, n0, group, ktiles, pair_stores);
   }
+  ClusterSync();  // neither block leaves while the other may still arrive on its barriers
 #else
   __trap();
 #endif
@@ -562,7 +609,7 @@ cudaError_t Launch(const DcnShape& s, const T* input, const T* offset, const T* 
   const cuuint64_t dims[2] = {static_cast<cuuint64_t>(k_total),
                               static_cast<cuuint64_t>(s.out_channels)};
   const cuuint64_t strides[1] = {static_cast<cuuint64_t>(k_total) * sizeof(T)};
-  const cuuint32_t box[2] = {kBlockK<T>, kBlockN};
+  const cuuint32_t box[2] = {kBlockK<T>, kBlockN / kCluster};  // one block's share
   const cuuint32_t element_strides[2] = {1, 1};
   if (EncodeTiled()(&map, TensorMapType<T>(), 2, bt, dims, strides, box, element_strides,
                     CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
@@ -577,7 +624,9 @@ cudaError_t Launch(const DcnShape& s, const T* input, const T* offset, const T* 
   const bool pair_stores = s.out_channels % 2 == 0 && s.out_channels_per_group() % 2 == 0 &&
                            reinterpret_cast<uintptr_t>(output) % (2 * sizeof(T)) == 0;
   for (int64_t row0 = 0; row0 < s.pixels(); row0 += kTilesPerLaunch * kBlockM) {
-    const int64_t tiles = std::min(kTilesPerLaunch, CeilDiv(s.pixels() - row0, kBlockM));
+    // Whole clusters: a block past the last pixel computes nothing but copies its share.
+    const int64_t tiles = std::min(
+        kTilesPerLaunch, CeilDiv(CeilDiv(s.pixels() - row0, kBlockM), kCluster) * kCluster);
     const dim3 grid(static_cast<unsigned>(tiles),
                     static_cast<unsigned>(CeilDiv(s.out_channels_per_group(), kBlockN)), s.groups);
     kernel<<<grid, kThreads, smem_bytes, stream>>>(map, s, input, offset, mask, bias, output,

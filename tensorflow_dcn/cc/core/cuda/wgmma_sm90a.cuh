@@ -9,7 +9,9 @@
 //   consumers (2 warpgroups)  multiply each step with wgmma.mma_async, 64 rows x 128 columns each.
 // Producers and consumers hand stages over with mbarriers (3 stages), so the gather of the next
 // steps overlaps the multiply of this one. Tiles: 128 pixels x 128 channels, or 64 x 256 when a
-// group has more than 128 output channels (one gather then serves 256 outputs).
+// group has more than 128 output channels (one gather then serves 256 outputs). Blocks run in
+// clusters of two neighbouring pixel tiles: each copies half of a step's weights and the TMA
+// multicasts it to both, so the weights cross from L2 once per two tiles.
 //
 // K steps run over channel slabs (128 bytes of channels), and within a slab over the taps: the
 // corners one tap of a slab reads are mostly in L1 when its other taps read them. The samples
