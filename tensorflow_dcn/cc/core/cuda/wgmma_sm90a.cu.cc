@@ -37,11 +37,13 @@ constexpr int kProducers = 256;                  // two warpgroups gather and bl
 constexpr int kConsumers = 256;                  // two warpgroups multiply
 constexpr int kThreads = kProducers + kConsumers;
 constexpr int kWarpgroupM = 64, kWarpgroupN = 128;  // one consumer warpgroup's tile
-// 3 stages: with the sample table the shared memory stays under the 164 KB carve-out, which
-// leaves ~90 KB of L1 for the corner gathers of a channel slab (reused across its taps).
+// 3 stages: with the sample table the shared memory stays under the 164 KB carve-out, leaving
+// room in L1 for the corners of a channel slab, reused across its taps (measured: the L1 hit
+// rate is only ~19%; docs/notes/2026-11-30-wgmma-sm90a.md).
 constexpr int kStages = 3;
-// Registers per thread by role (setmaxnreg): the producers hold up to 4 rows' samples and corner
-// chunks, the consumers 64 accumulators; 256 x (160 + 96) = the 64K register file.
+// Registers per thread by role (setmaxnreg): the producers hold the corner chunks of 4 rows (of
+// 2 rows for two taps on the 64-row tile), the consumers 64 accumulators; 256 x (160 + 96) = the
+// 64K register file.
 constexpr int kProducerRegisters = 160, kConsumerRegisters = 96;
 static_assert(kProducers * kProducerRegisters + kConsumers * kConsumerRegisters <= 65536, "");
 constexpr int kMmasPerStep = kRowBytes / 32;     // each wgmma takes 32 bytes of K
