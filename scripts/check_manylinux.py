@@ -45,11 +45,12 @@ POLICIES = {
 }
 
 # Libraries outside the manylinux whitelist that our op library may need. auditwheel would flag
-# (and try to graft) libtensorflow_framework.so.2, but it must NOT be vendored: a TensorFlow custom
-# op has to bind to the very libtensorflow_framework that the `tensorflow` package (a hard
-# requirement of our wheel, tensorflow==2.21.*) has already loaded into the process before
-# tf.load_op_library() runs; the dynamic loader matches our NEEDED entry to it by soname.
-ALLOWED_EXTERNAL_LIBS = ["libtensorflow_framework.so.2"]
+# (and try to graft) TensorFlow's libraries, but they must NOT be vendored: a TensorFlow custom
+# op has to bind to the very libtensorflow_framework (ops, kernels) and libtensorflow_cc (the XLA
+# op registrar) that the `tensorflow` package (a hard requirement of our wheel,
+# tensorflow==2.21.*) has already loaded into the process before tf.load_op_library() runs; the
+# dynamic loader matches our NEEDED entries to them by soname.
+ALLOWED_EXTERNAL_LIBS = ["libtensorflow_framework.so.2", "libtensorflow_cc.so.2"]
 
 _SHT_DYNSYM, _SHT_DYNAMIC = 11, 6
 _SHT_GNU_VERNEED, _SHT_GNU_VERSYM = 0x6FFFFFFE, 0x6FFFFFFF

@@ -14,8 +14,9 @@
     # Offsets and mask computed by you, used as given (see `tfdcn.deform_conv2d` for the layout).
     y = tfdcn.DCNv2(64, 3, padding="same", use_custom_offset=True)([x, offset, mask])
 
-The layer runs the `DCNv2Forward` custom op, which has no XLA kernel: it marks itself
-`supports_jit = False`, so `model.compile()` leaves XLA off for models that contain it.
+The layer runs the `DCNv2Forward` custom op, which has XLA lowerings: `model.compile()` (whose
+default on a GPU is XLA), `jit_compile=True` and `tf.function(jit_compile=True)` compile it
+together with the rest of the model.
 
 Saving: `model.save("m.keras")`, `model.export(path)` and `tf.saved_model.save` all work.
 `import tensorflow_dcn` before `keras.models.load_model` or `tf.saved_model.load`: the import
@@ -25,53 +26,19 @@ registers the layer (as "tensorflow_dcn>DCNv2") and the op and its gradient.
 import keras
 import tensorflow as tf
 
-from tensorflow_dcn.ops import checked_int, deform_conv2d, int_pair
+from tensorflow_dcn import _library
+from tensorflow_dcn.functional import deform_conv2d
+from tensorflow_dcn.layer_base import DeformableConv2DBase
 
 
-def _positive_int(value, name):
-    number = checked_int(value, 1)
-    if number is None:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return number
-
-
-def predict_offset_and_mask(layer, offset_source):
-    """A DCNv2 layer's internal conv (weights `offset_kernel`, `offset_bias`; the layer's strides,
-    padding and dilation): its first 2*dg*kh*kw channels are the offsets, the rest pass a sigmoid
-    and are the mask."""
-    if isinstance(layer.padding, str):
-        padding = layer.padding.upper()
-    else:
-        padding = [[0, 0], [layer.padding[0]] * 2, [layer.padding[1]] * 2, [0, 0]]
-    predicted = tf.nn.conv2d(offset_source, layer.offset_kernel, strides=layer.strides,
-                             padding=padding, dilations=layer.dilation_rate)
-    predicted = tf.nn.bias_add(predicted, layer.offset_bias)
-    offset_channels = 2 * layer.deformable_groups * layer.kernel_size[0] * layer.kernel_size[1]
-    return predicted[..., :offset_channels], tf.sigmoid(predicted[..., offset_channels:])
-
-
-def _standardize_padding(padding):
-    """'valid', 'same' (any case), or a symmetric (pad_h, pad_w) as `tfdcn.deform_conv2d` takes."""
-    if isinstance(padding, str):
-        if padding.lower() not in ("valid", "same"):
-            raise ValueError(
-                f"padding must be 'valid', 'same', an int or (pad_h, pad_w); got {padding!r}")
-        return padding.lower()
-    return int_pair(padding, "padding", minimum=0)
-
-
-def _sizes_agree(sizes, expected):
-    """Whether spatial sizes agree where both are known."""
-    return all(a is None or b is None or a == b for a, b in zip(sizes, expected))
-
-
-def _is_shape_list(input_shape):
-    """Whether a shape Keras hands to build/compute_output_shape is a list of per-input shapes."""
-    return len(input_shape) > 0 and isinstance(input_shape[0], (list, tuple, tf.TensorShape))
+def _xla_supported():
+    """Whether XLA can compile the op wherever Keras would put it: the CPU lowering always
+    exists, the GPU lowering when the library has CUDA kernels."""
+    return _library.has_cuda_kernels() or not tf.config.list_physical_devices("GPU")
 
 
 @keras.saving.register_keras_serializable(package="tensorflow_dcn")
-class DCNv2(keras.layers.Layer):
+class DCNv2(DeformableConv2DBase):
     """Modulated deformable 2D convolution (DCNv2, Zhu et al. 2019), channels-last.
 
     Like `keras.layers.Conv2D`, except that each kernel tap of each output position samples the
@@ -114,188 +81,16 @@ class DCNv2(keras.layers.Layer):
     `DCNv2Optimized` is another name for this class (the name iSeg users know).
     """
 
-    def __init__(self, filters, kernel_size, strides=1, padding="valid", data_format=None,
-                 dilation_rate=1, groups=1, activation=None, use_bias=True,
-                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
-                 kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
-                 kernel_constraint=None, bias_constraint=None, deformable_groups=1,
-                 use_custom_offset=False, **kwargs):
-        super().__init__(activity_regularizer=activity_regularizer, **kwargs)
-        self.filters = _positive_int(filters, "filters")
-        self.kernel_size = int_pair(kernel_size, "kernel_size", minimum=1)
-        self.strides = int_pair(strides, "strides", minimum=1)
-        self.padding = _standardize_padding(padding)
-        if data_format not in (None, "channels_last"):
-            raise ValueError(
-                f"DCNv2 supports data_format='channels_last' (NHWC) only, got {data_format!r}; "
-                "transpose NCHW inputs with tf.transpose(x, [0, 2, 3, 1])")
-        if data_format is None and keras.config.image_data_format() != "channels_last":
-            raise ValueError(
-                "DCNv2 supports channels_last (NHWC) only, but keras.config.image_data_format() "
-                f"is {keras.config.image_data_format()!r}; pass data_format='channels_last'")
-        self.data_format = "channels_last"
-        self.dilation_rate = int_pair(dilation_rate, "dilation_rate", minimum=1)
-        self.groups = _positive_int(groups, "groups")
-        if self.filters % self.groups:
-            raise ValueError(
-                f"filters ({self.filters}) must be divisible by groups ({self.groups})")
-        self.deformable_groups = _positive_int(deformable_groups, "deformable_groups")
-        self.activation = keras.activations.get(activation)
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self.kernel_constraint = keras.constraints.get(kernel_constraint)
-        self.bias_constraint = keras.constraints.get(bias_constraint)
-        self.use_custom_offset = bool(use_custom_offset)
-        # DCNv2Forward has no XLA kernel: Keras' jit_compile='auto' checks this on every layer.
-        self.supports_jit = False
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Keras' jit_compile='auto' compiles the model with XLA only if every layer says so.
+        self.supports_jit = _xla_supported()
 
-    @property
-    def _taps(self):
-        return self.kernel_size[0] * self.kernel_size[1]
-
-    def _split_inputs(self, inputs, is_list):
-        """(x, offset_source, offset, mask) from the layer's inputs, tensors or shapes alike;
-        offset_source is None when offset and mask are given, and they are None otherwise."""
-        count = len(inputs) if is_list else 1
-        if not self.use_custom_offset:
-            if is_list:
-                raise ValueError(
-                    f"DCNv2 with use_custom_offset=False takes a single input x, got a list of "
-                    f"{count}; pass use_custom_offset=True for [x, offset_source] or "
-                    "[x, offset, mask]")
-            return inputs, inputs, None, None
-        if count not in (2, 3):
-            raise ValueError(
-                "DCNv2 with use_custom_offset=True takes [x, offset_source] or [x, offset, mask], "
-                f"got {count} input(s)")
-        if count == 2:
-            return inputs[0], inputs[1], None, None
-        return inputs[0], None, inputs[1], inputs[2]
-
-    def build(self, input_shape):
-        is_list = _is_shape_list(input_shape)
-        shapes = [tuple(s) for s in input_shape] if is_list else tuple(input_shape)
-        x_shape, source_shape, offset_shape, mask_shape = self._split_inputs(shapes, is_list)
-        named = {"x": x_shape, "offset_source": source_shape, "offset": offset_shape,
-                 "mask": mask_shape}
-        for name, shape in named.items():
-            if shape is not None and (len(shape) != 4 or shape[-1] is None):
-                raise ValueError(f"DCNv2 expects {name} of shape [N, H, W, C] with C known, "
-                                 f"got {shape}")
-        in_channels = x_shape[-1]
-        for divisor in ("groups", "deformable_groups"):
-            if in_channels % getattr(self, divisor):
-                raise ValueError(f"the input channels ({in_channels}) must be divisible by "
-                                 f"{divisor} ({getattr(self, divisor)})")
-        offset_channels = 2 * self.deformable_groups * self._taps
-        mask_channels = self.deformable_groups * self._taps
-        if offset_shape is not None and (
-                offset_shape[-1] != offset_channels or mask_shape[-1] != mask_channels):
-            raise ValueError(
-                f"with kernel_size={self.kernel_size} and deformable_groups="
-                f"{self.deformable_groups}, offset needs {offset_channels} channels and mask "
-                f"{mask_channels}; got offset {offset_shape} and mask {mask_shape}")
-        output_size = self._output_spatial_shape(x_shape)
-        if self.use_custom_offset and source_shape is not None:
-            if not _sizes_agree(self._output_spatial_shape(source_shape), output_size):
-                raise ValueError(f"offset_source {source_shape} must have the height and width "
-                                 f"of x {x_shape}")
-        for name, shape in (("offset", offset_shape), ("mask", mask_shape)):
-            if shape is not None and not _sizes_agree(shape[1:3], output_size):
-                raise ValueError(f"{name} {shape} must have the output height and width "
-                                 f"{output_size} for x {x_shape}")
-
-        # Creation order is the checkpoint order: kernel, bias, offset_kernel, offset_bias.
-        self.kernel = self.add_weight(
-            name="kernel", shape=(*self.kernel_size, in_channels // self.groups, self.filters),
-            initializer=self.kernel_initializer, regularizer=self.kernel_regularizer,
-            constraint=self.kernel_constraint)
-        self.bias = None
-        if self.use_bias:
-            self.bias = self.add_weight(
-                name="bias", shape=(self.filters,), initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer, constraint=self.bias_constraint)
-        self.offset_kernel = self.offset_bias = None
-        if source_shape is not None:
-            predicted_channels = offset_channels + mask_channels
-            self.offset_kernel = self.add_weight(
-                name="offset_kernel",
-                shape=(*self.kernel_size, source_shape[-1], predicted_channels),
-                initializer="zeros")
-            self.offset_bias = self.add_weight(
-                name="offset_bias", shape=(predicted_channels,), initializer="zeros")
-
-        # Pins the channel counts (and, in custom mode, the number of inputs) for later calls.
-        if is_list:
-            self.input_spec = [keras.layers.InputSpec(ndim=4, axes={-1: shape[-1]})
-                               for shape in shapes]
-        else:
-            self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: in_channels})
-
-    def call(self, inputs):
-        is_list = isinstance(inputs, (list, tuple))
-        x, offset_source, offset, mask = self._split_inputs(inputs, is_list)
-        if offset_source is not None:
-            offset, mask = predict_offset_and_mask(self, offset_source)
-        outputs = deform_conv2d(
+    def deformable_conv(self, x, offset, mask):
+        return deform_conv2d(
             x, offset, self.kernel, bias=self.bias, mask=mask, strides=self.strides,
             padding=self.padding, dilation_rate=self.dilation_rate, groups=self.groups,
             deformable_groups=self.deformable_groups)
-        return self.activation(outputs)
-
-    def _output_spatial_shape(self, shape):
-        """(Ho, Wo) of an NHWC shape, by the op's output-size formula; None where unknown."""
-        sizes = []
-        for axis in (0, 1):
-            size = shape[1 + axis]
-            stride = self.strides[axis]
-            extent = self.dilation_rate[axis] * (self.kernel_size[axis] - 1) + 1
-            if size is None:
-                sizes.append(None)
-                continue
-            if self.padding == "same":
-                out = -(-size // stride)
-            else:
-                pad = 0 if self.padding == "valid" else self.padding[axis]
-                out = (size + 2 * pad - extent) // stride + 1
-            if out < 1:
-                raise ValueError(
-                    f"DCNv2 input {tuple(shape)} is too small for kernel_size={self.kernel_size}, "
-                    f"dilation_rate={self.dilation_rate} and padding={self.padding!r}")
-            sizes.append(out)
-        return tuple(sizes)
-
-    def compute_output_shape(self, input_shape):
-        is_list = _is_shape_list(input_shape)
-        shapes = [tuple(s) for s in input_shape] if is_list else tuple(input_shape)
-        x_shape = self._split_inputs(shapes, is_list)[0]
-        return (x_shape[0], *self._output_spatial_shape(x_shape), self.filters)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({
-            "filters": self.filters,
-            "kernel_size": self.kernel_size,
-            "strides": self.strides,
-            "padding": self.padding,
-            "data_format": self.data_format,
-            "dilation_rate": self.dilation_rate,
-            "groups": self.groups,
-            "activation": keras.activations.serialize(self.activation),
-            "use_bias": self.use_bias,
-            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-            "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-            "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
-            "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
-            "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
-            "bias_constraint": keras.constraints.serialize(self.bias_constraint),
-            "deformable_groups": self.deformable_groups,
-            "use_custom_offset": self.use_custom_offset,
-        })
-        return config
 
 
 # The name iSeg users know, for the same class: Keras' .weights.h5 files address a layer's

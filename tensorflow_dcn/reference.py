@@ -7,7 +7,8 @@
 It samples the four bilinear corners with `tf.gather`, weights them, and contracts the
 [N, Ho, Wo, kh*kw*Cin] columns with the kernel in one matmul, all in the input's dtype (only the
 sampling positions and bilinear weights are in float32, float64 for float64 inputs, as a careful
-user would). It has exactly the semantics of `tfdcn.deform_conv2d` (docs/design.md: zero border,
+user would). It imports no op library, so it works where `_dcn_ops.so` cannot load. It has exactly the
+semantics of `tfdcn.deform_conv2d` (docs/design.md: zero border,
 floor cell, zero for non-finite positions), works under `tf.function(jit_compile=True)` and
 differentiates with ordinary TensorFlow autodiff. It materialises the sampled columns (kh*kw
 times the input, and as much again for their gradient), so it needs far more memory than the op;
@@ -17,23 +18,8 @@ times the input, and as much again for their gradient), so it needs far more mem
 import keras
 import tensorflow as tf
 
-from tensorflow_dcn.layers import predict_offset_and_mask
-from tensorflow_dcn.ops import int_pair, same_padding
-
-
-def _padding_before_after(padding, size_hw, kernel_hw, strides, dilation):
-    """((top, bottom), (left, right)) zero padding, as tfdcn.deform_conv2d resolves `padding`."""
-    if isinstance(padding, str):
-        mode = padding.lower()
-        if mode == "valid":
-            return (0, 0), (0, 0)
-        if mode == "same":
-            return tuple(same_padding(*axis) for axis in zip(size_hw, kernel_hw, strides, dilation))
-        raise ValueError(f"padding must be 'valid', 'same', an int or (pad_h, pad_w); got {padding!r}")
-    pad_h, pad_w = int_pair(padding, "padding")
-    if pad_h < 0 or pad_w < 0:
-        raise ValueError(f"padding must not be negative, got {padding!r}")
-    return (pad_h, pad_h), (pad_w, pad_w)
+from tensorflow_dcn import arguments
+from tensorflow_dcn.layer_base import DeformableConv2DBase
 
 
 def _tap_origins(out_size, pad_before, kernel, stride, dilation, dtype):
@@ -85,12 +71,13 @@ def deform_conv2d_reference(inputs, offset, kernel, bias=None, mask=None, stride
         raise ValueError(f"Cin={channels} must split into groups={groups} (kernel has "
                          f"{channels_per_group} input channels per group) and "
                          f"deformable_groups={deformable_groups}")
-    stride_h, stride_w = int_pair(strides, "strides")
-    dilation_h, dilation_w = int_pair(dilation_rate, "dilation_rate")
-    (top, bottom), (left, right) = _padding_before_after(
-        padding, (height, width), (kh, kw), (stride_h, stride_w), (dilation_h, dilation_w))
-    out_h = (height + top + bottom - dilation_h * (kh - 1) - 1) // stride_h + 1
-    out_w = (width + left + right - dilation_w * (kw - 1) - 1) // stride_w + 1
+    stride_h, stride_w = arguments.int_pair(strides, "strides")
+    dilation_h, dilation_w = arguments.int_pair(dilation_rate, "dilation_rate")
+    padding = arguments.standardize_padding(padding)
+    top, bottom = arguments.padding_amounts(padding, height, kh, stride_h, dilation_h, 0)
+    left, right = arguments.padding_amounts(padding, width, kw, stride_w, dilation_w, 1)
+    out_h = arguments.output_size(height, top, bottom, kh, stride_h, dilation_h)
+    out_w = arguments.output_size(width, left, right, kw, stride_w, dilation_w)
     batch = tf.shape(inputs)[0]
     taps, dg = kh * kw, deformable_groups
 
@@ -140,9 +127,9 @@ def deform_conv2d_reference(inputs, offset, kernel, bias=None, mask=None, stride
 
 
 @keras.saving.register_keras_serializable(package="tensorflow_dcn")
-class PureTFDCNv2(keras.layers.Layer):
-    """DCNv2 as a Keras 3 layer on `deform_conv2d_reference`: the arguments and weights of
-    `tfdcn.DCNv2`, so weights and checkpoints move between the two.
+class PureTFDCNv2(DeformableConv2DBase):
+    """DCNv2 as a Keras 3 layer on `deform_conv2d_reference`: the arguments, checks and weights
+    of `tfdcn.DCNv2` (see its documentation), so weights and checkpoints move between the two.
 
     Weights, in this order: `kernel` [kh, kw, Cin/groups, filters], `bias` [filters], and
     unless offset and mask are given, `offset_kernel` [kh, kw, C_source, 3*dg*kh*kw] and
@@ -154,97 +141,8 @@ class PureTFDCNv2(keras.layers.Layer):
     `offset_source` instead of `x`) or `[x, offset, mask]` (used as given).
     """
 
-    def __init__(self, filters, kernel_size, strides=1, padding="valid", data_format=None,
-                 dilation_rate=1, groups=1, activation=None, use_bias=True,
-                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
-                 kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
-                 kernel_constraint=None, bias_constraint=None, deformable_groups=1,
-                 use_custom_offset=False, **kwargs):
-        super().__init__(activity_regularizer=activity_regularizer, **kwargs)
-        if (data_format or keras.config.image_data_format()) != "channels_last":
-            raise ValueError("PureTFDCNv2 supports data_format='channels_last' (NHWC) only")
-        self.filters = filters
-        self.kernel_size = int_pair(kernel_size, "kernel_size")
-        self.strides = int_pair(strides, "strides")
-        self.padding = padding.lower() if isinstance(padding, str) else int_pair(padding, "padding")
-        self.dilation_rate = int_pair(dilation_rate, "dilation_rate")
-        self.groups = groups
-        self.activation = keras.activations.get(activation)
-        self.use_bias = use_bias
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self.kernel_constraint = keras.constraints.get(kernel_constraint)
-        self.bias_constraint = keras.constraints.get(bias_constraint)
-        self.deformable_groups = deformable_groups
-        self.use_custom_offset = use_custom_offset
-
-    def build(self, input_shape):
-        if self.use_custom_offset:
-            if len(input_shape) not in (2, 3):
-                raise ValueError("with use_custom_offset=True call the layer on [x, offset_source] "
-                                 f"or [x, offset, mask], got {len(input_shape)} inputs")
-            channels = input_shape[0][-1]
-            source_channels = input_shape[1][-1] if len(input_shape) == 2 else None
-        else:
-            channels = source_channels = input_shape[-1]
-        kh, kw = self.kernel_size
-        self.kernel = self.add_weight(
-            name="kernel", shape=(kh, kw, channels // self.groups, self.filters),
-            initializer=self.kernel_initializer, regularizer=self.kernel_regularizer,
-            constraint=self.kernel_constraint)
-        self.bias = None
-        if self.use_bias:
-            self.bias = self.add_weight(
-                name="bias", shape=(self.filters,), initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer, constraint=self.bias_constraint)
-        if source_channels is not None:
-            predicted = 3 * self.deformable_groups * kh * kw
-            self.offset_kernel = self.add_weight(
-                name="offset_kernel", shape=(kh, kw, source_channels, predicted),
-                initializer="zeros")
-            self.offset_bias = self.add_weight(name="offset_bias", shape=(predicted,),
-                                               initializer="zeros")
-
-    def call(self, inputs):
-        if not self.use_custom_offset:
-            x = inputs
-            offset, mask = predict_offset_and_mask(self, x)
-        elif len(inputs) == 3:
-            x, offset, mask = inputs
-        else:
-            x, offset_source = inputs
-            offset, mask = predict_offset_and_mask(self, offset_source)
-        outputs = deform_conv2d_reference(
+    def deformable_conv(self, x, offset, mask):
+        return deform_conv2d_reference(
             x, offset, self.kernel, self.bias, mask, strides=self.strides, padding=self.padding,
             dilation_rate=self.dilation_rate, groups=self.groups,
             deformable_groups=self.deformable_groups)
-        return self.activation(outputs)
-
-    def compute_output_shape(self, input_shape):
-        shape = input_shape[0] if self.use_custom_offset else input_shape
-        sizes = shape[1:3]
-        if None in sizes:
-            return (shape[0], None, None, self.filters)
-        pads = _padding_before_after(self.padding, sizes, self.kernel_size, self.strides,
-                                     self.dilation_rate)
-        out = [(size + before + after - d * (k - 1) - 1) // s + 1 for size, (before, after), k, s, d
-               in zip(sizes, pads, self.kernel_size, self.strides, self.dilation_rate)]
-        return (shape[0], *out, self.filters)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            filters=self.filters, kernel_size=self.kernel_size, strides=self.strides,
-            padding=self.padding, data_format="channels_last", dilation_rate=self.dilation_rate,
-            groups=self.groups, activation=keras.activations.serialize(self.activation),
-            use_bias=self.use_bias,
-            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
-            bias_initializer=keras.initializers.serialize(self.bias_initializer),
-            kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
-            bias_regularizer=keras.regularizers.serialize(self.bias_regularizer),
-            kernel_constraint=keras.constraints.serialize(self.kernel_constraint),
-            bias_constraint=keras.constraints.serialize(self.bias_constraint),
-            deformable_groups=self.deformable_groups, use_custom_offset=self.use_custom_offset)
-        return config

@@ -323,7 +323,11 @@ class BadInput:
 
 def run_op(op, shapes, attrs, dtype=tf.float32):
     """Runs one raw op on zero operands of the given shapes (mask and bias present)."""
-    z = {name: tf.zeros(shape, dtype) for name, shape in shapes.items()}
+    return run_op_on(op, {name: tf.zeros(shape, dtype) for name, shape in shapes.items()}, attrs)
+
+
+def run_op_on(op, z, attrs):
+    """Runs one raw op on the operands in dict z (mask and bias present)."""
     if op == "forward":
         return ops.dcn_v2_forward(z["input"], z["offset"], z["weight"], mask=z["mask"],
                                   bias=z["bias"], **attrs)

@@ -2,6 +2,7 @@
 elements. Skips without a GPU. (test_forward, test_gradients and test_validation are
 device-parametrized as well and run their GPU cases wherever a GPU is visible.)"""
 
+import json
 import os
 import subprocess
 import sys
@@ -149,15 +150,18 @@ class GpuTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(result.returncode, 0, result.stderr[-4000:])
         self.assertIn("bit-identical", result.stdout)
 
-    def test_fused_kernels_match_im2col_kernels(self):
-        # The im2col kernels are the simple GPU path the fused implicit-GEMM kernels are checked
-        # against; TFDCN_FORCE_IM2COL=1 selects them (per process, hence subprocesses).
+    def test_default_kernels_match_im2col_kernels(self):
+        # The im2col kernels are the simple GPU path the faster kernels are checked against;
+        # TFDCN_KERNELS=im2col selects them (per process, hence subprocesses). The run counts
+        # show which implementations ran.
         script = textwrap.dedent("""
+            import json
             import sys
             import numpy as np
             import tensorflow as tf
             tf.config.experimental.enable_tensor_float_32_execution(False)
             tf.config.set_soft_device_placement(False)
+            import tensorflow_dcn as tfdcn
             from tensorflow_dcn import ops
 
             rng = np.random.default_rng(0)
@@ -188,16 +192,24 @@ class GpuTest(tf.test.TestCase, parameterized.TestCase):
                     for i, r in enumerate(out):
                         results[f"{n}x{h}x{w}x{cin}-{cout}-{dtype.name}-{i}"] = tf.cast(r, tf.float64).numpy()
             np.savez(sys.argv[1], **results)
+            print("RAN", json.dumps(tfdcn.implementations_run()))
             """)
-        paths = {}
-        for mode in ("0", "1"):
-            paths[mode] = os.path.join(self.get_temp_dir(), f"im2col{mode}.npz")
-            env = dict(os.environ, TFDCN_FORCE_IM2COL=mode,
+        paths, ran = {}, {}
+        for mode in ("auto", "im2col"):
+            paths[mode] = os.path.join(self.get_temp_dir(), f"{mode}.npz")
+            env = dict(os.environ, TFDCN_KERNELS=mode,
                        PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
             result = subprocess.run([sys.executable, "-c", script, paths[mode]],
                                     capture_output=True, text=True, env=env, timeout=540)
             self.assertEqual(result.returncode, 0, result.stderr[-4000:])
-        fused, simple = np.load(paths["0"]), np.load(paths["1"])
+            ran[mode] = json.loads(result.stdout.split("RAN ", 1)[1])
+        self.assertEqual({name.split("/")[1] for name in ran["im2col"]}, {"cuda_im2col"})
+        # These channel counts take the tensor-core kernels for the forward and backward input.
+        for op in ("DCNv2Forward", "DCNv2BackwardInput"):
+            faster = [name for name in ran["auto"]
+                      if name.startswith(op + "/") and not name.endswith("/cuda_im2col")]
+            self.assertTrue(faster, (op, ran["auto"]))
+        fused, simple = np.load(paths["auto"]), np.load(paths["im2col"])
         dtypes = {"float32": tf.float32, "float16": tf.float16, "bfloat16": tf.bfloat16}
         for key in simple.files:
             util.assert_near(self, fused[key], simple[key], dtypes[key.split("-")[2]], msg=key)

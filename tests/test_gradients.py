@@ -156,7 +156,7 @@ class RegisteredGradientTest(tf.test.TestCase, parameterized.TestCase):
             backward_input = ops._ops.dc_nv2_backward_input(
                 z(1, 3, 3, 2), z(1, 5, 5, 4), z(1, 3, 3, 18), [], z(3, 3, 4, 2), **attrs)
             backward_weight = ops._ops.dc_nv2_backward_weight(
-                z(1, 3, 3, 2), z(1, 5, 5, 4), z(1, 3, 3, 18), [], num_biases=0, **attrs)
+                z(1, 3, 3, 2), z(1, 5, 5, 4), z(1, 3, 3, 18), [], num_grad_biases=0, **attrs)
             wrapped_input = ops.dcn_v2_backward_input(
                 z(1, 3, 3, 2), z(1, 5, 5, 4), z(1, 3, 3, 18), z(3, 3, 4, 2), **attrs)
             wrapped_weight = ops.dcn_v2_backward_weight(

@@ -2,6 +2,7 @@
 and loading checkpoints of the pure-TF DCNv2 layers users have today."""
 
 import os
+import warnings
 from unittest import mock
 
 import keras
@@ -11,6 +12,7 @@ from absl.testing import parameterized
 
 import layer_test_util
 import tensorflow_dcn as tfdcn
+from tensorflow_dcn import _library
 
 HEIGHT, WIDTH, CHANNELS, FILTERS = 6, 7, 4, 3
 TAPS = 9  # 3x3 kernels throughout
@@ -317,9 +319,11 @@ class TrainingTest(tf.test.TestCase, parameterized.TestCase):
         model = keras.Model([image, offset_source], keras.layers.Conv2D(1, 1)(features))
         self._assert_fit_reduces_loss(model, [x, source], targets)
 
-    def test_compile_leaves_xla_off(self):
-        """On a GPU machine Keras resolves jit_compile='auto' to XLA unless a layer opts out; the
-        op has no XLA kernel. A visible GPU is faked: Keras only counts the devices."""
+    def test_default_compile_resolves_to_xla_and_trains(self):
+        """On a GPU machine Keras resolves jit_compile='auto' to XLA when every layer supports it;
+        DCNv2 does (its ops have XLA lowerings) when the library has the CUDA kernels, whose XLA
+        GPU lowering comes with them. A visible GPU is faked: Keras only counts the devices. The
+        compiled model then trains under XLA on this machine's CPU."""
         def model_with(layer):
             return keras.Sequential([keras.Input((HEIGHT, WIDTH, 2)), layer])
 
@@ -331,13 +335,18 @@ class TrainingTest(tf.test.TestCase, parameterized.TestCase):
             conv_model.compile(loss="mse")
             dcn_model.compile(loss="mse")
         self.assertTrue(conv_model.jit_compile)
-        self.assertFalse(dcn_model.jit_compile)
-        with self.assertWarnsRegex(UserWarning, "doesn't support `jit_compile=True`"):
+        self.assertEqual(dcn_model.jit_compile, _library.has_cuda_kernels())
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no "doesn't support jit_compile" fallback
             dcn_model.compile(loss="mse", jit_compile=True)
-        self.assertFalse(dcn_model.jit_compile)
-        # The default compile() on this machine trains.
-        dcn_model.compile(loss="mse")
-        dcn_model.fit(random_inputs(4, HEIGHT, WIDTH, 2), random_inputs(4, 4, 5, 2), verbose=0)
+        self.assertTrue(dcn_model.jit_compile)
+        tfdcn.implementations_run(reset=True)
+        history = dcn_model.fit(random_inputs(4, HEIGHT, WIDTH, 2), random_inputs(4, 4, 5, 2),
+                                epochs=2, verbose=0)
+        self.assertTrue(np.all(np.isfinite(history.history["loss"])))
+        ran = tfdcn.implementations_run()
+        for op in ("DCNv2Forward", "DCNv2BackwardInput", "DCNv2BackwardWeight"):
+            self.assertTrue(any(name.startswith(op + "/") for name in ran), (op, ran))
 
 
 def build_model(mode, layer_class=tfdcn.DCNv2):

@@ -14,11 +14,15 @@
 //    which is always correct (atomics are used, as on glibc < 2.32).
 // 3. std::__throw_bad_array_new_length() (GLIBCXX_3.4.29; gcc >= 11 headers call it from
 //    std::allocator<T>::allocate): a hidden copy that throws the same exception.
+// 4. The default constructor of std::stringstream (GLIBCXX_3.4.26; XLA's FFI headers build their
+//    diagnostics with one): a hidden copy that runs the (openmode) constructor every
+//    libstdc++ with the C++11 ABI exports (GLIBCXX_3.4.21), with the same default mode.
 //
 // On glibc < 2.34 the pthread/dl functions live in libpthread.so.0/libdl.so.2; the BUILD rule
 // adds both as NEEDED (they are empty stubs on glibc >= 2.34). Old symbol versions are matched by
 // version name, in whichever loaded library defines them.
 #include <new>
+#include <sstream>
 
 #define TFDCN_OLD_VERSION(name, version)                                  \
   __asm__(".symver __tfdcn_old_" #name ", " #name "@" version "\n"      \
@@ -125,3 +129,13 @@ __tfdcn_throw_bad_array_new_length() {
 __asm__(".globl _ZSt28__throw_bad_array_new_lengthv\n"
         ".hidden _ZSt28__throw_bad_array_new_lengthv\n"
         ".set _ZSt28__throw_bad_array_new_lengthv, __tfdcn_throw_bad_array_new_length\n");
+
+// GLIBCXX_3.4.26: std::__cxx11::basic_stringstream<char>::basic_stringstream(), likewise.
+extern "C" __attribute__((visibility("hidden"), used)) void __tfdcn_stringstream_construct(
+    std::stringstream* self) {
+  new (self) std::stringstream(std::ios_base::in | std::ios_base::out);
+}
+__asm__(".globl _ZNSt7__cxx1118basic_stringstreamIcSt11char_traitsIcESaIcEEC1Ev\n"
+        ".hidden _ZNSt7__cxx1118basic_stringstreamIcSt11char_traitsIcESaIcEEC1Ev\n"
+        ".set _ZNSt7__cxx1118basic_stringstreamIcSt11char_traitsIcESaIcEEC1Ev, "
+        "__tfdcn_stringstream_construct\n");

@@ -1,7 +1,7 @@
 #include "tensorflow_dcn/cc/core/problem.h"
 
 #include <limits>
-#include <sstream>
+#include <type_traits>
 #include <utility>
 
 namespace tensorflow_dcn {
@@ -11,12 +11,18 @@ namespace {
 constexpr int64_t kMaxImageElements = (int64_t{1} << 31) - 1;
 constexpr int64_t kMaxExactCoordinate = int64_t{1} << 24;  // float32 holds integers exactly to here
 
-// The message of a failed check: the arguments streamed in order.
+// The message of a failed check: the arguments in order (strings as they are, numbers in
+// decimal). No iostreams: the library keeps to the C++ runtime of manylinux_2_27.
+std::string Piece(const std::string& s) { return s; }
+std::string Piece(const char* s) { return s; }
+template <typename Number, typename = std::enable_if_t<std::is_arithmetic_v<Number>>>
+std::string Piece(Number n) {
+  return std::to_string(n);
+}
+
 template <typename... Args>
 std::string Message(const Args&... args) {
-  std::ostringstream out;
-  (out << ... << args);
-  return out.str();
+  return (std::string() + ... + Piece(args));
 }
 
 #define DCN_RETURN_IF_MESSAGE(expr)       \

@@ -56,10 +56,42 @@ struct Inferred {
   DimensionHandle batch, out_h, out_w, in_channels, out_channels;
 };
 
+// The dims of input `index` when its shape is fully known.
+bool KnownDims(InferenceContext* c, int index, Dims* d) {
+  ShapeHandle shape = c->input(index);
+  if (!c->FullyDefined(shape)) return false;
+  d->rank = c->Rank(shape);
+  for (int i = 0; i < d->rank && i < 8; ++i) d->size[i] = c->Value(c->Dim(shape, i));
+  return true;
+}
+
+// When every operand's shape is known, the core's check of the whole problem, so that graph
+// construction, the kernels and the XLA lowering reject a problem with the same message.
+absl::Status CheckWhenKnown(InferenceContext* c, Op op, const Attrs& a, int input_idx,
+                            int offset_idx, int mask_idx, int weight_idx, int bias_idx,
+                            int grad_output_idx) {
+  OperandDims dims;
+  const std::pair<int, Dims*> operands[] = {
+      {input_idx, &dims.input},   {offset_idx, &dims.offset},
+      {a.has_mask ? mask_idx : -1, &dims.mask}, {weight_idx, &dims.weight},
+      {bias_idx, &dims.bias},     {grad_output_idx, &dims.grad_output}};
+  for (const auto& operand : operands) {
+    if (operand.first >= 0 && !KnownDims(c, operand.first, operand.second)) {
+      return absl::OkStatus();
+    }
+  }
+  DcnShape s;
+  const std::string message = CheckProblem(op, a, dims, &s);
+  if (!message.empty()) return absl::InvalidArgumentError(message);
+  return absl::OkStatus();
+}
+
 absl::Status InferCommon(InferenceContext* c, Op op, int input_idx, int offset_idx, int mask_idx,
-                         int weight_idx, int grad_output_idx, Inferred* r) {
+                         int weight_idx, int bias_idx, int grad_output_idx, Inferred* r) {
   Attrs a;
   TF_RETURN_IF_ERROR(ReadAttrs(c, op, &a));
+  TF_RETURN_IF_ERROR(CheckWhenKnown(c, op, a, input_idx, offset_idx, mask_idx, weight_idx,
+                                    bias_idx, grad_output_idx));
   ShapeHandle input, offset;
   TF_RETURN_IF_ERROR(WithRankNamed(c, c->input(input_idx), 4, "input", &input));
   TF_RETURN_IF_ERROR(WithRankNamed(c, c->input(offset_idx), 4, "offset", &offset));
@@ -128,10 +160,11 @@ int NumMasks(InferenceContext* c) {
 absl::Status ForwardShape(InferenceContext* c) {
   // input, offset, mask[num_masks], weight, bias[num_biases]
   const int m = NumMasks(c);
-  Inferred r;
-  TF_RETURN_IF_ERROR(InferCommon(c, Op::kForward, 0, 1, 2, 2 + m, -1, &r));
   int num_biases = 1;
   TF_RETURN_IF_ERROR(c->GetAttr("num_biases", &num_biases));
+  Inferred r;
+  TF_RETURN_IF_ERROR(
+      InferCommon(c, Op::kForward, 0, 1, 2, 2 + m, num_biases == 1 ? 3 + m : -1, -1, &r));
   if (num_biases == 1) {
     ShapeHandle bias;
     TF_RETURN_IF_ERROR(WithRankNamed(c, c->input(3 + m), 1, "bias", &bias));
@@ -149,7 +182,7 @@ absl::Status BackwardInputShape(InferenceContext* c) {
   // grad_output, input, offset, mask[num_masks], weight -> grad_input, grad_offset, grad_mask[]
   const int m = NumMasks(c);
   Inferred r;
-  TF_RETURN_IF_ERROR(InferCommon(c, Op::kBackwardInput, 1, 2, 3, 3 + m, 0, &r));
+  TF_RETURN_IF_ERROR(InferCommon(c, Op::kBackwardInput, 1, 2, 3, 3 + m, -1, 0, &r));
   c->set_output(0, c->input(1));
   c->set_output(1, c->input(2));
   if (m == 1) c->set_output(2, c->input(3));
@@ -159,7 +192,7 @@ absl::Status BackwardInputShape(InferenceContext* c) {
 absl::Status BackwardWeightShape(InferenceContext* c) {
   // grad_output, input, offset, mask[num_masks] -> grad_weight, grad_bias[num_grad_biases]
   Inferred r;
-  TF_RETURN_IF_ERROR(InferCommon(c, Op::kBackwardWeight, 1, 2, 3, -1, 0, &r));
+  TF_RETURN_IF_ERROR(InferCommon(c, Op::kBackwardWeight, 1, 2, 3, -1, -1, 0, &r));
   Attrs a;
   TF_RETURN_IF_ERROR(ReadAttrs(c, Op::kBackwardWeight, &a));
   DimensionHandle cin_per_group = c->UnknownDim();
