@@ -3,6 +3,7 @@ the software versions, a `--baseline module:Class`."""
 
 import datetime
 import importlib
+import inspect
 import os
 import platform
 import shutil
@@ -40,6 +41,24 @@ def load_class(spec):
         return getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError) as e:
         raise ValueError(f"--baseline {spec}: cannot load it ({type(e).__name__}: {e})") from e
+
+
+def constructor_arguments(layer_class):
+    """The named arguments a Keras layer class' constructor takes, following `*args, **kwargs`
+    pass-throughs up its base classes (e.g. tfdcn.DCNv2 -> its base layer), short of Keras'
+    own Layer arguments."""
+    names = set()
+    for cls in layer_class.__mro__:
+        if cls in keras.layers.Layer.__mro__:
+            break
+        if "__init__" not in vars(cls):
+            continue
+        parameters = inspect.signature(cls.__init__).parameters.values()
+        names.update(p.name for p in parameters
+                     if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self")
+        if not any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in parameters):
+            break
+    return names
 
 
 def _command_output(command):

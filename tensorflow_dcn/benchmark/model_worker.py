@@ -101,7 +101,8 @@ def measure(job):
 
     first_loss = FirstLoss()
     start = time.perf_counter()
-    model.fit(dataset, epochs=1, steps_per_epoch=job["warmup_steps"], verbose=0,
+    # shuffle=False: the dataset is cycled as it is (Keras would only warn that it cannot shuffle).
+    model.fit(dataset, epochs=1, steps_per_epoch=job["warmup_steps"], verbose=0, shuffle=False,
               callbacks=[first_loss])
     tf.test.experimental.sync_devices()
     warmup_seconds = time.perf_counter() - start
@@ -109,7 +110,7 @@ def measure(job):
         tf.config.experimental.reset_memory_stats("GPU:0")
     timer = EpochTimer()
     model.fit(dataset, epochs=job["epochs"], steps_per_epoch=job["steps"], verbose=0,
-              callbacks=[timer])
+              shuffle=False, callbacks=[timer])
     if on_gpu:
         peak_mib = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
     else:

@@ -7,7 +7,7 @@ stage at 1/4, 1/8, 1/16, 1/32 with `channels` x 1, 2, 4, 8 filters) and a top-do
 *aligned* to the encoder's lateral features by a DCNv2 whose offsets and mask are predicted from
 concat(lateral, upsampled), as in FaPN:
 
-    up = UpSampling2D(2, interpolation="bilinear")(coarse)
+    up = UpSampling2D(2, interpolation="bilinear", dtype="float32")(coarse)
     aligned = DCN(channels, (3, 3), padding="same", use_custom_offset=True)(
         [up, Concatenate()([lateral, up])])
     fused = ReLU(Norm(lateral + aligned))
@@ -20,8 +20,6 @@ The task (from the example examples/train_segmentation.py): images with random c
 rectangles and triangles, labelled per pixel 0 = background, 1 = circle, 2 = rectangle,
 3 = triangle, deterministic per seed.
 """
-
-import inspect
 
 import numpy as np
 
@@ -88,7 +86,9 @@ def dcn_arguments(dcn_class):
     and mask predicted from a second input, 'same' padding where the class takes it (layers
     without the argument, like iSeg's DCNv2, are 'same' already). ValueError when the class cannot
     take [x, offset_source]."""
-    accepted = inspect.signature(dcn_class.__init__).parameters
+    from tensorflow_dcn.benchmark.environment import constructor_arguments
+
+    accepted = constructor_arguments(dcn_class)
     if "use_custom_offset" not in accepted:
         raise ValueError(f"{dcn_class.__module__}.{dcn_class.__name__} takes no use_custom_offset "
                          "argument: the model needs a DCN called on [x, offset_source]")
@@ -140,7 +140,12 @@ def build_model(dcn_class, image_size, channels=64, num_classes=NUM_CLASSES, nor
         return layers.ReLU(name=f"{name}_relu")(x)
 
     def align_and_fuse(coarse, lateral, name):
-        up = layers.UpSampling2D(2, interpolation="bilinear", name=f"{name}_up")(coarse)
+        # float32: under XLA, TensorFlow's gradient of a bilinear resize of half-precision
+        # features comes out float32 and the ReLU gradient before it fails to compile ("Seen
+        # floating point types of different precisions", keras-team/keras#20931). The layers
+        # after it cast its output back to the policy's compute dtype.
+        up = layers.UpSampling2D(2, interpolation="bilinear", dtype="float32",
+                                 name=f"{name}_up")(coarse)
         if dcn_class is None:
             aligned = layers.Conv2D(channels, 3, padding="same", name=f"{name}_conv")(up)
         else:

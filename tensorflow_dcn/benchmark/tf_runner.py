@@ -3,7 +3,6 @@ device, timing them, and the float64 results they are checked against."""
 
 import functools
 import gc
-import inspect
 import sys
 
 import keras
@@ -12,6 +11,7 @@ import tensorflow as tf
 
 import tensorflow_dcn as tfdcn
 from tensorflow_dcn.benchmark.configs import BASELINE_IMPLS, XLA_IMPLS
+from tensorflow_dcn.benchmark.environment import constructor_arguments
 from tensorflow_dcn.benchmark.timing import failure_status, short_error, time_per_call
 from tensorflow_dcn.reference import PureTFDCNv2
 
@@ -99,7 +99,7 @@ def _layer_steps(layer, jit_compile):
 def _baseline_kwargs(layer_class, config):
     """Constructor arguments for a user's layer: only those its signature names, and an error
     when the config needs one it lacks (e.g. iSeg's DCNv2 is fixed at stride 1, 'same', dg 1)."""
-    accepted = inspect.signature(layer_class.__init__).parameters
+    accepted = constructor_arguments(layer_class)
     default_geometry = config.stride == 1 and config.pad == (config.kernel - 1) // 2
     options = (
         (("strides", "stride"), (config.stride, config.stride), config.stride == 1),
