@@ -194,18 +194,19 @@ class TensorFlowRunner:
             with tf.device(self.device):
                 forward, forward_backward, fwd_args, fwd_bwd_args = self._steps(
                     impl, config, variant, data)
-                # Traced (and with XLA compiled) here: a layer that cannot run fails right away.
-                steps = (("fwd", _traced(forward, fwd_args), fwd_args),
-                         ("fwd_bwd", _traced(forward_backward, fwd_bwd_args), fwd_bwd_args))
-                output = steps[0][1](*fwd_args).numpy()
+                output = _traced(forward, fwd_args)(*fwd_args).numpy()
         except Exception as e:  # noqa: BLE001 - recorded, and the run goes on
             return dict(status=failure_status(e), error=short_error(e)), None
         jit_compile = impl in XLA_IMPLS
-        for name, step, args in steps:
-            def run_once(step=step, args=args):
-                return step(*args)
+        for name, function, args in (("fwd", forward, fwd_args),
+                                     ("fwd_bwd", forward_backward, fwd_bwd_args)):
             try:
                 with tf.device(self.device):
+                    step = _traced(function, args)  # the forward's: traced above, cached
+
+                    def run_once(step=step, args=args):
+                        return step(*args)
+
                     seconds, calls = time_per_call(
                         run_once, tf.test.experimental.sync_devices,
                         run_many=_repeated(run_once, jit_compile), **self.timing)
