@@ -28,10 +28,11 @@ CPU_DTYPES = ("fp32",)
 RECORD_FIELDS = ("status", "error", "policy", "jit_compile", "optimizer", "tf32", "parameters",
                  "step_ms", "epoch_step_ms", "images_per_s", "peak_mib", "memory_kind",
                  "loss_first", "loss_last", "trained", "steps", "warmup_s", "log_tail")
-# (GPU: sized like issue 10's H200 measurement; CPU: seconds per model on 2 cores).
+# GPU: sized like issue 10's H200 measurement. CPU (and --quick): about 10 s per model on 2
+# cores, most of it TensorFlow's start and tracing; large enough that the DCNs' cost shows.
 SIZES = {
     "gpu": dict(batch=16, image_size=256, channels=64, warmup_steps=10, steps=20, epochs=5),
-    "cpu": dict(batch=2, image_size=64, channels=16, warmup_steps=2, steps=4, epochs=3),
+    "cpu": dict(batch=2, image_size=128, channels=32, warmup_steps=2, steps=10, epochs=3),
 }
 WORKER_MODULE = "tensorflow_dcn.benchmark.model_worker"
 LOG_TAIL_LINES = 20
