@@ -389,21 +389,19 @@ class ModelBenchmarkCliTest(tf.test.TestCase):
         self.assertIn(f"Full report: {os.path.join(out_dir, 'benchmark.md')}", summary)
         self.assertNotIn(RETRACING_WARNING, result.stderr)
 
-    def test_mixed_precision_and_xla(self):
+    def test_mixed_float16_under_xla(self):
         # jit_compile=True on the CPU: XLA when the layer supports it, else Keras turns it off.
+        # mixed_float16 also gets Keras' loss scaling (mixed_bfloat16 differs from it only in the
+        # half type, which the op/layer test covers under XLA).
         out_dir = os.path.join(self.get_temp_dir(), "model_mixed")
-        records, _ = run_benchmark(out_dir, *TINY_MODEL, "--models", "tfdcn", "--dtypes",
-                                   "fp16,bf16", "--jit-compile", "true", level=("model",))
-        by_dtype = {r["dtype_key"]: r for r in records[1:]}
-        for dtype_key, policy in (("fp16", "mixed_float16"), ("bf16", "mixed_bfloat16")):
-            r = by_dtype[dtype_key]
-            self.assertEqual(r["status"], "ok", f"{dtype_key}: {r['error']} {r.get('log_tail')}")
-            self.assertEqual(r["policy"], policy)
-            self.assertEqual(r["jit_compile"], our_layer_compiles_with_xla())
-            self.assertTrue(np.isfinite(r["loss_last"]))
-        # Keras adds loss scaling under mixed_float16 only.
-        self.assertEqual(by_dtype["fp16"]["optimizer"], "LossScaleOptimizer")
-        self.assertEqual(by_dtype["bf16"]["optimizer"], "Adam")
+        records, _ = run_benchmark(out_dir, *TINY_MODEL, "--models", "tfdcn", "--dtypes", "fp16",
+                                   "--jit-compile", "true", level=("model",))
+        (r,) = records[1:]
+        self.assertEqual(r["status"], "ok", f"{r['error']} {r.get('log_tail')}")
+        self.assertEqual(r["policy"], "mixed_float16")
+        self.assertEqual(r["jit_compile"], our_layer_compiles_with_xla())
+        self.assertEqual(r["optimizer"], "LossScaleOptimizer")
+        self.assertTrue(np.isfinite(r["loss_last"]))
 
     def test_unusable_baseline_is_a_usage_error(self):
         result = subprocess.run(
