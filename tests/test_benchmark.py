@@ -341,6 +341,32 @@ class ModelReportTest(tf.test.TestCase):
         self.assertAllClose(ratios["bf16"]["vs_conv"], 9 / 8)
 
 
+    def test_merge_runs(self):
+        from tensorflow_dcn.benchmark import model_cli
+
+        def run(dtypes, models, channels=8):
+            header = {"header": True, "benchmark": "model", "device": "gpu", "device_name": "X",
+                      "model": {"channels": channels}, "training": {"steps": 20},
+                      "tensorflow": "2.21.0", "tensorflow_dcn": "0.1.0", "baseline": None,
+                      "models": models, "dtypes": dtypes, "command": ["run", *dtypes]}
+            path = os.path.join(self.get_temp_dir(), f"{'_'.join(dtypes)}{channels}.json")
+            with open(path, "w") as f:
+                json.dump([header] + [{"dtype_key": d, "model": m, "step_ms": 1.0}
+                                      for d in dtypes for m in models], f)
+            return path
+
+        header, records = model_cli._merged(
+            [run(["fp16"], ["conv", "tfdcn"]), run(["fp32", "bf16"], ["tfdcn", "pure_tf"])], [])
+        self.assertEqual((header["dtypes"], header["models"]),
+                         (["fp32", "bf16", "fp16"], ["conv", "pure_tf", "tfdcn"]))
+        self.assertEqual([(r["dtype_key"], r["model"]) for r in records],
+                         [("fp32", "pure_tf"), ("fp32", "tfdcn"), ("bf16", "pure_tf"),
+                          ("bf16", "tfdcn"), ("fp16", "conv"), ("fp16", "tfdcn")])
+        self.assertEqual(header["merged_commands"], [["run", "fp16"], ["run", "fp32", "bf16"]])
+        with self.assertRaisesRegex(ValueError, "differs .* in 'model'"):
+            model_cli._merged([run(["fp32"], ["conv"]), run(["bf16"], ["conv"], channels=16)], [])
+
+
 class ModelBenchmarkCliTest(tf.test.TestCase):
     """The model-level benchmark on the CPU: every model trains, one process each."""
 

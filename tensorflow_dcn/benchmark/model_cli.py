@@ -79,7 +79,13 @@ def _parse_args(argv):
     parser.add_argument("--out", default=os.path.join("bench_out", "model"),
                         help="output folder for benchmark.md/.json/.png (default "
                         "./bench_out/model)")
+    parser.add_argument("--merge", nargs="+", metavar="JSON",
+                        help="measure nothing: one report in --out from the benchmark.json of "
+                        "several runs of the same model and training settings (e.g. one run "
+                        "per --dtypes where a command has a time limit)")
     args = parser.parse_args(argv)
+    if args.merge:
+        return args
     try:
         args.device = resolve_device(args.device)
         args.models = _select(args.models, [m for m in MODELS if m != "baseline" or args.baseline],
@@ -175,8 +181,54 @@ def _progress(index, total, started, job, record):
           f"{job['model']}: {summary}", file=sys.stderr, flush=True)
 
 
+def _merged(paths, argv):
+    """(header, records) of several runs' benchmark.json: the first run's header, the union of
+    the models and dtypes, every run's command; ValueError unless all ran the same model and
+    training settings on the same device."""
+    runs = []
+    for path in paths:
+        with open(path) as f:
+            runs.append(json.load(f))
+    header = dict(runs[0][0])
+    for run, path in zip(runs[1:], paths[1:]):
+        for key in ("benchmark", "device", "device_name", "model", "training", "tensorflow",
+                    "tensorflow_dcn", "baseline"):
+            if run[0].get(key) != header.get(key):
+                raise ValueError(f"--merge: {path} differs from {paths[0]} in {key!r}: "
+                                 f"{run[0].get(key)!r} vs {header.get(key)!r}")
+    records = {}
+    for run in runs:
+        for record in run[1:]:
+            records[(record["dtype_key"], record["model"])] = record  # a later run's wins
+    header.update(
+        models=[m for m in MODELS if any(m in run[0]["models"] for run in runs)],
+        dtypes=[d for d in DTYPES if any(d in run[0]["dtypes"] for run in runs)],
+        command=["python", "-m", "tensorflow_dcn.benchmark", "model"] + list(argv),
+        merged_commands=[run[0]["command"] for run in runs])
+    ordered = [records[(d, m)] for d in header["dtypes"] for m in header["models"]
+               if (d, m) in records]
+    return header, ordered
+
+
+def _report(out, header, records):
+    skipped_png = write_all(out, header, records)
+    print("\n".join(summary_lines(header, records)))
+    if skipped_png:
+        print(f"benchmark.png skipped: {skipped_png}")
+    written = ["benchmark.json"] + ([] if skipped_png else ["benchmark.png"])
+    print(f"Full report: {os.path.join(out, 'benchmark.md')} (also {', '.join(written)})")
+
+
 def main(argv):
     args = _parse_args(argv)
+    if args.merge:
+        try:
+            header, records = _merged(args.merge, argv)
+        except (OSError, ValueError, KeyError, IndexError) as e:
+            print(f"python -m tensorflow_dcn.benchmark model: error: {e}", file=sys.stderr)
+            return 2
+        _report(args.out, header, records)
+        return 0
     header = _header(args, argv)
     total = len(args.models) * len(args.dtypes)
     print(f"model-level: {len(args.models)} model(s) x {len(args.dtypes)} dtype(s), batch "
@@ -195,10 +247,5 @@ def main(argv):
                 records.append({"model": model, "dtype_key": dtype_key,
                                 **{field: record.get(field) for field in RECORD_FIELDS}})
                 _progress(len(records), total, started, job, records[-1])
-    skipped_png = write_all(args.out, header, records)
-    print("\n".join(summary_lines(header, records)))
-    if skipped_png:
-        print(f"benchmark.png skipped: {skipped_png}")
-    written = ["benchmark.json"] + ([] if skipped_png else ["benchmark.png"])
-    print(f"Full report: {os.path.join(args.out, 'benchmark.md')} (also {', '.join(written)})")
+    _report(args.out, header, records)
     return 0

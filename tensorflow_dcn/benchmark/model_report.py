@@ -98,6 +98,8 @@ def _header_lines(header):
     if header.get("baseline"):
         lines.append(f"- baseline: `{header['baseline']}`")
     lines.append("- Command: `" + " ".join(header["command"]) + "`")
+    for command in header.get("merged_commands", ()):
+        lines.append("  - merged from: `" + " ".join(command) + "`")
     return lines
 
 
