@@ -54,6 +54,14 @@ def write_json(path, header, records):
                               if r["model"] == "tfdcn" else r for r in records], f, indent=1)
 
 
+def _dtype_labels(header, records):
+    """{dtype_key: label}; float32 reads "float32+TF32" where a GPU ran it with TF32 on (the
+    default of TensorFlow, which the benchmark keeps)."""
+    tf32 = header["device"] == "gpu" and any(
+        r.get("tf32") for r in records if r["dtype_key"] == "fp32" and r["status"] == "ok")
+    return dict(DTYPE_LABELS, **({"fp32": "float32+TF32"} if tf32 else {}))
+
+
 def _number(value, digits=2, suffix=""):
     return "—" if value is None else f"{value:.{digits}f}{suffix}"
 
@@ -119,11 +127,12 @@ the TensorFlow allocator's peak (`tf.config.experimental.get_memory_info`) durin
 epochs: weights, optimizer state, activations, gradients, workspace; peak RSS MiB (CPU): the
 worker process' peak resident memory (`ru_maxrss`, TensorFlow's own ~0.5-1 GiB included).
 loss: the first step's loss → the mean loss of the last epoch, after the given number of steps
-(all models start from the same initial weights and data)."""
+(same data for all; the DCN models start from the same weights)."""
 
 
 def write_markdown(path, header, records):
     memory = _memory_label(records)
+    labels = _dtype_labels(header, records)
     lines = ["# tensorflow-dcn model-level benchmark: a FaPN-style segmentation training step", ""]
     lines += _header_lines(header) + ["", LEGEND, ""]
     lines += ["## Training step", "",
@@ -135,11 +144,11 @@ def write_markdown(path, header, records):
             f"baseline (`{header.get('baseline')}`)"
         if r["status"] != "ok":
             failures.append(r)
-            lines.append(f"| {DTYPE_LABELS[r['dtype_key']]} | {label} | — | {r['status']} "
+            lines.append(f"| {labels[r['dtype_key']]} | {label} | — | {r['status']} "
                          f"[{len(failures)}] | — | — | — | — |")
             continue
         lines.append(
-            f"| {DTYPE_LABELS[r['dtype_key']]} | {label} | {'on' if r['jit_compile'] else 'off'} "
+            f"| {labels[r['dtype_key']]} | {label} | {'on' if r['jit_compile'] else 'off'} "
             f"| {r['step_ms']:.2f} | {r['images_per_s']:.1f} | {r['peak_mib']:.0f} "
             f"| {r['loss_first']:.3f} → {r['loss_last']:.3f} ({r['steps']}) "
             f"| {r['warmup_s']:.1f} |")
@@ -155,7 +164,7 @@ def write_markdown(path, header, records):
                   "| speed-up vs baseline | peak vs pure_tf |", "|---|--:|--:|--:|--:|--:|--:|"]
         for dtype_key, d in derived.items():
             lines.append(
-                f"| {DTYPE_LABELS[dtype_key]} | {_check(d['vs_conv'], TARGET_VS_CONV)} "
+                f"| {labels[dtype_key]} | {_check(d['vs_conv'], TARGET_VS_CONV)} "
                 f"| {_check(d['cost_vs_pure_tf'], TARGET_COST)} "
                 f"| {_check(d['cost_vs_baseline'], TARGET_COST)} "
                 f"| {_number(d['speedup_vs_pure_tf'], suffix='×')} "
@@ -164,7 +173,7 @@ def write_markdown(path, header, records):
     if failures:
         lines += ["", "## Failures", ""]
         for i, r in enumerate(failures, 1):
-            lines.append(f"{i}. {DTYPE_LABELS[r['dtype_key']]} {r['model']}: {r['status']} — "
+            lines.append(f"{i}. {labels[r['dtype_key']]} {r['model']}: {r['status']} — "
                          f"{r['error']}")
             if r.get("log_tail"):
                 lines += ["", "   ```"] + [f"   {line}" for line in r["log_tail"][-8:]] + ["   ```"]
@@ -172,7 +181,7 @@ def write_markdown(path, header, records):
         f.write("\n".join(lines) + "\n")
 
 
-def write_plot(path, records):
+def write_plot(path, header, records):
     """ms/step and peak memory per model and dtype, and the ratios against their targets.
 
     Returns None, or why the figure was skipped."""
@@ -203,7 +212,7 @@ def write_plot(path, records):
         axis.set_ylabel(ylabel)
         axis.legend(fontsize=7)
 
-    labels = [DTYPE_LABELS[d] for d in dtypes]
+    labels = [_dtype_labels(header, records)[d] for d in dtypes]
     for axis, field, title, ylabel in (
             (axes[0], "step_ms", "training step", "ms / step"),
             (axes[1], "peak_mib", _memory_label(records), "MiB")):
@@ -235,7 +244,7 @@ def write_all(out_dir, header, records):
     os.makedirs(out_dir, exist_ok=True)
     write_json(os.path.join(out_dir, "benchmark.json"), header, records)
     write_markdown(os.path.join(out_dir, "benchmark.md"), header, records)
-    return write_plot(os.path.join(out_dir, "benchmark.png"), records)
+    return write_plot(os.path.join(out_dir, "benchmark.png"), header, records)
 
 
 def summary_lines(header, records):
@@ -245,6 +254,7 @@ def summary_lines(header, records):
              f"{model['image_size']}x{model['image_size']}, model.fit, jit_compile="
              f"{header['training']['jit_compile']}:"]
     derived = ratios(records)
+    labels = _dtype_labels(header, records)
     for dtype_key in dict.fromkeys(r["dtype_key"] for r in records):
         parts = []
         for r in records:
@@ -255,7 +265,7 @@ def summary_lines(header, records):
                              + (" (XLA)" if r["jit_compile"] else ""))
             else:
                 parts.append(f"{r['model']} {r['status']}")
-        line = f"  {DTYPE_LABELS[dtype_key]}: " + ", ".join(parts)
+        line = f"  {labels[dtype_key]}: " + ", ".join(parts)
         d = derived.get(dtype_key)
         if d:
             checks = [f"ours/conv {_check(d['vs_conv'], TARGET_VS_CONV)} (≤ {TARGET_VS_CONV})"]
