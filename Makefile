@@ -7,7 +7,7 @@
 #                python -m tensorflow_dcn.benchmark model $(BENCH_MODEL_ARGS) (a segmentation
 #                model's training step; BENCH_MODEL=0 skips it); small defaults on a CPU
 #   make clean   Bazel outputs, dist/, the in-tree library
-# Variables: VENV (.venv), CONFIG (auto|cpu|cuda, see scripts/setup_env.sh), BAZEL_TEST_ARGS,
+# Variables: VENV (.venv), CONFIG (auto|cpu|cuda), CUDA12_PATH (see scripts/setup_env.sh), BAZEL_TEST_ARGS,
 # PYTEST_PATHS (tests/), PYTEST_ARGS, BENCH_ARGS, BENCH_MODEL_ARGS, BENCH_MODEL.
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c

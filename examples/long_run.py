@@ -1,13 +1,16 @@
 #!/usr/bin/env python
 """Long-run and thread-safety check of `tfdcn.deform_conv2d`: memory stays flat, threads agree.
 
-1. Long run: --steps forward+backward steps (a tf.function: new random input, offsets and mask
-   every step, gradients with respect to all five operands) of one configuration, sampling every
+1. Long run: --steps training steps (a tf.function, XLA-compiled with --jit-compile: new random
+   input, offsets and mask every step, gradients with respect to all five operands, an SGD update
+   of the weight and bias) of one configuration, sampling every
    --sample-every steps the GPU allocator's current bytes and its peak since the previous sample
    (tf.config.experimental.get_memory_info / reset_memory_stats; GPU only) and the host RSS
-   (psutil, else /proc/self/status VmRSS). Flat means: the largest sample of the last quarter of
+   (psutil, else /proc/self/status VmRSS), whether the step's checksum is finite, and the time
+   per step since the previous sample. Flat means: the largest sample of the last quarter of
    the steps exceeds the largest of the second quarter by at most --gpu-tol-mib (GPU) or
-   --rss-tol-mib (host). The first quarter is warm-up.
+   --rss-tol-mib (host). The first quarter is warm-up. Steady means: over the second half, no
+   sampling window is slower than --steady-tol times the median window.
 2. Thread test: --threads Python threads each make --calls-per-thread forward+backward calls on
    their own inputs, all at once (even calls through a shared tf.function, odd calls eagerly),
    then the same calls are made one after another and the results compared (with --steps 0 the
@@ -59,6 +62,12 @@ def parse_args(argv=None):
                         help="long-run steps (default 10000 on a GPU, 1000 on the CPU; 0 skips)")
     parser.add_argument("--sample-every", type=int, default=None,
                         help="memory sample period in steps (default steps/100, at least 1)")
+    parser.add_argument("--jit-compile", action="store_true",
+                        help="XLA-compile the training step (tf.function(jit_compile=True))")
+    parser.add_argument("--learning-rate", type=float, default=1e-4,
+                        help="SGD step of the weight and bias in the long run")
+    parser.add_argument("--steady-tol", type=float, default=1.5,
+                        help="slowest second-half window / median window allowed")
     parser.add_argument("--gpu-tol-mib", type=float, default=1.0)
     parser.add_argument("--rss-tol-mib", type=float, default=32.0)
     parser.add_argument("--threads", type=int, default=4, help="0 skips the thread test")
@@ -149,10 +158,13 @@ class Problem:
 # Long run
 
 
-def long_run(tf, problem, steps, sample_every, device, on_gpu):
-    @tf.function
+def long_run(tf, problem, steps, sample_every, device, on_gpu, jit_compile, learning_rate):
+    @tf.function(jit_compile=jit_compile)
     def step(i):
         results = problem.forward_backward(tf.stack([i, 0]))
+        lr = tf.cast(learning_rate, problem.dtype)
+        problem.weight.assign_sub(lr * results["grad_weight"])
+        problem.bias.assign_sub(lr * results["grad_bias"])
         # One scalar keeps every gradient alive without copying them to the host.
         return tf.add_n([tf.reduce_sum(tf.cast(v, tf.float32)) for v in results.values()])
 
@@ -160,8 +172,13 @@ def long_run(tf, problem, steps, sample_every, device, on_gpu):
     samples = []
 
     def sample(step_index, checksum):
-        checksum.numpy()  # waits for the device
-        record = {"step": step_index, "rss_mib": host_rss_bytes() / 2 ** 20}
+        value = float(checksum.numpy())  # waits for the device
+        now = time.perf_counter()
+        record = {"step": step_index, "rss_mib": host_rss_bytes() / 2 ** 20,
+                  "finite": bool(np.isfinite(value))}
+        if samples:
+            record["ms_per_step"] = 1e3 * (now - sample.last_time) / (step_index - samples[-1]["step"])
+        sample.last_time = now
         if gpu:
             info = tf.config.experimental.get_memory_info(gpu)
             record["gpu_current_mib"] = info["current"] / 2 ** 20
@@ -186,6 +203,18 @@ def long_run(tf, problem, steps, sample_every, device, on_gpu):
                              f"{last['gpu_peak_mib']:.1f} MiB" if gpu else ""), flush=True)
         seconds = time.perf_counter() - start
     return samples, seconds
+
+
+def steadiness(samples, steps, tolerance):
+    """The slowest sampling window of the second half against the median window."""
+    windows = [s["ms_per_step"] for s in samples if s["step"] > steps / 2 and "ms_per_step" in s]
+    if len(windows) < 2:
+        return {"steady": None, "reason": "too few samples (need steps >= 4 * sample-every)"}
+    median = float(np.median(windows))
+    ratio = max(windows) / median
+    return {"median_ms_per_step": median, "slowest_ms_per_step": max(windows),
+            "slowest_over_median": ratio, "tolerance": tolerance,
+            "steady": bool(ratio <= tolerance)}
 
 
 def flatness(samples, steps, key, tolerance_mib):
@@ -285,7 +314,7 @@ def main(argv=None):
     print(f"TensorFlow {tf.__version__}; device {device}; dtype {args.dtype}; config "
           f"{'x'.join(map(str, dims))}, {args.filters or dims[3]} filters, "
           f"{args.kernel_size}x{args.kernel_size}, deformable groups {args.deformable_groups}; "
-          f"deterministic={args.deterministic}")
+          f"deterministic={args.deterministic}; jit_compile={args.jit_compile}")
 
     failures = []
     summary = {"script": "long_run", "args": vars(args), "tensorflow": tf.__version__,
@@ -299,14 +328,23 @@ def main(argv=None):
         problem = Problem(tf, tfdcn, dims, args.filters, args.kernel_size,
                           args.deformable_groups, args.dtype, args.seed)
     if steps:
-        samples, seconds = long_run(tf, problem, steps, sample_every, device, on_gpu)
+        samples, seconds = long_run(tf, problem, steps, sample_every, device, on_gpu,
+                                    args.jit_compile, args.learning_rate)
         checks = {"rss_mib": flatness(samples, steps, "rss_mib", args.rss_tol_mib)}
         if on_gpu:
             checks["gpu_current_mib"] = flatness(samples, steps, "gpu_current_mib",
                                                  args.gpu_tol_mib)
             checks["gpu_peak_mib"] = flatness(samples, steps, "gpu_peak_mib", args.gpu_tol_mib)
+        finite = all(s["finite"] for s in samples)
+        steady = steadiness(samples, steps, args.steady_tol)
         summary.update(seconds=seconds, ms_per_step=1e3 * seconds / steps, samples=samples,
-                       flatness=checks)
+                       flatness=checks, all_finite=finite, steadiness=steady)
+        print(f"finite: {finite}; steadiness: {steady}")
+        if not finite:
+            failures.append("a training step gave a NaN or Inf checksum")
+        if steady["steady"] is False:
+            failures.append(f"throughput not steady: slowest window {steady['slowest_ms_per_step']:.3f} "
+                            f"ms/step vs median {steady['median_ms_per_step']:.3f}")
         for key, check in checks.items():
             print(f"{key}: {check}")
             if check["flat"] is False:

@@ -16,7 +16,7 @@ rectangles and triangles (random colours, so the class is the shape), labelled p
 
     # CPU, a few seconds:
     PYTHONPATH=. python examples/train_segmentation.py --epochs 2 --steps-per-epoch 5
-    # one GPU (sizes for an H100), with the pure-TF layer for comparison, JSON summary:
+    # one GPU (sizes for an H200), with the pure-TF layer for comparison, JSON summary:
     python examples/train_segmentation.py --epochs 4 --steps-per-epoch 100 --batch-size 32 \
         --image-size 256 --channels 64 --layer both --json-out seg_1gpu.json
     # all visible GPUs, same global batch; compares the first step losses with the 1-GPU run:
@@ -27,7 +27,8 @@ vs last epoch), no NaN loss (keras.callbacks.TerminateOnNaN), the weights saved 
 save_weights and the whole model saved as .keras restore to identical predictions, with
 --layer both the two layers give the same first-step loss, with --compare-float32 the
 mixed-precision model stays close to the same weights run in float32, and with --compare-losses
-the first step losses match another run's.
+the first step losses match another run's, and training resumed from the .keras file gives the
+same next-step loss as the model that kept training.
 
 Throughput (images/s) is timed after a warm-up: the first epoch, or with --epochs 1 its first
 fifth of the steps. Keras syncs the host with the device after every step here (TerminateOnNaN
@@ -372,9 +373,11 @@ def compile_model(keras, model, args):
     return compile_warnings
 
 
-def check_checkpoint(tf, keras, model, rebuild, eval_images, directory, name):
+def check_checkpoint(tf, keras, model, rebuild, eval_images, next_batch, directory, name):
     """save_weights -> load_weights into a freshly initialised model, and model.save (.keras) ->
-    keras.models.load_model; both must predict exactly what the trained model predicts."""
+    keras.models.load_model; both must predict exactly what the trained model predicts. Then
+    training resumes: one more step on the next batch gives the same loss in the trained model
+    and in the one loaded from the .keras file (weights and optimizer state restored)."""
     expected = model(eval_images, training=False).numpy()
 
     def same(a, b):
@@ -390,12 +393,18 @@ def check_checkpoint(tf, keras, model, rebuild, eval_images, directory, name):
     model.save(model_path)
     loaded = keras.models.load_model(model_path)  # tensorflow_dcn is imported: DCNv2 resolves
     from_file = loaded(eval_images, training=False).numpy()
+    resumed_loss = float(loaded.train_on_batch(*next_batch, return_dict=True)["loss"])
+    continued_loss = float(model.train_on_batch(*next_batch, return_dict=True)["loss"])
     return {
         "weights_path": weights_path,
         "model_path": model_path,
         "fresh_model_differed": not same(before, expected),
         "weights_restored_identical": same(restored, expected),
         "keras_model_restored_identical": same(from_file, expected),
+        "resumed_jit_compile": bool(loaded.jit_compile),
+        "resumed_next_step_loss": resumed_loss,
+        "continued_next_step_loss": continued_loss,
+        "resume_identical": resumed_loss == continued_loss,
         "max_abs_diff_weights": float(np.max(np.abs(restored - expected))),
         "max_abs_diff_keras_model": float(np.max(np.abs(from_file - expected))),
     }
@@ -513,6 +522,7 @@ def main(argv=None):
           + ", ".join(f"{n} {np.mean(labels == i):.1%}" for i, n in enumerate(CLASS_NAMES)))
     dataset = make_dataset(tf, images, labels, args.batch_size)
     eval_images = tf.constant(images[:min(4, num_images)].astype(np.float32) / 255.0)
+    next_batch = next(iter(dataset))  # for the resume check: one more training step
 
     names = list(LAYERS) if args.layer == "both" else [args.layer]
     synchronized = strategy is not None
@@ -547,11 +557,15 @@ def main(argv=None):
                 failures.append(f"{name}: the loss did not decrease ({run['loss_basis']}: "
                                 f"{run['loss_first']:.4f} -> {run['loss_last']:.4f})")
             run["checkpoint"] = in_scope(lambda: check_checkpoint(
-                tf, keras, models[name], builder(name), eval_images, checkpoint_dir, name))
+                tf, keras, models[name], builder(name), eval_images, next_batch, checkpoint_dir,
+                name))
             if not (run["checkpoint"]["weights_restored_identical"]
                     and run["checkpoint"]["keras_model_restored_identical"]):
                 failures.append(f"{name}: restored checkpoint predicts differently "
                                 f"({run['checkpoint']})")
+            if not run["checkpoint"]["resume_identical"]:
+                failures.append(f"{name}: training resumed from the .keras file gives another "
+                                f"next-step loss ({run['checkpoint']})")
             if args.compare_float32 and policy != "float32":
                 run["float32_comparison"] = compare_with_float32(
                     keras, models[name], builder(name), eval_images, policy)
@@ -567,7 +581,8 @@ def main(argv=None):
             print(f"{name}: first step losses {[round(v, 6) for v in run['first_step_losses']]}")
             print(f"{name}: checkpoint restored identical: weights "
                   f"{run['checkpoint']['weights_restored_identical']}, .keras "
-                  f"{run['checkpoint']['keras_model_restored_identical']}")
+                  f"{run['checkpoint']['keras_model_restored_identical']}; resumed next-step "
+                  f"loss identical {run['checkpoint']['resume_identical']}")
             if "float32_comparison" in run:
                 print(f"{name}: vs float32 {run['float32_comparison']}")
     finally:

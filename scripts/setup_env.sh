@@ -10,10 +10,14 @@
 #                       tests/test_wheel.py installs TensorFlow from there without network
 #   CONFIG=auto|cpu|cuda
 #       auto (default): keep the existing .tf_configure.bazelrc's CPU/CUDA choice (refreshing its
-#       paths), or on first setup let ./configure.sh decide (CUDA when nvcc is found).
+#       paths), or on first setup CUDA when nvcc is found (CUDA_TOOLKIT_PATH, /usr/local/cuda).
 #       cpu / cuda: ./configure.sh --cpu / ./configure.sh.
+#   CUDA12_PATH=<dir>   the CUDA 12.9 directory of the portable CUDA build (default:
+#                       ~/.cache/tensorflow_dcn/cuda-12.9)
 # Steps: Bazel (apt package bazel-bootstrap, 4.2.3) if missing; the venv with requirements-dev.txt
-# (pip runs only when a pin is not installed); ./configure.sh with the venv's python.
+# (pip runs only when a pin is not installed); for the CUDA build, clang-16 (apt) if missing and
+# the CUDA 12.9 directory from the wheels of requirements-cuda12.txt (downloaded into the
+# wheelhouse once, unpacked by scripts/unpack_cuda12.py); ./configure.sh with the venv's python.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VENV="${VENV:-$ROOT/.venv}"
@@ -21,6 +25,8 @@ PYTHON="${PYTHON:-python3}"
 CONFIG="${CONFIG:-auto}"
 REQS="$ROOT/requirements-dev.txt"
 WHEELHOUSE="${TFDCN_WHEELHOUSE:-$HOME/.cache/tensorflow_dcn/wheelhouse}"
+CUDA="${CUDA_TOOLKIT_PATH:-/usr/local/cuda}"
+export CUDA12_PATH="${CUDA12_PATH:-$HOME/.cache/tensorflow_dcn/cuda-12.9}"
 
 log() { echo "setup_env: $*" >&2; }
 as_root() { if [[ $(id -u) == 0 ]]; then "$@"; else sudo "$@"; fi; }
@@ -71,15 +77,35 @@ else
     -r "$REQS"
 fi
 
-# 3. ./configure.sh against the venv's TensorFlow.
+# 3. CPU only, or CPU + CUDA?
 ARGS=()
 case "$CONFIG" in
   cpu) ARGS=(--cpu) ;;
-  cuda) [[ -x "${CUDA_TOOLKIT_PATH:-/usr/local/cuda}/bin/nvcc" ]] || {
-          log "CONFIG=cuda but there is no nvcc at ${CUDA_TOOLKIT_PATH:-/usr/local/cuda}/bin/nvcc"; exit 1; } ;;
-  auto) if grep -q "TF_NEED_CUDA=0" "$ROOT/.tf_configure.bazelrc" 2>/dev/null; then ARGS=(--cpu); fi ;;
+  cuda) [[ -x "$CUDA/bin/nvcc" ]] || { log "CONFIG=cuda but there is no nvcc at $CUDA/bin/nvcc"; exit 1; } ;;
+  auto) if grep -q "TF_NEED_CUDA=0" "$ROOT/.tf_configure.bazelrc" 2>/dev/null || [[ ! -x "$CUDA/bin/nvcc" ]]; then
+          ARGS=(--cpu)
+        fi ;;
   *) log "CONFIG must be auto, cpu or cuda, not '$CONFIG'"; exit 1 ;;
 esac
+
+# 4. The CUDA build's second toolchain (tensorflow_dcn/cuda_targets.bzl): clang-16 and CUDA 12.9
+# headers, ptxas and libdevice from pinned wheels, for kernels that load on drivers >= 525.
+if [[ ${#ARGS[@]} == 0 ]]; then
+  command -v clang++-16 >/dev/null || apt_install clang-16
+  UNPACK=("$VENV/bin/python" "$ROOT/scripts/unpack_cuda12.py" --wheelhouse "$WHEELHOUSE" --dest "$CUDA12_PATH")
+  if "${UNPACK[@]}" --check; then
+    log "$CUDA12_PATH is up to date"
+  else
+    log "downloading requirements-cuda12.txt into $WHEELHOUSE"
+    mkdir -p "$WHEELHOUSE" "$(dirname "$CUDA12_PATH")"
+    "$VENV/bin/python" -m pip download --quiet --no-deps --only-binary=:all: --dest "$WHEELHOUSE" \
+      -r "$ROOT/requirements-cuda12.txt"
+    "${UNPACK[@]}" >/dev/null
+    log "unpacked the CUDA 12.9 wheels into $CUDA12_PATH"
+  fi
+fi
+
+# 5. ./configure.sh against the venv's TensorFlow.
 log "./configure.sh ${ARGS[*]:-}"
 PYTHON_BIN_PATH="$VENV/bin/python" "$ROOT/configure.sh" "${ARGS[@]}" >/dev/null
 grep -q "TF_NEED_CUDA=1" "$ROOT/.tf_configure.bazelrc" && log "configured: CPU + CUDA kernels" \

@@ -233,6 +233,18 @@ PARITY_CONFIGS = [
             deformable_groups=2, max_offset=1.0, mask=False, bias=False)),
 ]
 
+# Problems the Hopper forward (cuda_wgmma_sm90a) takes in fp16, bf16 and TF32: channels per group
+# and per deformable group multiples of 128 bytes. Its 128 x 128 tile (198 pixels, 72 outputs);
+# its 64 x 256 tile with stride 2 and dg 4 (200 outputs); groups 2 with dg 2.
+SM90A_CONFIGS = [
+    Config(batch=2, height=9, width=11, in_channels=64, out_channels=72, pad=(1, 1),
+           offsets="fractional"),
+    Config(batch=2, height=13, width=11, in_channels=256, out_channels=200, stride=(2, 2),
+           pad=(1, 1), deformable_groups=4),
+    Config(height=12, width=10, in_channels=128, out_channels=96, pad=(1, 1), groups=2,
+           deformable_groups=2, bias=False),
+]
+
 # Big enough for many parallel pixel blocks in the CPU kernels and, in float64, for two of the
 # backward pass's 64 MiB column chunks (dcn_v2_cpu.cc), the chunk boundary falling inside an image.
 LARGE_CONFIG = Config(batch=3, height=31, width=31, in_channels=128, out_channels=8,

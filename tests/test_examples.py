@@ -4,6 +4,7 @@ them (subprocesses, tiny sizes), checking the exit status and the JSON summaries
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -15,6 +16,7 @@ import tensorflow as tf
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "examples")
 TRAIN = os.path.join(EXAMPLES, "train_segmentation.py")
 LONG_RUN = os.path.join(EXAMPLES, "long_run.py")
+QUICKSTART = os.path.join(EXAMPLES, "quickstart.py")
 # 16x16 images (the encoder goes down to 2x2), width 4: tracing dominates the run time.
 TINY_TRAINING = ["--epochs", "2", "--steps-per-epoch", "4", "--batch-size", "4",
                  "--image-size", "16", "--channels", "4", "--verbose", "2"]
@@ -53,6 +55,19 @@ class ScriptRunner:
         return run_script(self.get_temp_dir(), script, *args, expect_rc=expect_rc)
 
 
+class QuickstartTest(tf.test.TestCase):
+
+    def test_trains_saves_and_loads(self):
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
+                   CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
+        result = subprocess.run([sys.executable, QUICKSTART, "--epochs", "2", "--size", "16"],
+                                capture_output=True, text=True, env=env, timeout=600)
+        self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+        first, last = map(float, re.search(r"loss ([\d.]+) -> ([\d.]+)", result.stdout).groups())
+        self.assertLess(last, first)
+        self.assertIn("the loaded model predicts the same: True", result.stdout)
+
+
 class TrainSegmentationTest(ScriptRunner, tf.test.TestCase):
 
     def test_both_layers_then_two_replicas_reproduce_the_step_losses(self):
@@ -78,8 +93,10 @@ class TrainSegmentationTest(ScriptRunner, tf.test.TestCase):
             self.assertTrue(run["checkpoint"]["keras_model_restored_identical"])
         # Same initial weights and data: the op and the pure-TF layer agree to float rounding.
         self.assertLess(one["layers_comparison"]["first_step_loss_rel_diff"], 1e-5)
-        # The DCNv2 model opts out of XLA (supports_jit=False); on the CPU Keras' 'auto' is off.
+        # On the CPU Keras resolves jit_compile='auto' to no XLA (on a GPU it is XLA).
         self.assertFalse(one["runs"]["tfdcn"]["jit_compile"])
+        for run in one["runs"].values():
+            self.assertTrue(run["checkpoint"]["resume_identical"], run["checkpoint"])
 
         # The same global batches split over two logical CPUs give the same step losses
         # (BatchNormalization synchronized over the replicas).
@@ -91,18 +108,19 @@ class TrainSegmentationTest(ScriptRunner, tf.test.TestCase):
         self.assertEqual(two["per_replica_batch_size"], 2)
         self.assertTrue(two["runs"]["tfdcn"]["checkpoint"]["weights_restored_identical"])
 
-    def test_mixed_float16_with_jit_compile_true_falls_back_and_stays_close(self):
+    def test_mixed_float16_stays_close(self):
+        # Keras' default compile: no XLA on a CPU. (TensorFlow 2.21's XLA cannot compile the
+        # gradient of bilinear UpSampling2D in mixed precision on the CPU, with or without DCN:
+        # docs/notes/2026-11-30-xla-cpu-mixed-precision-bilinear-upsampling.md; tests/test_xla.py
+        # covers mixed precision under XLA.)
         summary, _, _ = self.run_script(TRAIN, *TINY_TRAINING, "--mixed-precision",
-                                        "mixed_float16", "--jit-compile", "true",
-                                        "--compare-float32")
+                                        "mixed_float16", "--compare-float32")
         self.assertTrue(summary["ok"], summary["failures"])
         run = summary["runs"]["tfdcn"]
         self.assertEqual(run["optimizer"], "LossScaleOptimizer")
         self.assertEqual(run["dtype_policy"], "mixed_float16")
-        # compile(jit_compile=True) on a model with DCNv2: Keras warns and trains without XLA.
-        self.assertFalse(run["jit_compile"])
-        self.assertTrue(any("jit_compile" in w for w in run["compile_warnings"]),
-                        run["compile_warnings"])
+        self.assertFalse(any("jit_compile" in w for w in run["compile_warnings"]),
+                         run["compile_warnings"])
         self.assertFalse(run["nan_terminated"])
         comparison = run["float32_comparison"]
         self.assertTrue(comparison["finite"])
@@ -155,10 +173,13 @@ class SyntheticDataTest(tf.test.TestCase):
 class LongRunTest(ScriptRunner, tf.test.TestCase):
 
     def test_memory_flat_and_threads_match(self):
+        # A shared CPU runner's timing is noisy: the throughput check is for the GPU runs.
         summary, result, _ = self.run_script(LONG_RUN, "--config", "2x8x8x8", "--steps", "120",
                                              "--sample-every", "5", "--threads", "3",
-                                             "--calls-per-thread", "4")
+                                             "--calls-per-thread", "4", "--steady-tol", "1e9")
         self.assertTrue(summary["ok"], summary["failures"])
+        self.assertTrue(summary["all_finite"])
+        self.assertTrue(summary["steadiness"]["steady"])
         self.assertEqual(summary["device"], "CPU:0")
         self.assertLen(summary["samples"], 120 // 5 + 1)
         self.assertEqual(set(summary["flatness"]), {"rss_mib"})  # no GPU: host memory only
@@ -174,6 +195,23 @@ class LongRunTest(ScriptRunner, tf.test.TestCase):
             self.assertEqual(entry["required"], "exact", name)
             self.assertEqual(entry["max_abs_diff"], 0.0, name)
         self.assertIn("match", result.stdout)
+
+    def test_xla_compiled_training_steps(self):
+        summary, _, _ = self.run_script(LONG_RUN, "--config", "2x8x8x8", "--steps", "40",
+                                        "--sample-every", "5", "--threads", "0", "--jit-compile",
+                                        "--steady-tol", "1e9")
+        self.assertTrue(summary["ok"], summary["failures"])
+        self.assertTrue(summary["args"]["jit_compile"])
+        self.assertTrue(summary["all_finite"])
+
+    def test_steadiness_detects_a_slow_window(self):
+        module = load_module(LONG_RUN)
+        steps = 100
+        steady = [{"step": s, "ms_per_step": 2.0 + 0.01 * (s % 3)} for s in range(5, steps + 1, 5)]
+        slow = [dict(r, ms_per_step=10.0) if r["step"] == 90 else r for r in steady]
+        self.assertTrue(module.steadiness(steady, steps, 1.5)["steady"])
+        self.assertFalse(module.steadiness(slow, steps, 1.5)["steady"])
+        self.assertIsNone(module.steadiness(steady[:1], steps, 1.5)["steady"])
 
     def test_flatness_detects_growth(self):
         module = load_module(LONG_RUN)

@@ -214,6 +214,65 @@ class GpuTest(tf.test.TestCase, parameterized.TestCase):
         for key in simple.files:
             util.assert_near(self, fused[key], simple[key], dtypes[key.split("-")[2]], msg=key)
 
+    def test_sm90a_forward_is_planned_falls_back_and_matches_oracle(self):
+        # On compute capability 9.0 the forward in fp16, bf16 and TF32 runs cuda_wgmma_sm90a where
+        # channels per group and per deformable group are multiples of 128 bytes;
+        # TFDCN_KERNELS=portable, strict float32 and an sm_90a module that does not load
+        # (TFDCN_SIMULATE_SM90A_UNAVAILABLE=1) run cuda_fused_sm80 instead. Every mode matches the
+        # float64 oracle. The choice is read per process, hence subprocesses.
+        script = textwrap.dedent("""
+            import sys
+            import numpy as np
+            import tensorflow as tf
+            tf.config.set_soft_device_placement(False)
+            import op_test_util as util
+            from tensorflow_dcn import ops
+
+            results = {}
+            for i, config in enumerate(util.SM90A_CONFIGS):
+                for dtype, tf32 in ((tf.float16, False), (tf.bfloat16, False), (tf.float32, True),
+                                    (tf.float32, False)):
+                    tf.config.experimental.enable_tensor_float_32_execution(tf32)
+                    ops._ops.dc_nv2_run_counts(reset=True)
+                    operands = util.as_dtype(util.make_problem(config), dtype)
+                    out = util.forward(operands, config.attrs, "gpu")
+                    names, _ = ops._ops.dc_nv2_run_counts(reset=True)
+                    key = f"{i}-{dtype.name}-{'tf32' if tf32 else 'strict'}"
+                    results[key] = tf.cast(out, tf.float64).numpy()
+                    results["ran-" + key] = np.array([n.decode() for n in names.numpy()])
+            np.savez(sys.argv[1], **results)
+            """)
+        details = tf.config.experimental.get_device_details(util.GPUS[0])
+        hopper = details.get("compute_capability") == (9, 0)
+        runs = {}
+        for mode, env_update in (("auto", {}), ("portable", {"TFDCN_KERNELS": "portable"}),
+                                 ("unavailable", {"TFDCN_SIMULATE_SM90A_UNAVAILABLE": "1"})):
+            path = os.path.join(self.get_temp_dir(), f"sm90a_{mode}.npz")
+            env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
+                       **env_update)
+            result = subprocess.run([sys.executable, "-c", script, path], capture_output=True,
+                                    text=True, env=env, timeout=540)
+            self.assertEqual(result.returncode, 0, result.stderr[-4000:])
+            runs[mode] = np.load(path)
+        for key in [k for k in runs["auto"].files if k.startswith("ran-")]:
+            strict_float32 = key.endswith("float32-strict")
+            expected = "cuda_wgmma_sm90a" if hopper and not strict_float32 else "cuda_fused_sm80"
+            self.assertEqual(list(runs["auto"][key]), [f"DCNv2Forward/{expected}"], key)
+            for mode in ("portable", "unavailable"):
+                self.assertEqual(list(runs[mode][key]), ["DCNv2Forward/cuda_fused_sm80"],
+                                 f"{mode} {key}")
+        # Each output against the float64 oracle (TF32 with half's tolerance, as above).
+        for i, config in enumerate(util.SM90A_CONFIGS):
+            for dtype, kind in ((tf.float16, "strict"), (tf.bfloat16, "strict"),
+                                (tf.float32, "tf32"), (tf.float32, "strict")):
+                operands = util.as_dtype(util.make_problem(config), dtype)
+                expected = oracle.deform_conv2d(**operands, **config.attrs)
+                tolerance_dtype = tf.float16 if kind == "tf32" else dtype
+                for mode in runs:
+                    key = f"{i}-{dtype.name}-{kind}"
+                    util.assert_near(self, runs[mode][key], expected, tolerance_dtype,
+                                     msg=f"{mode} {key}")
+
     def test_tensor_beyond_2_31_elements(self):
         if os.environ.get("TFDCN_RUN_HUGE") != "1" and gpu_memory_bytes() < HUGE_TEST_MIN_GPU_BYTES:
             self.skipTest("needs a GPU with >= 40 GB of memory or TFDCN_RUN_HUGE=1")

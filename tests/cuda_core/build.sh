@@ -1,18 +1,12 @@
 #!/usr/bin/env bash
-# Builds the CUDA core with its C entry point into .devbuild/libdcn_core.so for check_core.py
-# (no TensorFlow involved). ARCHS overrides the targets (default sm_90).
+# Builds the CUDA core with its C entry point into .devbuild/libdcn_core.so for check_core.py (no
+# TensorFlow involved): //tests/cuda_core:libdcn_core.so, the op library's CUDA objects (same
+# compilers, flags and GPU targets, tensorflow_dcn/cuda_targets.bzl) plus core_capi.cu.cc; and
+# .devbuild/core_smoke, a PyTorch-free driver for compute-sanitizer and ncu.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-NVCC=${NVCC:-/usr/local/cuda/bin/nvcc}
-ARCHS=${ARCHS:--gencode=arch=compute_90,code=sm_90}
+bazel build //tests/cuda_core:libdcn_core.so //tests/cuda_core:core_smoke
 mkdir -p .devbuild
-FLAGS="-x cu -std=c++17 -O3 -I. --expt-relaxed-constexpr -Xcompiler -fPIC -Xcompiler -fvisibility=hidden $ARCHS"
-pids=()
-for src in tensorflow_dcn/cc/kernels/cuda/*.cu.cc tests/cuda_core/core_capi.cu.cc; do
-  obj=.devbuild/$(basename "$src" .cu.cc).o
-  $NVCC $FLAGS -c "$src" -o "$obj" & pids+=($!)
-done
-for p in "${pids[@]}"; do wait "$p"; done
-# The C entry points must stay visible.
-$NVCC -shared -o .devbuild/libdcn_core.so .devbuild/*.o $ARCHS
-echo ".devbuild/libdcn_core.so"
+cp -f bazel-bin/tests/cuda_core/libdcn_core.so bazel-bin/tests/cuda_core/core_smoke .devbuild/
+chmod u+w .devbuild/libdcn_core.so .devbuild/core_smoke
+echo ".devbuild/libdcn_core.so .devbuild/core_smoke"

@@ -1,17 +1,21 @@
 """Checks and times the CUDA core without TensorFlow, against torchvision, on a GPU machine.
 
     bash tests/cuda_core/build.sh            # here: nvcc -> .devbuild/libdcn_core.so
-    python3 tests/cuda_core/check_core.py [--quick] [--sanitize] [--bench]
+    python3 tests/cuda_core/check_core.py [--quick] [--sanitize] [--bench] [--hopper]
 
-The core is called through ctypes (tests/cuda_core/core_capi.cu.cc) on PyTorch tensors.
+The core is called through ctypes (tests/cuda_core/core_capi.cu.cc) on PyTorch tensors; every run
+plans as a binding does (cuda::MakePlan) and reports which implementation the plan names.
 References: torchvision.ops.deform_conv2d in float64 (forward and autograd gradients) and
 torch.matmul in float64 for the GEMM engine. Sample positions are kept off integers so that
 torchvision's one-sided derivatives agree with ours (they differ only at p = -1 exactly).
+--hopper checks the sm_90a forward (cuda_wgmma_sm90a) against float64 over varied shapes, its
+fallback, and times it against cuda_fused_sm80 and torchvision (table last).
 """
 
 import argparse
 import ctypes
 import os
+import subprocess
 import sys
 import time
 
@@ -22,10 +26,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 LIB = ctypes.CDLL(os.environ.get("DCN_CORE_LIB", os.path.join(HERE, "../../.devbuild/libdcn_core.so")))
 LIB.dcn_workspace_bytes.restype = ctypes.c_size_t
 LIB.dcn_error_string.restype = ctypes.c_char_p
+LIB.dcn_implementation.restype = ctypes.c_char_p
 _LL, _P = ctypes.c_longlong, ctypes.c_void_p
 LIB.dcn_gemm.argtypes = [ctypes.c_int] * 3 + [_LL] * 3 + [_P, _LL, _P, _LL, _P, _LL, _P]
 LIB.dcn_run.argtypes = [ctypes.c_int, ctypes.c_int, _P, _P, _P, ctypes.c_int, _P]
 LIB.dcn_workspace_bytes.argtypes = [ctypes.c_int, ctypes.c_int, _P, ctypes.c_int]
+LIB.dcn_implementation.argtypes = [ctypes.c_int, ctypes.c_int, _P, ctypes.c_int]
+LIB.dcn_sm90a_available.restype = ctypes.c_int
 DTYPES = {torch.float16: 0, torch.bfloat16: 1, torch.float32: 2, torch.float64: 3}
 FAILURES = []
 
@@ -43,19 +50,27 @@ def dims(cfg, has_mask=True, has_bias=True):
     return (ctypes.c_longlong * len(vals))(*vals), ho, wo
 
 
-def flags(tf32, det, im2col):
-    return int(tf32) | 2 * int(det) | 4 * int(im2col)
+CHOICES = {"auto": 0, "im2col": 1, "portable": 2}  # cuda::Options::choice (plan.h KernelChoice)
 
 
-def workspace_bytes(op, dtype, dim, tf32=True, det=False, im2col=False):
-    return LIB.dcn_workspace_bytes(DTYPES[dtype], op, dim, flags(tf32, det, im2col))
+def flags(tf32, det, choice):
+    return int(tf32) | 2 * int(det) | 4 * CHOICES[choice]
 
 
-def run(op, dtype, dim, tensors, tf32=True, det=False, im2col=False):
-    ws = torch.empty(max(workspace_bytes(op, dtype, dim, tf32, det, im2col), 1), dtype=torch.uint8, device="cuda")
+def workspace_bytes(op, dtype, dim, tf32=True, det=False, choice="auto"):
+    return LIB.dcn_workspace_bytes(DTYPES[dtype], op, dim, flags(tf32, det, choice))
+
+
+def implementation(op, dtype, dim, tf32=True, det=False, choice="auto"):
+    """The implementation the planner picks, e.g. 'cuda_wgmma_sm90a'."""
+    return LIB.dcn_implementation(DTYPES[dtype], op, dim, flags(tf32, det, choice)).decode()
+
+
+def run(op, dtype, dim, tensors, tf32=True, det=False, choice="auto"):
+    ws = torch.empty(max(workspace_bytes(op, dtype, dim, tf32, det, choice), 1), dtype=torch.uint8, device="cuda")
     ptrs = (ctypes.c_void_p * len(tensors))(*[t.data_ptr() if t is not None else None for t in tensors])
     check(LIB.dcn_run(DTYPES[dtype], op, dim, ptrs, ctypes.c_void_p(ws.data_ptr()),
-                      flags(tf32, det, im2col), ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)))
+                      flags(tf32, det, choice), ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)))
 
 
 def make_problem(cfg, dtype, offset_range=2.5, seed=0):
@@ -86,15 +101,15 @@ def reference(cfg, x, off, mask, wt, b, gout):
     return (nhwc(y).detach(), nhwc(xt.grad), nhwc(ot.grad), nhwc(mt.grad), wt_.grad.permute(2, 3, 1, 0), bt.grad)
 
 
-def ours(cfg, dtype, dim, x, off, mask, wt, b, gout, tf32=True, det=False, im2col=False):
+def ours(cfg, dtype, dim, x, off, mask, wt, b, gout, tf32=True, det=False, choice="auto"):
     x, off, mask, wt, b, gout = [t.to(dtype).contiguous() for t in (x, off, mask, wt, b, gout)]
     # Poisoned outputs: every element must be written.
     y = torch.full(gout.shape, float("nan"), dtype=dtype, device="cuda")
-    run(0, dtype, dim, [x, off, mask, wt, b, y], tf32, det, im2col)
+    run(0, dtype, dim, [x, off, mask, wt, b, y], tf32, det, choice)
     gx, goff, gm = (torch.full_like(t, float("nan")) for t in (x, off, mask))
-    run(1, dtype, dim, [gout, x, off, mask, wt, gx, goff, gm], tf32, det, im2col)
+    run(1, dtype, dim, [gout, x, off, mask, wt, gx, goff, gm], tf32, det, choice)
     gw, gb = torch.full_like(wt, float("nan")), torch.full_like(b, float("nan"))
-    run(2, dtype, dim, [gout, x, off, mask, gw, gb], tf32, det, im2col)
+    run(2, dtype, dim, [gout, x, off, mask, gw, gb], tf32, det, choice)
     return y, gx, goff, gm, gw, gb
 
 
@@ -136,19 +151,21 @@ def check_parity(quick):
     for cfg in configs:
         dim, data = make_problem(cfg, torch.float64)
         want = reference(cfg, *data)
-        for dtype, tf32, det, im2col in [
-                (torch.float64, True, False, False), (torch.float32, False, False, False),
-                (torch.float32, True, False, False), (torch.float16, True, False, False),
-                (torch.bfloat16, True, False, False), (torch.float32, False, True, False),
-                (torch.float16, True, True, False), (torch.float32, False, False, True),
-                (torch.float16, True, False, True), (torch.bfloat16, True, False, True)]:
+        for dtype, tf32, det, choice in [
+                (torch.float64, True, False, "auto"), (torch.float32, False, False, "auto"),
+                (torch.float32, True, False, "auto"), (torch.float16, True, False, "auto"),
+                (torch.bfloat16, True, False, "auto"), (torch.float32, False, True, "auto"),
+                (torch.float16, True, True, "auto"), (torch.float32, False, False, "im2col"),
+                (torch.float16, True, False, "im2col"), (torch.bfloat16, True, False, "im2col"),
+                (torch.float16, True, False, "portable"), (torch.float32, True, False, "portable")]:
             dim, data = make_problem(cfg, dtype)
             want = reference(cfg, *data)
-            got = ours(cfg, dtype, dim, *data, tf32=tf32, det=det, im2col=im2col)
+            got = ours(cfg, dtype, dim, *data, tf32=tf32, det=det, choice=choice)
             tol = TOLERANCE["tf32" if (dtype == torch.float32 and tf32) else dtype]
-            label = f"{cfg} {str(dtype):14s} tf32={tf32:d} det={det:d} im2col={im2col:d}"
+            label = f"{cfg} {str(dtype):14s} tf32={tf32:d} det={det:d} {choice:8s}"
             worst = compare(label, got, want, tol)
-            print(f"parity {label} worst rel {worst:.2e}", flush=True)
+            ran = "/".join(implementation(op, dtype, dim, tf32, det, choice) for op in range(3))
+            print(f"parity {label} worst rel {worst:.2e}  ran {ran}", flush=True)
 
 
 def check_gemm():
@@ -222,11 +239,11 @@ def bench():
             x, off, mask, wt, b, gout = [t.to(dtype).contiguous() for t in data]
             y = torch.empty_like(gout)
             gx, goff, gm, gw, gb = (torch.empty_like(t) for t in (x, off, mask, wt, b))
-            fwd = lambda im2col=False: run(0, dtype, dim, [x, off, mask, wt, b, y], tf32, im2col=im2col)
-            def fwd_bwd(im2col=False):
-                fwd(im2col)
-                run(1, dtype, dim, [gout, x, off, mask, wt, gx, goff, gm], tf32, im2col=im2col)
-                run(2, dtype, dim, [gout, x, off, mask, gw, gb], tf32, im2col=im2col)
+            fwd = lambda choice="auto": run(0, dtype, dim, [x, off, mask, wt, b, y], tf32, choice=choice)
+            def fwd_bwd(choice="auto"):
+                fwd(choice)
+                run(1, dtype, dim, [gout, x, off, mask, wt, gx, goff, gm], tf32, choice=choice)
+                run(2, dtype, dim, [gout, x, off, mask, gw, gb], tf32, choice=choice)
             xt, ot, mt = (t.permute(0, 3, 1, 2).contiguous().requires_grad_(True) for t in (x, off, mask))
             wt_t = wt.permute(3, 2, 0, 1).contiguous().requires_grad_(True)
             bt = b.clone().requires_grad_(True)
@@ -235,7 +252,7 @@ def bench():
             def tv_fb():
                 tv().backward(go_t)
             row = []
-            for fn in (fwd, fwd_bwd, tv, tv_fb, lambda: fwd(True), lambda: fwd_bwd(True)):
+            for fn in (fwd, fwd_bwd, tv, tv_fb, lambda: fwd("im2col"), lambda: fwd_bwd("im2col")):
                 try:
                     row.append(timeit(fn))
                 except RuntimeError as e:
@@ -247,14 +264,237 @@ def bench():
 
 
 def profile_once():
-    """One forward + backward per path (fused, im2col) of two benchmark shapes, for ncu."""
+    """One forward + backward per kernel choice of two benchmark shapes, for ncu."""
     for cfg in [(8, 64, 64, 128, 128, 3, 1, 1, 1, 1, 1), (4, 32, 32, 512, 512, 3, 1, 1, 1, 1, 1)]:
         for dtype, tf32 in [(torch.float32, False), (torch.float16, True)]:
             dim, data = make_problem(cfg, dtype)
-            for im2col in (False, True):
-                print("profile", cfg, dtype, "im2col" if im2col else "fused", flush=True)
-                ours(cfg, dtype, dim, *data, tf32=tf32, im2col=im2col)
+            for choice in ("auto", "portable", "im2col"):
+                print("profile", cfg, dtype, choice, implementation(0, dtype, dim, tf32, choice=choice), flush=True)
+                ours(cfg, dtype, dim, *data, tf32=tf32, choice=choice)
                 torch.cuda.synchronize()
+
+
+# ---------------------------------------------------------------------------------------------
+# The sm_90a forward (cuda_wgmma_sm90a): accuracy, plan choice, fallback, timing.
+# ---------------------------------------------------------------------------------------------
+
+HOPPER_TOLERANCE = {torch.float16: 1e-3, torch.bfloat16: 8e-3, torch.float32: 1e-3}  # fwd, vs float64
+HOPPER_DTYPES = ((torch.float16, "fp16"), (torch.bfloat16, "bf16"), (torch.float32, "tf32"))
+HOPPER_CONFIGS = [
+    # n, h, w, c, cout, k, stride, pad, dil, groups, dg
+    (2, 16, 16, 64, 64, 3, 1, 1, 1, 1, 1),      # 128 x 128 tile, 512 pixels
+    (2, 13, 11, 256, 200, 3, 2, 1, 1, 1, 4),    # 64 x 256 tile, stride 2, dg 4, Cout off the tile
+    (1, 20, 24, 128, 96, 3, 1, 1, 1, 2, 2),     # groups 2 (64 channels each), dg 2
+    (2, 9, 14, 512, 130, 3, 1, 1, 1, 1, 1),     # 512 channels, 252 pixels
+    (1, 11, 12, 192, 320, 3, 1, 2, 2, 1, 3),    # dilation 2, dg 3, two channel tiles
+    (3, 20, 18, 256, 130, 1, 1, 0, 1, 1, 1),    # 1x1 kernel
+    (1, 8, 8, 64, 8, 3, 1, 1, 1, 1, 1),         # 8 output channels
+    (4, 32, 32, 256, 256, 3, 1, 1, 1, 1, 1),    # a benchmark-sized problem
+    (1, 9, 9, 512, 520, 3, 1, 1, 1, 4, 1),      # groups 4, 130 outputs each (wide tile)
+    (2, 11, 13, 128, 256, 2, 1, 0, 1, 1, 2),    # 2x2 kernel: an even number of taps
+    (1, 12, 12, 64, 96, 5, 1, 2, 1, 1, 1),      # 5x5 kernel: a 25-tap sample table
+]
+
+
+def reference_forward(cfg, x, off, mask, wt, b):
+    n, h, w, c, cout, k, s, p, d, g, dg = cfg
+    y = torchvision.ops.deform_conv2d(x.permute(0, 3, 1, 2), off.permute(0, 3, 1, 2), wt.permute(3, 2, 0, 1), b,
+                                      stride=s, padding=p, dilation=d, mask=mask.permute(0, 3, 1, 2))
+    return y.permute(0, 2, 3, 1)
+
+
+def forward_ours(dtype, dim, x, off, mask, wt, b, tf32=True, choice="auto"):
+    x, off, mask, wt, b = [t.to(dtype).contiguous() for t in (x, off, mask, wt, b)]
+    n, ho, wo, cout = x.shape[0], dim[4], dim[5], wt.shape[3]
+    y = torch.full((n, ho, wo, cout), float("nan"), dtype=dtype, device="cuda")  # poisoned
+    run(0, dtype, dim, [x, off, mask, wt, b, y], tf32, choice=choice)
+    torch.cuda.synchronize()
+    return y
+
+
+def error_pattern(got, want, tile_m=64, tile_n=128):
+    """Where a wrong result is wrong: NaN count, and the relative error by output row within a
+    64-row tile (8-row blocks) and by output column within a 128-column tile (8-column blocks)."""
+    got, want = got.reshape(-1, got.shape[-1]).double(), want.reshape(-1, want.shape[-1])
+    err = (got - want).nan_to_num(1e30).pow(2)
+    rows = torch.arange(err.shape[0], device=err.device) % tile_m // 8
+    cols = torch.arange(err.shape[1], device=err.device) % tile_n // 8
+    by_row = [(err[rows == r].sum() / want[rows == r].pow(2).sum()).sqrt().item() for r in range(tile_m // 8)]
+    by_col = [(err[:, cols == c].sum() / want[:, cols == c].pow(2).sum()).sqrt().item()
+              for c in range(min(tile_n // 8, int(cols.max()) + 1))]
+    return (f"nan {int(torch.isnan(got).sum())}/{got.numel()}; by row block "
+            + " ".join(f"{v:.0e}" for v in by_row) + "; by column block " + " ".join(f"{v:.0e}" for v in by_col))
+
+
+def hopper_problem(cfg, seed, offsets="random"):
+    dim, data = make_problem(cfg, torch.float64, seed=seed)
+    x, off, mask, wt, b, _ = data
+    if offsets == "zero":  # a plain GEMM through the gather: samples at pixels, mask 1
+        off, mask = torch.zeros_like(off), torch.ones_like(mask)
+    elif offsets == "wild":  # far outside the image, NaN and infinities: those samples read zero
+        off = off * 12
+        flat = off.view(-1)
+        flat[0::7] = float("nan")
+        flat[1::11] = float("inf")
+        flat[2::13] = -float("inf")
+        flat[3::17] = 1e30
+    return dim, x, off, mask, wt, b
+
+
+def check_hopper_case(cfg, offsets, problem, dtype, name):
+    """The forward of the auto plan (cuda_wgmma_sm90a) and the portable plan against float64."""
+    dim, x, off, mask, wt, b = problem
+    x_, off_, mask_, wt_, b_ = [t.to(dtype).to(torch.float64) for t in (x, off, mask, wt, b)]
+    # The reference reads NaN/Inf/huge offsets as what they mean: a sample far outside.
+    off_ref = torch.where(torch.isfinite(off_) & (off_.abs() < 1e6), off_, torch.full_like(off_, 1e6))
+    want = reference_forward(cfg, x_, off_ref, mask_, wt_, b_)
+    impl = implementation(0, dtype, dim)
+    row = []
+    for choice in ("auto", "portable"):
+        got = forward_ours(dtype, dim, x_, off_, mask_, wt_, b_, choice=choice)
+        rel = ((got.double() - want).norm() / want.norm()).item()
+        row.append(rel)
+        label = f"hopper {cfg} {offsets:6s} {name} {choice}"
+        if not rel <= HOPPER_TOLERANCE[dtype]:
+            FAILURES.append(f"{label} ({implementation(0, dtype, dim, choice=choice)}): rel err {rel:.2e}")
+            print(f"  {label}: {error_pattern(got, want)}", flush=True)
+    if impl != "cuda_wgmma_sm90a":
+        FAILURES.append(f"hopper {cfg} {name}: auto planned {impl}, not cuda_wgmma_sm90a")
+    print(f"hopper {cfg} {offsets:6s} {name}: {impl} rel {row[0]:.2e} | cuda_fused_sm80 rel {row[1]:.2e}", flush=True)
+
+
+def check_hopper():
+    available = bool(LIB.dcn_sm90a_available())
+    print(f"hopper: sm_90a kernels available: {available}", flush=True)
+    if not available:
+        FAILURES.append("hopper: sm_90a kernels not available on this device")
+        return
+    cases = [(cfg, "random") for cfg in HOPPER_CONFIGS]
+    cases += [((2, 16, 16, 128, 128, 1, 1, 0, 1, 1, 1), "zero"), ((2, 12, 10, 128, 144, 3, 1, 1, 1, 1, 2), "wild")]
+    for seed, (cfg, offsets) in enumerate(cases):
+        problem = hopper_problem(cfg, seed, offsets)
+        for dtype, name in HOPPER_DTYPES:
+            try:
+                check_hopper_case(cfg, offsets, problem, dtype, name)
+            except RuntimeError as e:  # a CUDA error: record it, go on (a sticky one fails the rest)
+                FAILURES.append(f"hopper {cfg} {offsets} {name}: {e}")
+                print(f"hopper {cfg} {offsets:6s} {name}: ERROR {e}", flush=True)
+    # Problems the kernel does not take stay on the portable kernels.
+    for cfg, dtype, tf32, why in [((1, 8, 8, 32, 32, 3, 1, 1, 1, 1, 1), torch.float16, True, "32 fp16 channels"),
+                                  ((1, 8, 8, 128, 64, 3, 1, 1, 1, 1, 4), torch.float16, True, "dg 4 of 128 fp16"),
+                                  ((1, 8, 8, 64, 64, 3, 1, 1, 1, 1, 1), torch.float32, False, "strict fp32"),
+                                  ((1, 8, 8, 64, 64, 3, 1, 1, 1, 1, 1), torch.float64, True, "float64")]:
+        dim, _, _ = dims(cfg)
+        impl = implementation(0, dtype, dim, tf32)
+        ok = impl != "cuda_wgmma_sm90a"
+        print(f"hopper not taken ({why}): {impl} {'ok' if ok else 'FAIL'}", flush=True)
+        if not ok:
+            FAILURES.append(f"hopper: {why} planned {impl}")
+    dim, _, _ = dims(HOPPER_CONFIGS[0])
+    for choice in ("portable", "im2col"):
+        impl = implementation(0, torch.float16, dim, choice=choice)
+        print(f"hopper choice {choice}: {impl}", flush=True)
+        if impl == "cuda_wgmma_sm90a":
+            FAILURES.append(f"hopper: choice {choice} planned {impl}")
+    # The fallback when the module does not load, simulated in a fresh process.
+    env = dict(os.environ, TFDCN_SIMULATE_SM90A_UNAVAILABLE="1")
+    result = subprocess.run([sys.executable, os.path.abspath(__file__), "--fallback-probe"], env=env,
+                            capture_output=True, text=True, timeout=120)
+    print(result.stdout.strip(), flush=True)
+    if result.returncode != 0 or "fallback ok" not in result.stdout:
+        FAILURES.append("hopper fallback: " + (result.stdout + result.stderr)[-2000:])
+
+
+def fallback_probe():
+    """Run with TFDCN_SIMULATE_SM90A_UNAVAILABLE=1: the planner must fall back, correctly."""
+    cfg = HOPPER_CONFIGS[0]
+    dim, x, off, mask, wt, b = hopper_problem(cfg, 0)
+    dtype = torch.float16
+    x_, off_, mask_, wt_, b_ = [t.to(dtype).to(torch.float64) for t in (x, off, mask, wt, b)]
+    want = reference_forward(cfg, x_, off_, mask_, wt_, b_)
+    got = forward_ours(dtype, dim, x_, off_, mask_, wt_, b_)
+    rel = ((got.double() - want).norm() / want.norm()).item()
+    impl = implementation(0, dtype, dim)
+    available = bool(LIB.dcn_sm90a_available())
+    ok = not available and impl == "cuda_fused_sm80" and rel <= HOPPER_TOLERANCE[dtype]
+    print(f"fallback probe: available {available}, planned {impl}, rel {rel:.2e}: {'fallback ok' if ok else 'FAIL'}")
+    sys.exit(0 if ok else 1)
+
+
+def time_graph(fn, calls=20, repeats=7):
+    """Median ms per call of fn replayed from a CUDA graph of `calls` calls (no launch gaps), or
+    None when the capture fails."""
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    try:
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for _ in range(calls):
+                fn()
+        graph.replay()
+        torch.cuda.synchronize()
+    except Exception as e:  # noqa: BLE001 - report and time eagerly instead
+        print(f"  (graph capture failed: {str(e)[:200]})", flush=True)
+        torch.cuda.synchronize()
+        return None
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / calls)
+    return sorted(times)[len(times) // 2]
+
+
+def bench_hopper():
+    """Forward ms of cuda_wgmma_sm90a (auto), cuda_fused_sm80 (portable) and torchvision (fp16 for
+    bf16) in one run; graph replays, eager in brackets. 3x3, pad 1, Cin = Cout."""
+    lines = []
+    for n, h, w, c in [(8, 64, 64, 128), (8, 32, 32, 256), (4, 64, 64, 256), (4, 32, 32, 512)]:
+        cfg = (n, h, w, c, c, 3, 1, 1, 1, 1, 1)
+        for dtype, name in HOPPER_DTYPES:
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = dtype == torch.float32
+            dim, data = make_problem(cfg, dtype)
+            x, off, mask, wt, b, gout = [t.to(dtype).contiguous() for t in data]
+            y = torch.empty_like(gout)
+            ws = {choice: torch.empty(max(workspace_bytes(0, dtype, dim, choice=choice), 1), dtype=torch.uint8, device="cuda")
+                  for choice in ("auto", "portable")}
+            ptrs = (ctypes.c_void_p * 6)(*[t.data_ptr() for t in (x, off, mask, wt, b, y)])
+
+            def ours_fn(choice):
+                f = flags(True, False, choice)
+                def fn():
+                    check(LIB.dcn_run(DTYPES[dtype], 0, dim, ptrs, ctypes.c_void_p(ws[choice].data_ptr()), f,
+                                      ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)))
+                return fn
+            tv_dtype = torch.float16 if dtype == torch.bfloat16 else dtype
+            xt, ot, mt = (t.to(tv_dtype).permute(0, 3, 1, 2).contiguous() for t in (x, off, mask))
+            wt_t, bt = wt.to(tv_dtype).permute(3, 2, 0, 1).contiguous(), b.to(tv_dtype)
+            tv = lambda: torchvision.ops.deform_conv2d(xt, ot, wt_t, bt, padding=1, mask=mt)
+            times = {}
+            try:
+                for label, fn in (("wgmma", ours_fn("auto")), ("fused", ours_fn("portable")), ("tv", tv)):
+                    times[label] = (time_graph(fn), timeit(fn))
+            except RuntimeError as e:
+                print(f"bench {n}x{h}x{w}x{c} {name}: ERROR {e}", flush=True)
+                continue
+            impl = implementation(0, dtype, dim)
+            fmt = lambda t: f"{t[0]:.3f} ({t[1]:.3f})" if t[0] is not None else f"- ({t[1]:.3f})"
+            best = lambda t: t[0] if t[0] is not None else t[1]
+            flop = 2.0 * n * h * w * c * 9 * c
+            line = (f"{n}x{h}x{w}x{c:<4d} {name}  {fmt(times['wgmma']):>15s}  {fmt(times['fused']):>15s}  "
+                    f"{fmt(times['tv']):>15s}  {best(times['fused']) / best(times['wgmma']):5.2f}x  "
+                    f"{best(times['tv']) / best(times['wgmma']):5.2f}x  {flop / best(times['wgmma']) / 1e9:6.0f}  {impl}")
+            print("bench " + line, flush=True)
+            lines.append(line)
+    print("\nforward ms, graph replay (eager): cuda_wgmma_sm90a | cuda_fused_sm80 | torchvision; "
+          "speedups of wgmma; wgmma TFLOP/s; planned")
+    print(f"{'config':18s} {'':4s}  {'wgmma':>15s}  {'fused_sm80':>15s}  {'torchvision':>15s}  {'/fused':>6s}  {'/tv':>6s}  {'TFLOPs':>6s}")
+    for line in lines:
+        print(line)
 
 
 def timeit(fn, calls=20, repeats=7):
@@ -279,26 +519,37 @@ def main():
     parser.add_argument("--sanitize", action="store_true", help="small cases only (compute-sanitizer)")
     parser.add_argument("--bench", action="store_true")
     parser.add_argument("--profile", action="store_true", help="one fwd+bwd per dtype (for ncu)")
+    parser.add_argument("--hopper", action="store_true", help="the sm_90a forward: checks, then its timings last")
+    parser.add_argument("--only-hopper", action="store_true", help="--hopper without the other checks")
+    parser.add_argument("--fallback-probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.profile:
         profile_once()
         return
+    if args.fallback_probe:
+        fallback_probe()
     print(torch.cuda.get_device_name(), "torch", torch.__version__, "torchvision", torchvision.__version__, flush=True)
     t0 = time.time()
     if args.sanitize:
         check_parity(quick=True)
         check_nonfinite()
         check_determinism()
+    elif args.only_hopper:
+        check_hopper()
     else:
         check_gemm()
         check_parity(args.quick)
         check_nonfinite()
         check_determinism()
+        if args.hopper:
+            check_hopper()
         if args.bench:
             bench()
-    print(f"done in {time.time() - t0:.1f}s; failures: {len(FAILURES)}")
+    print(f"checks done in {time.time() - t0:.1f}s; failures: {len(FAILURES)}")
     for f in FAILURES:
         print("FAIL", f)
+    if args.hopper or args.only_hopper:
+        bench_hopper()
     sys.exit(1 if FAILURES else 0)
 
 

@@ -1,14 +1,23 @@
-// A C entry point to the CUDA core (and its GEMM) for tests/cuda_core/test_core.py, which drives
-// it through ctypes with PyTorch tensors on a GPU machine that has no TensorFlow.
+// C entry points to the CUDA core (and its GEMM) for tests/cuda_core/check_core.py, which drives
+// them through ctypes with PyTorch tensors on a GPU machine that has no TensorFlow, and for
+// core_smoke.cu.cc (compute-sanitizer runs without PyTorch).
+//
+// Every run plans as a binding does: cuda::QueryDevice, cuda::MakePlan, then the plan's op.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
-#include "tensorflow_dcn/cc/kernels/cuda/dcn_v2_cuda.h"
-#include "tensorflow_dcn/cc/kernels/cuda/device_util.cuh"
-#include "tensorflow_dcn/cc/kernels/cuda/gemm.cuh"
+#include "tensorflow_dcn/cc/core/cuda/cuda_core.h"
+#include "tensorflow_dcn/cc/core/cuda/device_util.cuh"
+#include "tensorflow_dcn/cc/core/cuda/gemm.cuh"
+#include "tensorflow_dcn/cc/core/cuda/wgmma_sm90a.cuh"
+#include "tensorflow_dcn/cc/core/plan.h"
 
 namespace tdc = tensorflow_dcn::cuda;
 using tensorflow_dcn::DcnShape;
+using tensorflow_dcn::DType;
+using tensorflow_dcn::KernelChoice;
+using tensorflow_dcn::Op;
+using tensorflow_dcn::Plan;
 
 namespace {
 
@@ -24,43 +33,34 @@ DcnShape ToShape(const long long* d) {
   return s;
 }
 
-// flags: 1 allow TF32, 2 deterministic, 4 force the im2col kernels.
+// flags: bit 0 allow TF32, bit 1 deterministic, bits 2-3 the kernel choice (0 auto, 1 im2col,
+// 2 portable).
 tdc::Options ToOptions(int flags) {
   tdc::Options o;
   tdc::QueryDevice(&o);
   o.allow_tf32 = flags & 1;
   o.deterministic = flags & 2;
-  o.force_im2col = flags & 4;
+  const int choice = (flags >> 2) & 3;
+  o.choice = choice == 1 ? KernelChoice::kIm2col
+                         : choice == 2 ? KernelChoice::kPortable : KernelChoice::kAuto;
   return o;
 }
 
-template <typename T>
-int Run(int op, const DcnShape& s, void** p, void* ws, const tdc::Options& o, cudaStream_t st) {
-  auto c = [](void* x) { return static_cast<const T*>(x); };
-  auto m = [](void* x) { return static_cast<T*>(x); };
-  switch (op) {
-    case 0:  // input, offset, mask, weight, bias, output
-      return tdc::Forward<T>(s, c(p[0]), c(p[1]), c(p[2]), c(p[3]), c(p[4]), m(p[5]), ws, o, st);
-    case 1:  // grad_output, input, offset, mask, weight, grad_input, grad_offset, grad_mask
-      return tdc::BackwardInput<T>(s, c(p[0]), c(p[1]), c(p[2]), c(p[3]), c(p[4]), m(p[5]),
-                                   m(p[6]), m(p[7]), ws, o, st);
-    default:  // grad_output, input, offset, mask, grad_weight, grad_bias
-      return tdc::BackwardWeight<T>(s, c(p[0]), c(p[1]), c(p[2]), c(p[3]), m(p[4]), m(p[5]), ws,
-                                    o, st);
+DType ToDType(int dtype) {
+  switch (dtype) {
+    case 0: return DType::kHalf;
+    case 1: return DType::kBFloat16;
+    case 2: return DType::kFloat;
+    default: return DType::kDouble;
   }
 }
 
-template <typename T>
-size_t Bytes(int op, const DcnShape& s, const tdc::Options& o) {
-  if (op == 0) return tdc::ForwardWorkspaceBytes<T>(s, o);
-  if (op == 1) return tdc::BackwardInputWorkspaceBytes<T>(s, o);
-  return tdc::BackwardWeightWorkspaceBytes<T>(s, o);
-}
+Op ToOp(int op) { return op == 0 ? Op::kForward : op == 1 ? Op::kBackwardInput : Op::kBackwardWeight; }
 
 template <typename T>
 int Gemm(int variant, int mode, long long m, long long n, long long k, void* a, long long lda,
          void* b, long long ldb, void* c, long long ldc, cudaStream_t st) {
-  using Acc = tdc::AccumulatorOf<T>;
+  using Acc = tensorflow_dcn::AccumulatorOf<T>;
   const auto math = static_cast<tdc::MathMode>(mode);
   auto fill = [&](auto& g) {
     g.m = m; g.n = n; g.k = k;
@@ -86,33 +86,46 @@ extern "C" {
 
 // dtype: 0 half, 1 bfloat16, 2 float, 3 double. op: 0 forward, 1 backward input, 2 backward weight.
 EXPORT size_t dcn_workspace_bytes(int dtype, int op, const long long* dims, int flags) {
-  const DcnShape s = ToShape(dims);
-  const tdc::Options o = ToOptions(flags);
-  switch (dtype) {
-    case 0: return Bytes<__half>(op, s, o);
-    case 1: return Bytes<__nv_bfloat16>(op, s, o);
-    case 2: return Bytes<float>(op, s, o);
-    default: return Bytes<double>(op, s, o);
-  }
+  return tdc::MakePlan(ToOp(op), ToDType(dtype), ToShape(dims), ToOptions(flags)).workspace_bytes;
 }
 
-EXPORT int dcn_run(int dtype, int op, const long long* dims, void** ptrs, void* workspace,
-                   int flags, void* stream) {
+// The name of the implementation the planner picks ("cuda_wgmma_sm90a", ...).
+EXPORT const char* dcn_implementation(int dtype, int op, const long long* dims, int flags) {
+  const Plan plan = tdc::MakePlan(ToOp(op), ToDType(dtype), ToShape(dims), ToOptions(flags));
+  return tensorflow_dcn::ImplementationName(plan.implementation);
+}
+
+// Whether the sm_90a module loads on the current device (and is not switched off by
+// TFDCN_SIMULATE_SM90A_UNAVAILABLE=1).
+EXPORT int dcn_sm90a_available() { return tdc::wgmma_sm90a::Available(); }
+
+// ptrs by op: forward input, offset, mask, weight, bias, output; backward input grad_output,
+// input, offset, mask, weight, grad_input, grad_offset, grad_mask; backward weight grad_output,
+// input, offset, mask, grad_weight, grad_bias. `workspace` holds dcn_workspace_bytes.
+EXPORT int dcn_run(int dtype, int op, const long long* dims, void** p, void* workspace, int flags,
+                   void* stream) {
   const DcnShape s = ToShape(dims);
   const tdc::Options o = ToOptions(flags);
+  const Plan plan = tdc::MakePlan(ToOp(op), ToDType(dtype), s, o);
   auto st = static_cast<cudaStream_t>(stream);
-  switch (dtype) {
-    case 0: return Run<__half>(op, s, ptrs, workspace, o, st);
-    case 1: return Run<__nv_bfloat16>(op, s, ptrs, workspace, o, st);
-    case 2: return Run<float>(op, s, ptrs, workspace, o, st);
-    default: return Run<double>(op, s, ptrs, workspace, o, st);
+  switch (op) {
+    case 0:
+      return tdc::Forward(plan, ToDType(dtype), s, {p[0], p[1], p[2], p[3], p[4], p[5]},
+                          workspace, o, st);
+    case 1:
+      return tdc::BackwardInput(plan, ToDType(dtype), s,
+                                {p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]}, workspace, o,
+                                st);
+    default:
+      return tdc::BackwardWeight(plan, ToDType(dtype), s, {p[0], p[1], p[2], p[3], p[4], p[5]},
+                                 workspace, o, st);
   }
 }
 
 // variant: 0 A row x B row -> T, 1 A row x B col -> Acc, 2 A col x B row -> Acc.
 // mode: tdc::MathMode (0 tensor core, 1 3xTF32, 2 SIMT).
 EXPORT int dcn_gemm(int dtype, int variant, int mode, long long m, long long n, long long k, void* a,
-             long long lda, void* b, long long ldb, void* c, long long ldc, void* stream) {
+                    long long lda, void* b, long long ldb, void* c, long long ldc, void* stream) {
   auto st = static_cast<cudaStream_t>(stream);
   switch (dtype) {
     case 0: return Gemm<__half>(variant, mode, m, n, k, a, lda, b, ldb, c, ldc, st);

@@ -19,6 +19,8 @@ const char* ImplementationName(Implementation implementation) {
       return "cuda_im2col";
     case Implementation::kCudaFusedSm80:
       return "cuda_fused_sm80";
+    case Implementation::kCudaWgmmaSm90a:
+      return "cuda_wgmma_sm90a";
   }
   return "?";
 }
@@ -29,8 +31,11 @@ std::string ReadKernelChoice(KernelChoice* choice) {
     *choice = KernelChoice::kAuto;
   } else if (std::strcmp(value, "im2col") == 0) {
     *choice = KernelChoice::kIm2col;
+  } else if (std::strcmp(value, "portable") == 0) {
+    *choice = KernelChoice::kPortable;
   } else {
-    return std::string("TFDCN_KERNELS must be 'auto' or 'im2col', got '") + value + "'";
+    return std::string("TFDCN_KERNELS must be 'auto', 'im2col' or 'portable', got '") + value +
+           "'";
   }
   return "";
 }

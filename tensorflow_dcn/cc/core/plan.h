@@ -21,8 +21,9 @@ enum class Implementation {
   kCpuIm2col,     // CPU: deformable im2col, GEMM, col2im (the simple path, kept as oracle)
   kCudaIm2col,    // GPU: the same with column buffers; every GPU, every dtype
   kCudaFusedSm80, // GPU: implicit GEMM on mma.sync tensor cores, no column buffers (sm_80+)
+  kCudaWgmmaSm90a,  // GPU: warp-specialised forward on wgmma + TMA (sm_90a, Hopper only)
 };
-inline constexpr int kNumImplementations = 3;
+inline constexpr int kNumImplementations = 4;
 
 const char* ImplementationName(Implementation implementation);  // "cpu_im2col", ...
 
@@ -51,7 +52,8 @@ struct BackwardWeightArgs {
 //   auto (default)  the fastest implementation that supports the problem on this device
 //   im2col          only the im2col implementations: the simple path the others are tested
 //                   against
-enum class KernelChoice { kAuto, kIm2col };
+//   portable        as auto, but never the architecture-specific (sm_90a) kernels
+enum class KernelChoice { kAuto, kIm2col, kPortable };
 // Reads TFDCN_KERNELS into `choice`; returns "" or a message saying what the value may be.
 std::string ReadKernelChoice(KernelChoice* choice);
 

@@ -11,6 +11,7 @@
 #include "tensorflow_dcn/cc/core/cuda/device_util.cuh"
 #include "tensorflow_dcn/cc/core/cuda/fused_sm80.cuh"
 #include "tensorflow_dcn/cc/core/cuda/im2col.cuh"
+#include "tensorflow_dcn/cc/core/cuda/wgmma_sm90a.cuh"
 
 // The GPU targets and driver this library was built for, set by the build (tensorflow_dcn/BUILD).
 #ifndef TFDCN_CUDA_TARGETS
@@ -56,7 +57,15 @@ template <typename T>
 Plan MakePlanFor(Op op, const DcnShape& s, const Options& o) {
   Plan plan{Implementation::kCudaIm2col, 0};
   if constexpr (kHasTensorCoreKernels<T>) {
-    if (o.choice == KernelChoice::kAuto) {
+    // Whether the sm_90a module loads (older drivers, other GPUs) is asked only for problems
+    // the kernel supports.
+    if (o.choice == KernelChoice::kAuto && op == Op::kForward &&
+        wgmma_sm90a::Supported<T>(s, o) && wgmma_sm90a::Available()) {
+      plan.implementation = Implementation::kCudaWgmmaSm90a;
+      plan.workspace_bytes = wgmma_sm90a::WorkspaceBytes<T>(s);
+      return plan;
+    }
+    if (o.choice == KernelChoice::kAuto || o.choice == KernelChoice::kPortable) {
       if (op == Op::kForward && fused_sm80::ForwardSupported<T>(s, o)) {
         plan.implementation = Implementation::kCudaFusedSm80;
         return plan;  // no workspace
@@ -97,6 +106,11 @@ cudaError_t Forward(const Plan& plan, DType dtype, const DcnShape& s, const Forw
   return WithCudaType(dtype, [&](auto t) {
     using T = decltype(t);
     if constexpr (kHasTensorCoreKernels<T>) {
+      if (plan.implementation == Implementation::kCudaWgmmaSm90a) {
+        return wgmma_sm90a::Forward(s, In<T>(a.input), In<T>(a.offset), In<T>(a.mask),
+                                    In<T>(a.weight), In<T>(a.bias), Out<T>(a.output), workspace,
+                                    o, stream);
+      }
       if (plan.implementation == Implementation::kCudaFusedSm80) {
         return fused_sm80::Forward(s, In<T>(a.input), In<T>(a.offset), In<T>(a.mask),
                                    In<T>(a.weight), In<T>(a.bias), Out<T>(a.output), o, stream);

@@ -7,6 +7,8 @@
 // (launch errors included). The pointers are of the DType the plan was made for.
 //
 // Implementations (plan.h):
+//   cuda_wgmma_sm90a forward for fp16/bf16/TF32 on Hopper (compute capability 9.0) where the
+//                    channel counts allow and the sm_90a module loads (wgmma_sm90a.cuh)
 //   cuda_fused_sm80  implicit-GEMM forward and backward input for fp16/bf16/fp32 on sm_80+ where
 //                    the channel counts allow: no column buffers (fused_sm80.cuh)
 //   cuda_im2col      everything else, and always the backward weight (im2col.cuh): column

@@ -57,7 +57,9 @@ struct alignas(sizeof(T) * V) Vec {
   T e[V];
 };
 
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+// The float4 atomicAdd (red.global.add.v4.f32) is sm_90 with PTX ISA 8.1: nvcc builds have it;
+// clang-16, the compiler of the portable build, emits PTX 7.8 and does not declare it.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && defined(__NVCC__)
 constexpr bool kFloat4Atomics = true;
 #else
 constexpr bool kFloat4Atomics = false;

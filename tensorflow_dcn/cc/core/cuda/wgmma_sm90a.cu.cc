@@ -1,0 +1,717 @@
+// See wgmma_sm90a.cuh. Built with -gencode=arch=compute_90a,code=sm_90a only (tensorflow_dcn/BUILD
+// gives files ending in _sm90a.cu.cc their own targets).
+//
+// PTX used (PTX ISA 8.0, sm_90a): mbarrier (init / arrive, also on the cluster peer's barriers /
+// arrive.expect_tx / try_wait.parity), cp.async.bulk.tensor with .multicast::cluster (TMA,
+// completing on an mbarrier in each destination block), barrier.cluster, fence.proxy.async (the
+// producers' generic stores become visible to wgmma, which reads shared memory through the async
+// proxy), and wgmma.mma_async m64n128k16 (f16, bf16) / m64n128k8 (tf32) with both operands in
+// shared memory.
+#include "tensorflow_dcn/cc/core/cuda/wgmma_sm90a.cuh"
+
+#include <cuda.h>  // CUtensorMap and the encoder's types only: libcuda is not linked
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+
+#include "tensorflow_dcn/cc/core/bilinear.h"
+#include "tensorflow_dcn/cc/core/cuda/device_util.cuh"
+#include "tensorflow_dcn/cc/core/cuda/mma_core.cuh"
+#include "tensorflow_dcn/cc/core/workspace.h"
+
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define DCN_WGMMA_SM90A_DEVICE 1
+#endif
+
+namespace tensorflow_dcn {
+namespace cuda {
+namespace wgmma_sm90a {
+namespace {
+
+constexpr int kRowBytes = 128;                   // one K step of a tile row: the swizzle span
+constexpr int kSwizzleAtomBytes = 8 * kRowBytes;  // 8 rows: the period of the 128-byte swizzle
+constexpr int kChunks = kRowBytes / 16;          // 16-byte chunks per row
+constexpr int kProducers = 256;                  // two warpgroups gather and blend
+constexpr int kConsumers = 256;                  // two warpgroups multiply
+constexpr int kThreads = kProducers + kConsumers;
+constexpr int kWarpgroupM = 64, kWarpgroupN = 128;  // one consumer warpgroup's tile
+// 3 stages: with the sample table the shared memory stays under the 164 KB carve-out, leaving
+// room in L1 for the corners of a channel slab, reused across its taps (measured: the L1 hit
+// rate is only ~19%; docs/notes/2026-11-30-wgmma-sm90a.md).
+constexpr int kStages = 3;
+// Registers per thread by role (setmaxnreg): the producers hold the corner chunks of 4 rows (of
+// 2 rows for two taps on the 64-row tile), the consumers 64 accumulators; 256 x (160 + 96) = the
+// 64K register file.
+constexpr int kProducerRegisters = 160, kConsumerRegisters = 96;
+static_assert(kProducers * kProducerRegisters + kConsumers * kConsumerRegisters <= 65536, "");
+constexpr int kMmasPerStep = kRowBytes / 32;     // each wgmma takes 32 bytes of K
+// Blocks of a cluster: neighbouring pixel tiles of the same channel tile, which share each
+// step's weights: each block copies its share of the B tile and the TMA multicasts it to both.
+constexpr int kCluster = 2;
+
+template <typename T>
+constexpr int kBlockK = kRowBytes / sizeof(T);   // K elements per step
+template <typename T>
+constexpr int kVector = 16 / sizeof(T);          // elements per 16-byte chunk
+
+template <typename T>
+using Chunk = Vec<T, kVector<T>>;
+
+// Shared memory of a block tile, from a 1024-byte aligned base (the swizzle's period): per stage
+// the A tile (kBlockM rows) and the B tile (kBlockN rows) of 128 bytes each, the barriers, then
+// the sample table: per tile row and tap the four corner pixels and weights (32 bytes).
+template <int kBlockM, int kBlockN>
+struct Layout {
+  static_assert((kBlockM == 128 && kBlockN == 128) || (kBlockM == 64 && kBlockN == 256),
+                "two consumer warpgroups of 64 x 128 cover the tile");
+  static constexpr int kABytes = kBlockM * kRowBytes;
+  static constexpr int kBBytes = kBlockN * kRowBytes;
+  static constexpr int kBAt = kStages * kABytes;
+  static constexpr int kFullAt = kBAt + kStages * kBBytes;  // mbarriers: A and B of a stage landed
+  static constexpr int kEmptyAt = kFullAt + kStages * 8;     // mbarriers: a stage was consumed
+  static constexpr int kTableAt = kEmptyAt + kStages * 8;
+  static constexpr int kTableEntryBytes = 32;
+  static_assert(kTableAt % 16 == 0, "table entries are read as 16-byte vectors");
+  // Dynamic shared memory of a launch, with room to align the base.
+  static constexpr int64_t AllocBytes(int taps) {
+    return kTableAt + int64_t{kBlockM} * taps * kTableEntryBytes + kSwizzleAtomBytes;
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// PTX wrappers.
+// ---------------------------------------------------------------------------------------------
+
+__device__ __forceinline__ void BarrierInit(uint32_t bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+
+__device__ __forceinline__ void BarrierArrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+
+// Arrives and announces `bytes` that a TMA copy will complete on the barrier.
+__device__ __forceinline__ void BarrierArriveExpectTx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes)
+               : "memory");
+}
+
+// Waits until the barrier's phase of the given parity has completed (acquire at cluster scope:
+// the empty barriers collect arrivals from both blocks of the cluster).
+__device__ __forceinline__ void BarrierWait(uint32_t bar, uint32_t parity) {
+  uint32_t done = 0;
+  while (!done) {
+    asm volatile(
+        "{\n"
+        ".reg .pred p;\n"
+        "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n"
+        "selp.b32 %0, 1, 0, p;\n"
+        "}\n"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+  }
+}
+
+// The box at (c0, c1) into shared memory at dst of every block in cta_mask (same offsets in
+// each), completing on the barrier at bar's offset in each.
+__device__ __forceinline__ void TmaLoad2dMulticast(uint32_t dst, const CUtensorMap* map, int c0,
+                                                   int c1, uint32_t bar, uint16_t cta_mask) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes"
+      ".multicast::cluster [%0], [%1, {%2, %3}], [%4], %5;\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(bar), "h"(cta_mask)
+      : "memory");
+}
+
+__device__ __forceinline__ uint32_t ClusterRank() {
+  uint32_t rank;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(rank));
+  return rank;
+}
+
+// Every thread of the cluster's blocks: arrive, then wait for all.
+__device__ __forceinline__ void ClusterSync() {
+  asm volatile(
+      "barrier.cluster.arrive.release.aligned;\n"
+      "barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+}
+
+// Arrives on the barrier at offset `bar` in the shared memory of cluster block `rank`. Used by
+// consumers to release a stage: what they publish is that their wgmma reads are complete (waited
+// for), no stores of theirs, so the default (CTA-scope) semantics do, as in CUTLASS's pipelines.
+__device__ __forceinline__ void BarrierArriveCluster(uint32_t bar, uint32_t rank) {
+  asm volatile(
+      "{\n"
+      ".reg .b32 remote;\n"
+      "mapa.shared::cluster.u32 remote, %0, %1;\n"
+      "mbarrier.arrive.shared::cluster.b64 _, [remote];\n"
+      "}\n" ::"r"(bar), "r"(rank)
+      : "memory");
+}
+
+// This thread's shared-memory stores become visible to the async proxy (wgmma, TMA).
+__device__ __forceinline__ void FenceProxyAsync() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+
+// wgmma descriptor of a K-major tile of 128-byte rows, 128-byte swizzle, starting at `addr`
+// (a multiple of 1024 plus the K offset within the row): leading byte offset unused (1), stride
+// byte offset 1024 (from one 8-row group to the next), layout type 1 (SWIZZLE_128B).
+__device__ __forceinline__ uint64_t MatrixDescriptor(uint32_t addr) {
+  return uint64_t{(addr & 0x3FFFF) >> 4} | (uint64_t{1} << 16) |
+         (uint64_t{kSwizzleAtomBytes >> 4} << 32) | (uint64_t{1} << 62);
+}
+
+__device__ __forceinline__ void WgmmaFence() {
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void WgmmaCommit() {
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+template <int kPending>
+__device__ __forceinline__ void WgmmaWait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory");
+}
+
+// Keeps the compiler from moving accesses of the accumulators across this point (they are written
+// asynchronously by wgmma until the wait).
+__device__ __forceinline__ void FenceAccumulators(float (&d)[64]) {
+#pragma unroll
+  for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+#define DCN_D8(i)                                                                            \
+  "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), \
+      "+f"(d[i + 6]), "+f"(d[i + 7])
+#define DCN_D64 \
+  DCN_D8(0), DCN_D8(8), DCN_D8(16), DCN_D8(24), DCN_D8(32), DCN_D8(40), DCN_D8(48), DCN_D8(56)
+#define DCN_D64_REGS                                                \
+  "{%0, %1, %2, %3, %4, %5, %6, %7, "                               \
+  "%8, %9, %10, %11, %12, %13, %14, %15, "                          \
+  "%16, %17, %18, %19, %20, %21, %22, %23, "                        \
+  "%24, %25, %26, %27, %28, %29, %30, %31, "                        \
+  "%32, %33, %34, %35, %36, %37, %38, %39, "                        \
+  "%40, %41, %42, %43, %44, %45, %46, %47, "                        \
+  "%48, %49, %50, %51, %52, %53, %54, %55, "                        \
+  "%56, %57, %58, %59, %60, %61, %62, %63}"
+
+// d += A * B^T for one 32-byte K slice: A 64 rows, B 128 rows, both K-major in shared memory.
+// d[4j + 2h + e] holds row 16 * warp + lane / 4 + 8h, column 8j + 2 (lane % 4) + e.
+template <typename T>
+__device__ __forceinline__ void Wgmma(float (&d)[64], uint64_t a, uint64_t b) {
+  if constexpr (std::is_same_v<T, __half>) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 " DCN_D64_REGS
+        ", %64, %65, p, 1, 1, 0, 0;\n}\n"
+        : DCN_D64
+        : "l"(a), "l"(b), "r"(1));
+  } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " DCN_D64_REGS
+        ", %64, %65, p, 1, 1, 0, 0;\n}\n"
+        : DCN_D64
+        : "l"(a), "l"(b), "r"(1));
+  } else {
+    static_assert(std::is_same_v<T, float>, "fp16, bf16 or fp32 (as TF32)");
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k8.f32.tf32.tf32 " DCN_D64_REGS
+        ", %64, %65, p, 1, 1;\n}\n"
+        : DCN_D64
+        : "l"(a), "l"(b), "r"(1));
+  }
+}
+
+#undef DCN_D8
+#undef DCN_D64
+#undef DCN_D64_REGS
+
+// ---------------------------------------------------------------------------------------------
+// Element conversions of the blend.
+// ---------------------------------------------------------------------------------------------
+
+// Element pair e of a chunk as floats.
+template <typename T>
+__device__ __forceinline__ float2 PairToFloat2(const Chunk<T>& c, int e) {
+  if constexpr (std::is_same_v<T, __half>) {
+    return __half22float2(__halves2half2(c.e[2 * e], c.e[2 * e + 1]));
+  } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    return __bfloat1622float2(__halves2bfloat162(c.e[2 * e], c.e[2 * e + 1]));
+  } else {
+    return make_float2(c.e[2 * e], c.e[2 * e + 1]);
+  }
+}
+
+// The operand value wgmma reads: fp16/bf16 rounded to nearest, fp32 rounded to nearest TF32
+// (wgmma itself would drop the low mantissa bits).
+template <typename T>
+__device__ __forceinline__ void StorePair(Chunk<T>* c, int e, float2 v) {
+  if constexpr (std::is_same_v<T, float>) {
+    c->e[2 * e] = __uint_as_float(ToTf32(__float_as_uint(v.x)));
+    c->e[2 * e + 1] = __uint_as_float(ToTf32(__float_as_uint(v.y)));
+  } else {
+    c->e[2 * e] = FromFloat<T>(v.x);
+    c->e[2 * e + 1] = FromFloat<T>(v.y);
+  }
+}
+
+__device__ __forceinline__ uint4 LoadChunk(const void* p) {
+  return __ldg(reinterpret_cast<const uint4*>(p));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The forward kernel.
+// ---------------------------------------------------------------------------------------------
+
+// Synchronises the producer warps alone (named barrier 1; the consumers never wait on it).
+__device__ __forceinline__ void ProducerBarrier() {
+  asm volatile("bar.sync 1, %0;\n" ::"n"(kProducers) : "memory");
+}
+
+// Fills the sample table for deformable group d: per tile row (output pixel) and tap the four
+// corners (pixel index in the image, -1 outside) and their bilinear weights times the mask.
+template <typename T, int kBlockM, int kBlockN>
+__device__ __forceinline__ void FillSampleTable(const DcnShape& s, const T* offset, const T* mask,
+                                                char* table, int64_t m0, int d) {
+  using L = Layout<kBlockM, kBlockN>;
+  const int taps = s.taps();
+  for (int e = threadIdx.x; e < kBlockM * taps; e += kProducers) {
+    const int row = e / taps, tap = e - row * taps;
+    const int64_t p = m0 + row;
+    int4 corners = make_int4(-1, -1, -1, -1);
+    float4 weights = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (p < s.pixels()) {
+      BilinearPoint<float> point;
+      float m;
+      MakeSample(s, p, LocateOutputPixel(s, p), d * taps + tap, offset, mask, &point, &m);
+      corners = make_int4(point.pixel[0], point.pixel[1], point.pixel[2], point.pixel[3]);
+      weights = make_float4(point.weight[0] * m, point.weight[1] * m, point.weight[2] * m,
+                            point.weight[3] * m);
+    }
+    char* entry = table + e * L::kTableEntryBytes;
+    *reinterpret_cast<int4*>(entry) = corners;
+    *reinterpret_cast<float4*>(entry + 16) = weights;
+  }
+}
+
+// Producer thread: rows first_row + 32u (u < kUnits) of the tile, 16-byte chunk `chunk` of each
+// row, for every K step. K steps run over the group's channel slabs (kBlockK channels) and
+// within a slab over the taps, so that the corners a slab reads at one tap are in L1 when its
+// other taps read them again. A slab lies in one deformable group (cpd is a multiple of
+// kBlockK); the sample table is refilled when the deformable group changes.
+template <typename T, int kBlockM, int kBlockN>
+__device__ __forceinline__ void Produce(const DcnShape& s, const T* input, const T* offset,
+                                        const T* mask, const CUtensorMap* weights, char* smem,
+                                        uint32_t smem_addr, int64_t m0, int b_row0, int group) {
+  using L = Layout<kBlockM, kBlockN>;
+  constexpr int V = kVector<T>;
+  constexpr int kRowsPerPass = kProducers / kChunks;
+  constexpr int kUnits = kBlockM / kRowsPerPass;
+  const int chunk = threadIdx.x % kChunks;
+  const int first_row = threadIdx.x / kChunks;
+  // Rows of one thread are 32 apart: the same row % 8, so one swizzled position for all.
+  const int swizzled = (chunk ^ (first_row % 8)) * 16;
+  const int cpg = static_cast<int>(s.in_channels_per_group());
+  const int cpd = static_cast<int>(s.channels_per_deformable_group());
+  const int taps = s.taps();
+  // Offsets within an image fit in 32 bits (CheckProblem): cheaper address arithmetic.
+  const int cin = static_cast<int>(s.in_channels);
+  char* table = smem + L::kTableAt;
+
+  const T* image[kUnits];
+#pragma unroll
+  for (int u = 0; u < kUnits; ++u) {
+    const int64_t p = m0 + first_row + u * kRowsPerPass;
+    image[u] = input + LocateOutputPixel(s, p < s.pixels() ? p : 0).n * s.image_elements();
+  }
+  const uint32_t b_addr = smem_addr + L::kBAt;
+  const uint32_t full = smem_addr + L::kFullAt, empty = smem_addr + L::kEmptyAt;
+  const int rank = static_cast<int>(ClusterRank());
+  int kt = 0, table_d = -1;
+  for (int c0 = group * cpg; c0 < (group + 1) * cpg; c0 += kBlockK<T>) {
+    if (c0 / cpd != table_d) {
+      if (table_d >= 0) ProducerBarrier();  // every producer is done with the old table
+      table_d = c0 / cpd;
+      FillSampleTable<T, kBlockM, kBlockN>(s, offset, mask, table, m0, table_d);
+      ProducerBarrier();
+    }
+    const int c = c0 + chunk * V;
+    // Loads the corner chunks of `tap` into registers.
+    auto issue = [&](int tap, uint4 (&raw)[kUnits][4]) {
+#pragma unroll
+      for (int u = 0; u < kUnits; ++u) {
+        const int4 corner = *reinterpret_cast<const int4*>(
+            table + ((first_row + u * kRowsPerPass) * taps + tap) * L::kTableEntryBytes);
+        const int pixel[4] = {corner.x, corner.y, corner.z, corner.w};
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          raw[u][k] = pixel[k] >= 0 ? LoadChunk(image[u] + (pixel[k] * cin + c))
+                                    : make_uint4(0, 0, 0, 0);
+        }
+      }
+    };
+    // Blends the loaded corners of `tap` into the A tile of step kt once its stage is free (the
+    // TMA of the step's weights starts then too) and hands the stage to the consumers.
+    auto finish = [&](int tap, const uint4 (&raw)[kUnits][4]) {
+      const int stage = kt % kStages;
+      BarrierWait(empty + 8 * stage, ((kt / kStages) & 1) ^ 1);
+      if (threadIdx.x == 0) {
+        // The stage is free in both blocks (their consumers arrive on both empty barriers):
+        // copy this block's share of the weights into both; the peer's share lands here too.
+        BarrierArriveExpectTx(full + 8 * stage, L::kBBytes);
+        const int share = kBlockN / kCluster;
+        TmaLoad2dMulticast(b_addr + stage * L::kBBytes + rank * share * kRowBytes, weights,
+                           kt * kBlockK<T>, b_row0 + rank * share, full + 8 * stage,
+                           (1 << kCluster) - 1);
+      }
+      char* a_tile = smem + stage * L::kABytes;
+#pragma unroll
+      for (int u = 0; u < kUnits; ++u) {
+        const int row = first_row + u * kRowsPerPass;
+        const float4 w4 = *reinterpret_cast<const float4*>(
+            table + (row * taps + tap) * L::kTableEntryBytes + 16);
+        const float w[4] = {w4.x, w4.y, w4.z, w4.w};
+        Chunk<T> corners[4], out;
+#pragma unroll
+        for (int k = 0; k < 4; ++k) corners[k] = *reinterpret_cast<const Chunk<T>*>(&raw[u][k]);
+#pragma unroll
+        for (int e = 0; e < V / 2; ++e) {
+          float2 v = make_float2(0.f, 0.f);
+#pragma unroll
+          for (int k = 0; k < 4; ++k) {
+            const float2 x = PairToFloat2(corners[k], e);
+            v.x += w[k] * x.x;
+            v.y += w[k] * x.y;
+          }
+          StorePair(&out, e, v);
+        }
+        *reinterpret_cast<Chunk<T>*>(a_tile + row * kRowBytes + swizzled) = out;
+      }
+      FenceProxyAsync();
+      BarrierArrive(full + 8 * stage);
+      ++kt;
+    };
+    uint4 raw[kUnits][4];
+    if constexpr (kUnits <= 2) {
+      // Two taps in flight: the next tap's loads are issued before this tap is blended.
+      uint4 next[kUnits][4];
+      issue(0, raw);
+      for (int tap = 0; tap < taps; tap += 2) {
+        if (tap + 1 < taps) issue(tap + 1, next);
+        finish(tap, raw);
+        if (tap + 1 < taps) {
+          if (tap + 2 < taps) issue(tap + 2, raw);
+          finish(tap + 1, next);
+        }
+      }
+    } else {
+      // Four rows a thread: registers for one tap's loads only.
+      for (int tap = 0; tap < taps; ++tap) {
+        issue(tap, raw);
+        finish(tap, raw);
+      }
+    }
+  }
+}
+
+// Consumer warpgroup: its 64 x 128 part of the tile, over every K step, then the epilogue.
+template <typename T, int kBlockM, int kBlockN>
+__device__ __forceinline__ void Consume(const DcnShape& s, const T* bias, T* output,
+                                        uint32_t smem_addr, int64_t m0, int64_t n0, int group,
+                                        int ktiles, bool pair_stores) {
+  using L = Layout<kBlockM, kBlockN>;
+  const int t = threadIdx.x - kProducers;
+  const int warpgroup = t / 128;
+  const int row0 = kBlockM == 128 ? kWarpgroupM * warpgroup : 0;
+  const int col0 = kBlockM == 128 ? 0 : kWarpgroupN * warpgroup;
+  const uint32_t a_addr = smem_addr + row0 * kRowBytes;
+  const uint32_t b_addr = smem_addr + L::kBAt + col0 * kRowBytes;
+  const uint32_t full = smem_addr + L::kFullAt, empty = smem_addr + L::kEmptyAt;
+
+  float acc[64];
+#pragma unroll
+  for (int i = 0; i < 64; ++i) acc[i] = 0.f;
+  for (int kt = 0; kt < ktiles; ++kt) {
+    const int stage = kt % kStages;
+    BarrierWait(full + 8 * stage, (kt / kStages) & 1);
+    const uint64_t da = MatrixDescriptor(a_addr + stage * L::kABytes);
+    const uint64_t db = MatrixDescriptor(b_addr + stage * L::kBBytes);
+    WgmmaFence();
+#pragma unroll
+    for (int k = 0; k < kMmasPerStep; ++k) {
+      // 32 bytes further along K: 2 in the descriptor's 16-byte address units.
+      Wgmma<T>(acc, da + 2 * k, db + 2 * k);
+    }
+    WgmmaCommit();
+    // The previous step's multiplies are done: its stage goes back to the producers of both
+    // blocks (either one's TMA writes the stage in both). One thread signals per warpgroup: the
+    // wgmma group it waited for is the whole warpgroup's.
+    WgmmaWait<1>();
+    if (kt > 0 && t % 128 == 0) {
+#pragma unroll
+      for (int r = 0; r < kCluster; ++r) BarrierArriveCluster(empty + 8 * ((kt - 1) % kStages), r);
+    }
+  }
+  WgmmaWait<0>();
+  FenceAccumulators(acc);
+
+  const int warp = (t % 128) / 32, lane = t % 32;
+  const int64_t cog = s.out_channels_per_group();
+  T* out = output + group * cog;
+  const T* b = bias ? bias + group * cog : nullptr;
+#pragma unroll
+  for (int j = 0; j < kWarpgroupN / 8; ++j) {
+    const int64_t n = n0 + col0 + 8 * j + 2 * (lane % 4);
+    const float b0 = (b && n < cog) ? static_cast<float>(b[n]) : 0.f;
+    const float b1 = (b && n + 1 < cog) ? static_cast<float>(b[n + 1]) : 0.f;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t p = m0 + row0 + 16 * warp + lane / 4 + 8 * h;
+      if (p >= s.pixels() || n >= cog) continue;
+      const float v0 = acc[4 * j + 2 * h] + b0, v1 = acc[4 * j + 2 * h + 1] + b1;
+      T* o = out + p * s.out_channels + n;
+      if (pair_stores && n + 1 < cog) {
+        Vec<T, 2> pair;
+        pair.e[0] = FromFloat<T>(v0);
+        pair.e[1] = FromFloat<T>(v1);
+        *reinterpret_cast<Vec<T, 2>*>(o) = pair;
+      } else {
+        o[0] = FromFloat<T>(v0);
+        if (n + 1 < cog) o[1] = FromFloat<T>(v1);
+      }
+    }
+  }
+}
+
+// Block (x: pixel tile, y: channel tile, z: group). `weights` maps the transposed weights
+// [Cout][taps * Cin/groups]; `pair_stores`: output pairs are aligned for one store.
+template <typename T, int kBlockM, int kBlockN>
+__global__ void __cluster_dims__(kCluster, 1, 1) __launch_bounds__(kThreads, 1)
+    ForwardKernel(const __grid_constant__ CUtensorMap weights, DcnShape s, const T* input,
+                  const T* offset, const T* mask, const T* bias, T* output, int64_t row0,
+                  bool pair_stores) {
+#if defined(DCN_WGMMA_SM90A_DEVICE)
+  using L = Layout<kBlockM, kBlockN>;
+  extern __shared__ char smem_raw[];
+  const uint32_t raw_addr = SharedAddress(smem_raw);
+  const uint32_t smem_addr = (raw_addr + kSwizzleAtomBytes - 1) & ~uint32_t{kSwizzleAtomBytes - 1};
+  char* smem = smem_raw + (smem_addr - raw_addr);
+  if (threadIdx.x == 0) {
+    for (int st = 0; st < kStages; ++st) {
+      // Full: every producer thread arrives, and the TMA thread once more with its bytes.
+      BarrierInit(smem_addr + L::kFullAt + 8 * st, kProducers + 1);
+      // Empty: one arrival per consumer warpgroup of each block of the cluster.
+      BarrierInit(smem_addr + L::kEmptyAt + 8 * st, kCluster * kConsumers / 128);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  ClusterSync();  // the peer's barriers are initialised before any multicast or remote arrive
+
+  const int group = blockIdx.z;
+  const int64_t m0 = row0 + int64_t{blockIdx.x} * kBlockM;
+  const int64_t n0 = int64_t{blockIdx.y} * kBlockN;
+  const int ktiles = s.taps() * static_cast<int>(s.in_channels_per_group() / kBlockK<T>);
+  if (threadIdx.x < kProducers) {
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kProducerRegisters));
+    const int b_row0 = static_cast<int>(group * s.out_channels_per_group() + n0);
+    Produce<T, kBlockM, kBlockN>(s, input, offset, mask, &weights, smem, smem_addr, m0, b_row0,
+                                 group);
+  } else {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegisters));
+    Consume<T, kBlockM, kBlockN>(s, bias, output, smem_addr, m0, n0, group, ktiles, pair_stores);
+  }
+  ClusterSync();  // neither block leaves while the other may still arrive on its barriers
+#else
+  __trap();
+#endif
+}
+
+// The weights [taps][Cin/groups][Cout] as the B operand [Cout][K steps][kBlockK], K steps in the
+// producers' order (channel slab of kBlockK, then tap): bt[n][(slab * taps + tap) * kBlockK + i]
+// = weight[tap][slab * kBlockK + i][n]; fp32 rounded to TF32.
+template <typename T>
+__global__ void TransposeWeightsKernel(int taps, int64_t cpg, int64_t cout, const T* weight,
+                                       T* bt) {
+  __shared__ T tile[32][33];
+  const int64_t k_total = taps * cpg;
+  const int64_t k0 = int64_t{blockIdx.x} * 32;
+  for (int64_t n0 = int64_t{blockIdx.y} * 32; n0 < cout; n0 += int64_t{gridDim.y} * 32) {
+    for (int i = threadIdx.y; i < 32; i += blockDim.y) {
+      const int64_t k = k0 + i, n = n0 + threadIdx.x;
+      tile[i][threadIdx.x] = (k < k_total && n < cout) ? weight[k * cout + n] : T(0.f);
+    }
+    __syncthreads();
+    for (int i = threadIdx.y; i < 32; i += blockDim.y) {
+      const int64_t n = n0 + i, k = k0 + threadIdx.x;
+      if (n < cout && k < k_total) {
+        const int64_t tap = k / cpg, c = k - tap * cpg;
+        const int64_t slab = c / kBlockK<T>, in_slab = c - slab * kBlockK<T>;
+        T v = tile[threadIdx.x][i];
+        if constexpr (std::is_same_v<T, float>) v = __uint_as_float(ToTf32(__float_as_uint(v)));
+        bt[n * k_total + (slab * taps + tap) * kBlockK<T> + in_slab] = v;
+      }
+    }
+    __syncthreads();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host side.
+// ---------------------------------------------------------------------------------------------
+
+using EncodeTiledFn = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*,
+                                   const cuuint64_t*, const cuuint64_t*, const cuuint32_t*,
+                                   const cuuint32_t*, CUtensorMapInterleave, CUtensorMapSwizzle,
+                                   CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+
+// The driver's cuTensorMapEncodeTiled, through the runtime (the library links no libcuda), or
+// null where the driver has none.
+EncodeTiledFn EncodeTiled() {
+  static const EncodeTiledFn fn = [] {
+    void* p = nullptr;
+    cudaDriverEntryPointQueryResult status = cudaDriverEntryPointSymbolNotFound;
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+    // cudaGetDriverEntryPointByVersion is newer than the runtime TensorFlow exports.
+    const cudaError_t err = cudaGetDriverEntryPoint("cuTensorMapEncodeTiled", &p,
+                                                    cudaEnableDefault, &status);
+#pragma GCC diagnostic pop
+    if (err != cudaSuccess || status != cudaDriverEntryPointSuccess) {
+      cudaGetLastError();
+      return EncodeTiledFn{nullptr};
+    }
+    return reinterpret_cast<EncodeTiledFn>(p);
+  }();
+  return fn;
+}
+
+template <typename T>
+CUtensorMapDataType TensorMapType() {
+  if constexpr (std::is_same_v<T, __half>) return CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) return CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
+  return CU_TENSOR_MAP_DATA_TYPE_FLOAT32;
+}
+
+// The tile: 64 x 256 when a group has more than 128 output channels, else 128 x 128.
+bool WideTile(const DcnShape& s) { return s.out_channels_per_group() > 128; }
+
+constexpr int64_t kTilesPerLaunch = int64_t{1} << 20;
+
+template <typename T, int kBlockM, int kBlockN>
+cudaError_t Launch(const DcnShape& s, const T* input, const T* offset, const T* mask,
+                   const T* bias, T* output, T* bt, const Options& o, cudaStream_t stream) {
+  using L = Layout<kBlockM, kBlockN>;
+  const int64_t k_total = s.group_columns();
+  CUtensorMap map;
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(k_total),
+                              static_cast<cuuint64_t>(s.out_channels)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(k_total) * sizeof(T)};
+  const cuuint32_t box[2] = {kBlockK<T>, kBlockN / kCluster};  // one block's share
+  const cuuint32_t element_strides[2] = {1, 1};
+  if (EncodeTiled()(&map, TensorMapType<T>(), 2, bt, dims, strides, box, element_strides,
+                    CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                    CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                    CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS) {
+    return cudaErrorInvalidValue;
+  }
+  constexpr auto kernel = &ForwardKernel<T, kBlockM, kBlockN>;
+  // The limit once per device, at the device's maximum: launches take what their taps need.
+  DCN_RETURN_IF_ERROR(mma::AllowSharedMemory<kernel>(o.shared_memory_per_block));
+  const int smem_bytes = static_cast<int>(L::AllocBytes(s.taps()));  // fits (Supported)
+  const bool pair_stores = s.out_channels % 2 == 0 && s.out_channels_per_group() % 2 == 0 &&
+                           reinterpret_cast<uintptr_t>(output) % (2 * sizeof(T)) == 0;
+  for (int64_t row0 = 0; row0 < s.pixels(); row0 += kTilesPerLaunch * kBlockM) {
+    // Whole clusters: a block past the last pixel computes nothing but copies its share.
+    const int64_t tiles = std::min(
+        kTilesPerLaunch, CeilDiv(CeilDiv(s.pixels() - row0, kBlockM), kCluster) * kCluster);
+    const dim3 grid(static_cast<unsigned>(tiles),
+                    static_cast<unsigned>(CeilDiv(s.out_channels_per_group(), kBlockN)), s.groups);
+    kernel<<<grid, kThreads, smem_bytes, stream>>>(map, s, input, offset, mask, bias, output,
+                                                   row0, pair_stores);
+    DCN_RETURN_IF_ERROR(cudaGetLastError());
+  }
+  return cudaSuccess;
+}
+
+}  // namespace
+
+template <typename T>
+bool Supported(const DcnShape& s, const Options& o) {
+  if (std::is_same_v<T, float> && !o.allow_tf32) return false;  // strict fp32: not here (yet)
+  const int64_t tile_n = WideTile(s) ? 256 : 128;
+  const int64_t smem = WideTile(s) ? Layout<64, 256>::AllocBytes(s.taps())
+                                   : Layout<128, 128>::AllocBytes(s.taps());
+  return o.compute_capability == 90 && o.shared_memory_per_block >= smem &&
+         s.in_channels_per_group() % kBlockK<T> == 0 &&
+         s.channels_per_deformable_group() % kBlockK<T> == 0 && s.groups <= 65535 &&
+         CeilDiv(s.out_channels_per_group(), tile_n) <= 65535;
+}
+
+bool Available() {
+  static const bool simulate_unavailable = [] {
+    const char* v = std::getenv("TFDCN_SIMULATE_SM90A_UNAVAILABLE");
+    return v != nullptr && std::strcmp(v, "1") == 0;
+  }();
+  if (simulate_unavailable || EncodeTiled() == nullptr) return false;
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  static std::atomic<uint64_t> checked{0}, loaded{0};
+  const uint64_t bit = uint64_t{1} << (device & 63);
+  if (!(checked.load(std::memory_order_acquire) & bit)) {
+    // Loads the module if it can: an sm_90a cubin needs an sm_90 GPU and a recent driver.
+    cudaFuncAttributes attributes;
+    if (cudaFuncGetAttributes(&attributes, ForwardKernel<__half, 128, 128>) == cudaSuccess) {
+      loaded.fetch_or(bit, std::memory_order_release);
+    } else {
+      cudaGetLastError();  // not sticky: clear it so that no later check reports it
+    }
+    checked.fetch_or(bit, std::memory_order_release);
+  }
+  return loaded.load(std::memory_order_acquire) & bit;
+}
+
+template <typename T>
+size_t WorkspaceBytes(const DcnShape& s) {
+  WorkspaceLayout w;
+  w.Take<T>(s.weight_elements());
+  return w.bytes();
+}
+
+template <typename T>
+cudaError_t Forward(const DcnShape& s, const T* input, const T* offset, const T* mask,
+                    const T* weight, const T* bias, T* output, void* workspace, const Options& o,
+                    cudaStream_t stream) {
+  if (s.pixels() == 0) return cudaSuccess;
+  WorkspaceLayout layout(workspace);
+  T* bt = layout.Take<T>(s.weight_elements());
+  const int64_t k_total = s.group_columns();
+  const dim3 grid(static_cast<unsigned>(CeilDiv(k_total, 32)),
+                  static_cast<unsigned>(std::min<int64_t>(CeilDiv(s.out_channels, 32), 65535)));
+  TransposeWeightsKernel<T><<<grid, dim3(32, 8), 0, stream>>>(
+      s.taps(), s.in_channels_per_group(), s.out_channels, weight, bt);
+  DCN_RETURN_IF_ERROR(cudaGetLastError());
+  if (WideTile(s)) return Launch<T, 64, 256>(s, input, offset, mask, bias, output, bt, o, stream);
+  return Launch<T, 128, 128>(s, input, offset, mask, bias, output, bt, o, stream);
+}
+
+#define INSTANTIATE(T)                                                                       \
+  template bool Supported<T>(const DcnShape&, const Options&);                              \
+  template size_t WorkspaceBytes<T>(const DcnShape&);                                       \
+  template cudaError_t Forward<T>(const DcnShape&, const T*, const T*, const T*, const T*,  \
+                                  const T*, T*, void*, const Options&, cudaStream_t);
+INSTANTIATE(__half)
+INSTANTIATE(__nv_bfloat16)
+INSTANTIATE(float)
+#undef INSTANTIATE
+
+}  // namespace wgmma_sm90a
+}  // namespace cuda
+}  // namespace tensorflow_dcn

@@ -1,0 +1,175 @@
+// A PyTorch-free driver of the CUDA core's forward, small enough to run under compute-sanitizer
+// (memcheck, racecheck): for each dtype and a few small shapes (both tiles of the sm_90a kernel,
+// pixels and channels off the tile sizes, groups, deformable groups, offsets far outside the
+// image and NaN), the auto plan against the portable plan on the same inputs, outputs poisoned
+// before each run. Accuracy against float64 is check_core.py's job; this checks that both plans
+// agree and write every element.
+//
+//   .devbuild/core_smoke [profile]  (built by tests/cuda_core/build.sh; `profile`: two
+//                                   benchmark-sized fp16 forwards only, for ncu)
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <vector>
+
+extern "C" {
+size_t dcn_workspace_bytes(int dtype, int op, const long long* dims, int flags);
+const char* dcn_implementation(int dtype, int op, const long long* dims, int flags);
+int dcn_sm90a_available();
+int dcn_run(int dtype, int op, const long long* dims, void** ptrs, void* workspace, int flags,
+            void* stream);
+const char* dcn_error_string(int err);
+}
+
+namespace {
+
+int failures = 0;
+
+#define CHECK_CUDA(expr)                                                                 \
+  do {                                                                                   \
+    const cudaError_t e_ = (expr);                                                       \
+    if (e_ != cudaSuccess) {                                                             \
+      std::printf("CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__); \
+      std::exit(2);                                                                      \
+    }                                                                                    \
+  } while (0)
+
+template <typename T>
+T FromFloat(float v) {
+  if constexpr (std::is_same_v<T, __half>) return __float2half(v);
+  else if constexpr (std::is_same_v<T, __nv_bfloat16>) return __float2bfloat16(v);
+  else return v;
+}
+template <typename T>
+float ToFloat(T v) {
+  if constexpr (std::is_same_v<T, __half>) return __half2float(v);
+  else if constexpr (std::is_same_v<T, __nv_bfloat16>) return __bfloat162float(v);
+  else return v;
+}
+
+struct Config {
+  int n, h, w, c, cout, k, stride, pad, groups, dg;
+};
+
+template <typename T>
+T* Upload(const std::vector<float>& host) {
+  std::vector<T> converted(host.size());
+  for (size_t i = 0; i < host.size(); ++i) converted[i] = FromFloat<T>(host[i]);
+  T* dev = nullptr;
+  CHECK_CUDA(cudaMalloc(&dev, converted.size() * sizeof(T) + 16));
+  CHECK_CUDA(cudaMemcpy(dev, converted.data(), converted.size() * sizeof(T), cudaMemcpyHostToDevice));
+  return dev;
+}
+
+// Runs the forward with the given flags on poisoned output; returns the output (as float).
+template <typename T>
+std::vector<float> Forward(int dtype, const long long* dims, void** operands, size_t out_elems,
+                           int flags, const char** implementation) {
+  T* out = static_cast<T*>(operands[5]);
+  CHECK_CUDA(cudaMemset(out, 0xFF, out_elems * sizeof(T)));  // NaN in every dtype
+  *implementation = dcn_implementation(dtype, 0, dims, flags);
+  const size_t ws_bytes = dcn_workspace_bytes(dtype, 0, dims, flags);
+  void* ws = nullptr;
+  CHECK_CUDA(cudaMalloc(&ws, ws_bytes > 0 ? ws_bytes : 1));
+  const int err = dcn_run(dtype, 0, dims, operands, ws, flags, nullptr);
+  if (err != 0) {
+    std::printf("dcn_run failed: %s\n", dcn_error_string(err));
+    std::exit(2);
+  }
+  CHECK_CUDA(cudaDeviceSynchronize());
+  CHECK_CUDA(cudaFree(ws));
+  std::vector<T> host(out_elems);
+  CHECK_CUDA(cudaMemcpy(host.data(), out, out_elems * sizeof(T), cudaMemcpyDeviceToHost));
+  std::vector<float> result(out_elems);
+  for (size_t i = 0; i < out_elems; ++i) result[i] = ToFloat(host[i]);
+  return result;
+}
+
+template <typename T>
+void Check(int dtype, const char* name, const Config& cfg, float tolerance) {
+  const int ho = (cfg.h + 2 * cfg.pad - cfg.k) / cfg.stride + 1;
+  const int wo = (cfg.w + 2 * cfg.pad - cfg.k) / cfg.stride + 1;
+  const long long dims[19] = {cfg.n, cfg.h, cfg.w, cfg.c, ho, wo, cfg.cout, cfg.k, cfg.k,
+                              cfg.stride, cfg.stride, cfg.pad, cfg.pad, 1, 1, cfg.groups, cfg.dg,
+                              1, 1};
+  std::mt19937 rng(1234);
+  std::normal_distribution<float> normal;
+  std::uniform_real_distribution<float> uniform(0.f, 1.f);
+  const size_t taps = size_t(cfg.k) * cfg.k, pixels = size_t(cfg.n) * ho * wo;
+  std::vector<float> input(size_t(cfg.n) * cfg.h * cfg.w * cfg.c), offset(pixels * cfg.dg * taps * 2),
+      mask(pixels * cfg.dg * taps), weight(taps * (cfg.c / cfg.groups) * cfg.cout), bias(cfg.cout);
+  for (float& v : input) v = normal(rng);
+  for (size_t i = 0; i < offset.size(); ++i) {
+    offset[i] = 6.f * (uniform(rng) - 0.5f);
+    if (i % 97 == 0) offset[i] = NAN;        // samples that read zero
+    if (i % 89 == 0) offset[i] = 1e7f;       // far outside the image
+    if (i % 83 == 0) offset[i] = -INFINITY;
+  }
+  for (float& v : mask) v = uniform(rng);
+  for (float& v : weight) v = normal(rng) / std::sqrt(float(taps * cfg.c / cfg.groups));
+  for (float& v : bias) v = normal(rng);
+  void* operands[6] = {Upload<T>(input), Upload<T>(offset), Upload<T>(mask), Upload<T>(weight),
+                       Upload<T>(bias), nullptr};
+  const size_t out_elems = pixels * cfg.cout;
+  CHECK_CUDA(cudaMalloc(&operands[5], out_elems * sizeof(T)));
+
+  const char *auto_impl, *portable_impl;
+  const std::vector<float> fast = Forward<T>(dtype, dims, operands, out_elems, 1, &auto_impl);
+  const std::vector<float> portable =
+      Forward<T>(dtype, dims, operands, out_elems, 1 | (2 << 2), &portable_impl);
+  double diff = 0, norm = 0;
+  size_t non_finite = 0;
+  for (size_t i = 0; i < out_elems; ++i) {
+    if (!std::isfinite(fast[i]) || !std::isfinite(portable[i])) ++non_finite;
+    diff += double(fast[i] - portable[i]) * (fast[i] - portable[i]);
+    norm += double(portable[i]) * portable[i];
+  }
+  const double rel = std::sqrt(diff / norm);
+  const bool ok = non_finite == 0 && rel <= tolerance;
+  failures += !ok;
+  std::printf("smoke %-5s %dx%dx%dx%d cout %d stride %d groups %d dg %d: %s vs %s rel %.2e "
+              "non-finite %zu %s\n",
+              name, cfg.n, cfg.h, cfg.w, cfg.c, cfg.cout, cfg.stride, cfg.groups, cfg.dg,
+              auto_impl, portable_impl, rel, non_finite, ok ? "ok" : "FAIL");
+  for (void* p : operands) CHECK_CUDA(cudaFree(p));
+}
+
+}  // namespace
+
+// One forward of each benchmark-like shape in fp16 with the auto plan, for ncu.
+void Profile() {
+  const Config configs[] = {{4, 32, 32, 512, 512, 3, 1, 1, 1, 1}, {8, 64, 64, 128, 128, 3, 1, 1, 1, 1}};
+  for (const Config& c : configs) Check<__half>(0, "fp16", c, 5e-3f);
+}
+
+int main(int argc, char** argv) {
+  if (argc > 1 && std::strcmp(argv[1], "profile") == 0) {
+    Profile();
+    return failures ? 1 : 0;
+  }
+  int driver = 0, runtime = 0;
+  CHECK_CUDA(cudaDriverGetVersion(&driver));
+  CHECK_CUDA(cudaRuntimeGetVersion(&runtime));
+  std::printf("driver %d, runtime %d, sm_90a kernels available: %d\n", driver, runtime,
+              dcn_sm90a_available());
+  const Config configs[] = {
+      {2, 9, 11, 64, 72, 3, 1, 1, 1, 1},     // 128 x 128 tile, 198 pixels
+      {1, 10, 7, 128, 300, 3, 2, 1, 1, 2},   // 64 x 256 tile, two channel tiles, stride 2
+      {1, 8, 8, 128, 64, 3, 1, 1, 2, 2},     // groups
+      {1, 9, 8, 128, 160, 2, 1, 0, 1, 2},    // 4 taps (an even count), 64 x 256 tile
+      {1, 7, 9, 64, 40, 1, 1, 0, 1, 1},      // 1 tap
+  };
+  for (const Config& c : configs) {
+    Check<__half>(0, "fp16", c, 5e-3f);
+    Check<__nv_bfloat16>(1, "bf16", c, 3e-2f);
+    Check<float>(2, "tf32", c, 5e-3f);
+  }
+  std::printf("smoke failures: %d\n", failures);
+  return failures ? 1 : 0;
+}
