@@ -3,10 +3,12 @@
 #   make build   the op library, also copied to tensorflow_dcn/ (PYTHONPATH=. works in the tree)
 #   make wheel   dist/tensorflow_dcn-<version>-py3-none-manylinux_2_27_x86_64.whl
 #   make test    build, bazel test //tests/..., wheel, install it, pytest against the installed wheel
-#   make bench   build, python -m tensorflow_dcn.benchmark $(BENCH_ARGS) (small CPU defaults)
+#   make bench   build, python -m tensorflow_dcn.benchmark $(BENCH_ARGS) (op/layer level), then
+#                python -m tensorflow_dcn.benchmark model $(BENCH_MODEL_ARGS) (a segmentation
+#                model's training step; BENCH_MODEL=0 skips it); small defaults on a CPU
 #   make clean   Bazel outputs, dist/, the in-tree library
 # Variables: VENV (.venv), CONFIG (auto|cpu|cuda), CUDA12_PATH (see scripts/setup_env.sh), BAZEL_TEST_ARGS,
-# PYTEST_PATHS (tests/), PYTEST_ARGS, BENCH_ARGS.
+# PYTEST_PATHS (tests/), PYTEST_ARGS, BENCH_ARGS, BENCH_MODEL_ARGS, BENCH_MODEL.
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
@@ -22,6 +24,8 @@ BAZEL_TEST_ARGS ?=
 PYTEST_ARGS ?=
 PYTEST_PATHS ?= $(ROOT)/tests
 BENCH_ARGS ?=
+BENCH_MODEL_ARGS ?=
+BENCH_MODEL ?= 1
 VERSION = $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' $(ROOT)/tensorflow_dcn/_version.py)
 WHEEL = $(ROOT)/dist/tensorflow_dcn-$(VERSION)-py3-none-manylinux_2_27_x86_64.whl
 
@@ -52,10 +56,12 @@ test-installed: wheel
 	  env -u PYTHONPATH TFDCN_TEST_INSTALLED=1 TFDCN_WHEEL=$(WHEEL) TF_CPP_MIN_LOG_LEVEL=2 \
 	  $(PYTHON) -m pytest -p no:cacheprovider -ra $(PYTEST_PATHS) $(PYTEST_ARGS)
 
+# The op/layer benchmark, then the model-level one (BENCH_MODEL=0 skips it). On a CPU both pick
+# small defaults: about two minutes on 2 cores together.
 bench: build
-	@cd $(ROOT) && if [[ ! -f tensorflow_dcn/benchmark/__main__.py ]]; then \
-	  echo "make bench: tensorflow_dcn/benchmark/__main__.py does not exist yet" >&2; exit 1; fi
 	cd $(ROOT) && PYTHONPATH=$(ROOT) TF_CPP_MIN_LOG_LEVEL=2 $(PYTHON) -m tensorflow_dcn.benchmark $(BENCH_ARGS)
+	if [[ "$(BENCH_MODEL)" != 0 ]]; then cd $(ROOT) && PYTHONPATH=$(ROOT) TF_CPP_MIN_LOG_LEVEL=2 \
+	  $(PYTHON) -m tensorflow_dcn.benchmark model $(BENCH_MODEL_ARGS); fi
 
 clean:
 	cd $(ROOT) && $(BAZEL) clean

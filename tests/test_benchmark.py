@@ -1,5 +1,6 @@
-"""Tests of the benchmark's pure-TF baseline (tensorflow_dcn.reference) against our op, and a CPU
-smoke run of `python -m tensorflow_dcn.benchmark` on tiny configs."""
+"""Tests of the benchmark's pure-TF baseline (tensorflow_dcn.reference) against our op, and CPU
+smoke runs of `python -m tensorflow_dcn.benchmark` (op/layer level, tiny configs) and
+`python -m tensorflow_dcn.benchmark model` (a tiny segmentation model)."""
 
 import importlib.util
 import json
@@ -7,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
@@ -157,7 +159,8 @@ class PureTFLayerTest(tf.test.TestCase, parameterized.TestCase):
 class ConfigsTest(tf.test.TestCase):
 
     def test_specs_round_trip(self):
-        for spec in configs.GPU_CONFIGS + configs.QUICK_CONFIGS + ("1x5x7x8-k5-p1-dg2",):
+        for spec in (configs.GPU_CONFIGS + configs.CPU_CONFIGS + configs.QUICK_CONFIGS
+                     + ("1x5x7x8-k5-p1-dg2",)):
             self.assertEqual(configs.parse_config(spec).name, spec)
         config = configs.parse_config("8x64x64x128-s2")
         self.assertEqual((config.out_height, config.out_width, config.pad), (32, 32, 1))
@@ -175,19 +178,34 @@ class ConfigsTest(tf.test.TestCase):
 
 RECORD_KEYS = {"config", "dtype", "tf32", "impl", "level", "status", "error", "fwd_ms",
                "fwd_bwd_ms", "fwd_peak_extra_mib", "peak_extra_mib", "max_abs_err", "max_rel_err"}
+RETRACING_WARNING = "triggered tf.function retracing"
 
 
-def run_benchmark(out_dir, *args, env=None):
-    """The CLI in a subprocess (as users run it), with this process' import path."""
+def our_layer_compiles_with_xla():
+    """Whether tfdcn.DCNv2 says it runs under XLA (the XLA lowering of the ops is built in)."""
+    return bool(tfdcn.DCNv2(4, 3).supports_jit)
+
+
+def run_benchmark(out_dir, *args, env=None, level=()):
+    """The CLI in a subprocess (as users run it), with this process' import path. `level`:
+    () for the op/layer benchmark, ("model",) for the model-level one."""
     environment = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p), **(env or {}))
+    timing = ["--repeats", "1", "--warmup", "1", "--round-ms", "1"] if not level else []
     result = subprocess.run(
-        [sys.executable, "-m", "tensorflow_dcn.benchmark", "--device", "cpu", "--repeats", "1",
-         "--warmup", "1", "--round-ms", "1", "--out", out_dir, *args],
-        capture_output=True, text=True, env=environment, timeout=600)
+        [sys.executable, "-m", "tensorflow_dcn.benchmark", *level, "--device", "cpu", *timing,
+         "--out", out_dir, *args],
+        capture_output=True, text=True, env=environment, timeout=900)
     if result.returncode:
         raise AssertionError(f"benchmark failed ({result.returncode}):\n{result.stderr[-5000:]}")
     with open(os.path.join(out_dir, "benchmark.json")) as f:
         return json.load(f), result
+
+
+def assert_figure_written(test, out_dir, result):
+    if importlib.util.find_spec("matplotlib"):
+        test.assertTrue(os.path.getsize(os.path.join(out_dir, "benchmark.png")))
+    else:
+        test.assertIn("benchmark.png skipped", result.stdout)
 
 
 class BenchmarkCliTest(tf.test.TestCase):
@@ -197,25 +215,32 @@ class BenchmarkCliTest(tf.test.TestCase):
         out_dir = os.path.join(self.get_temp_dir(), "bench")
         # layer_test_util.DCNv2 is an iSeg-like user layer: stride 1 only, so the -s2 config must
         # be recorded as unsupported for it without stopping the run.
+        impls = ("tfdcn", "conv2d", "tfdcn_layer", "tfdcn_layer_xla", "pure_tf", "pure_tf_xla",
+                 "baseline", "baseline_xla")
         records, result = run_benchmark(
             out_dir, "--configs", "1x6x6x4,1x6x6x4-s2", "--dtypes", "fp32,bf16",
-            "--impls", "tfdcn,conv2d,tfdcn_layer,pure_tf,pure_tf_xla,baseline",
-            "--baseline", "layer_test_util:DCNv2")
+            "--impls", ",".join(impls), "--baseline", "layer_test_util:DCNv2")
         header, records = records[0], records[1:]
         self.assertTrue(header["header"])
         for key in ("date", "device", "device_name", "tensorflow", "tf_cuda", "timing", "configs"):
             self.assertIn(key, header)
         self.assertEqual(header["baseline"], "layer_test_util:DCNv2")
-        self.assertLen(records, 2 * 2 * 6)
+        self.assertLen(records, 2 * 2 * len(impls))
         for record in records:
             self.assertContainsSubset(RECORD_KEYS, record.keys())
             self.assertIn(record["impl"], configs.IMPLS)
             self.assertIn(record["dtype"], ("float32", "bfloat16"))
         by_key = {(r["config"], r["dtype"], r["impl"]): r for r in records}
+        xla = our_layer_compiles_with_xla()
         for key, record in by_key.items():
-            if key[0] == "1x6x6x4-s2" and key[2] == "baseline":
+            if key[0] == "1x6x6x4-s2" and key[2] in ("baseline", "baseline_xla"):
                 self.assertEqual(record["status"], "unsupported", record["error"])
                 self.assertIn("strides", record["error"])
+                continue
+            if key[2] == "tfdcn_layer_xla" and not xla:
+                # Without the XLA lowering the op says so, in one line, and the run goes on.
+                self.assertEqual(record["status"], "unsupported", record["error"])
+                self.assertRegex(record["error"], r"^InvalidArgumentError: DCNv2Forward .* no XLA")
                 continue
             self.assertEqual(record["status"], "ok", f"{key}: {record['error']}")
             self.assertGreater(record["fwd_ms"], 0)
@@ -228,12 +253,18 @@ class BenchmarkCliTest(tf.test.TestCase):
             markdown = f.read()
         self.assertIn("| config | dtype | impl | fwd ms | fwd+bwd ms |", markdown)
         self.assertIn("tfdcn_layer vs pure_tf_xla fwd+bwd", markdown)
+        self.assertIn("tfdcn_layer_xla vs baseline_xla fwd+bwd", markdown)
         self.assertIn("unsupported [1]", markdown)
-        if importlib.util.find_spec("matplotlib"):
-            self.assertTrue(os.path.getsize(os.path.join(out_dir, "benchmark.png")))
-        else:
-            self.assertIn("benchmark.png skipped", result.stdout)
-
+        assert_figure_written(self, out_dir, result)
+        # The summary at the end: every comparison, and the way to the full report.
+        summary = result.stdout[result.stdout.index("Speed-ups"):]
+        for mine, other in (("tfdcn_layer", "pure_tf"), ("tfdcn_layer_xla", "pure_tf_xla"),
+                            ("tfdcn_layer", "baseline"), ("tfdcn", "conv2d")):
+            self.assertRegex(summary, rf"\n  {mine} vs {other} +fwd ")
+        self.assertRegex(summary, r"tfdcn_layer vs pure_tf +fwd \d+\.\d\d× \(\d+\.\d\d×–")
+        self.assertIn(f"Full report: {os.path.join(out_dir, 'benchmark.md')}", summary)
+        # Each step is traced once, as a concrete function: TensorFlow sees no retracing.
+        self.assertNotIn(RETRACING_WARNING, result.stderr)
 
     def test_torchvision_in_its_own_process(self):
         # TFDCN_TORCH_PYTHON may name a Python with torch and torchvision (e.g. a separate venv).
@@ -252,6 +283,160 @@ class BenchmarkCliTest(tf.test.TestCase):
         # Same data, same semantics: torchvision agrees with the float64 result of our op.
         self.assertLess(by_key[("float32", "torchvision")]["max_rel_err"], 1e-5)
         self.assertEqual(by_key[("bfloat16", "torchvision")]["status"], "unsupported")
+
+
+MODEL_RECORD_KEYS = {"model", "dtype_key", "status", "error", "policy", "jit_compile", "optimizer",
+                     "parameters", "step_ms", "images_per_s", "peak_mib", "memory_kind",
+                     "loss_first", "loss_last", "steps", "warmup_s"}
+# The smallest network (32x32 images: the encoder ends at 1x1) and steps: tracing dominates.
+TINY_MODEL = ["--quick", "--batch", "2", "--image-size", "32", "--channels", "8",
+              "--warmup-steps", "2", "--steps", "2", "--epochs", "2"]
+
+
+class SegmentationModelTest(tf.test.TestCase):
+
+    def test_dcn_aligns_at_strides_16_8_4(self):
+        from tensorflow_dcn.benchmark import segmentation_model
+
+        for dcn_class in (tfdcn.DCNv2, PureTFDCNv2, None):
+            model = segmentation_model.build_model(dcn_class, 64, channels=8)
+            self.assertEqual(model.output_shape, (None, 64, 64, segmentation_model.NUM_CLASSES))
+            aligners = [layer for layer in model.layers
+                        if layer.name.startswith("align") and layer.name.endswith(
+                            "_conv" if dcn_class is None else "_dcn")]
+            self.assertEqual([type(layer) for layer in aligners],
+                             [dcn_class or keras.layers.Conv2D] * 3)
+            # Inputs [x, offset_source] (x only for Conv2D) at 64 / 16, 64 / 8, 64 / 4.
+            sizes = [(layer.input[0] if dcn_class else layer.input).shape[1] for layer in aligners]
+            self.assertEqual(sizes, [4, 8, 16])
+        with self.assertRaisesRegex(ValueError, "multiple of 32"):
+            segmentation_model.build_model(None, 48)
+        with self.assertRaisesRegex(ValueError, "use_custom_offset"):
+            segmentation_model.dcn_arguments(keras.layers.Conv2D)
+
+
+class ModelReportTest(tf.test.TestCase):
+
+    def test_ratios_against_the_targets(self):
+        from tensorflow_dcn.benchmark import model_report
+
+        def record(model, dtype_key, step_ms, peak_mib=100.0, status="ok"):
+            return {"model": model, "dtype_key": dtype_key, "status": status, "step_ms": step_ms,
+                    "peak_mib": peak_mib, "memory_kind": "gpu_allocator_peak"}
+
+        records = [record("conv", "fp32", 10.0), record("pure_tf", "fp32", 16.0, 300.0),
+                   record("tfdcn", "fp32", 12.0, 150.0), record("baseline", "fp32", 13.0),
+                   # bf16: the pure-TF model no slower than conv (cost undefined), no baseline.
+                   record("conv", "bf16", 8.0), record("pure_tf", "bf16", 7.5),
+                   record("tfdcn", "bf16", 9.0), record("baseline", "bf16", None, status="oom"),
+                   record("conv", "fp16", 8.0), record("tfdcn", "fp16", None, status="error")]
+        ratios = model_report.ratios(records)
+        self.assertEqual(set(ratios), {"fp32", "bf16"})
+        fp32 = ratios["fp32"]
+        self.assertAllClose([fp32["vs_conv"], fp32["cost_vs_pure_tf"], fp32["cost_vs_baseline"],
+                             fp32["speedup_vs_pure_tf"], fp32["speedup_vs_baseline"],
+                             fp32["peak_vs_pure_tf"]], [1.2, 1 / 3, 2 / 3, 16 / 12, 13 / 12, 0.5])
+        self.assertIsNone(ratios["bf16"]["cost_vs_pure_tf"])
+        self.assertIsNone(ratios["bf16"]["cost_vs_baseline"])
+        self.assertAllClose(ratios["bf16"]["vs_conv"], 9 / 8)
+
+
+    def test_merge_runs(self):
+        from tensorflow_dcn.benchmark import model_cli
+
+        def run(dtypes, models, channels=8):
+            header = {"header": True, "benchmark": "model", "device": "gpu", "device_name": "X",
+                      "model": {"channels": channels}, "training": {"steps": 20},
+                      "tensorflow": "2.21.0", "tensorflow_dcn": "0.1.0", "baseline": None,
+                      "models": models, "dtypes": dtypes, "command": ["run", *dtypes]}
+            path = os.path.join(self.get_temp_dir(), f"{'_'.join(dtypes)}{channels}.json")
+            with open(path, "w") as f:
+                json.dump([header] + [{"dtype_key": d, "model": m, "step_ms": 1.0}
+                                      for d in dtypes for m in models], f)
+            return path
+
+        header, records = model_cli._merged(
+            [run(["fp16"], ["conv", "tfdcn"]), run(["fp32", "bf16"], ["tfdcn", "pure_tf"])], [])
+        self.assertEqual((header["dtypes"], header["models"]),
+                         (["fp32", "bf16", "fp16"], ["conv", "pure_tf", "tfdcn"]))
+        self.assertEqual([(r["dtype_key"], r["model"]) for r in records],
+                         [("fp32", "pure_tf"), ("fp32", "tfdcn"), ("bf16", "pure_tf"),
+                          ("bf16", "tfdcn"), ("fp16", "conv"), ("fp16", "tfdcn")])
+        self.assertEqual(header["merged_commands"], [["run", "fp16"], ["run", "fp32", "bf16"]])
+        with self.assertRaisesRegex(ValueError, "differs .* in 'model'"):
+            model_cli._merged([run(["fp32"], ["conv"]), run(["bf16"], ["conv"], channels=16)], [])
+
+
+class ModelBenchmarkCliTest(tf.test.TestCase):
+    """The model-level benchmark on the CPU: every model trains, one process each."""
+
+    def test_quick_run_writes_md_json_png(self):
+        out_dir = os.path.join(self.get_temp_dir(), "model")
+        records, result = run_benchmark(out_dir, *TINY_MODEL, "--baseline",
+                                        "layer_test_util:DCNv2", level=("model",))
+        header, records = records[0], records[1:]
+        self.assertEqual(header["benchmark"], "model")
+        self.assertEqual(header["baseline"], "layer_test_util:DCNv2")
+        self.assertEqual((header["model"]["batch"], header["model"]["image_size"]), (2, 32))
+        self.assertEqual([(r["model"], r["dtype_key"]) for r in records],
+                         [(m, "fp32") for m in ("conv", "pure_tf", "tfdcn", "baseline")])
+        for r in records:
+            self.assertContainsSubset(MODEL_RECORD_KEYS, r.keys())
+            self.assertEqual(r["status"], "ok", f"{r['model']}: {r['error']} {r.get('log_tail')}")
+            self.assertEqual(r["policy"], "float32")
+            self.assertFalse(r["jit_compile"])  # Keras' default on a CPU: no XLA
+            self.assertEqual(r["optimizer"], "Adam")
+            self.assertGreater(r["step_ms"], 0)
+            self.assertAllClose(r["images_per_s"], 2 / (r["step_ms"] / 1e3))
+            self.assertEqual(r["memory_kind"], "process_peak_rss")
+            self.assertGreater(r["peak_mib"], 100)
+            self.assertEqual(r["steps"], 2 + 2 * 2)
+            self.assertTrue(np.isfinite(r["loss_first"]) and np.isfinite(r["loss_last"]))
+        by_model = {r["model"]: r for r in records}
+        # The DCN models have the same weights in the same order, seeded alike: same first loss.
+        self.assertAllClose(by_model["tfdcn"]["loss_first"], by_model["pure_tf"]["loss_first"],
+                            rtol=1e-4)
+        self.assertEqual(by_model["tfdcn"]["parameters"], by_model["pure_tf"]["parameters"])
+        self.assertGreater(by_model["tfdcn"]["parameters"], by_model["conv"]["parameters"])
+        tfdcn_record = by_model["tfdcn"]
+        self.assertAllClose(tfdcn_record["vs_conv"],
+                            tfdcn_record["step_ms"] / by_model["conv"]["step_ms"])
+        self.assertIn("cost_vs_baseline", tfdcn_record)
+
+        with open(os.path.join(out_dir, "benchmark.md")) as f:
+            markdown = f.read()
+        self.assertIn("| dtype | model | XLA | ms/step | images/s | peak RSS MiB |", markdown)
+        self.assertIn("| float32 | tfdcn.DCNv2 | off |", markdown)
+        self.assertIn("## Against the targets", markdown)
+        assert_figure_written(self, out_dir, result)
+        summary = result.stdout[result.stdout.index("Model-level:"):]
+        self.assertRegex(summary, r"float32: conv [\d.]+ ms, pure_tf [\d.]+ ms, tfdcn [\d.]+ ms, "
+                         r"baseline [\d.]+ ms; ours/conv [\d.]+ [✓✗]")
+        self.assertIn(f"Full report: {os.path.join(out_dir, 'benchmark.md')}", summary)
+        self.assertNotIn(RETRACING_WARNING, result.stderr)
+
+    def test_mixed_float16_under_xla(self):
+        # jit_compile=True on the CPU: XLA when the layer supports it, else Keras turns it off.
+        # mixed_float16 also gets Keras' loss scaling (mixed_bfloat16 differs from it only in the
+        # half type, which the op/layer test covers under XLA).
+        out_dir = os.path.join(self.get_temp_dir(), "model_mixed")
+        records, _ = run_benchmark(out_dir, *TINY_MODEL, "--models", "tfdcn", "--dtypes", "fp16",
+                                   "--jit-compile", "true", level=("model",))
+        (r,) = records[1:]
+        self.assertEqual(r["status"], "ok", f"{r['error']} {r.get('log_tail')}")
+        self.assertEqual(r["policy"], "mixed_float16")
+        self.assertEqual(r["jit_compile"], our_layer_compiles_with_xla())
+        self.assertEqual(r["optimizer"], "LossScaleOptimizer")
+        self.assertTrue(np.isfinite(r["loss_last"]))
+
+    def test_unusable_baseline_is_a_usage_error(self):
+        result = subprocess.run(
+            [sys.executable, "-m", "tensorflow_dcn.benchmark", "model", "--device", "cpu",
+             "--baseline", "keras.layers:Dense", "--out", self.get_temp_dir()],
+            capture_output=True, text=True, timeout=300,
+            env=dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p)))
+        self.assertEqual(result.returncode, 2, result.stderr[-3000:])
+        self.assertIn("takes no use_custom_offset", result.stderr)
 
 
 if __name__ == "__main__":

@@ -1,25 +1,20 @@
 """Command line of `python -m tensorflow_dcn.benchmark`: see the package docstring."""
 
 import argparse
-import datetime
-import importlib
 import json
 import os
-import platform
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 
-import keras
 import numpy as np
 import tensorflow as tf
 
-import tensorflow_dcn
 from tensorflow_dcn.benchmark import configs as cfg
 from tensorflow_dcn.benchmark.data import make_data
-from tensorflow_dcn.benchmark.report import write_all
+from tensorflow_dcn.benchmark.environment import environment, load_class, resolve_device
+from tensorflow_dcn.benchmark.report import summary_lines, write_all
 from tensorflow_dcn.benchmark.tf_runner import TensorFlowRunner, output_errors, reset_between_configs
 from tensorflow_dcn.benchmark.timing import MAX_CALLS_PER_SYNC
 
@@ -32,26 +27,31 @@ RECORD_FIELDS = ("status", "error", "fwd_ms", "fwd_bwd_ms", "fwd_peak_extra_mib"
 def _parse_args(argv):
     parser = argparse.ArgumentParser(
         prog="python -m tensorflow_dcn.benchmark",
-        description="Times tfdcn's DCNv2 against pure-TF layers, torchvision and conv2d.")
+        description="Times tfdcn's DCNv2 against pure-TF layers, torchvision and conv2d.",
+        epilog="The model-level benchmark (a segmentation model's training step): "
+        "python -m tensorflow_dcn.benchmark model --help")
     parser.add_argument("--device", choices=("gpu", "cpu"),
                         help="default: gpu when TensorFlow sees one, else cpu")
     parser.add_argument("--configs", help="comma-separated specs NxHxWxC[-k3][-s2][-p1][-dg4] or "
                         "indices into the default list (GPU: " + ", ".join(cfg.GPU_CONFIGS) +
-                        "; --quick / CPU: " + ", ".join(cfg.QUICK_CONFIGS) + ")")
+                        "; CPU: " + ", ".join(cfg.CPU_CONFIGS) + "; --quick: " +
+                        ", ".join(cfg.QUICK_CONFIGS) + ")")
     parser.add_argument("--dtypes", help="comma-separated from fp32 (TF32 off), tf32 (float32 with "
-                        "TF32 on), fp16, bf16; default: all on GPU, fp32,fp16,bf16 on CPU")
+                        "TF32 on), fp16, bf16; default: all on GPU, fp32,bf16 on CPU")
     parser.add_argument("--impls", help="comma-separated from " + ", ".join(cfg.IMPLS) +
-                        "; default: all (baseline only with --baseline)")
+                        "; default: all (baseline, baseline_xla only with --baseline)")
     parser.add_argument("--baseline", metavar="MODULE:CLASS",
                         help="a Keras layer with weights kernel, bias, offset_kernel, offset_bias "
-                        "to time as impl 'baseline', e.g. iseg.layers.dcn_v2:DCNv2")
+                        "to time as impls 'baseline' and 'baseline_xla', e.g. "
+                        "iseg.layers.dcn_v2:DCNv2")
     parser.add_argument("--quick", action="store_true",
-                        help="small configs and few repeats (the default on CPU)")
+                        help="tiny configs and few repeats, for a smoke test")
     parser.add_argument("--repeats", type=int, help="timed rounds per measurement (default 10, "
-                        "quick 3)")
-    parser.add_argument("--warmup", type=int, help="untimed calls first (default 3, quick 1)")
+                        "CPU and quick 3)")
+    parser.add_argument("--warmup", type=int, help="untimed calls first (default 3, CPU and "
+                        "quick 1)")
     parser.add_argument("--round-ms", type=float, help="target length of one timed round "
-                        "(default 50, quick 20)")
+                        "(default 50, CPU and quick 20)")
     parser.add_argument("--torch-python", default=sys.executable,
                         help="Python with torch and torchvision for impl torchvision "
                         "(default: this one)")
@@ -60,84 +60,38 @@ def _parse_args(argv):
                         help="output folder for benchmark.md/.json/.png (default ./bench_out)")
     args = parser.parse_args(argv)
     try:
-        args.device = _resolve_device(args.device)
-        args.quick = args.quick or args.device == "cpu"
+        args.device = resolve_device(args.device)
         args.configs = cfg.select_configs(
-            args.configs, cfg.QUICK_CONFIGS if args.quick else cfg.GPU_CONFIGS)
+            args.configs, cfg.QUICK_CONFIGS if args.quick else
+            cfg.GPU_CONFIGS if args.device == "gpu" else cfg.CPU_CONFIGS)
         args.dtypes = cfg.select_dtypes(
             args.dtypes, cfg.GPU_DTYPES if args.device == "gpu" else cfg.CPU_DTYPES)
         args.explicit_impls = args.impls is not None
         args.impls = cfg.select_impls(
-            args.impls, [impl for impl in cfg.IMPLS if impl != "baseline" or args.baseline])
+            args.impls, [impl for impl in cfg.IMPLS
+                         if impl not in cfg.BASELINE_IMPLS or args.baseline])
     except (ValueError, IndexError) as e:
         parser.error(str(e))
-    if "baseline" in args.impls and not args.baseline:
-        parser.error("impl baseline needs --baseline MODULE:CLASS")
-    args.baseline_class = _load_baseline(parser, args.baseline) if "baseline" in args.impls else None
-    for name, quick_default, default in (("repeats", 3, 10), ("warmup", 1, 3),
+    uses_baseline = any(impl in cfg.BASELINE_IMPLS for impl in args.impls)
+    if uses_baseline and not args.baseline:
+        parser.error("impls baseline and baseline_xla need --baseline MODULE:CLASS")
+    try:
+        args.baseline_class = load_class(args.baseline) if uses_baseline else None
+    except ValueError as e:
+        parser.error(str(e))
+    short = args.quick or args.device == "cpu"
+    for name, short_default, default in (("repeats", 3, 10), ("warmup", 1, 3),
                                          ("round_ms", 20.0, 50.0)):
         if getattr(args, name) is None:
-            setattr(args, name, quick_default if args.quick else default)
+            setattr(args, name, short_default if short else default)
     return args
 
 
-def _resolve_device(requested):
-    """'gpu' or 'cpu'. Must run before TensorFlow touches a GPU (memory growth, visibility)."""
-    gpus = tf.config.list_physical_devices("GPU")
-    if requested == "gpu" and not gpus:
-        raise ValueError("--device gpu: TensorFlow sees no GPU")
-    device = requested or ("gpu" if gpus else "cpu")
-    if device == "cpu":
-        tf.config.set_visible_devices([], "GPU")
-    else:
-        for gpu in gpus:
-            # Without growth TensorFlow would hold the whole GPU; peaks are measured either way.
-            tf.config.experimental.set_memory_growth(gpu, True)
-    return device
-
-
-def _load_baseline(parser, spec):
-    module_name, _, class_name = spec.partition(":")
-    try:
-        return getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError, ValueError) as e:
-        parser.error(f"--baseline {spec}: cannot load it ({type(e).__name__}: {e})")
-
-
-def _command_output(command):
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return result.stdout.strip().splitlines()[0] if result.returncode == 0 and result.stdout.strip() else None
-
-
-def _cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _header(args, argv):
-    build = tf.sysconfig.get_build_info()
-    header = {
+    return {
         "header": True,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": args.device,
-        "cpu_count": os.cpu_count(),
-        "tensorflow": tf.__version__,
-        "tf_cuda": build.get("cuda_version"),
-        "tf_cudnn": build.get("cudnn_version"),
-        "keras": keras.__version__,
-        "tensorflow_dcn": tensorflow_dcn.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "baseline": args.baseline if "baseline" in args.impls else None,
+        **environment(args.device),
+        "baseline": args.baseline if args.baseline_class else None,
         "timing": {"warmup": args.warmup, "repeats": args.repeats, "target_ms": args.round_ms,
                    "max_calls_per_sync": MAX_CALLS_PER_SYNC},
         "configs": {config.name: config.as_dict() for config in args.configs},
@@ -146,17 +100,6 @@ def _header(args, argv):
         "skipped": {},
         "command": ["python", "-m", "tensorflow_dcn.benchmark"] + list(argv),
     }
-    if args.device == "gpu":
-        details = tf.config.experimental.get_device_details(tf.config.list_physical_devices("GPU")[0])
-        capability = details.get("compute_capability")
-        header.update(
-            device_name=details.get("device_name"),
-            compute_capability=".".join(map(str, capability)) if capability else None,
-            driver=_command_output(["nvidia-smi", "--query-gpu=driver_version",
-                                    "--format=csv,noheader"]) if shutil.which("nvidia-smi") else None)
-    else:
-        header["device_name"] = _cpu_name()
-    return header
 
 
 def _run_torchvision(args, scratch):
@@ -267,8 +210,10 @@ def main(argv=None):
         records = _benchmark(args, header, scratch)
     skipped_png = write_all(args.out, header, records, [v.key for v in args.dtypes],
                             [c.name for c in args.configs])
-    written = ["benchmark.md", "benchmark.json"] + ([] if skipped_png else ["benchmark.png"])
-    print(f"wrote {', '.join(os.path.join(args.out, name) for name in written)}")
+    written = ["benchmark.json"] + ([] if skipped_png else ["benchmark.png"])
+    print("\n".join(summary_lines(records)))
     if skipped_png:
         print(f"benchmark.png skipped: {skipped_png}")
+    print(f"Full report: {os.path.join(args.out, 'benchmark.md')} (also "
+          f"{', '.join(written)})")
     return 0

@@ -14,7 +14,10 @@ GPU_CONFIGS = (
     "8x64x64x128", "8x32x32x256", "4x64x64x256", "2x128x128x256-dg4", "4x32x32x512",
     "8x64x64x128-s2",
 )
-# Small enough that every implementation and dtype finishes in about a minute on 2 CPU cores.
+# The CPU default (`make bench`): the first GPU config and a stride-4 level of a 256x256
+# segmentation model (issue 13's CPU targets are set on these two).
+CPU_CONFIGS = ("2x32x32x64", "1x64x64x128")
+# --quick: tiny, for smoke tests; every implementation and dtype in seconds.
 QUICK_CONFIGS = ("2x16x16x32", "2x16x16x32-s2-dg2")
 
 _SPEC = re.compile(r"^(\d+)x(\d+)x(\d+)x(\d+)((?:-(?:k|s|p|dg)\d+)*)$")
@@ -108,7 +111,9 @@ DTYPES = {
 }
 _DTYPE_ALIASES = {"float32": "fp32", "float16": "fp16", "half": "fp16", "bfloat16": "bf16"}
 GPU_DTYPES = ("fp32", "tf32", "fp16", "bf16")
-CPU_DTYPES = ("fp32", "fp16", "bf16")  # TF32 is a GPU tensor-core mode
+# TF32 is a GPU tensor-core mode; float16 is a GPU type too (TensorFlow's CPU convolutions fall
+# back to slow Eigen code for it): ask for fp16 on a CPU with --dtypes.
+CPU_DTYPES = ("fp32", "bf16")
 
 
 def select_dtypes(selection, defaults):
@@ -124,12 +129,18 @@ def select_dtypes(selection, defaults):
 
 # Op level: offsets and mask given. Layer level: offsets and mask predicted by the internal conv.
 OP_IMPLS = ("tfdcn", "torchvision", "conv2d")
-LAYER_IMPLS = ("tfdcn_layer", "pure_tf", "pure_tf_xla", "baseline")
+LAYER_IMPLS = ("tfdcn_layer", "tfdcn_layer_xla", "pure_tf", "pure_tf_xla", "baseline",
+               "baseline_xla")
 IMPLS = OP_IMPLS + LAYER_IMPLS
+# Layers timed inside tf.function(jit_compile=True), as Keras' default compile runs them on a GPU.
+XLA_IMPLS = ("tfdcn_layer_xla", "pure_tf_xla", "baseline_xla")
+# Impls that need --baseline.
+BASELINE_IMPLS = ("baseline", "baseline_xla")
 # Each comparison: (ours, other); speed-up = other's time / ours.
 COMPARISONS = (
     ("tfdcn", "torchvision"), ("tfdcn_layer", "pure_tf"), ("tfdcn_layer", "pure_tf_xla"),
-    ("tfdcn_layer", "baseline"), ("tfdcn", "conv2d"),
+    ("tfdcn_layer_xla", "pure_tf_xla"), ("tfdcn_layer", "baseline"),
+    ("tfdcn_layer_xla", "baseline_xla"), ("tfdcn", "conv2d"),
 )
 
 

@@ -67,7 +67,7 @@ def _header_lines(header):
         f"synced call so that a round lasts about {timing['target_ms']:g} ms (at most "
         f"{timing['max_calls_per_sync']}): launch overhead is amortised alike for every "
         "implementation. TensorFlow: the K calls run inside one `tf.function` (a `tf.while_loop` "
-        "carrying the step's outputs; `pure_tf_xla`: jit_compile=True), so that entering a "
+        "carrying the step's outputs; the `_xla` impls: jit_compile=True), so that entering a "
         "graph from Python is paid once per round; torch: K calls from Python.",
         "- Command: `" + " ".join(header["command"]) + "`",
     ]
@@ -78,10 +78,12 @@ LEGEND = """\
 Implementations. Op level (offsets and mask given): `tfdcn` = `tfdcn.deform_conv2d`;
 `torchvision` = `torchvision.ops.deform_conv2d` (NCHW, separate process); `conv2d` =
 `tf.nn.conv2d` + bias of the same shape, the floor. Layer level (an internal conv predicts
-offsets and mask): `tfdcn_layer` = `tfdcn.DCNv2`; `pure_tf` / `pure_tf_xla` =
-`tensorflow_dcn.reference.PureTFDCNv2` without / with XLA; `baseline` = the `--baseline` layer.
-All layers get the same weights. float16 / bfloat16 layers run under Keras' mixed_float16 /
-mixed_bfloat16 policies (float32 weights); op-level operands are all in the dtype.
+offsets and mask): `tfdcn_layer` = `tfdcn.DCNv2`; `pure_tf` = `tensorflow_dcn.reference.PureTFDCNv2`;
+`baseline` = the `--baseline` layer; each under `tf.function`, and as `tfdcn_layer_xla`,
+`pure_tf_xla`, `baseline_xla` under `tf.function(jit_compile=True)` (XLA, as Keras' default
+compile runs a model on a GPU). All layers get the same weights. float16 / bfloat16 layers run
+under Keras' mixed_float16 / mixed_bfloat16 policies (float32 weights); op-level operands are all
+in the dtype.
 
 Columns. fwd / fwd+bwd: milliseconds per call; fwd+bwd computes the gradients of every operand
 (op level: input, offset, mask, kernel, bias; layers: input and all weights) for a fixed upstream
@@ -202,6 +204,40 @@ def write_plot(path, records, dtype_keys, configs):
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return None
+
+
+def _range(values):
+    """'1.9× (1.2×–3.1×)': the geometric mean of positive ratios and their range."""
+    if not values:
+        return "—"
+    mean = math.exp(sum(math.log(v) for v in values) / len(values))
+    if len(values) == 1:
+        return f"{mean:.2f}×"
+    return f"{mean:.2f}× ({min(values):.2f}×–{max(values):.2f}×)"
+
+
+def summary_lines(records):
+    """A few lines for the terminal: each comparison's speed-ups over all configs and dtypes
+    (geometric mean and range), and which measurements failed."""
+    ratios = speedups(records)
+    lines = ["Speed-ups, other's ms / ours (> 1: ours is faster); geometric mean (min–max) over "
+             "the configs and dtypes:"]
+    width = max(len(f"{mine} vs {other}") for mine, other in COMPARISONS)
+    for mine, other in COMPARISONS:
+        values = [v for k, v in ratios.items() if k[2:] == (mine, other)]
+        if not values:
+            continue
+        fwd, fwd_bwd = ([v[i] for v in values if v[i]] for i in (0, 1))
+        lines.append(f"  {f'{mine} vs {other}':<{width}}  fwd {_range(fwd)}, "
+                     f"fwd+bwd {_range(fwd_bwd)}")
+    failed = {}
+    for r in records:
+        if r["status"] != "ok":
+            failed.setdefault((r["impl"], r["status"]), []).append(r)
+    for (impl, status), rs in failed.items():
+        lines.append(f"  {impl}: {status} in {len(rs)} of "
+                     f"{sum(r['impl'] == impl for r in records)} measurements, e.g. {rs[0]['error']}")
+    return lines
 
 
 def write_all(out_dir, header, records, dtype_keys, configs):

@@ -3,7 +3,6 @@ device, timing them, and the float64 results they are checked against."""
 
 import functools
 import gc
-import inspect
 import sys
 
 import keras
@@ -11,6 +10,8 @@ import numpy as np
 import tensorflow as tf
 
 import tensorflow_dcn as tfdcn
+from tensorflow_dcn.benchmark.configs import BASELINE_IMPLS, XLA_IMPLS
+from tensorflow_dcn.benchmark.environment import constructor_arguments
 from tensorflow_dcn.benchmark.timing import failure_status, short_error, time_per_call
 from tensorflow_dcn.reference import PureTFDCNv2
 
@@ -21,15 +22,24 @@ class Unsupported(Exception):
     """An implementation cannot run a config (its failure status is 'unsupported')."""
 
 
-def _repeated(step, args, jit_compile):
-    """run_many for time_per_call: K calls of `step` inside one graph (a tf.while_loop carrying
-    the step's outputs, so that no call can be pruned), one trace per K."""
+def _traced(function, args):
+    """`function`'s concrete function for `args`: traced once, here, and called as such.
+
+    Every measurement builds its steps anew from the same Python code (the step of config A,
+    dtype B, impl C), so calling them through `tf.function` would count each new step as a
+    retrace of that code and log TensorFlow's "triggered tf.function retracing" warning;
+    concrete functions are what the benchmark means: one trace per step."""
+    return function.get_concrete_function(*args)
+
+
+def _repeated(step, jit_compile):
+    """run_many for time_per_call: K calls of `step()` inside one graph (a tf.while_loop carrying
+    the step's outputs, so that no call can be pruned), traced once per K."""
     @functools.lru_cache(maxsize=None)
     def graph(calls):
         def outputs():  # conv2d has no gradient for offset and mask: None is no output
-            return tuple(t for t in tf.nest.flatten(step(*args)) if t is not None)
+            return tuple(t for t in tf.nest.flatten(step()) if t is not None)
 
-        @tf.function(jit_compile=jit_compile)
         def run():
             first = outputs()
 
@@ -38,7 +48,7 @@ def _repeated(step, args, jit_compile):
 
             return tf.while_loop(lambda i, *_: i < calls - 1, body, (tf.constant(0),) + tuple(first))
 
-        return run
+        return _traced(tf.function(run, jit_compile=jit_compile), ())
 
     def run_many(calls):
         return graph(calls)()
@@ -57,7 +67,8 @@ def _policy(variant):
 
 def _op_steps(operator):
     """Forward and forward+backward of an op-level implementation `operator(x, offset, mask,
-    kernel, bias)`; the backward differentiates with respect to all five operands."""
+    kernel, bias)`; the backward differentiates with respect to all five operands. Both are
+    tf.functions, traced by the caller (`_traced`)."""
     def forward_backward(x, offset, mask, kernel, bias, grad_y):
         operands = [x, offset, mask, kernel, bias]
         with tf.GradientTape() as tape:
@@ -69,7 +80,8 @@ def _op_steps(operator):
 
 
 def _layer_steps(layer, jit_compile):
-    """Forward and forward+backward (input and all weights) of a built Keras layer."""
+    """Forward and forward+backward (input and all weights) of a built Keras layer, as
+    tf.functions (with XLA when `jit_compile`), traced by the caller (`_traced`)."""
     def forward(x):
         return layer(x)
 
@@ -87,7 +99,7 @@ def _layer_steps(layer, jit_compile):
 def _baseline_kwargs(layer_class, config):
     """Constructor arguments for a user's layer: only those its signature names, and an error
     when the config needs one it lacks (e.g. iSeg's DCNv2 is fixed at stride 1, 'same', dg 1)."""
-    accepted = inspect.signature(layer_class.__init__).parameters
+    accepted = constructor_arguments(layer_class)
     default_geometry = config.stride == 1 and config.pad == (config.kernel - 1) // 2
     options = (
         (("strides", "stride"), (config.stride, config.stride), config.stride == 1),
@@ -160,11 +172,11 @@ class TensorFlowRunner:
             forward, forward_backward = _op_steps(operator)
             return forward, forward_backward, [x] + operands, [x] + operands + [grad_y]
 
-        if impl == "baseline":
+        if impl in BASELINE_IMPLS:
             layer_class = self.baseline_class
             kwargs = _baseline_kwargs(layer_class, config)
         else:
-            layer_class = tfdcn.DCNv2 if impl == "tfdcn_layer" else PureTFDCNv2
+            layer_class = tfdcn.DCNv2 if impl.startswith("tfdcn_layer") else PureTFDCNv2
             kwargs = dict(strides=config.stride, padding=config.pad,
                           deformable_groups=config.deformable_groups)
         with tf.device(self.device):
@@ -172,7 +184,7 @@ class TensorFlowRunner:
                                 dtype=_policy(variant), **kwargs)
             layer(x)  # builds the weights
             _load_weights(layer, data)
-        forward, forward_backward = _layer_steps(layer, jit_compile=impl == "pure_tf_xla")
+        forward, forward_backward = _layer_steps(layer, jit_compile=impl in XLA_IMPLS)
         return forward, forward_backward, [x], [x, grad_y]
 
     def measure(self, impl, config, variant, data):
@@ -182,19 +194,22 @@ class TensorFlowRunner:
             with tf.device(self.device):
                 forward, forward_backward, fwd_args, fwd_bwd_args = self._steps(
                     impl, config, variant, data)
-                output = forward(*fwd_args).numpy()
+                output = _traced(forward, fwd_args)(*fwd_args).numpy()
         except Exception as e:  # noqa: BLE001 - recorded, and the run goes on
             return dict(status=failure_status(e), error=short_error(e)), None
-        jit_compile = impl == "pure_tf_xla"
-        for name, step, args in (("fwd", forward, fwd_args),
-                                 ("fwd_bwd", forward_backward, fwd_bwd_args)):
-            def run_once(step=step, args=args):
-                return step(*args)
+        jit_compile = impl in XLA_IMPLS
+        for name, function, args in (("fwd", forward, fwd_args),
+                                     ("fwd_bwd", forward_backward, fwd_bwd_args)):
             try:
                 with tf.device(self.device):
+                    step = _traced(function, args)  # the forward's: traced above, cached
+
+                    def run_once(step=step, args=args):
+                        return step(*args)
+
                     seconds, calls = time_per_call(
                         run_once, tf.test.experimental.sync_devices,
-                        run_many=_repeated(step, args, jit_compile), **self.timing)
+                        run_many=_repeated(run_once, jit_compile), **self.timing)
                     peak = self._peak_extra_mib(run_once)
                 record.update({f"{name}_ms": seconds * 1e3, f"{name}_calls_per_sync": calls,
                                "fwd_peak_extra_mib" if name == "fwd" else "peak_extra_mib": peak})

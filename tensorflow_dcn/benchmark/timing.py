@@ -4,6 +4,7 @@ Standard library only: the torchvision worker imports this file by path in a pro
 no TensorFlow.
 """
 
+import re
 import statistics
 import time
 
@@ -49,13 +50,37 @@ def failure_status(error):
     lowered = text.lower()
     if any(s in lowered for s in ("outofmemory", "out of memory", "resourceexhausted", " oom")):
         return "oom"
-    if any(s in lowered for s in ("not implemented for", "no registered", "not supported",
-                                  "unsupported")):
+    if any(s in lowered for s in ("not implemented for", "no registered", "no xla kernel",
+                                  "not supported", "unsupported")):
         return "unsupported"
     return "error"
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# Lines of a traced function's traceback (TensorFlow's "in user code:" part: `File ...` and the
+# source line under it) and Keras' wrapper around a layer's error.
+_NOISE = re.compile(r'^(in user code:|File ".*", line \d+, in .*|(\w+: )?Exception encountered '
+                    r"when calling .*)$")
+
+
+def _essential(text):
+    """The error message without tracebacks, Keras' call wrapper and terminal colours."""
+    lines = [line.strip() for line in _ANSI.sub("", text).splitlines()]
+    kept, skip_source_line = [], False
+    for line in lines:
+        if line.startswith("Arguments received by "):
+            break
+        if skip_source_line:
+            skip_source_line = False
+            continue
+        if _NOISE.match(line):
+            skip_source_line = line.startswith("File ")
+            continue
+        kept.append(line)
+    return " ".join(" ".join(kept).split())
+
+
 def short_error(error, limit=300):
-    """An exception on one line, shortened for a table footnote."""
-    text = " ".join(f"{type(error).__name__}: {error}".split())
+    """An exception on one line, without tracebacks, shortened for a table footnote."""
+    text = f"{type(error).__name__}: {_essential(str(error))}"
     return text if len(text) <= limit else text[:limit - 3] + "..."
