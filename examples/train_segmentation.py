@@ -206,7 +206,11 @@ def build_model(keras, dcn_class, image_size, channels, norm="group", synchroniz
         return layers.ReLU(name=f"{name}_relu")(x)
 
     def align_and_fuse(coarse, fine, name):
-        up = layers.UpSampling2D(2, interpolation="bilinear", name=f"{name}_up")(coarse)
+        # In float32 under mixed precision: TensorFlow 2.21's XLA gradient of a half-precision
+        # bilinear resize is float32 and breaks the compilation (keras-team/keras#20931;
+        # docs/notes/2026-11-30-xla-cpu-mixed-precision-bilinear-upsampling.md).
+        up = layers.UpSampling2D(2, interpolation="bilinear", dtype="float32",
+                                 name=f"{name}_up")(coarse)
         offset_source = layers.Concatenate(name=f"{name}_offset_source")([fine, up])
         aligned = dcn_class(channels, 3, padding="same", use_custom_offset=True,
                             name=f"{name}_dcn")([up, offset_source])

@@ -108,17 +108,17 @@ class TrainSegmentationTest(ScriptRunner, tf.test.TestCase):
         self.assertEqual(two["per_replica_batch_size"], 2)
         self.assertTrue(two["runs"]["tfdcn"]["checkpoint"]["weights_restored_identical"])
 
-    def test_mixed_float16_stays_close(self):
-        # Keras' default compile: no XLA on a CPU. (TensorFlow 2.21's XLA cannot compile the
-        # gradient of bilinear UpSampling2D in mixed precision on the CPU, with or without DCN:
-        # docs/notes/2026-11-30-xla-cpu-mixed-precision-bilinear-upsampling.md; tests/test_xla.py
-        # covers mixed precision under XLA.)
+    def test_mixed_float16_under_jit_compile_stays_close(self):
         summary, _, _ = self.run_script(TRAIN, *TINY_TRAINING, "--mixed-precision",
-                                        "mixed_float16", "--compare-float32")
+                                        "mixed_float16", "--jit-compile", "true",
+                                        "--compare-float32")
         self.assertTrue(summary["ok"], summary["failures"])
         run = summary["runs"]["tfdcn"]
         self.assertEqual(run["optimizer"], "LossScaleOptimizer")
         self.assertEqual(run["dtype_policy"], "mixed_float16")
+        # compile(jit_compile=True) on a model with DCNv2 trains under XLA, without a fallback.
+        self.assertTrue(run["jit_compile"])
+        self.assertTrue(run["checkpoint"]["resumed_jit_compile"])
         self.assertFalse(any("jit_compile" in w for w in run["compile_warnings"]),
                          run["compile_warnings"])
         self.assertFalse(run["nan_terminated"])
