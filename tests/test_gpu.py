@@ -245,7 +245,8 @@ class GpuTest(tf.test.TestCase, parameterized.TestCase):
         details = tf.config.experimental.get_device_details(util.GPUS[0])
         hopper = details.get("compute_capability") == (9, 0)
         runs = {}
-        for mode, env_update in (("auto", {}), ("portable", {"TFDCN_KERNELS": "portable"}),
+        for mode, env_update in (("auto", {"TFDCN_KERNELS": "auto"}),
+                                 ("portable", {"TFDCN_KERNELS": "portable"}),
                                  ("unavailable", {"TFDCN_SIMULATE_SM90A_UNAVAILABLE": "1"})):
             path = os.path.join(self.get_temp_dir(), f"sm90a_{mode}.npz")
             env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p),

@@ -35,7 +35,7 @@ stage_install() {
 # pytest on the installed wheel, from outside the checkout (as `make test` does).
 run_pytest() {  # name, args...
   local name=$1; shift
-  (cd /tmp && timeout 480 python3 -m pytest -q -p no:cacheprovider -x "$@") \
+  (cd /tmp && timeout 420 python3 -m pytest -q -p no:cacheprovider "$@") \
     > "$WORK/$name.log" 2>&1
   local rc=$?
   log "$name: rc=$rc $(tail -1 "$WORK/$name.log")"
@@ -56,7 +56,7 @@ stage_tests() {
   wait
 }
 
-MODEL_ARGS=(--warmup-steps 5 --steps 20 --epochs 3)
+MODEL_ARGS=(--warmup-steps 3 --steps 15 --epochs 3)
 
 stage_bench() {
   local b="$WORK/bench"
@@ -64,7 +64,8 @@ stage_bench() {
   # GPU 0: the op/layer benchmark, then the portable kernels beside the default ones.
   (
     export CUDA_VISIBLE_DEVICES=0
-    timeout 360 python3 -m tensorflow_dcn.benchmark --configs 3,4,5,7 \
+    cd /tmp  # import the installed wheel, not the checkout
+    timeout 330 python3 -m tensorflow_dcn.benchmark --configs 3,4,5,7 \
       --dtypes tf32,fp32,fp16,bf16 --repeats 5 --round-ms 30 --torch-python python3 \
       --out "$b/op" > "$b/op.log" 2>&1
     log "op benchmark: rc=$? $(tail -3 "$b/op.log" | tr '\n' ' ')"
@@ -76,6 +77,7 @@ stage_bench() {
   # GPU 1: the model-level benchmark, one dtype after another, then one report.
   (
     export CUDA_VISIBLE_DEVICES=1
+    cd /tmp
     for dtype in fp32 bf16 fp16; do
       timeout 240 python3 -m tensorflow_dcn.benchmark model --dtypes "$dtype" "${MODEL_ARGS[@]}" \
         --out "$b/model-$dtype" > "$b/model-$dtype.log" 2>&1
@@ -114,6 +116,45 @@ stage_train() {
   wait
 }
 
+# Tests and benchmarks in one call, two lanes: GPU 0 the default-kernel tests then the op/layer
+# benchmark; GPU 1 the portable-kernel tests then the model-level benchmark.
+stage_testbench() {
+  python3 "$REPO/scripts/gpu/check_cubins.py" "$REPO"/artifacts/tensorflow_dcn-*.whl \
+    > "$WORK/cubins.txt" 2>&1
+  log "cubins: rc=$? $(tail -1 "$WORK/cubins.txt")"
+  local t="$REPO/tests" b="$WORK/bench"
+  mkdir -p "$b"
+  (
+    export CUDA_VISIBLE_DEVICES=0
+    run_pytest tests_default "$t/test_gpu.py" "$t/test_xla.py" "$t/test_forward.py" \
+      "$t/test_gradients.py" "$t/test_validation.py" "$t/test_layer.py"
+    cd /tmp  # import the installed wheel, not the checkout
+    timeout 240 python3 -m tensorflow_dcn.benchmark --configs 3,4,5,7 \
+      --dtypes tf32,fp32,fp16,bf16 --repeats 5 --round-ms 30 --torch-python python3 \
+      --out "$b/op" > "$b/op.log" 2>&1
+    log "op benchmark: rc=$? $(tail -4 "$b/op.log" | tr '\n' ' ')"
+    TFDCN_KERNELS=portable timeout 60 python3 -m tensorflow_dcn.benchmark --configs 3,7 \
+      --dtypes tf32,fp16 --impls tfdcn,tfdcn_layer_xla --repeats 5 --round-ms 30 \
+      --out "$b/op_portable" > "$b/op_portable.log" 2>&1
+    log "op benchmark, portable kernels: rc=$? $(tail -1 "$b/op_portable.log")"
+  ) &
+  (
+    export CUDA_VISIBLE_DEVICES=1
+    TFDCN_KERNELS=portable run_pytest tests_portable -k "gpu or Gpu" "$t/test_gpu.py" \
+      "$t/test_xla.py" "$t/test_forward.py" "$t/test_gradients.py"
+    cd /tmp
+    for dtype in fp32 bf16 fp16; do
+      timeout 140 python3 -m tensorflow_dcn.benchmark model --dtypes "$dtype" "${MODEL_ARGS[@]}" \
+        --out "$b/model-$dtype" > "$b/model-$dtype.log" 2>&1
+      log "model benchmark $dtype: rc=$? $(tail -2 "$b/model-$dtype.log" | tr '\n' ' ')"
+    done
+    python3 -m tensorflow_dcn.benchmark model --merge "$b"/model-*/benchmark.json \
+      --out "$b/model" > "$b/model.log" 2>&1
+    log "model report: rc=$? $(tail -6 "$b/model.log" | tr '\n' ' ')"
+  ) &
+  wait
+}
+
 stage_mirrored() {
   local e="$REPO/examples" r="$WORK/train"
   mkdir -p "$r"
@@ -125,11 +166,16 @@ stage_mirrored() {
 }
 
 [[ -f /root/tfenv.sh ]] && . /root/tfenv.sh
+# Results so far, every 20 s: a call cut off by its time limit still brings back what finished.
+(while sleep 20; do tar czf "$OUT/partial.tar.gz" -C "$WORK" . 2>/dev/null; done) &
+saver=$!
 status=0
 for stage in "$@"; do
   log "stage $stage"
   "stage_$stage" || status=1
   tar czf "$OUT/$stage.tar.gz" -C "$WORK" . 2>/dev/null
 done
+kill "$saver" 2>/dev/null
+rm -f "$OUT/partial.tar.gz"
 log "done (status $status)"
 exit $status

@@ -24,6 +24,13 @@ class WorkspaceLayout {
   }
   size_t bytes() const { return static_cast<size_t>(used_); }
 
+  // The workspace's start inside memory of bytes + kAlignment from an allocator that aligns
+  // less than kAlignment.
+  static void* AlignUp(void* memory) {
+    const uintptr_t p = reinterpret_cast<uintptr_t>(memory);
+    return reinterpret_cast<void*>((p + kAlignment - 1) / kAlignment * kAlignment);
+  }
+
  private:
   char* base_;
   int64_t used_ = 0;

@@ -11,6 +11,7 @@
 #include "tensorflow_dcn/cc/core/cpu/cpu_core.h"
 #include "tensorflow_dcn/cc/core/plan.h"
 #include "tensorflow_dcn/cc/core/problem.h"
+#include "tensorflow_dcn/cc/core/workspace.h"
 #include "tensorflow_dcn/cc/xla/custom_calls.h"
 #include "xla/ffi/api/ffi.h"
 #if GOOGLE_CUDA
@@ -129,13 +130,11 @@ cpu::ParallelFor PoolParallelFor(ffi::ThreadPool* pool) {
   };
 }
 
-// Host memory for the CPU core's workspace, 256-byte aligned.
+// Host memory for the CPU core's workspace.
 struct HostWorkspace {
-  explicit HostWorkspace(size_t bytes) : storage(new char[bytes + 256]) {}
-  void* data() {
-    return reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(storage.get()) + 255) &
-                                   ~uintptr_t{255});
-  }
+  explicit HostWorkspace(size_t bytes)
+      : storage(new char[bytes + WorkspaceLayout::kAlignment]) {}
+  void* data() { return WorkspaceLayout::AlignUp(storage.get()); }
   std::unique_ptr<char[]> storage;
 };
 
@@ -333,13 +332,16 @@ ffi::Error RunOnGpu(Op op, const Call& call, const Args& args, cudaStream_t stre
   const Plan plan = cuda::MakePlan(op, call.dtype, call.shape, options);
   void* workspace = nullptr;
   if (plan.workspace_bytes > 0) {
-    std::optional<void*> memory = scratch.Allocate(plan.workspace_bytes, 256);
+    // XLA's scratch allocator aligns to at most 16 bytes (it rejects larger alignments): ask
+    // for the alignment the core needs in extra bytes and align the start here.
+    std::optional<void*> memory =
+        scratch.Allocate(plan.workspace_bytes + WorkspaceLayout::kAlignment, 16);
     if (!memory.has_value()) {
       return ffi::Error(ffi::ErrorCode::kResourceExhausted,
-                        std::string(OpName(op)) + ": could not allocate " +
+                        std::string(OpName(op)) + ": XLA's allocator could not provide " +
                             std::to_string(plan.workspace_bytes) + " bytes of workspace");
     }
-    workspace = *memory;
+    workspace = WorkspaceLayout::AlignUp(*memory);
   }
   cudaError_t err;
   if constexpr (std::is_same_v<Args, ForwardArgs>) {

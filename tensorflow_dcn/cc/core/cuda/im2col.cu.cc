@@ -416,6 +416,7 @@ size_t BytesOf(const DcnShape& s, const Options& o) {
 
 template <typename T>
 size_t WorkspaceBytes(Op op, const DcnShape& s, const Options& o) {
+  if (s.pixels() == 0) return 0;  // nothing to sample: the gradients are zero
   switch (op) {
     case Op::kForward:
       return BytesOf<ForwardBuffers<T>>(s, o);
@@ -500,6 +501,11 @@ cudaError_t BackwardWeight(const DcnShape& s, const T* grad_output, const T* inp
                            const T* offset, const T* mask, T* grad_weight, T* grad_bias,
                            void* workspace, const Options& o, cudaStream_t stream) {
   using Acc = AccumulatorOf<T>;
+  if (s.pixels() == 0) {  // an empty batch: zero gradients, no workspace
+    DCN_RETURN_IF_ERROR(cudaMemsetAsync(grad_weight, 0, s.weight_elements() * sizeof(T), stream));
+    if (grad_bias) DCN_RETURN_IF_ERROR(cudaMemsetAsync(grad_bias, 0, s.out_channels * sizeof(T), stream));
+    return cudaSuccess;
+  }
   WorkspaceLayout w(workspace);
   BackwardWeightBuffers<T> buffers(s, o, &w);
   DCN_RETURN_IF_ERROR(cudaMemsetAsync(buffers.grad_weight_acc, 0, s.weight_elements() * sizeof(Acc), stream));
