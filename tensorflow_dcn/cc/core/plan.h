@@ -21,8 +21,9 @@ enum class Implementation {
   kCpuIm2col,     // CPU: deformable im2col, GEMM, col2im (the simple path, kept as oracle)
   kCudaIm2col,    // GPU: the same with column buffers; every GPU, every dtype
   kCudaFusedSm80, // GPU: implicit GEMM on mma.sync tensor cores, no column buffers (sm_80+)
+  kCpuTiled,      // CPU: samples gathered per pixel tile into cache, register-blocked GEMM
 };
-inline constexpr int kNumImplementations = 3;
+inline constexpr int kNumImplementations = 4;
 
 const char* ImplementationName(Implementation implementation);  // "cpu_im2col", ...
 
