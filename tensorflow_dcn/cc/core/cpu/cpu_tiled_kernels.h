@@ -35,9 +35,8 @@ constexpr int kTile = 48;
 // Backward weight: the fixed number of tile ranges whose weight gradients are summed in order
 // (enough for load balance on a few cores; the workspace holds one weight gradient per range).
 constexpr int kWeightRanges = 16;
-// Backward input: units (image, channel slice) wanted per run, and the slice widths tried.
-constexpr int kInputUnits = 4;
-constexpr int kMinSlice = 16, kMaxSlice = 64;
+// Backward input: units (image, range of its tiles) wanted per run.
+constexpr int kInputUnits = 2;
 // Bound on the workspace that grows with the batch (backward input's per-chunk buffers).
 constexpr int64_t kChunkBytes = int64_t{64} << 20;
 
@@ -506,67 +505,35 @@ void BackwardWeight(const DcnShape& s, const T* grad_output, const T* input, con
 
 // ---- Backward input ------------------------------------------------------------------------------
 
-// A slice of channels within one conv group and one deformable group: the unit of ownership of
-// grad_input (with an image) and of the column-gradient GEMM's columns (tap, channel in slice).
-struct Slice {
-  int g, d, begin, end;
-  int columns_pad;        // taps x (end - begin), padded to whole kNR strips
-  int64_t packed_offset;  // of its weight micro-panels [strip][opad][kNR]
-};
-
+// Units are (image, range of its tiles). The first range of an image scatters into the image's
+// float grad_input (grad_input itself for float), each further range into a buffer of its own;
+// the buffers are added to the first in range order after. So every element has one writer and
+// a fixed order of additions; only images split into several ranges (small batches) pay for the
+// extra buffers.
 struct BackwardInputBuffers {
-  std::vector<Slice> slices;
-  int opad;              // output channels of a group padded to whole depth blocks
+  int ranges;            // per image
   int64_t chunk_images;  // images per chunk
-  float* weights;        // the slices' weight^T micro-panels
-  BilinearPoint<float>* points;  // [chunk pixels][samples]
-  float* masks;                  // [chunk pixels][samples]
-  float* shares;                 // [chunk pixels][slices][taps][3]: (dy, dx, value) sums
-  // The chunk's input images and their grad_input in float, slice-major: image n's slice at
-  // n * image_elements + (in_h * in_w) * slice.begin, [in_h * in_w][slice width]. A unit's
-  // corners and scatter targets are then contiguous, whatever share of the channels it has.
-  float* sliced_input;
-  float* sliced_grad;
+  float* weights;        // per group: weight^T micro-panels [strips of depth_pad][opad][kNR]
+  float* grad_input;     // [chunk images][image] when T is not float
+  float* range_grads;    // [chunk images][ranges - 1][image]
+  int opad;              // output channels of a group padded to whole depth blocks
+  int strips;            // column strips of a group's column gradient (depth_pad columns)
 
-  BackwardInputBuffers(const DcnShape& s, const Geometry& geo, WorkspaceLayout* w) {
-    // The widest slices that still give kInputUnits units (image, slice), at least kMinSlice.
+  BackwardInputBuffers(const DcnShape& s, const Geometry& geo, bool float_grad_input,
+                       WorkspaceLayout* w) {
+    const int64_t image_tiles = (s.out_pixels_per_image() + kTile - 1) / kTile;
     const int64_t images = std::max<int64_t>(1, std::min<int64_t>(s.batch, kInputUnits));
-    int width = kMaxSlice;
-    while (width > kMinSlice && images * CountSlices(geo, width) < kInputUnits) width /= 2;
-    int64_t packed = 0;
-    for (int d = 0; d < geo.deformable_groups; ++d) {
-      ForEachGroupShare(geo, d, [&](int g, int cb, int ce) {
-        for (int c = cb; c < ce; c += width) {
-          const int end = std::min(ce, c + width);
-          const int columns_pad = static_cast<int>(RoundUp(int64_t{geo.taps} * (end - c), kNR));
-          slices.push_back({g, d, c, end, columns_pad, packed});
-          packed += int64_t{columns_pad} * RoundUp(geo.cog, kDepthBlock);
-        }
-      });
-    }
+    ranges = static_cast<int>(
+        std::clamp<int64_t>((kInputUnits + images - 1) / images, 1, image_tiles));
     opad = static_cast<int>(RoundUp(geo.cog, kDepthBlock));
-    const int64_t samples = int64_t{geo.deformable_groups} * geo.taps;
+    strips = static_cast<int>(RoundUp(geo.depth_pad, kNR) / kNR);
     const int64_t per_image =
-        s.out_pixels_per_image() * (samples * int64_t{sizeof(BilinearPoint<float>) + 4} +
-                                    int64_t{12} * slices.size() * geo.taps) +
-        s.image_elements() * 8;
+        s.image_elements() * 4 * ((float_grad_input ? 0 : 1) + (ranges - 1));
     chunk_images = std::clamp<int64_t>(kChunkBytes / std::max<int64_t>(per_image, 1), 1,
                                        std::max<int64_t>(s.batch, 1));
-    const int64_t chunk_pixels = chunk_images * s.out_pixels_per_image();
-    weights = w->Take<float>(packed);
-    points = w->Take<BilinearPoint<float>>(chunk_pixels * samples);
-    masks = w->Take<float>(chunk_pixels * samples);
-    shares = w->Take<float>(chunk_pixels * slices.size() * geo.taps * 3);
-    sliced_input = w->Take<float>(chunk_images * s.image_elements());
-    sliced_grad = w->Take<float>(chunk_images * s.image_elements());
-  }
-
-  static int64_t CountSlices(const Geometry& geo, int width) {
-    int64_t n = 0;
-    for (int d = 0; d < geo.deformable_groups; ++d) {
-      ForEachGroupShare(geo, d, [&](int, int cb, int ce) { n += (ce - cb + width - 1) / width; });
-    }
-    return n;
+    weights = w->Take<float>(int64_t{geo.groups} * strips * opad * kNR);
+    grad_input = float_grad_input ? nullptr : w->Take<float>(chunk_images * s.image_elements());
+    range_grads = w->Take<float>(chunk_images * (ranges - 1) * s.image_elements());
   }
 };
 
@@ -592,49 +559,59 @@ void LoadBlockedTile(const T* src, int64_t ld, int rows, int cols, float* tile) 
   }
 }
 
-// One output pixel's share of backward input within a slice of `width` channels: for each tap,
-// the column gradient `grad` (taps x width) scattered into the slice's grad_input `acc` at the
-// sample's corners (weights times mask), and the slice's sums (dy, dx, value) for the offset and
-// mask gradients into share[tap * 3 + ...]. `image` and `acc` are [pixels][width]; corners
-// outside read `zeros` and scatter to `trash`.
-inline void ScatterPixel(const BilinearPoint<float>* points, const float* masks, int taps,
-                         const float* grad, int width, const float* image, float* acc,
-                         const float* zeros, float* trash, float* share) {
-  for (int t = 0; t < taps; ++t, grad += width) {
-    const BilinearPoint<float>& point = points[t];
-    const float m = masks[t];
-    const float* corner[4];
+// Backward input of output pixel p given its column gradients (`columns`: group g's row at
+// columns + g * ld_group): for each sample, the column gradient scattered into `acc` (the image's
+// float grad_input) at the sample's corners, weighted by the bilinear weights times the mask, and
+// the sample's offset and mask gradients. Corners outside read `zeros` and scatter to `trash`
+// (a pixel's worth each).
+template <typename T>
+void ScatterPixel(const DcnShape& s, const Geometry& geo, int64_t p, const T* image,
+                  const T* offset, const T* mask, const float* columns, int64_t ld_group,
+                  float* acc, const T* zeros, float* trash, T* grad_offset, T* grad_mask) {
+  const OutputPixel at = LocateOutputPixel(s, p);
+  const int samples = geo.deformable_groups * geo.taps;
+  for (int i = 0; i < samples; ++i) {
+    const int d = i / geo.taps, t = i % geo.taps;
+    BilinearPoint<float> point;
+    float m;
+    MakeSample(s, p, at, i, offset, mask, &point, &m);
+    const T* corner[4];
     float* target[4];
-    CornerPointers(point, image, width, 0, zeros, corner);
-    CornerPointers(point, acc, width, 0, trash, target);
+    CornerPointers(point, image, geo.channels, 0, zeros, corner);
+    CornerPointers(point, acc, geo.channels, 0, trash, target);
     const float mw[4] = {m * point.weight[0], m * point.weight[1], m * point.weight[2],
                          m * point.weight[3]};
     // The value and its coordinate derivatives are linear in the corner values, so their sums
     // over the channels weighted by the column gradient are those of the corners' dot products
     // with it.
-    Vec dot[4] = {};
-    int c = 0;
-    for (; c + kLanes <= width; c += kLanes) {
-      const Vec g = Load(grad + c);
-      for (int k = 0; k < 4; ++k) {
-        dot[k] += g * Load(corner[k] + c);
-        Store(target[k] + c, Load(target[k] + c) + mw[k] * g);
+    float dots[4] = {0.f, 0.f, 0.f, 0.f};
+    ForEachGroupShare(geo, d, [&](int g, int cb, int ce) {
+      const float* grad = columns + g * ld_group + t * geo.cpg - g * geo.cpg;  // by channel
+      Vec dot[4] = {};
+      int c = cb;
+      for (; c + kLanes <= ce; c += kLanes) {
+        const Vec gc = Load(grad + c);
+        for (int k = 0; k < 4; ++k) {
+          dot[k] += gc * LoadAs(corner[k] + c);
+          Store(target[k] + c, Load(target[k] + c) + mw[k] * gc);
+        }
       }
-    }
-    float dots[4];
-    Sum4(dot[0], dot[1], dot[2], dot[3], dots);
-    for (; c < width; ++c) {
-      for (int k = 0; k < 4; ++k) {
-        dots[k] += grad[c] * corner[k][c];
-        target[k][c] += mw[k] * grad[c];
+      float share[4];
+      Sum4(dot[0], dot[1], dot[2], dot[3], share);
+      for (; c < ce; ++c) {
+        for (int k = 0; k < 4; ++k) {
+          share[k] += grad[c] * ToFloat(corner[k][c]);
+          target[k][c] += mw[k] * grad[c];
+        }
       }
-    }
+      for (int k = 0; k < 4; ++k) dots[k] += share[k];
+    });
     float value, dy, dx;
     BilinearValue(point, dots, &value);
     BilinearCoordinateGrad(point, dots, &dy, &dx);
-    share[t * 3 + 0] = dy;
-    share[t * 3 + 1] = dx;
-    share[t * 3 + 2] = value;
+    grad_offset[p * 2 * samples + 2 * i] = static_cast<T>(m * dy);
+    grad_offset[p * 2 * samples + 2 * i + 1] = static_cast<T>(m * dx);
+    if (grad_mask) grad_mask[p * samples + i] = static_cast<T>(value);
   }
 }
 
@@ -642,125 +619,105 @@ template <typename T>
 void BackwardInput(const DcnShape& s, const T* grad_output, const T* input, const T* offset,
                    const T* mask, const T* weight, T* grad_input, T* grad_offset, T* grad_mask,
                    void* workspace, const ParallelFor& parallel_for) {
+  constexpr bool kFloat = std::is_same_v<T, float>;
   const Geometry geo(s);
   WorkspaceLayout layout(workspace);
-  const BackwardInputBuffers buffers(s, geo, &layout);
-  const std::vector<Slice>& slices = buffers.slices;
-  const int num_slices = static_cast<int>(slices.size());
-  const int taps = geo.taps;
-  const int opad = buffers.opad;
-  const int64_t samples = int64_t{geo.deformable_groups} * taps;
+  const BackwardInputBuffers buffers(s, geo, kFloat, &layout);
+  const int opad = buffers.opad, strips = buffers.strips;
+  const int64_t group_panels = int64_t{strips} * opad * kNR;
 
-  // Pack weight^T per slice: column (tap, channel in slice), depth = the group's output channels.
-  parallel_for(num_slices, int64_t{taps} * kMaxSlice * opad, [&](int64_t first, int64_t last) {
-    for (int64_t i = first; i < last; ++i) {
-      const Slice& sl = slices[i];
-      const int width = sl.end - sl.begin;
-      float* panels = buffers.weights + sl.packed_offset;
-      for (int col = 0; col < sl.columns_pad; ++col) {
-        const int t = col / width, cl = col % width;
-        float* dst = panels + int64_t{col / kNR} * opad * kNR + col % kNR;
-        for (int co = 0; co < opad; ++co) dst[co * kNR] = 0.f;
-        if (t >= taps) continue;
-        const T* src = weight + (int64_t{t} * geo.cpg + sl.begin - sl.g * geo.cpg + cl) *
-                                    geo.out_channels + sl.g * geo.cog;
-        for (int co = 0; co < geo.cog; ++co) dst[co * kNR] = ToFloat(src[co]);
+  // Pack weight^T per group: column (tap, channel of the group), depth = its output channels.
+  parallel_for(geo.groups * strips, int64_t{opad} * kNR, [&](int64_t first, int64_t last) {
+    for (int64_t unit = first; unit < last; ++unit) {
+      const int g = static_cast<int>(unit / strips), j = static_cast<int>(unit % strips);
+      float* panel = buffers.weights + g * group_panels + int64_t{j} * opad * kNR;
+      for (int co = 0; co < opad; ++co) {
+        for (int q = 0; q < kNR; ++q) {
+          const int k = j * kNR + q;
+          panel[co * kNR + q] = k < geo.depth && co < geo.cog
+              ? ToFloat(weight[int64_t{k} * geo.out_channels + g * geo.cog + co])
+              : 0.f;
+        }
       }
     }
   });
 
   const int64_t image_pixels = s.out_pixels_per_image();
   const int64_t image_tiles = (image_pixels + kTile - 1) / kTile;
+  const int64_t image_elements = s.image_elements();
+  const int ranges = buffers.ranges;
   for (int64_t chunk_begin = 0; chunk_begin < s.batch; chunk_begin += buffers.chunk_images) {
     const int64_t images = std::min(buffers.chunk_images, s.batch - chunk_begin);
-    const int64_t first_pixel = chunk_begin * image_pixels;
-    const int64_t pixels = images * image_pixels;
+    // The float grad_input of image n of the chunk, and the buffer of its range r > 0.
+    auto image_grad = [&](int64_t n_local) {
+      float* base = kFloat ? reinterpret_cast<float*>(grad_input) + chunk_begin * image_elements
+                           : buffers.grad_input;
+      return base + n_local * image_elements;
+    };
+    auto range_grad = [&](int64_t n_local, int r) {
+      return buffers.range_grads + (n_local * (ranges - 1) + r - 1) * image_elements;
+    };
 
-    // The chunk's sample points, once.
-    parallel_for(pixels, samples * 40, [&](int64_t first, int64_t last) {
-      for (int64_t q = first; q < last; ++q) {
-        const int64_t p = first_pixel + q;
-        const OutputPixel at = LocateOutputPixel(s, p);
-        for (int i = 0; i < samples; ++i) {
-          MakeSample(s, p, at, i, offset, mask, &buffers.points[q * samples + i],
-                     &buffers.masks[q * samples + i]);
-        }
-      }
-    });
-
-    // Per (image, slice): column gradients of each tile, their scatter into the unit's own
-    // grad_input elements, and the slice's share of the offset and mask gradients.
-    const int64_t cost = image_pixels * int64_t{taps} * kMaxSlice * (geo.cog + 24);
-    parallel_for(images * num_slices, cost, [&](int64_t first, int64_t last) {
-      int max_columns = 0;
-      for (const Slice& sl : slices) max_columns = std::max(max_columns, sl.columns_pad);
-      std::vector<float> go_tile(int64_t{opad} * kTile, 0.f);
-      std::vector<float> columns(int64_t{kTile} * max_columns);
-      const std::vector<float> zeros(kMaxSlice, 0.f);  // corners outside read these
-      std::vector<float> trash(kMaxSlice);              // and scatter to these
+    const int64_t cost = image_tiles / ranges * kTile * geo.depth * s.out_channels * 2;
+    parallel_for(images * ranges, cost, [&](int64_t first, int64_t last) {
+      const int64_t go_floats = int64_t{opad} * kTile;
+      std::vector<float> go_tiles(geo.groups * go_floats, 0.f);
+      // Column gradients of kRows pixels at a time (so that they stay in cache for the scatter):
+      // group g's row q at columns + g * ld_group + q * ld_row.
+      const int64_t ld_row = int64_t{strips} * kNR, ld_group = kRows * ld_row;
+      std::vector<float> columns(geo.groups * ld_group);
+      const std::vector<T> zeros(geo.channels, T(0.f));  // corners outside read these
+      std::vector<float> trash(geo.channels);            // and scatter to these
       for (int64_t unit = first; unit < last; ++unit) {
-        const int64_t n_local = unit / num_slices;
-        const Slice& sl = slices[unit % num_slices];
-        const int width = sl.end - sl.begin;
+        const int64_t n_local = unit / ranges;
+        const int r = static_cast<int>(unit % ranges);
         const int64_t n = chunk_begin + n_local;
-        const int64_t in_pixels = s.in_h * s.in_w;
-        const int64_t region = n_local * s.image_elements() + in_pixels * sl.begin;
-        float* image = buffers.sliced_input + region;
-        float* acc = buffers.sliced_grad + region;
-        const T* image_src = input + n * s.image_elements() + sl.begin;
-        for (int64_t px = 0; px < in_pixels; ++px) {
-          for (int c = 0; c < width; ++c) {
-            image[px * width + c] = ToFloat(image_src[px * geo.channels + c]);
-          }
-        }
-        std::fill_n(acc, in_pixels * width, 0.f);
-        const float* panels = buffers.weights + sl.packed_offset;
-        const int strips = sl.columns_pad / kNR;
-
-        for (int64_t tile = 0; tile < image_tiles; ++tile) {
-          const int64_t begin = n * image_pixels + tile * kTile;  // first pixel of the tile
+        float* acc = r == 0 ? image_grad(n_local) : range_grad(n_local, r);
+        std::fill_n(acc, image_elements, 0.f);
+        const T* image = input + n * image_elements;
+        for (int64_t tile = image_tiles * r / ranges; tile < image_tiles * (r + 1) / ranges;
+             ++tile) {
+          const int64_t begin = n * image_pixels + tile * kTile;
           const int rows = static_cast<int>(std::min<int64_t>(kTile, image_pixels - tile * kTile));
-          LoadBlockedTile(grad_output + begin * geo.out_channels + sl.g * geo.cog, geo.out_channels,
-                          rows, geo.cog, go_tile.data());
-          MultiplyTile(go_tile.data(), kTile, opad / kDepthBlock, panels, strips, rows,
-                       columns.data(), sl.columns_pad);
-
-          for (int r = 0; r < rows; ++r) {
-            const int64_t q = begin + r - first_pixel;
-            const int64_t i = q * samples + int64_t{sl.d} * taps;
-            ScatterPixel(buffers.points + i, buffers.masks + i, taps,
-                         columns.data() + int64_t{r} * sl.columns_pad, width, image, acc,
-                         zeros.data(), trash.data(),
-                         buffers.shares + ((q * num_slices + unit % num_slices) * taps) * 3);
+          for (int g = 0; g < geo.groups; ++g) {
+            LoadBlockedTile(grad_output + begin * geo.out_channels + g * geo.cog,
+                            geo.out_channels, rows, geo.cog, go_tiles.data() + g * go_floats);
           }
-        }
-        T* dst = grad_input + n * s.image_elements() + sl.begin;
-        for (int64_t px = 0; px < in_pixels; ++px) {
-          ConvertFromFloat(acc + px * width, width, dst + px * geo.channels);
+          for (int row0 = 0; row0 < rows; row0 += kRows) {
+            const int block_rows = std::min(kRows, rows - row0);
+            for (int g = 0; g < geo.groups; ++g) {
+              MultiplyTile(go_tiles.data() + g * go_floats + row0 * kDepthBlock, kTile,
+                           opad / kDepthBlock, buffers.weights + g * group_panels, strips,
+                           block_rows, columns.data() + g * ld_group, ld_row);
+            }
+            for (int q = 0; q < block_rows; ++q) {
+              ScatterPixel(s, geo, begin + row0 + q, image, offset, mask,
+                           columns.data() + q * ld_row, ld_group, acc, zeros.data(),
+                           trash.data(), grad_offset, grad_mask);
+            }
+          }
         }
       }
     });
 
-    // Offset and mask gradients: the slices' shares summed in slice order.
-    parallel_for(pixels, samples * num_slices * 4, [&](int64_t first, int64_t last) {
-      for (int64_t q = first; q < last; ++q) {
-        const int64_t p = first_pixel + q;
-        for (int d = 0; d < geo.deformable_groups; ++d) {
-          for (int t = 0; t < taps; ++t) {
-            float dy = 0.f, dx = 0.f, value = 0.f;
-            for (int i = 0; i < num_slices; ++i) {
-              if (slices[i].d != d) continue;
-              const float* share = buffers.shares + ((q * num_slices + i) * taps + t) * 3;
-              dy += share[0];
-              dx += share[1];
-              value += share[2];
-            }
-            const int64_t i = int64_t{d} * taps + t;
-            const float m = buffers.masks[q * samples + i];
-            grad_offset[p * 2 * samples + 2 * i] = static_cast<T>(m * dy);
-            grad_offset[p * 2 * samples + 2 * i + 1] = static_cast<T>(m * dx);
-            if (grad_mask) grad_mask[p * samples + i] = static_cast<T>(value);
-          }
+    // Add the further ranges' buffers to the first in order, and convert.
+    if (ranges == 1 && kFloat) continue;
+    const int64_t block = 4096;
+    const int64_t blocks = (image_elements + block - 1) / block;
+    parallel_for(images * blocks, block * ranges, [&](int64_t first, int64_t last) {
+      for (int64_t unit = first; unit < last; ++unit) {
+        const int64_t n_local = unit / blocks;
+        const int64_t begin = unit % blocks * block;
+        const int64_t count = std::min(block, image_elements - begin);
+        float* sum = image_grad(n_local) + begin;
+        for (int r = 1; r < ranges; ++r) {
+          const float* more = range_grad(n_local, r) + begin;
+          int64_t i = 0;
+          for (; i + kLanes <= count; i += kLanes) Store(sum + i, Load(sum + i) + Load(more + i));
+          for (; i < count; ++i) sum[i] += more[i];
+        }
+        if constexpr (!kFloat) {
+          ConvertFromFloat(sum, count, grad_input + (chunk_begin + n_local) * image_elements + begin);
         }
       }
     });
@@ -777,7 +734,7 @@ size_t WorkspaceBytes(Op op, const DcnShape& s) {
       break;
     }
     case Op::kBackwardInput: {
-      const BackwardInputBuffers buffers(s, geo, &w);
+      const BackwardInputBuffers buffers(s, geo, std::is_same_v<T, float>, &w);
       break;
     }
     case Op::kBackwardWeight: {
