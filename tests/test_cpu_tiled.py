@@ -31,10 +31,24 @@ def implementations_run(reset=False):
 
 
 def subprocess_env(**variables):
-    """This process's environment and module path (tests/ and tensorflow_dcn importable), plus
-    `variables`."""
-    return dict(os.environ, PYTHONPATH=os.pathsep.join([HERE] + [p for p in sys.path if p]),
-                TF_CPP_MIN_LOG_LEVEL="2", **variables)
+    """This process's environment and module path (tests/ and tensorflow_dcn importable), the
+    default kernel choice, and `variables`."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE] + [p for p in sys.path if p]),
+               TF_CPP_MIN_LOG_LEVEL="2", TFDCN_KERNELS="auto")
+    env.update(variables)
+    return env
+
+
+class AutoKernelsTestCase(tf.test.TestCase, parameterized.TestCase):
+    """Runs its tests with TFDCN_KERNELS=auto (the ops read it at every run), whatever the
+    environment says, so that this file also passes when the suite runs with im2col."""
+
+    def setUp(self):
+        super().setUp()
+        previous = os.environ.get("TFDCN_KERNELS")
+        os.environ["TFDCN_KERNELS"] = "auto"
+        self.addCleanup(lambda: os.environ.pop("TFDCN_KERNELS") if previous is None
+                        else os.environ.update(TFDCN_KERNELS=previous))
 
 
 # The parity matrix plus shapes aimed at the tiled kernels' edges (vector width 4, 8 or 16 floats,
@@ -67,7 +81,7 @@ LOW_PRECISION_CONFIGS = [(name, c) for name, c in TILED_CONFIGS if name in (
 FLOAT_DTYPES = (tf.float32, tf.float16, tf.bfloat16)
 
 
-class TiledParityTest(tf.test.TestCase, parameterized.TestCase):
+class TiledParityTest(AutoKernelsTestCase):
     """The tiled kernels against the float64 oracle, asserting that they (and not im2col) ran."""
 
     def setUp(self):
@@ -134,19 +148,21 @@ class TiledParityTest(tf.test.TestCase, parameterized.TestCase):
         self.assert_ran_tiled()
 
 
-class PlanChoiceTest(tf.test.TestCase):
+def run_small_problem(dtype):
+    """Forward and backward of a small problem on the CPU."""
+    config = util.Config(in_channels=8, out_channels=4, pad=(1, 1))
+    operands = util.as_dtype(util.make_problem(config), dtype)
+    util.forward(operands, config.attrs, "cpu")
+    util.backward(util.gradient_probe(config, dtype), operands, config.attrs, "cpu")
 
-    def run_problem(self, dtype):
-        config = util.Config(in_channels=8, out_channels=4, pad=(1, 1))
-        operands = util.as_dtype(util.make_problem(config), dtype)
-        util.forward(operands, config.attrs, "cpu")
-        util.backward(util.gradient_probe(config, dtype), operands, config.attrs, "cpu")
+
+class PlanChoiceTest(AutoKernelsTestCase):
 
     def test_float_types_run_tiled_and_float64_im2col(self):
         for dtype, implementation in ((tf.float32, "cpu_tiled"), (tf.float16, "cpu_tiled"),
                                       (tf.bfloat16, "cpu_tiled"), (tf.float64, "cpu_im2col")):
             implementations_run(reset=True)
-            self.run_problem(dtype)
+            run_small_problem(dtype)
             self.assertEqual(implementations_run(),
                              {f"{op}/{implementation}": 1 for op in OPS}, dtype.name)
 
@@ -156,7 +172,7 @@ class PlanChoiceTest(tf.test.TestCase):
             import tensorflow as tf
             import test_cpu_tiled as t
             for dtype in (tf.float32, tf.bfloat16):
-                t.PlanChoiceTest().run_problem(dtype)
+                t.run_small_problem(dtype)
             print("RAN", json.dumps(t.implementations_run()))
         """)
         env = subprocess_env(TFDCN_KERNELS="im2col")
@@ -170,7 +186,7 @@ class PlanChoiceTest(tf.test.TestCase):
                                  '"DCNv2BackwardWeight/cpu_im2col": 2}')
 
 
-class InstructionSetTest(tf.test.TestCase, parameterized.TestCase):
+class InstructionSetTest(AutoKernelsTestCase):
     """TFDCN_CPU_ISA caps the variant of the tiled kernels: the narrower ones are otherwise never
     run on a machine with AVX-512. Each runs TiledParityTest in a subprocess."""
 

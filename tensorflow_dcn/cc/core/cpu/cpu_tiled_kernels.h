@@ -6,17 +6,18 @@
 //
 // The work is done per tile of output pixels, as the GPU's fused kernels do:
 //  - forward: the masked bilinear samples of a tile (vectors over the contiguous NHWC channels,
-//    four corner weights once per tap and pixel) are gathered into a blocked column tile
-//    [depth / 16][tile][16] that stays in cache, and multiplied at once by the weights, packed once
-//    per run into micro-panels [column strip][depth][kNR];
-//  - backward input: per image and channel slice, the column gradient of a tile (grad_output tile
-//    x weight^T, the slice's columns only) and, in the same pass, its scatter into grad_input and
-//    the slice's share of the offset and mask gradients. A unit owns its image and channel slice of
-//    grad_input, so every element has one writer; the shares are summed in slice order after;
+//    four corner weights once per tap and pixel, bilinear.h's math) are gathered into a blocked
+//    column tile [depth / 16][tile][16] that stays in cache, and multiplied at once by the
+//    weights, packed once per run into micro-panels [column strip][depth][kNR];
+//  - backward input: per tile, the column gradients (grad_output tile x weight^T, a row block at
+//    a time so that they stay in cache) and, in the same pass, their scatter into grad_input and
+//    the offset and mask gradients. Units are (image, range of its tiles); see
+//    BackwardInputBuffers for how their scatters stay deterministic;
 //  - backward weight: gathered tile^T x grad_output tile, accumulated per fixed range of tiles and
 //    summed over the ranges in order.
 // Products run in register-blocked micro-kernels (kRows x kNR outputs held in vector registers).
-// Half and bfloat16 are converted in the tiles; everything accumulates in float.
+// Half and bfloat16 are converted in the tiles; everything accumulates in float. Every result
+// element has one writer and a fixed order of additions, whatever the parallel-for does.
 
 constexpr int kLanes = TFDCN_VECTOR_BYTES / 4;
 typedef float Vec __attribute__((vector_size(TFDCN_VECTOR_BYTES)));
@@ -34,7 +35,7 @@ constexpr int kDepthBlock = 16;
 constexpr int kTile = 48;
 // Backward weight: the fixed number of tile ranges whose weight gradients are summed in order
 // (enough for load balance on a few cores; the workspace holds one weight gradient per range).
-constexpr int kWeightRanges = 16;
+constexpr int kWeightRanges = 4;
 // Backward input: units (image, range of its tiles) wanted per run.
 constexpr int kInputUnits = 2;
 // Bound on the workspace that grows with the batch (backward input's per-chunk buffers).
@@ -277,12 +278,17 @@ struct GatherScratch {
 };
 
 // Writes the masked samples of output pixels [begin, begin + rows) into the blocked column tiles
-// (group g's at tiles + g * tile_floats); the tile's rows from `rows` on are zero.
+// (group g's at tiles + g * tile_floats); the tile's rows from `rows` on are zero. When every
+// share of channels (deformable group within conv group) starts and ends on a depth block, the
+// samples go straight into the tiles; otherwise through a row of columns, copied in blocks.
 template <typename T>
 void GatherTile(const DcnShape& s, const Geometry& geo, const T* input, const T* offset,
                 const T* mask, int64_t begin, int rows, GatherScratch<T>* scratch) {
+  const bool direct = geo.cpg % kDepthBlock == 0 && geo.cpd % kDepthBlock == 0;
   float* row = scratch->row.data();
+  float* tiles = scratch->tiles.data();
   const T* zeros = scratch->zeros.data();
+  const int blocks = geo.depth_pad / kDepthBlock;
   for (int r = 0; r < rows; ++r) {
     const int64_t p = begin + r;
     const OutputPixel at = LocateOutputPixel(s, p);
@@ -296,8 +302,22 @@ void GatherTile(const DcnShape& s, const Geometry& geo, const T* input, const T*
         ForEachGroupShare(geo, d, [&](int g, int cb, int ce) {
           const T* corner[4];
           CornerPointers(point, image, geo.channels, cb, zeros, corner);
-          float* out = row + g * geo.depth_pad + t * geo.cpg + (cb - g * geo.cpg);
-          const int n = ce - cb;
+          const int column = t * geo.cpg + (cb - g * geo.cpg), n = ce - cb;
+          if (direct) {  // column and n are multiples of kDepthBlock
+            float* out = tiles + g * geo.tile_floats +
+                         (int64_t{column / kDepthBlock} * kTile + r) * kDepthBlock;
+            for (int c = 0; c < n; c += kDepthBlock, out += kTile * kDepthBlock) {
+              for (int l = 0; l < kDepthBlock; l += kLanes) {
+                const Vec v[4] = {LoadAs(corner[0] + c + l), LoadAs(corner[1] + c + l),
+                                  LoadAs(corner[2] + c + l), LoadAs(corner[3] + c + l)};
+                Vec value;
+                BilinearValue(point, v, &value);
+                Store(out + l, value);
+              }
+            }
+            return;
+          }
+          float* out = row + g * geo.depth_pad + column;
           int c = 0;
           for (; c + kLanes <= n; c += kLanes) {
             const Vec v[4] = {LoadAs(corner[0] + c), LoadAs(corner[1] + c),
@@ -314,10 +334,11 @@ void GatherTile(const DcnShape& s, const Geometry& geo, const T* input, const T*
         });
       }
     }
+    if (direct) continue;
     for (int g = 0; g < geo.groups; ++g) {
       const float* src = row + g * geo.depth_pad;
-      float* dst = scratch->tiles.data() + g * geo.tile_floats + r * kDepthBlock;
-      for (int kb = 0; kb < geo.depth_pad / kDepthBlock; ++kb) {
+      float* dst = tiles + g * geo.tile_floats + r * kDepthBlock;
+      for (int kb = 0; kb < blocks; ++kb) {
         __builtin_memcpy(dst + int64_t{kb} * kTile * kDepthBlock, src + kb * kDepthBlock,
                          kDepthBlock * sizeof(float));
       }
@@ -325,8 +346,8 @@ void GatherTile(const DcnShape& s, const Geometry& geo, const T* input, const T*
   }
   for (int r = rows; r < kTile; ++r) {
     for (int g = 0; g < geo.groups; ++g) {
-      float* dst = scratch->tiles.data() + g * geo.tile_floats + r * kDepthBlock;
-      for (int kb = 0; kb < geo.depth_pad / kDepthBlock; ++kb) {
+      float* dst = tiles + g * geo.tile_floats + r * kDepthBlock;
+      for (int kb = 0; kb < blocks; ++kb) {
         std::fill_n(dst + int64_t{kb} * kTile * kDepthBlock, kDepthBlock, 0.f);
       }
     }
@@ -346,6 +367,7 @@ struct ForwardBuffers {
 template <typename T>
 void Forward(const DcnShape& s, const T* input, const T* offset, const T* mask, const T* weight,
              const T* bias, T* output, void* workspace, const ParallelFor& parallel_for) {
+  if (s.pixels() == 0) return;
   const Geometry geo(s);
   WorkspaceLayout layout(workspace);
   const ForwardBuffers buffers(geo, &layout);
@@ -619,6 +641,7 @@ template <typename T>
 void BackwardInput(const DcnShape& s, const T* grad_output, const T* input, const T* offset,
                    const T* mask, const T* weight, T* grad_input, T* grad_offset, T* grad_mask,
                    void* workspace, const ParallelFor& parallel_for) {
+  if (s.pixels() == 0) return;  // no batch: the results are empty
   constexpr bool kFloat = std::is_same_v<T, float>;
   const Geometry geo(s);
   WorkspaceLayout layout(workspace);
