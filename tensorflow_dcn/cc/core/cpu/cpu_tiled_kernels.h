@@ -28,7 +28,7 @@ typedef uint16_t Bits16 __attribute__((vector_size(TFDCN_VECTOR_BYTES / 2)));
 // accumulators, two column vectors and a broadcast fit the 32 (AVX-512) or 16 vector registers.
 constexpr int kNR = 2 * kLanes;
 constexpr int kRows = kLanes == 16 ? 12 : 6;            // tile x packed weights
-constexpr int kTransposedRows = kLanes == 16 ? 8 : 4;   // tile^T x grad_output (divides kDepthBlock)
+constexpr int kTransposedRows = kLanes == 16 ? 8 : 4;   // tile^T x grad_output; divides 16
 // Depth (GEMM reduction) block of the column tiles: a tile is [depth / 16][pixels][16].
 constexpr int kDepthBlock = 16;
 // Output pixels per tile: a multiple of kRows; the column tile of a 3x3x128 problem is 221 KB.
@@ -54,31 +54,21 @@ inline void Store(float* p, Vec v) { __builtin_memcpy(p, &v, sizeof(v)); }
 
 // The lane sums of four vectors (a fixed order of additions).
 inline void Sum4(Vec a, Vec b, Vec c, Vec d, float sums[4]) {
-#if TFDCN_VECTOR_BYTES >= 32
 #if TFDCN_VECTOR_BYTES == 64
-  const __m256 a8 = _mm256_add_ps(_mm512_castps512_ps256((__m512)a),
-                                  _mm512_extractf32x8_ps((__m512)a, 1));
-  const __m256 b8 = _mm256_add_ps(_mm512_castps512_ps256((__m512)b),
-                                  _mm512_extractf32x8_ps((__m512)b, 1));
-  const __m256 c8 = _mm256_add_ps(_mm512_castps512_ps256((__m512)c),
-                                  _mm512_extractf32x8_ps((__m512)c, 1));
-  const __m256 d8 = _mm256_add_ps(_mm512_castps512_ps256((__m512)d),
-                                  _mm512_extractf32x8_ps((__m512)d, 1));
-#else
-  const __m256 a8 = (__m256)a, b8 = (__m256)b, c8 = (__m256)c, d8 = (__m256)d;
-#endif
+  sums[0] = _mm512_reduce_add_ps((__m512)a);
+  sums[1] = _mm512_reduce_add_ps((__m512)b);
+  sums[2] = _mm512_reduce_add_ps((__m512)c);
+  sums[3] = _mm512_reduce_add_ps((__m512)d);
+#elif TFDCN_VECTOR_BYTES == 32
   // [a0+a1 a2+a3 b0+b1 b2+b3 | a4+a5 ...], then [a0..3 b0..3 c0..3 d0..3 | a4..7 ...].
-  const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a8, b8), _mm256_hadd_ps(c8, d8));
+  const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps((__m256)a, (__m256)b),
+                                  _mm256_hadd_ps((__m256)c, (__m256)d));
   _mm_storeu_ps(sums, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
 #else
-  float lanes[4][kLanes];
-  __builtin_memcpy(lanes[0], &a, sizeof(a));
-  __builtin_memcpy(lanes[1], &b, sizeof(b));
-  __builtin_memcpy(lanes[2], &c, sizeof(c));
-  __builtin_memcpy(lanes[3], &d, sizeof(d));
+  const Vec v[4] = {a, b, c, d};
   for (int k = 0; k < 4; ++k) {
     float sum = 0.f;
-    for (int l = 0; l < kLanes; ++l) sum += lanes[k][l];
+    for (int l = 0; l < kLanes; ++l) sum += v[k][l];
     sums[k] = sum;
   }
 #endif
@@ -214,7 +204,7 @@ inline void MultiplyTransposedMicroTile(const float* a, const float* b, int64_t 
   }
 }
 
-// ---- Geometry ------------------------------------------------------------------------------------
+// ---- Geometry -----------------------------------------------------------------------------------
 
 struct Geometry {
   int taps, groups, deformable_groups;
@@ -241,7 +231,8 @@ struct Geometry {
         tile_floats(int64_t{depth_pad} * kTile) {}
 };
 
-// Calls fn(g, begin, end) for each conv group's share [begin, end) of deformable group d's channels.
+// Calls fn(g, begin, end) for each conv group's share [begin, end) of deformable group d's
+// channels.
 template <typename Fn>
 inline void ForEachGroupShare(const Geometry& geo, int d, Fn&& fn) {
   const int last = (d + 1) * geo.cpd;
@@ -263,7 +254,7 @@ inline void CornerPointers(const BilinearPoint<float>& point, U* image, int64_t 
   }
 }
 
-// ---- Gather --------------------------------------------------------------------------------------
+// ---- Gather -------------------------------------------------------------------------------------
 
 // Per-thread scratch of the gather: a row of every group's columns (padding kept zero), a zero
 // image row for corners outside the image, and the blocked column tiles of every group.
@@ -354,7 +345,7 @@ void GatherTile(const DcnShape& s, const Geometry& geo, const T* input, const T*
   }
 }
 
-// ---- Forward -------------------------------------------------------------------------------------
+// ---- Forward ------------------------------------------------------------------------------------
 
 struct ForwardBuffers {
   float* weights;  // per group: [strips][depth_pad][kNR]
@@ -423,7 +414,7 @@ void Forward(const DcnShape& s, const T* input, const T* offset, const T* mask, 
   });
 }
 
-// ---- Backward weight -----------------------------------------------------------------------------
+// ---- Backward weight ----------------------------------------------------------------------------
 
 // One range's weight gradient: per group [depth_pad][npad], then the bias gradient [out_channels].
 struct BackwardWeightBuffers {
@@ -525,7 +516,7 @@ void BackwardWeight(const DcnShape& s, const T* grad_output, const T* input, con
   }
 }
 
-// ---- Backward input ------------------------------------------------------------------------------
+// ---- Backward input -----------------------------------------------------------------------------
 
 // Units are (image, range of its tiles). The first range of an image scatters into the image's
 // float grad_input (grad_input itself for float), each further range into a buffer of its own;
@@ -609,17 +600,18 @@ void ScatterPixel(const DcnShape& s, const Geometry& geo, int64_t p, const T* im
     float dots[4] = {0.f, 0.f, 0.f, 0.f};
     ForEachGroupShare(geo, d, [&](int g, int cb, int ce) {
       const float* grad = columns + g * ld_group + t * geo.cpg - g * geo.cpg;  // by channel
-      Vec dot[4] = {};
+      Vec dot0{}, dot1{}, dot2{}, dot3{};
       int c = cb;
       for (; c + kLanes <= ce; c += kLanes) {
         const Vec gc = Load(grad + c);
-        for (int k = 0; k < 4; ++k) {
-          dot[k] += gc * LoadAs(corner[k] + c);
-          Store(target[k] + c, Load(target[k] + c) + mw[k] * gc);
-        }
+        dot0 += gc * LoadAs(corner[0] + c);
+        dot1 += gc * LoadAs(corner[1] + c);
+        dot2 += gc * LoadAs(corner[2] + c);
+        dot3 += gc * LoadAs(corner[3] + c);
+        for (int k = 0; k < 4; ++k) Store(target[k] + c, Load(target[k] + c) + mw[k] * gc);
       }
       float share[4];
-      Sum4(dot[0], dot[1], dot[2], dot[3], share);
+      Sum4(dot0, dot1, dot2, dot3, share);
       for (; c < ce; ++c) {
         for (int k = 0; k < 4; ++k) {
           share[k] += grad[c] * ToFloat(corner[k][c]);
@@ -740,7 +732,8 @@ void BackwardInput(const DcnShape& s, const T* grad_output, const T* input, cons
           for (; i < count; ++i) sum[i] += more[i];
         }
         if constexpr (!kFloat) {
-          ConvertFromFloat(sum, count, grad_input + (chunk_begin + n_local) * image_elements + begin);
+          ConvertFromFloat(sum, count,
+                           grad_input + (chunk_begin + n_local) * image_elements + begin);
         }
       }
     });
