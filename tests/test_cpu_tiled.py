@@ -66,7 +66,8 @@ TILED_CONFIGS = util.PARITY_CONFIGS + [
     ("channels_130_to_66_nobias", util.Config(height=6, width=7, in_channels=130,
                                               out_channels=66, pad=(1, 1), max_offset=3.0,
                                               bias=False)),
-    # 3 x 17 x 19 = 969 pixels: 21 tiles, the last partial; images end inside tiles.
+    # 3 x 17 x 19 = 969 pixels: 18 to 21 tiles (56 or 48 pixels), the last partial; images end
+    # inside tiles.
     ("many_tiles_batch3_nomask", util.Config(batch=3, height=17, width=19, in_channels=24,
                                              out_channels=40, pad=(1, 1), mask=False)),
     ("k5x3_stride2_dil2_groups3_dg2", util.Config(height=15, width=13, in_channels=48,

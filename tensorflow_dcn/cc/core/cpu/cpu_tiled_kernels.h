@@ -27,12 +27,14 @@ typedef uint16_t Bits16 __attribute__((vector_size(TFDCN_VECTOR_BYTES / 2)));
 // Micro-kernel sizes: kNR output columns (two vectors) by kRows rows, so that the kRows * 2
 // accumulators, two column vectors and a broadcast fit the 32 (AVX-512) or 16 vector registers.
 constexpr int kNR = 2 * kLanes;
-constexpr int kRows = kLanes == 16 ? 12 : 6;            // tile x packed weights
+constexpr int kRows = kLanes == 16 ? 14 : 6;            // tile x packed weights
 constexpr int kTransposedRows = kLanes == 16 ? 8 : 4;   // tile^T x grad_output; divides 16
 // Depth (GEMM reduction) block of the column tiles: a tile is [depth / 16][pixels][16].
 constexpr int kDepthBlock = 16;
-// Output pixels per tile: a multiple of kRows; the column tile of a 3x3x128 problem is 221 KB.
-constexpr int kTile = 48;
+// Output pixels per tile: a multiple of kRows; the column tile of a 3x3x128 problem is 258 KB
+// (AVX-512), so that it and a strip of packed weights stay in a 1 MB L2.
+constexpr int kTile = kLanes == 16 ? 56 : 48;
+static_assert(kTile % kRows == 0 && kDepthBlock % kTransposedRows == 0, "tile shapes");
 // Backward weight: the fixed number of tile ranges whose weight gradients are summed in order
 // (enough for load balance on a few cores; the workspace holds one weight gradient per range).
 constexpr int kWeightRanges = 4;
