@@ -56,15 +56,22 @@ inline void Store(float* p, Vec v) { __builtin_memcpy(p, &v, sizeof(v)); }
 
 // The lane sums of four vectors (a fixed order of additions).
 inline void Sum4(Vec a, Vec b, Vec c, Vec d, float sums[4]) {
+#if TFDCN_VECTOR_BYTES >= 32
 #if TFDCN_VECTOR_BYTES == 64
-  sums[0] = _mm512_reduce_add_ps((__m512)a);
-  sums[1] = _mm512_reduce_add_ps((__m512)b);
-  sums[2] = _mm512_reduce_add_ps((__m512)c);
-  sums[3] = _mm512_reduce_add_ps((__m512)d);
-#elif TFDCN_VECTOR_BYTES == 32
+  // Halves added: 8 lanes each.
+  const __m256 a8 = _mm256_add_ps(_mm512_castps512_ps256((__m512)a),
+                                  _mm512_extractf32x8_ps((__m512)a, 1));
+  const __m256 b8 = _mm256_add_ps(_mm512_castps512_ps256((__m512)b),
+                                  _mm512_extractf32x8_ps((__m512)b, 1));
+  const __m256 c8 = _mm256_add_ps(_mm512_castps512_ps256((__m512)c),
+                                  _mm512_extractf32x8_ps((__m512)c, 1));
+  const __m256 d8 = _mm256_add_ps(_mm512_castps512_ps256((__m512)d),
+                                  _mm512_extractf32x8_ps((__m512)d, 1));
+#else
+  const __m256 a8 = (__m256)a, b8 = (__m256)b, c8 = (__m256)c, d8 = (__m256)d;
+#endif
   // [a0+a1 a2+a3 b0+b1 b2+b3 | a4+a5 ...], then [a0..3 b0..3 c0..3 d0..3 | a4..7 ...].
-  const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps((__m256)a, (__m256)b),
-                                  _mm256_hadd_ps((__m256)c, (__m256)d));
+  const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a8, b8), _mm256_hadd_ps(c8, d8));
   _mm_storeu_ps(sums, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
 #else
   const Vec v[4] = {a, b, c, d};
@@ -82,13 +89,21 @@ inline float ToFloat(Eigen::bfloat16 x) { return static_cast<float>(x); }
 
 // kLanes elements of T as floats.
 inline Vec LoadAs(const float* p) { return Load(p); }
-inline Vec LoadAs(const Eigen::bfloat16* p) {
+inline Vec LoadAs(const Eigen::bfloat16* p) {  // the bits of a bfloat16 are a float's top half
+#if TFDCN_VECTOR_BYTES == 64  // (GCC splits the generic conversion into 256-bit pieces)
+  return (Vec)_mm512_slli_epi32(
+      _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16);
+#elif TFDCN_VECTOR_BYTES == 32
+  return (Vec)_mm256_slli_epi32(
+      _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16);
+#else
   Bits16 b;
   __builtin_memcpy(&b, p, sizeof(b));
   const Bits wide = __builtin_convertvector(b, Bits) << 16;
   Vec v;
   __builtin_memcpy(&v, &wide, sizeof(v));
   return v;
+#endif
 }
 inline Vec LoadAs(const Eigen::half* p) {
 #if TFDCN_F16C && TFDCN_VECTOR_BYTES == 64
@@ -110,8 +125,12 @@ inline void StoreAs(Eigen::bfloat16* p, Vec v) {
   const Bits rounded = (b + 0x7fffu + ((b >> 16) & 1u)) >> 16;
   const Bits quiet_nan = (b >> 16) | 0x40u;
   const Bits result = v != v ? quiet_nan : rounded;
+#if TFDCN_VECTOR_BYTES == 64
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16((__m512i)result));
+#else
   const Bits16 narrow = __builtin_convertvector(result, Bits16);
   __builtin_memcpy(static_cast<void*>(p), &narrow, sizeof(narrow));
+#endif
 }
 inline void StoreAs(Eigen::half* p, Vec v) {
 #if TFDCN_F16C && TFDCN_VECTOR_BYTES == 64
@@ -371,13 +390,16 @@ void Forward(const DcnShape& s, const T* input, const T* offset, const T* mask, 
     for (int64_t unit = first; unit < last; ++unit) {
       const int g = static_cast<int>(unit / geo.strips), j = static_cast<int>(unit % geo.strips);
       float* panel = buffers.weights + (int64_t{g} * geo.strips + j) * geo.depth_pad * kNR;
+      const int columns = std::min(kNR, geo.cog - j * kNR);  // the rest of the strip is zero
       for (int k = 0; k < geo.depth_pad; ++k) {
-        for (int q = 0; q < kNR; ++q) {
-          const int co = j * kNR + q;
-          panel[k * kNR + q] = k < geo.depth && co < geo.cog
-              ? ToFloat(weight[int64_t{k} * geo.out_channels + g * geo.cog + co])
-              : 0.f;
+        const T* src = weight + int64_t{k} * geo.out_channels + g * geo.cog + j * kNR;
+        float* dst = panel + k * kNR;
+        int q = 0;
+        if (k < geo.depth) {
+          for (; q + kLanes <= columns; q += kLanes) Store(dst + q, LoadAs(src + q));
+          for (; q < columns; ++q) dst[q] = ToFloat(src[q]);
         }
+        std::fill(dst + q, dst + kNR, 0.f);
       }
       for (int q = 0; q < kNR; ++q) {
         const int co = j * kNR + q;
@@ -648,13 +670,10 @@ void BackwardInput(const DcnShape& s, const T* grad_output, const T* input, cons
     for (int64_t unit = first; unit < last; ++unit) {
       const int g = static_cast<int>(unit / strips), j = static_cast<int>(unit % strips);
       float* panel = buffers.weights + g * group_panels + int64_t{j} * opad * kNR;
-      for (int co = 0; co < opad; ++co) {
-        for (int q = 0; q < kNR; ++q) {
-          const int k = j * kNR + q;
-          panel[co * kNR + q] = k < geo.depth && co < geo.cog
-              ? ToFloat(weight[int64_t{k} * geo.out_channels + g * geo.cog + co])
-              : 0.f;
-        }
+      std::fill_n(panel, int64_t{opad} * kNR, 0.f);
+      for (int q = 0; q < kNR && j * kNR + q < geo.depth; ++q) {
+        const T* src = weight + int64_t{j * kNR + q} * geo.out_channels + g * geo.cog;
+        for (int co = 0; co < geo.cog; ++co) panel[co * kNR + q] = ToFloat(src[co]);
       }
     }
   });
@@ -714,11 +733,14 @@ void BackwardInput(const DcnShape& s, const T* grad_output, const T* input, cons
             }
           }
         }
+        if (!kFloat && ranges == 1) {  // the image is complete: convert it while in cache
+          ConvertFromFloat(acc, image_elements, grad_input + n * image_elements);
+        }
       }
     });
 
     // Add the further ranges' buffers to the first in order, and convert.
-    if (ranges == 1 && kFloat) continue;
+    if (ranges == 1) continue;
     const int64_t block = 4096;
     const int64_t blocks = (image_elements + block - 1) / block;
     parallel_for(images * blocks, block * ranges, [&](int64_t first, int64_t last) {
