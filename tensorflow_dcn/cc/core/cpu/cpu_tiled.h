@@ -3,9 +3,11 @@
 // micro-kernels; the backward pass likewise in tiles (cpu_tiled_kernels.h says how). float, half
 // and bfloat16, all accumulating in float; double runs on the im2col implementation.
 //
-// The kernels are compiled for AVX-512, AVX2+FMA and the x86-64 baseline (SSE2) and the widest
-// the CPU supports runs. The environment variable TFDCN_CPU_ISA=avx2 or =baseline caps the choice
-// (read once per process), so that the narrower variants can be tested on any machine.
+// The kernels are compiled for AVX-512 (F, BW, DQ, VL), AVX2+FMA+F16C and the x86-64 baseline
+// (SSE2), and the widest the CPU supports runs (other architectures and compilers: the baseline
+// source with 16-byte vectors). The environment variable TFDCN_CPU_ISA=avx2 or =baseline caps the
+// choice, so that the narrower variants can be tested on any machine; it is read once per process
+// and other values leave the choice alone.
 #ifndef TENSORFLOW_DCN_CC_CORE_CPU_CPU_TILED_H_
 #define TENSORFLOW_DCN_CC_CORE_CPU_CPU_TILED_H_
 

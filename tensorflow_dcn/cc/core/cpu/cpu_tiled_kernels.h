@@ -38,7 +38,8 @@ static_assert(kTile % kRows == 0 && kDepthBlock % kTransposedRows == 0, "tile sh
 // Backward weight: the fixed number of tile ranges whose weight gradients are summed in order
 // (enough for load balance on a few cores; the workspace holds one weight gradient per range).
 constexpr int kWeightRanges = 4;
-// Backward input: units (image, range of its tiles) wanted per run.
+// Backward input: units (image, range of its tiles) wanted per run. A batch of one is split in
+// two ranges; every further range of an image costs an image-sized buffer and a pass to add it.
 constexpr int kInputUnits = 2;
 // Bound on the workspace that grows with the batch (backward input's per-chunk buffers).
 constexpr int64_t kChunkBytes = int64_t{64} << 20;
@@ -393,7 +394,7 @@ void Forward(const DcnShape& s, const T* input, const T* offset, const T* mask, 
       const int columns = std::min(kNR, geo.cog - j * kNR);  // the rest of the strip is zero
       for (int k = 0; k < geo.depth_pad; ++k) {
         const T* src = weight + int64_t{k} * geo.out_channels + g * geo.cog + j * kNR;
-        float* dst = panel + k * kNR;
+        float* dst = panel + int64_t{k} * kNR;
         int q = 0;
         if (k < geo.depth) {
           for (; q + kLanes <= columns; q += kLanes) Store(dst + q, LoadAs(src + q));
@@ -673,7 +674,7 @@ void BackwardInput(const DcnShape& s, const T* grad_output, const T* input, cons
       std::fill_n(panel, int64_t{opad} * kNR, 0.f);
       for (int q = 0; q < kNR && j * kNR + q < geo.depth; ++q) {
         const T* src = weight + int64_t{j * kNR + q} * geo.out_channels + g * geo.cog;
-        for (int co = 0; co < geo.cog; ++co) panel[co * kNR + q] = ToFloat(src[co]);
+        for (int co = 0; co < geo.cog; ++co) panel[int64_t{co} * kNR + q] = ToFloat(src[co]);
       }
     }
   });
