@@ -76,15 +76,25 @@ DCN_HOST_DEVICE void LoadCorners(const BilinearPoint<Acc>& p, const T* image, in
   }
 }
 
+// The corner values `v` are Acc, or (below, through pointers only) a vector of Acc lanes: several
+// channels at once in the CPU's tiled kernels. Pointers because those kernels are compiled for
+// wider instruction sets than these functions, and a vector passed by value would cross that
+// boundary with a different calling convention where the call is not inlined.
+template <typename Acc, typename V>
+DCN_HOST_DEVICE void BilinearValue(const BilinearPoint<Acc>& p, const V v[4], V* value) {
+  *value = p.weight[0] * v[0] + p.weight[1] * v[1] + p.weight[2] * v[2] + p.weight[3] * v[3];
+}
 template <typename Acc>
 DCN_HOST_DEVICE Acc BilinearValue(const BilinearPoint<Acc>& p, const Acc v[4]) {
-  return p.weight[0] * v[0] + p.weight[1] * v[1] + p.weight[2] * v[2] + p.weight[3] * v[3];
+  Acc value;
+  BilinearValue(p, v, &value);
+  return value;
 }
 
 // d value / d y and d value / d x in the sample's cell (corners outside read zero).
-template <typename Acc>
-DCN_HOST_DEVICE void BilinearCoordinateGrad(const BilinearPoint<Acc>& p, const Acc v[4], Acc* dy,
-                                            Acc* dx) {
+template <typename Acc, typename V>
+DCN_HOST_DEVICE void BilinearCoordinateGrad(const BilinearPoint<Acc>& p, const V v[4], V* dy,
+                                            V* dx) {
   const Acc hy = Acc(1) - p.ly, hx = Acc(1) - p.lx;
   *dy = hx * (v[2] - v[0]) + p.lx * (v[3] - v[1]);
   *dx = hy * (v[1] - v[0]) + p.ly * (v[3] - v[2]);

@@ -19,6 +19,8 @@ const char* ImplementationName(Implementation implementation) {
       return "cuda_im2col";
     case Implementation::kCudaFusedSm80:
       return "cuda_fused_sm80";
+    case Implementation::kCpuTiled:
+      return "cpu_tiled";
     case Implementation::kCudaWgmmaSm90a:
       return "cuda_wgmma_sm90a";
   }

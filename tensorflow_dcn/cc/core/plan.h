@@ -18,12 +18,13 @@
 namespace tensorflow_dcn {
 
 enum class Implementation {
-  kCpuIm2col,     // CPU: deformable im2col, GEMM, col2im (the simple path, kept as oracle)
-  kCudaIm2col,    // GPU: the same with column buffers; every GPU, every dtype
-  kCudaFusedSm80, // GPU: implicit GEMM on mma.sync tensor cores, no column buffers (sm_80+)
+  kCpuIm2col,       // CPU: deformable im2col, GEMM, col2im (the simple path, kept as oracle)
+  kCpuTiled,        // CPU: samples gathered per pixel tile into cache, register-blocked GEMM
+  kCudaIm2col,      // GPU: the same with column buffers; every GPU, every dtype
+  kCudaFusedSm80,   // GPU: implicit GEMM on mma.sync tensor cores, no column buffers (sm_80+)
   kCudaWgmmaSm90a,  // GPU: warp-specialised forward on wgmma + TMA (sm_90a, Hopper only)
 };
-inline constexpr int kNumImplementations = 4;
+inline constexpr int kNumImplementations = 5;
 
 const char* ImplementationName(Implementation implementation);  // "cpu_im2col", ...
 

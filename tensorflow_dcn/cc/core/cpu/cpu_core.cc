@@ -1,7 +1,10 @@
 #include "tensorflow_dcn/cc/core/cpu/cpu_core.h"
 
+#include <type_traits>
+
 #include "Eigen/Core"
 #include "tensorflow_dcn/cc/core/cpu/cpu_im2col.h"
+#include "tensorflow_dcn/cc/core/cpu/cpu_tiled.h"
 
 namespace tensorflow_dcn {
 namespace cpu {
@@ -34,11 +37,18 @@ T* Out(void* p) {
 
 }  // namespace
 
+// The tiled kernels for float, half and bfloat16 unless only im2col is allowed; im2col for double.
 Plan MakePlan(Op op, DType dtype, const DcnShape& s, const Options& o) {
   Plan plan;
-  plan.implementation = Implementation::kCpuIm2col;
+  const bool use_tiled = o.choice == KernelChoice::kAuto && tiled::Supports(dtype);
+  plan.implementation = use_tiled ? Implementation::kCpuTiled : Implementation::kCpuIm2col;
   plan.workspace_bytes = WithHostType(dtype, [&](auto t) {
-    return im2col::WorkspaceBytes<decltype(t)>(op, s);
+    using T = decltype(t);
+    if constexpr (std::is_same_v<T, double>) {
+      return im2col::WorkspaceBytes<T>(op, s);
+    } else {
+      return use_tiled ? tiled::WorkspaceBytes<T>(op, s) : im2col::WorkspaceBytes<T>(op, s);
+    }
   });
   return plan;
 }
@@ -48,6 +58,13 @@ void Forward(const Plan& plan, DType dtype, const DcnShape& s, const ForwardArgs
   RecordRun(Op::kForward, plan.implementation);
   WithHostType(dtype, [&](auto t) {
     using T = decltype(t);
+    if constexpr (!std::is_same_v<T, double>) {
+      if (plan.implementation == Implementation::kCpuTiled) {
+        return tiled::Forward(s, In<T>(a.input), In<T>(a.offset), In<T>(a.mask),
+                              In<T>(a.weight), In<T>(a.bias), Out<T>(a.output), workspace,
+                              parallel_for);
+      }
+    }
     im2col::Forward(s, In<T>(a.input), In<T>(a.offset), In<T>(a.mask), In<T>(a.weight),
                     In<T>(a.bias), Out<T>(a.output), parallel_for);
   });
@@ -58,6 +75,14 @@ void BackwardInput(const Plan& plan, DType dtype, const DcnShape& s, const Backw
   RecordRun(Op::kBackwardInput, plan.implementation);
   WithHostType(dtype, [&](auto t) {
     using T = decltype(t);
+    if constexpr (!std::is_same_v<T, double>) {
+      if (plan.implementation == Implementation::kCpuTiled) {
+        return tiled::BackwardInput(s, In<T>(a.grad_output), In<T>(a.input), In<T>(a.offset),
+                                    In<T>(a.mask), In<T>(a.weight), Out<T>(a.grad_input),
+                                    Out<T>(a.grad_offset), Out<T>(a.grad_mask), workspace,
+                                    parallel_for);
+      }
+    }
     im2col::BackwardInput(s, In<T>(a.grad_output), In<T>(a.input), In<T>(a.offset),
                           In<T>(a.mask), In<T>(a.weight), Out<T>(a.grad_input),
                           Out<T>(a.grad_offset), Out<T>(a.grad_mask), workspace, parallel_for);
@@ -70,6 +95,13 @@ void BackwardWeight(const Plan& plan, DType dtype, const DcnShape& s,
   RecordRun(Op::kBackwardWeight, plan.implementation);
   WithHostType(dtype, [&](auto t) {
     using T = decltype(t);
+    if constexpr (!std::is_same_v<T, double>) {
+      if (plan.implementation == Implementation::kCpuTiled) {
+        return tiled::BackwardWeight(s, In<T>(a.grad_output), In<T>(a.input), In<T>(a.offset),
+                                     In<T>(a.mask), Out<T>(a.grad_weight), Out<T>(a.grad_bias),
+                                     workspace, parallel_for);
+      }
+    }
     im2col::BackwardWeight(s, In<T>(a.grad_output), In<T>(a.input), In<T>(a.offset),
                            In<T>(a.mask), Out<T>(a.grad_weight), Out<T>(a.grad_bias), workspace,
                            parallel_for);
