@@ -32,26 +32,31 @@ def _traced(function, args):
     return function.get_concrete_function(*args)
 
 
-def _repeated(step, jit_compile):
-    """run_many for time_per_call: K calls of `step()` inside one graph (a tf.while_loop carrying
-    the step's outputs, so that no call can be pruned), traced once per K."""
+def _repeated(step, args, jit_compile):
+    """run_many for time_per_call: K calls of `step(*args)` inside one graph (a tf.while_loop
+    carrying the step's outputs, so that no call can be pruned), traced once per K.
+
+    Call k gets args[0] + k * zero, `zero` a run-time 0: without that every call would compute
+    the same thing from the same tensors, and XLA (jit_compile) hoists such a loop-invariant
+    computation out of the loop and runs it once."""
     @functools.lru_cache(maxsize=None)
     def graph(calls):
-        def outputs():  # conv2d has no gradient for offset and mask: None is no output
-            return tuple(t for t in tf.nest.flatten(step()) if t is not None)
+        def outputs(i, zero):  # conv2d has no gradient for offset and mask: None is no output
+            first = args[0] + tf.cast(i, args[0].dtype) * zero
+            return tuple(t for t in tf.nest.flatten(step(first, *args[1:])) if t is not None)
 
-        def run():
-            first = outputs()
-
+        def run(zero):
             def body(i, *_):
-                return (i + 1,) + outputs()
+                return (i + 1,) + outputs(i, zero)
 
-            return tf.while_loop(lambda i, *_: i < calls - 1, body, (tf.constant(0),) + tuple(first))
+            start = (tf.constant(1),) + outputs(tf.constant(0), zero)
+            return tf.while_loop(lambda i, *_: i < calls, body, start)
 
-        return _traced(tf.function(run, jit_compile=jit_compile), ())
+        zero_spec = tf.TensorSpec([], args[0].dtype)
+        return _traced(tf.function(run, jit_compile=jit_compile), (zero_spec,))
 
     def run_many(calls):
-        return graph(calls)()
+        return graph(calls)(tf.zeros([], args[0].dtype))
 
     return run_many
 
@@ -209,7 +214,7 @@ class TensorFlowRunner:
 
                     seconds, calls = time_per_call(
                         run_once, tf.test.experimental.sync_devices,
-                        run_many=_repeated(run_once, jit_compile), **self.timing)
+                        run_many=_repeated(step, args, jit_compile), **self.timing)
                     peak = self._peak_extra_mib(run_once)
                 record.update({f"{name}_ms": seconds * 1e3, f"{name}_calls_per_sync": calls,
                                "fwd_peak_extra_mib" if name == "fwd" else "peak_extra_mib": peak})
