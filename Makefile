@@ -2,7 +2,8 @@
 #   make setup   Bazel (apt), the venv .venv with requirements-dev.txt, ./configure.sh
 #   make build   the op library, also copied to tensorflow_dcn/ (PYTHONPATH=. works in the tree)
 #   make wheel   dist/tensorflow_dcn-<version>-py3-none-manylinux_2_27_x86_64.whl
-#   make test    build, bazel test //tests/..., wheel, install it, pytest against the installed wheel
+#   make test    lint, build, bazel test //tests/..., wheel, install it, pytest against the wheel
+#   make lint    ruff (Python) and clang-format (C++/CUDA) checks; `make format` applies them
 #   make bench   build, python -m tensorflow_dcn.benchmark $(BENCH_ARGS) (op/layer level), then
 #                python -m tensorflow_dcn.benchmark model $(BENCH_MODEL_ARGS) (a segmentation
 #                model's training step; BENCH_MODEL=0 skips it); small defaults on a CPU
@@ -29,7 +30,7 @@ BENCH_MODEL ?= 1
 VERSION = $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' $(ROOT)/tensorflow_dcn/_version.py)
 WHEEL = $(ROOT)/dist/tensorflow_dcn-$(VERSION)-py3-none-manylinux_2_27_x86_64.whl
 
-.PHONY: all setup build wheel test test-bazel test-installed bench clean
+.PHONY: all setup build wheel lint format test test-bazel test-installed bench clean
 all: build
 
 setup:
@@ -43,7 +44,19 @@ build: setup
 wheel: setup
 	cd $(ROOT) && ./build_pip_pkg.sh dist
 
-test: test-bazel test-installed
+test: lint test-bazel test-installed
+
+# Our C++/CUDA (not the vendored headers) and Python, as .clang-format and ruff.toml say.
+CXX_SOURCES = git ls-files 'tensorflow_dcn/cc/**' 'tests/cuda_core/*.cc' 'third_party/manylinux/*.cc' \
+  | grep -E '\.(h|cc|cuh)$$'
+
+lint: setup
+	cd $(ROOT) && $(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	cd $(ROOT) && $(CXX_SOURCES) | xargs $(VENV)/bin/clang-format --dry-run --Werror
+
+format: setup
+	cd $(ROOT) && $(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
+	cd $(ROOT) && $(CXX_SOURCES) | xargs $(VENV)/bin/clang-format -i
 
 test-bazel: build
 	cd $(ROOT) && $(BAZEL) test //tests/... $(BAZEL_TEST_ARGS)

@@ -43,8 +43,10 @@ class BinaryWheel(bdist_wheel):
 
 
 if not os.path.exists(os.path.join(HERE, "tensorflow_dcn", "_dcn_ops.so")):
-    raise SystemExit("setup.py: tensorflow_dcn/_dcn_ops.so is missing; build wheels with "
-                     "./build_pip_pkg.sh (or run `make build` first).")
+    raise SystemExit(
+        "setup.py: tensorflow_dcn/_dcn_ops.so is missing; build wheels with "
+        "./build_pip_pkg.sh (or run `make build` first)."
+    )
 
 VERSION, TF_VERSION = _read_version()
 README = os.path.join(HERE, "README.md")
@@ -52,7 +54,8 @@ README = os.path.join(HERE, "README.md")
 setup(
     name="tensorflow-dcn",
     version=VERSION,
-    description="Modulated deformable convolution (DCNv2) custom ops and Keras layer for TensorFlow",
+    description="Modulated deformable convolution (DCNv2) custom ops and Keras layer for "
+    "TensorFlow",
     long_description=open(README).read() if os.path.exists(README) else "",
     long_description_content_type="text/markdown",
     packages=find_packages(include=["tensorflow_dcn", "tensorflow_dcn.*"]),

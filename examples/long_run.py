@@ -37,8 +37,15 @@ import time
 
 import numpy as np
 
-DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
-          "half": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16"}
+DTYPES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+}
 # Relative tolerance (to the tensor's largest magnitude) for gradients summed with float atomics.
 ATOMIC_RTOL = {"float32": 1e-5, "float16": 1e-2, "bfloat16": 5e-2}
 EXACT_ALWAYS = ("output", "grad_weight", "grad_bias")
@@ -47,39 +54,70 @@ ATOMIC = ("grad_input", "grad_offset", "grad_mask")
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--device", default=None,
-                        help="e.g. GPU:0 or CPU:0 (default: GPU:0 when there is a GPU)")
-    parser.add_argument("--config", default=None,
-                        help="NxHxWxC of the input (default 8x64x64x128 on a GPU, 2x16x16x16 on "
-                             "the CPU)")
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument(
+        "--device", default=None, help="e.g. GPU:0 or CPU:0 (default: GPU:0 when there is a GPU)"
+    )
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="NxHxWxC of the input (default 8x64x64x128 on a GPU, 2x16x16x16 on the CPU)",
+    )
     parser.add_argument("--filters", type=int, default=None, help="output channels (default C)")
     parser.add_argument("--kernel-size", type=int, default=3)
     parser.add_argument("--deformable-groups", type=int, default=1)
     parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
-    parser.add_argument("--steps", type=int, default=None,
-                        help="long-run steps (default 10000 on a GPU, 1000 on the CPU; 0 skips)")
-    parser.add_argument("--sample-every", type=int, default=None,
-                        help="memory sample period in steps (default steps/100, at least 1)")
-    parser.add_argument("--jit-compile", action="store_true",
-                        help="XLA-compile the training step (tf.function(jit_compile=True))")
-    parser.add_argument("--learning-rate", type=float, default=1e-4,
-                        help="SGD step of the weight and bias in the long run")
-    parser.add_argument("--steady-tol", type=float, default=1.5,
-                        help="slowest second-half window / median window allowed")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="long-run steps (default 10000 on a GPU, 1000 on the CPU; 0 skips)",
+    )
+    parser.add_argument(
+        "--sample-every",
+        type=int,
+        default=None,
+        help="memory sample period in steps (default steps/100, at least 1)",
+    )
+    parser.add_argument(
+        "--jit-compile",
+        action="store_true",
+        help="XLA-compile the training step (tf.function(jit_compile=True))",
+    )
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=1e-4,
+        help="SGD step of the weight and bias in the long run",
+    )
+    parser.add_argument(
+        "--steady-tol",
+        type=float,
+        default=1.5,
+        help="slowest second-half window / median window allowed",
+    )
     parser.add_argument("--gpu-tol-mib", type=float, default=1.0)
     parser.add_argument("--rss-tol-mib", type=float, default=32.0)
     parser.add_argument("--threads", type=int, default=4, help="0 skips the thread test")
     parser.add_argument("--calls-per-thread", type=int, default=6)
-    parser.add_argument("--thread-config", default=None,
-                        help="NxHxWxC for the thread test (default: --config)")
-    parser.add_argument("--thread-rtol", type=float, default=None,
-                        help="tolerance for atomically accumulated gradients (default by dtype: "
-                             + ", ".join(f"{k} {v:g}" for k, v in ATOMIC_RTOL.items()) + ")")
-    parser.add_argument("--deterministic", action="store_true",
-                        help="tf.config.experimental.enable_op_determinism(): all thread results "
-                             "must then match exactly")
+    parser.add_argument(
+        "--thread-config", default=None, help="NxHxWxC for the thread test (default: --config)"
+    )
+    parser.add_argument(
+        "--thread-rtol",
+        type=float,
+        default=None,
+        help="tolerance for atomically accumulated gradients (default by dtype: "
+        + ", ".join(f"{k} {v:g}" for k, v in ATOMIC_RTOL.items())
+        + ")",
+    )
+    parser.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="tf.config.experimental.enable_op_determinism(): all thread results "
+        "must then match exactly",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json-out", help="write a JSON summary here")
     args = parser.parse_args(argv)
@@ -100,6 +138,7 @@ def parse_config(text):
 def host_rss_bytes():
     try:
         import psutil
+
         return psutil.Process().memory_info().rss
     except ImportError:
         with open("/proc/self/status") as f:
@@ -123,8 +162,9 @@ class Problem:
         self.mask_shape = (n, h, w, deformable_groups * taps)
         rng = np.random.default_rng(seed)
         scale = 1.0 / np.sqrt(taps * c)
-        self.weight = tf.Variable(rng.uniform(-scale, scale, (kernel_size, kernel_size, c,
-                                                              self.filters)).astype(dtype))
+        self.weight = tf.Variable(
+            rng.uniform(-scale, scale, (kernel_size, kernel_size, c, self.filters)).astype(dtype)
+        )
         self.bias = tf.Variable(rng.uniform(-0.1, 0.1, self.filters).astype(dtype))
         self.seed = seed
 
@@ -143,15 +183,27 @@ class Problem:
         x, offset, mask = self.operands(key)
         with tf.GradientTape() as tape:
             tape.watch([x, offset, mask])
-            y = self.tfdcn.deform_conv2d(x, offset, self.weight, bias=self.bias, mask=mask,
-                                         padding="same", deformable_groups=self.dg)
+            y = self.tfdcn.deform_conv2d(
+                x,
+                offset,
+                self.weight,
+                bias=self.bias,
+                mask=mask,
+                padding="same",
+                deformable_groups=self.dg,
+            )
             # A fixed pseudo-random cotangent, so that no gradient is trivially structured.
-            cotangent = tf.cast(tf.random.stateless_uniform(tf.shape(y), [17, 23], -1.0, 1.0),
-                                y.dtype)
+            cotangent = tf.cast(
+                tf.random.stateless_uniform(tf.shape(y), [17, 23], -1.0, 1.0), y.dtype
+            )
             loss = tf.reduce_sum(tf.cast(y * cotangent, tf.float32))
         grads = tape.gradient(loss, [x, offset, mask, self.weight, self.bias])
-        return dict(zip(("output", "grad_input", "grad_offset", "grad_mask", "grad_weight",
-                         "grad_bias"), [y] + grads))
+        return dict(
+            zip(
+                ("output", "grad_input", "grad_offset", "grad_mask", "grad_weight", "grad_bias"),
+                [y] + grads,
+            )
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -174,15 +226,20 @@ def long_run(tf, problem, steps, sample_every, device, on_gpu, jit_compile, lear
     def sample(step_index, checksum):
         value = float(checksum.numpy())  # waits for the device
         now = time.perf_counter()
-        record = {"step": step_index, "rss_mib": host_rss_bytes() / 2 ** 20,
-                  "finite": bool(np.isfinite(value))}
+        record = {
+            "step": step_index,
+            "rss_mib": host_rss_bytes() / 2**20,
+            "finite": bool(np.isfinite(value)),
+        }
         if samples:
-            record["ms_per_step"] = 1e3 * (now - sample.last_time) / (step_index - samples[-1]["step"])
+            record["ms_per_step"] = (
+                1e3 * (now - sample.last_time) / (step_index - samples[-1]["step"])
+            )
         sample.last_time = now
         if gpu:
             info = tf.config.experimental.get_memory_info(gpu)
-            record["gpu_current_mib"] = info["current"] / 2 ** 20
-            record["gpu_peak_mib"] = info["peak"] / 2 ** 20  # since the previous sample
+            record["gpu_current_mib"] = info["current"] / 2**20
+            record["gpu_peak_mib"] = info["peak"] / 2**20  # since the previous sample
             tf.config.experimental.reset_memory_stats(gpu)
         samples.append(record)
 
@@ -198,9 +255,16 @@ def long_run(tf, problem, steps, sample_every, device, on_gpu, jit_compile, lear
                 sample(i, checksum)
                 if (i // sample_every) % 10 == 0 or i == steps:
                     last = samples[-1]
-                    print(f"step {i}/{steps}: rss {last['rss_mib']:.1f} MiB"
-                          + (f", GPU current {last['gpu_current_mib']:.1f} MiB, peak "
-                             f"{last['gpu_peak_mib']:.1f} MiB" if gpu else ""), flush=True)
+                    print(
+                        f"step {i}/{steps}: rss {last['rss_mib']:.1f} MiB"
+                        + (
+                            f", GPU current {last['gpu_current_mib']:.1f} MiB, peak "
+                            f"{last['gpu_peak_mib']:.1f} MiB"
+                            if gpu
+                            else ""
+                        ),
+                        flush=True,
+                    )
         seconds = time.perf_counter() - start
     return samples, seconds
 
@@ -212,9 +276,13 @@ def steadiness(samples, steps, tolerance):
         return {"steady": None, "reason": "too few samples (need steps >= 4 * sample-every)"}
     median = float(np.median(windows))
     ratio = max(windows) / median
-    return {"median_ms_per_step": median, "slowest_ms_per_step": max(windows),
-            "slowest_over_median": ratio, "tolerance": tolerance,
-            "steady": bool(ratio <= tolerance)}
+    return {
+        "median_ms_per_step": median,
+        "slowest_ms_per_step": max(windows),
+        "slowest_over_median": ratio,
+        "tolerance": tolerance,
+        "steady": bool(ratio <= tolerance),
+    }
 
 
 def flatness(samples, steps, key, tolerance_mib):
@@ -230,9 +298,14 @@ def flatness(samples, steps, key, tolerance_mib):
         xs = np.array([s["step"] for s in half], float)
         ys = np.array([s[key] for s in half], float)
         slope = float(np.polyfit(xs, ys, 1)[0] * 1024)  # KiB per step
-    return {"second_quarter_max_mib": max(second), "last_quarter_max_mib": max(last),
-            "growth_mib": growth, "tolerance_mib": tolerance_mib,
-            "second_half_slope_kib_per_step": slope, "flat": bool(growth <= tolerance_mib)}
+    return {
+        "second_quarter_max_mib": max(second),
+        "last_quarter_max_mib": max(last),
+        "growth_mib": growth,
+        "tolerance_mib": tolerance_mib,
+        "second_half_slope_kib_per_step": slope,
+        "flat": bool(growth <= tolerance_mib),
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -278,8 +351,9 @@ def thread_test(tf, problem, threads, calls, device):
             got = concurrent[key][name].astype(np.float64)
             expected = expected.astype(np.float64)
             scale = float(np.max(np.abs(expected))) or 1.0
-            entry = diffs.setdefault(name, {"max_abs_diff": 0.0, "max_rel_diff": 0.0,
-                                            "mismatched_calls": 0})
+            entry = diffs.setdefault(
+                name, {"max_abs_diff": 0.0, "max_rel_diff": 0.0, "mismatched_calls": 0}
+            )
             diff = float(np.max(np.abs(got - expected))) if expected.size else 0.0
             entry["max_abs_diff"] = max(entry["max_abs_diff"], diff)
             entry["max_rel_diff"] = max(entry["max_rel_diff"], diff / scale)
@@ -296,6 +370,7 @@ def thread_test(tf, problem, threads, calls, device):
 def main(argv=None):
     args = parse_args(argv)
     import tensorflow as tf
+
     import tensorflow_dcn as tfdcn
 
     if args.deterministic:
@@ -311,56 +386,98 @@ def main(argv=None):
     sample_every = args.sample_every or max(1, steps // 100)
     rtol = args.thread_rtol if args.thread_rtol is not None else ATOMIC_RTOL[args.dtype]
     exact_everything = args.deterministic or not on_gpu
-    print(f"TensorFlow {tf.__version__}; device {device}; dtype {args.dtype}; config "
-          f"{'x'.join(map(str, dims))}, {args.filters or dims[3]} filters, "
-          f"{args.kernel_size}x{args.kernel_size}, deformable groups {args.deformable_groups}; "
-          f"deterministic={args.deterministic}; jit_compile={args.jit_compile}")
+    print(
+        f"TensorFlow {tf.__version__}; device {device}; dtype {args.dtype}; config "
+        f"{'x'.join(map(str, dims))}, {args.filters or dims[3]} filters, "
+        f"{args.kernel_size}x{args.kernel_size}, deformable groups {args.deformable_groups}; "
+        f"deterministic={args.deterministic}; jit_compile={args.jit_compile}"
+    )
 
     failures = []
-    summary = {"script": "long_run", "args": vars(args), "tensorflow": tf.__version__,
-               "device": device, "gpus": [], "config": list(dims), "dtype": args.dtype,
-               "steps": steps, "sample_every": sample_every,
-               "rss_source": "psutil" if _has_psutil() else "/proc/self/status VmRSS"}
+    summary = {
+        "script": "long_run",
+        "args": vars(args),
+        "tensorflow": tf.__version__,
+        "device": device,
+        "gpus": [],
+        "config": list(dims),
+        "dtype": args.dtype,
+        "steps": steps,
+        "sample_every": sample_every,
+        "rss_source": "psutil" if _has_psutil() else "/proc/self/status VmRSS",
+    }
     for gpu in tf.config.list_physical_devices("GPU"):
         summary["gpus"].append(tf.config.experimental.get_device_details(gpu).get("device_name"))
 
     with tf.device(device):
-        problem = Problem(tf, tfdcn, dims, args.filters, args.kernel_size,
-                          args.deformable_groups, args.dtype, args.seed)
+        problem = Problem(
+            tf,
+            tfdcn,
+            dims,
+            args.filters,
+            args.kernel_size,
+            args.deformable_groups,
+            args.dtype,
+            args.seed,
+        )
     if steps:
-        samples, seconds = long_run(tf, problem, steps, sample_every, device, on_gpu,
-                                    args.jit_compile, args.learning_rate)
+        samples, seconds = long_run(
+            tf, problem, steps, sample_every, device, on_gpu, args.jit_compile, args.learning_rate
+        )
         checks = {"rss_mib": flatness(samples, steps, "rss_mib", args.rss_tol_mib)}
         if on_gpu:
-            checks["gpu_current_mib"] = flatness(samples, steps, "gpu_current_mib",
-                                                 args.gpu_tol_mib)
+            checks["gpu_current_mib"] = flatness(
+                samples, steps, "gpu_current_mib", args.gpu_tol_mib
+            )
             checks["gpu_peak_mib"] = flatness(samples, steps, "gpu_peak_mib", args.gpu_tol_mib)
         finite = all(s["finite"] for s in samples)
         steady = steadiness(samples, steps, args.steady_tol)
-        summary.update(seconds=seconds, ms_per_step=1e3 * seconds / steps, samples=samples,
-                       flatness=checks, all_finite=finite, steadiness=steady)
+        summary.update(
+            seconds=seconds,
+            ms_per_step=1e3 * seconds / steps,
+            samples=samples,
+            flatness=checks,
+            all_finite=finite,
+            steadiness=steady,
+        )
         print(f"finite: {finite}; steadiness: {steady}")
         if not finite:
             failures.append("a training step gave a NaN or Inf checksum")
         if steady["steady"] is False:
-            failures.append(f"throughput not steady: slowest window {steady['slowest_ms_per_step']:.3f} "
-                            f"ms/step vs median {steady['median_ms_per_step']:.3f}")
+            failures.append(
+                f"throughput not steady: slowest window {steady['slowest_ms_per_step']:.3f} "
+                f"ms/step vs median {steady['median_ms_per_step']:.3f}"
+            )
         for key, check in checks.items():
             print(f"{key}: {check}")
             if check["flat"] is False:
-                failures.append(f"{key} grew by {check['growth_mib']:.2f} MiB between the second "
-                                f"and the last quarter (tolerance {check['tolerance_mib']} MiB)")
+                failures.append(
+                    f"{key} grew by {check['growth_mib']:.2f} MiB between the second "
+                    f"and the last quarter (tolerance {check['tolerance_mib']} MiB)"
+                )
             elif check["flat"] is None:
                 failures.append(f"{key}: {check['reason']}")
         print(f"{steps} steps in {seconds:.1f}s ({1e3 * seconds / steps:.2f} ms/step)")
 
     if args.threads:
         with tf.device(device):
-            thread_problem = problem if thread_dims == dims else Problem(
-                tf, tfdcn, thread_dims, args.filters, args.kernel_size, args.deformable_groups,
-                args.dtype, args.seed)
+            thread_problem = (
+                problem
+                if thread_dims == dims
+                else Problem(
+                    tf,
+                    tfdcn,
+                    thread_dims,
+                    args.filters,
+                    args.kernel_size,
+                    args.deformable_groups,
+                    args.dtype,
+                    args.seed,
+                )
+            )
         diffs, errors, seconds, distinct = thread_test(
-            tf, thread_problem, args.threads, args.calls_per_thread, device)
+            tf, thread_problem, args.threads, args.calls_per_thread, device
+        )
         verdicts = {}
         for name, entry in diffs.items():
             exact = exact_everything or name in EXACT_ALWAYS
@@ -368,19 +485,30 @@ def main(argv=None):
             entry["ok"] = entry["max_abs_diff"] == 0.0 if exact else entry["max_rel_diff"] <= rtol
             verdicts[name] = entry["ok"]
         match = not errors and distinct and all(verdicts.values()) and len(diffs) == 6
-        summary["threads"] = {"threads": args.threads, "calls_per_thread": args.calls_per_thread,
-                              "config": list(thread_dims), "seconds": seconds,
-                              "errors": errors, "distinct_inputs_give_distinct_outputs": distinct,
-                              "tensors": diffs, "match": match}
+        summary["threads"] = {
+            "threads": args.threads,
+            "calls_per_thread": args.calls_per_thread,
+            "config": list(thread_dims),
+            "seconds": seconds,
+            "errors": errors,
+            "distinct_inputs_give_distinct_outputs": distinct,
+            "tensors": diffs,
+            "match": match,
+        }
         for name, entry in diffs.items():
             print(f"threads {name}: {entry}")
-        print(f"thread test: {args.threads} threads x {args.calls_per_thread} calls in "
-              f"{seconds:.1f}s: {'match' if match else 'MISMATCH'}")
+        print(
+            f"thread test: {args.threads} threads x {args.calls_per_thread} calls in "
+            f"{seconds:.1f}s: {'match' if match else 'MISMATCH'}"
+        )
         failures += errors
         if not distinct:
             failures.append("thread test: different inputs gave identical outputs")
-        failures += [f"thread test: {n} differs from the sequential run ({diffs[n]})"
-                     for n, ok in verdicts.items() if not ok]
+        failures += [
+            f"thread test: {n} differs from the sequential run ({diffs[n]})"
+            for n, ok in verdicts.items()
+            if not ok
+        ]
 
     summary["failures"] = failures
     summary["ok"] = not failures
@@ -397,6 +525,7 @@ def main(argv=None):
 def _has_psutil():
     try:
         import psutil  # noqa: F401
+
         return True
     except ImportError:
         return False

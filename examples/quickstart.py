@@ -29,8 +29,8 @@ def make_data(num_images, size, seed=0):
         for _ in range(3):
             y, x = rng.integers(0, size - 8, 2)
             side = rng.integers(4, 9)
-            image[y:y + side, x:x + side] += 1.0
-            label[y:y + side, x:x + side] = 1
+            image[y : y + side, x : x + side] += 1.0
+            label[y : y + side, x : x + side] = 1
     return images, labels
 
 
@@ -46,8 +46,11 @@ def build_model(size, channels=32):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mixed-precision", default="float32",
-                        choices=("float32", "mixed_float16", "mixed_bfloat16"))
+    parser.add_argument(
+        "--mixed-precision",
+        default="float32",
+        choices=("float32", "mixed_float16", "mixed_bfloat16"),
+    )
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--size", type=int, default=32)
     args = parser.parse_args()
@@ -55,12 +58,16 @@ def main():
     keras.mixed_precision.set_global_policy(args.mixed_precision)
     images, labels = make_data(512, args.size)
     model = build_model(args.size)
-    model.compile(optimizer="adam",
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    model.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
     history = model.fit(images, labels, batch_size=32, epochs=args.epochs, validation_split=0.1)
-    print(f"jit_compile (XLA): {model.jit_compile}; loss {history.history['loss'][0]:.4f} -> "
-          f"{history.history['loss'][-1]:.4f}")
+    print(
+        f"jit_compile (XLA): {model.jit_compile}; loss {history.history['loss'][0]:.4f} -> "
+        f"{history.history['loss'][-1]:.4f}"
+    )
 
     path = os.path.join(tempfile.mkdtemp(), "quickstart.keras")
     model.save(path)

@@ -60,53 +60,102 @@ RECORDED_STEPS = 5
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--steps-per-epoch", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=8,
-                        help="global batch size (split over the replicas with --distribute)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=8,
+        help="global batch size (split over the replicas with --distribute)",
+    )
     parser.add_argument("--image-size", type=int, default=64, help="a multiple of 8")
-    parser.add_argument("--channels", type=int, default=16,
-                        help="network width: the decoder's channels (the encoder has 1x, 2x, 4x)")
-    parser.add_argument("--num-images", type=int, default=0,
-                        help="distinct images generated (cycled); 0: steps-per-epoch * batch-size, "
-                             "at most 1024")
-    parser.add_argument("--layer", choices=("tfdcn", "pure_tf", "both"), default="tfdcn",
-                        help="tfdcn.DCNv2, tensorflow_dcn.reference.PureTFDCNv2, or both (same "
-                             "initial weights, trained one after the other)")
-    parser.add_argument("--norm", choices=("group", "batch"), default="group",
-                        help="GroupNormalization (per image: the same numbers for any number "
-                             "of replicas) or BatchNormalization (synchronized=True with "
-                             "--distribute)")
-    parser.add_argument("--mixed-precision", choices=("none", "mixed_float16", "mixed_bfloat16"),
-                        default="none")
-    parser.add_argument("--jit-compile", choices=("auto", "true", "false"), default="auto",
-                        help="passed to model.compile")
-    parser.add_argument("--distribute", choices=("none", "mirrored"), default="none",
-                        help="mirrored: tf.distribute.MirroredStrategy over all visible GPUs")
-    parser.add_argument("--cpu-replicas", type=int, default=0,
-                        help="with --distribute mirrored and no GPU: split the CPU into this many "
-                             "logical devices (to try the multi-replica path without GPUs)")
+    parser.add_argument(
+        "--channels",
+        type=int,
+        default=16,
+        help="network width: the decoder's channels (the encoder has 1x, 2x, 4x)",
+    )
+    parser.add_argument(
+        "--num-images",
+        type=int,
+        default=0,
+        help="distinct images generated (cycled); 0: steps-per-epoch * batch-size, at most 1024",
+    )
+    parser.add_argument(
+        "--layer",
+        choices=("tfdcn", "pure_tf", "both"),
+        default="tfdcn",
+        help="tfdcn.DCNv2, tensorflow_dcn.reference.PureTFDCNv2, or both (same "
+        "initial weights, trained one after the other)",
+    )
+    parser.add_argument(
+        "--norm",
+        choices=("group", "batch"),
+        default="group",
+        help="GroupNormalization (per image: the same numbers for any number "
+        "of replicas) or BatchNormalization (synchronized=True with "
+        "--distribute)",
+    )
+    parser.add_argument(
+        "--mixed-precision", choices=("none", "mixed_float16", "mixed_bfloat16"), default="none"
+    )
+    parser.add_argument(
+        "--jit-compile",
+        choices=("auto", "true", "false"),
+        default="auto",
+        help="passed to model.compile",
+    )
+    parser.add_argument(
+        "--distribute",
+        choices=("none", "mirrored"),
+        default="none",
+        help="mirrored: tf.distribute.MirroredStrategy over all visible GPUs",
+    )
+    parser.add_argument(
+        "--cpu-replicas",
+        type=int,
+        default=0,
+        help="with --distribute mirrored and no GPU: split the CPU into this many "
+        "logical devices (to try the multi-replica path without GPUs)",
+    )
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--deterministic", action="store_true",
-                        help="tf.config.experimental.enable_op_determinism() (Keras then leaves "
-                             "XLA off under jit_compile='auto')")
-    parser.add_argument("--compare-float32", action="store_true",
-                        help="after mixed-precision training, compare the outputs with the same "
-                             "weights run in float32")
-    parser.add_argument("--float32-tol", type=float, default=0.1,
-                        help="largest allowed softmax probability difference for "
-                             "--compare-float32")
-    parser.add_argument("--compare-losses", metavar="JSON",
-                        help="the --json-out of another run (e.g. one GPU): compare the first "
-                             f"{RECORDED_STEPS} step losses with it")
-    parser.add_argument("--loss-rtol", type=float, default=None,
-                        help="relative tolerance for --compare-losses and the tfdcn vs pure_tf "
-                             "first-step loss (default 2e-3 in float32, 3e-2 mixed)")
-    parser.add_argument("--checkpoint-dir",
-                        help="where the checkpoints go (default: a temporary folder, removed)")
+    parser.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="tf.config.experimental.enable_op_determinism() (Keras then leaves "
+        "XLA off under jit_compile='auto')",
+    )
+    parser.add_argument(
+        "--compare-float32",
+        action="store_true",
+        help="after mixed-precision training, compare the outputs with the same "
+        "weights run in float32",
+    )
+    parser.add_argument(
+        "--float32-tol",
+        type=float,
+        default=0.1,
+        help="largest allowed softmax probability difference for --compare-float32",
+    )
+    parser.add_argument(
+        "--compare-losses",
+        metavar="JSON",
+        help="the --json-out of another run (e.g. one GPU): compare the first "
+        f"{RECORDED_STEPS} step losses with it",
+    )
+    parser.add_argument(
+        "--loss-rtol",
+        type=float,
+        default=None,
+        help="relative tolerance for --compare-losses and the tfdcn vs pure_tf "
+        "first-step loss (default 2e-3 in float32, 3e-2 mixed)",
+    )
+    parser.add_argument(
+        "--checkpoint-dir", help="where the checkpoints go (default: a temporary folder, removed)"
+    )
     parser.add_argument("--json-out", help="write a JSON summary here")
     parser.add_argument("--verbose", default="auto", help="model.fit verbosity: auto, 0, 1, 2")
     args = parser.parse_args(argv)
@@ -155,7 +204,7 @@ def make_shapes(num_images, size, seed):
             cy, cx = rng.uniform(0.15, 0.85, 2) * size
             radius = rng.uniform(0.1, 0.25) * size
             if cls == 1:
-                mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2
+                mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
             elif cls == 2:
                 half_h, half_w = radius * rng.uniform(0.5, 1.0, 2)
                 mask = (np.abs(yy - cy) <= half_h) & (np.abs(xx - cx) <= half_w)
@@ -184,8 +233,10 @@ def make_dataset(tf, images, labels, global_batch):
 def layer_class(name):
     if name == "tfdcn":
         import tensorflow_dcn as tfdcn
+
         return tfdcn.DCNv2
     from tensorflow_dcn.reference import PureTFDCNv2
+
     return PureTFDCNv2
 
 
@@ -200,8 +251,9 @@ def build_model(keras, dcn_class, image_size, channels, norm="group", synchroniz
         return layers.GroupNormalization(groups=4, name=name)
 
     def conv_block(x, filters, strides, name):
-        x = layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False,
-                          name=f"{name}_conv")(x)
+        x = layers.Conv2D(
+            filters, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_conv"
+        )(x)
         x = normalization(f"{name}_norm")(x)
         return layers.ReLU(name=f"{name}_relu")(x)
 
@@ -209,21 +261,23 @@ def build_model(keras, dcn_class, image_size, channels, norm="group", synchroniz
         # In float32 under mixed precision: TensorFlow 2.21's XLA gradient of a half-precision
         # bilinear resize is float32 and breaks the compilation (keras-team/keras#20931;
         # docs/notes/2026-11-30-xla-cpu-mixed-precision-bilinear-upsampling.md).
-        up = layers.UpSampling2D(2, interpolation="bilinear", dtype="float32",
-                                 name=f"{name}_up")(coarse)
+        up = layers.UpSampling2D(2, interpolation="bilinear", dtype="float32", name=f"{name}_up")(
+            coarse
+        )
         offset_source = layers.Concatenate(name=f"{name}_offset_source")([fine, up])
-        aligned = dcn_class(channels, 3, padding="same", use_custom_offset=True,
-                            name=f"{name}_dcn")([up, offset_source])
+        aligned = dcn_class(
+            channels, 3, padding="same", use_custom_offset=True, name=f"{name}_dcn"
+        )([up, offset_source])
         fused = layers.Add(name=f"{name}_add")([fine, aligned])
         fused = normalization(f"{name}_norm")(fused)
         return layers.ReLU(name=f"{name}_relu")(fused)
 
     inputs = keras.Input((image_size, image_size, 3), name="image")
-    c1 = conv_block(inputs, channels, 2, "stem")                  # 1/2
+    c1 = conv_block(inputs, channels, 2, "stem")  # 1/2
     c1 = conv_block(c1, channels, 1, "enc1")
-    c2 = conv_block(c1, 2 * channels, 2, "enc2a")                 # 1/4
+    c2 = conv_block(c1, 2 * channels, 2, "enc2a")  # 1/4
     c2 = conv_block(c2, 2 * channels, 1, "enc2b")
-    c3 = conv_block(c2, 4 * channels, 2, "enc3a")                 # 1/8
+    c3 = conv_block(c2, 4 * channels, 2, "enc3a")  # 1/8
     c3 = conv_block(c3, 4 * channels, 1, "enc3b")
     p3 = layers.Conv2D(channels, 1, name="lateral3")(c3)
     p2 = align_and_fuse(p3, layers.Conv2D(channels, 1, name="lateral2")(c2), "align2")
@@ -231,8 +285,9 @@ def build_model(keras, dcn_class, image_size, channels, norm="group", synchroniz
     x = conv_block(p1, channels, 1, "head")
     # Logits in float32 under mixed precision, for a stable softmax cross-entropy.
     logits = layers.Conv2D(NUM_CLASSES, 1, dtype="float32", name="logits")(x)
-    logits = layers.UpSampling2D(2, interpolation="bilinear", dtype="float32",
-                                 name="logits_up")(logits)
+    logits = layers.UpSampling2D(2, interpolation="bilinear", dtype="float32", name="logits_up")(
+        logits
+    )
     return keras.Model(inputs, logits, name="fapn_shapes")
 
 
@@ -260,8 +315,11 @@ def make_callbacks(keras):
         def step_losses(self):
             """Per-step losses from the running means of equal-sized batches."""
             means = self.running_means
-            return [means[0]] + [(k + 1) * means[k] - k * means[k - 1]
-                                 for k in range(1, len(means))] if means else []
+            return (
+                [means[0]] + [(k + 1) * means[k] - k * means[k - 1] for k in range(1, len(means))]
+                if means
+                else []
+            )
 
     class Timer(keras.callbacks.Callback):
         def __init__(self):
@@ -302,11 +360,15 @@ def make_callbacks(keras):
 
 def configure_devices(tf, args):
     """Logical CPU devices for --cpu-replicas; must run before TensorFlow initialises them."""
-    if args.distribute == "mirrored" and args.cpu_replicas > 1 and \
-            not tf.config.list_physical_devices("GPU"):
+    if (
+        args.distribute == "mirrored"
+        and args.cpu_replicas > 1
+        and not tf.config.list_physical_devices("GPU")
+    ):
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * args.cpu_replicas)
+            cpu, [tf.config.LogicalDeviceConfiguration()] * args.cpu_replicas
+        )
 
 
 def make_strategy(tf, args):
@@ -323,8 +385,13 @@ def device_report(tf):
     gpus = []
     for gpu in tf.config.list_physical_devices("GPU"):
         details = tf.config.experimental.get_device_details(gpu)
-        gpus.append({"name": gpu.name, "device_name": details.get("device_name"),
-                     "compute_capability": details.get("compute_capability")})
+        gpus.append(
+            {
+                "name": gpu.name,
+                "device_name": details.get("device_name"),
+                "compute_capability": details.get("compute_capability"),
+            }
+        )
     return {"logical_devices": [d.name for d in tf.config.list_logical_devices()], "gpus": gpus}
 
 
@@ -345,7 +412,7 @@ def gpu_peaks_mib(tf):
     for index, _ in enumerate(gpus):
         try:
             info = tf.config.experimental.get_memory_info(f"GPU:{index}")
-            peaks[f"GPU:{index}"] = round(info["peak"] / 2 ** 20, 1)
+            peaks[f"GPU:{index}"] = round(info["peak"] / 2**20, 1)
         except (ValueError, tf.errors.OpError) as e:
             peaks[f"GPU:{index}"] = f"unavailable: {e}"
     return peaks
@@ -368,9 +435,12 @@ def compile_model(keras, model, args):
     jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model.compile(optimizer=optimizer,
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=["accuracy"], jit_compile=jit)
+        model.compile(
+            optimizer=optimizer,
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+            jit_compile=jit,
+        )
     compile_warnings = [str(w.message) for w in caught]
     for message in compile_warnings:
         print(f"[compile] warning: {message}")
@@ -447,23 +517,36 @@ def train_one(tf, keras, args, name, model, strategy, dataset, global_batch):
     scope = strategy.scope() if strategy else _null_scope()
     with scope:
         compile_warnings = compile_model(keras, model, args)
-    print(f"\n=== {name}: {model.count_params()} parameters, jit_compile={model.jit_compile}, "
-          f"optimizer {type(model.optimizer).__name__}")
+    print(
+        f"\n=== {name}: {model.count_params()} parameters, jit_compile={model.jit_compile}, "
+        f"optimizer {type(model.optimizer).__name__}"
+    )
     reset_gpu_peaks(tf)
-    history = model.fit(dataset, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
-                        callbacks=[recorder, timer, nan_guard], verbose=args.verbose,
-                        shuffle=False)
+    history = model.fit(
+        dataset,
+        epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch,
+        callbacks=[recorder, timer, nan_guard],
+        verbose=args.verbose,
+        shuffle=False,
+    )
     losses = [float(v) for v in history.history.get("loss", [])]
     accuracy = [float(v) for v in history.history.get("accuracy", [])]
-    nan = any(not math.isfinite(v) for v in losses) or any(
-        not math.isfinite(v) for v in recorder.running_means) or len(losses) < args.epochs
+    nan = (
+        any(not math.isfinite(v) for v in losses)
+        or any(not math.isfinite(v) for v in recorder.running_means)
+        or len(losses) < args.epochs
+    )
     images_per_second, warmup = timer.images_per_second(global_batch, args.steps_per_epoch)
     if len(losses) >= 2:
         first, last, basis = losses[0], losses[-1], "epoch mean loss, first vs last epoch"
     else:
         steps = recorder.step_losses()
-        first, last, basis = (steps[0], steps[-1], "first vs last recorded step loss") \
-            if steps else (math.nan, math.nan, "no losses")
+        first, last, basis = (
+            (steps[0], steps[-1], "first vs last recorded step loss")
+            if steps
+            else (math.nan, math.nan, "no losses")
+        )
     return {
         "jit_compile": bool(model.jit_compile),
         "compile_warnings": compile_warnings,
@@ -496,8 +579,9 @@ class _null_scope:
 
 def main(argv=None):
     args = parse_args(argv)
-    import tensorflow as tf
     import keras
+    import tensorflow as tf
+
     import tensorflow_dcn  # noqa: F401  registers the op, its gradient and the DCNv2 layer
 
     configure_devices(tf, args)
@@ -509,31 +593,38 @@ def main(argv=None):
     strategy = make_strategy(tf, args)
     replicas = strategy.num_replicas_in_sync if strategy else 1
     if args.batch_size % replicas:
-        print(f"--batch-size {args.batch_size} is not divisible by the {replicas} replicas",
-              file=sys.stderr)
+        print(
+            f"--batch-size {args.batch_size} is not divisible by the {replicas} replicas",
+            file=sys.stderr,
+        )
         return 2
     devices = device_report(tf)
-    print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}; devices "
-          f"{devices['logical_devices']}; strategy {args.distribute} ({replicas} replica(s)); "
-          f"policy {policy}; jit_compile={args.jit_compile}; deterministic={args.deterministic}")
+    print(
+        f"TensorFlow {tf.__version__}, Keras {keras.__version__}; devices "
+        f"{devices['logical_devices']}; strategy {args.distribute} ({replicas} replica(s)); "
+        f"policy {policy}; jit_compile={args.jit_compile}; deterministic={args.deterministic}"
+    )
 
     num_images = args.num_images or min(args.steps_per_epoch * args.batch_size, 1024)
     num_images = max(num_images, args.batch_size)
     start = time.perf_counter()
     images, labels = make_shapes(num_images, args.image_size, args.seed)
-    print(f"generated {num_images} {args.image_size}x{args.image_size} images in "
-          f"{time.perf_counter() - start:.1f}s; pixel classes "
-          + ", ".join(f"{n} {np.mean(labels == i):.1%}" for i, n in enumerate(CLASS_NAMES)))
+    print(
+        f"generated {num_images} {args.image_size}x{args.image_size} images in "
+        f"{time.perf_counter() - start:.1f}s; pixel classes "
+        + ", ".join(f"{n} {np.mean(labels == i):.1%}" for i, n in enumerate(CLASS_NAMES))
+    )
     dataset = make_dataset(tf, images, labels, args.batch_size)
-    eval_images = tf.constant(images[:min(4, num_images)].astype(np.float32) / 255.0)
+    eval_images = tf.constant(images[: min(4, num_images)].astype(np.float32) / 255.0)
     next_batch = next(iter(dataset))  # for the resume check: one more training step
 
     names = list(LAYERS) if args.layer == "both" else [args.layer]
     synchronized = strategy is not None
 
     def builder(name):
-        return lambda: build_model(keras, layer_class(name), args.image_size, args.channels,
-                                   args.norm, synchronized)
+        return lambda: build_model(
+            keras, layer_class(name), args.image_size, args.channels, args.norm, synchronized
+        )
 
     def in_scope(fn):
         if strategy is None:
@@ -552,41 +643,66 @@ def main(argv=None):
     failures, runs = [], {}
     try:
         for name in names:
-            run = train_one(tf, keras, args, name, models[name], strategy, dataset,
-                            args.batch_size)
+            run = train_one(tf, keras, args, name, models[name], strategy, dataset, args.batch_size)
             runs[name] = run
             if run["nan_terminated"]:
                 failures.append(f"{name}: NaN loss, training terminated (TerminateOnNaN)")
             elif not run["loss_decreased"]:
-                failures.append(f"{name}: the loss did not decrease ({run['loss_basis']}: "
-                                f"{run['loss_first']:.4f} -> {run['loss_last']:.4f})")
-            run["checkpoint"] = in_scope(lambda: check_checkpoint(
-                tf, keras, models[name], builder(name), eval_images, next_batch, checkpoint_dir,
-                name))
-            if not (run["checkpoint"]["weights_restored_identical"]
-                    and run["checkpoint"]["keras_model_restored_identical"]):
-                failures.append(f"{name}: restored checkpoint predicts differently "
-                                f"({run['checkpoint']})")
+                failures.append(
+                    f"{name}: the loss did not decrease ({run['loss_basis']}: "
+                    f"{run['loss_first']:.4f} -> {run['loss_last']:.4f})"
+                )
+            run["checkpoint"] = in_scope(
+                lambda: check_checkpoint(
+                    tf,
+                    keras,
+                    models[name],
+                    builder(name),
+                    eval_images,
+                    next_batch,
+                    checkpoint_dir,
+                    name,
+                )
+            )
+            if not (
+                run["checkpoint"]["weights_restored_identical"]
+                and run["checkpoint"]["keras_model_restored_identical"]
+            ):
+                failures.append(
+                    f"{name}: restored checkpoint predicts differently ({run['checkpoint']})"
+                )
             if not run["checkpoint"]["resume_identical"]:
-                failures.append(f"{name}: training resumed from the .keras file gives another "
-                                f"next-step loss ({run['checkpoint']})")
+                failures.append(
+                    f"{name}: training resumed from the .keras file gives another "
+                    f"next-step loss ({run['checkpoint']})"
+                )
             if args.compare_float32 and policy != "float32":
                 run["float32_comparison"] = compare_with_float32(
-                    keras, models[name], builder(name), eval_images, policy)
+                    keras, models[name], builder(name), eval_images, policy
+                )
                 comparison = run["float32_comparison"]
                 if not comparison["finite"] or comparison["max_prob_diff"] > args.float32_tol:
-                    failures.append(f"{name}: {policy} outputs differ from float32 beyond "
-                                    f"--float32-tol {args.float32_tol}: {comparison}")
-            print(f"{name}: loss {run['loss_first']:.4f} -> {run['loss_last']:.4f} "
-                  f"({run['loss_basis']}); "
-                  + (f"{run['images_per_sec']:.1f} images/s (warm-up: {run['timing_warmup']})"
-                     if run["images_per_sec"] else "images/s: " + run["timing_warmup"])
-                  + f"; GPU peak MiB {run['gpu_peak_memory_mib']}")
+                    failures.append(
+                        f"{name}: {policy} outputs differ from float32 beyond "
+                        f"--float32-tol {args.float32_tol}: {comparison}"
+                    )
+            print(
+                f"{name}: loss {run['loss_first']:.4f} -> {run['loss_last']:.4f} "
+                f"({run['loss_basis']}); "
+                + (
+                    f"{run['images_per_sec']:.1f} images/s (warm-up: {run['timing_warmup']})"
+                    if run["images_per_sec"]
+                    else "images/s: " + run["timing_warmup"]
+                )
+                + f"; GPU peak MiB {run['gpu_peak_memory_mib']}"
+            )
             print(f"{name}: first step losses {[round(v, 6) for v in run['first_step_losses']]}")
-            print(f"{name}: checkpoint restored identical: weights "
-                  f"{run['checkpoint']['weights_restored_identical']}, .keras "
-                  f"{run['checkpoint']['keras_model_restored_identical']}; resumed next-step "
-                  f"loss identical {run['checkpoint']['resume_identical']}")
+            print(
+                f"{name}: checkpoint restored identical: weights "
+                f"{run['checkpoint']['weights_restored_identical']}, .keras "
+                f"{run['checkpoint']['keras_model_restored_identical']}; resumed next-step "
+                f"loss identical {run['checkpoint']['resume_identical']}"
+            )
             if "float32_comparison" in run:
                 print(f"{name}: vs float32 {run['float32_comparison']}")
     finally:
@@ -615,38 +731,58 @@ def main(argv=None):
         step_one = relative_difference(a["first_step_losses"][0], b["first_step_losses"][0])
         summary["layers_comparison"] = {
             "first_step_loss_rel_diff": step_one,
-            "step_losses_max_rel_diff": max(relative_difference(x, y) for x, y in zip(
-                a["first_step_losses"], b["first_step_losses"])),
-            "speedup_tfdcn_over_pure_tf": (a["images_per_sec"] / b["images_per_sec"]
-                                           if a["images_per_sec"] and b["images_per_sec"]
-                                           else None),
+            "step_losses_max_rel_diff": max(
+                relative_difference(x, y)
+                for x, y in zip(a["first_step_losses"], b["first_step_losses"])
+            ),
+            "speedup_tfdcn_over_pure_tf": (
+                a["images_per_sec"] / b["images_per_sec"]
+                if a["images_per_sec"] and b["images_per_sec"]
+                else None
+            ),
         }
         print(f"tfdcn vs pure_tf: {summary['layers_comparison']}")
         if step_one > args.loss_rtol:
-            failures.append(f"tfdcn and pure_tf first-step losses differ by {step_one:.2e} "
-                            f"(relative) > --loss-rtol {args.loss_rtol}")
+            failures.append(
+                f"tfdcn and pure_tf first-step losses differ by {step_one:.2e} "
+                f"(relative) > --loss-rtol {args.loss_rtol}"
+            )
 
     if args.compare_losses:
         with open(args.compare_losses) as f:
             other = json.load(f)
-        comparison = {"other": args.compare_losses, "other_num_replicas": other.get("num_replicas"),
-                      "rtol": args.loss_rtol, "layers": {}}
+        comparison = {
+            "other": args.compare_losses,
+            "other_num_replicas": other.get("num_replicas"),
+            "rtol": args.loss_rtol,
+            "layers": {},
+        }
         for name, run in runs.items():
             theirs = other.get("runs", {}).get(name, {}).get("first_step_losses")
             if not theirs:
                 continue
             diffs = [relative_difference(x, y) for x, y in zip(run["first_step_losses"], theirs)]
-            comparison["layers"][name] = {"ours": run["first_step_losses"], "theirs": theirs,
-                                          "rel_diffs": diffs, "max_rel_diff": max(diffs)}
+            comparison["layers"][name] = {
+                "ours": run["first_step_losses"],
+                "theirs": theirs,
+                "rel_diffs": diffs,
+                "max_rel_diff": max(diffs),
+            }
             if max(diffs) > args.loss_rtol:
-                failures.append(f"{name}: first step losses differ from {args.compare_losses} by "
-                                f"{max(diffs):.2e} (relative) > --loss-rtol {args.loss_rtol}")
+                failures.append(
+                    f"{name}: first step losses differ from {args.compare_losses} by "
+                    f"{max(diffs):.2e} (relative) > --loss-rtol {args.loss_rtol}"
+                )
         if not comparison["layers"]:
             failures.append(f"--compare-losses: no common layer runs in {args.compare_losses}")
         summary["loss_comparison"] = comparison
-        print(f"step losses vs {args.compare_losses}: "
-              + ", ".join(f"{n}: max rel diff {c['max_rel_diff']:.2e}"
-                          for n, c in comparison["layers"].items()))
+        print(
+            f"step losses vs {args.compare_losses}: "
+            + ", ".join(
+                f"{n}: max rel diff {c['max_rel_diff']:.2e}"
+                for n, c in comparison["layers"].items()
+            )
+        )
 
     summary["failures"] = failures
     summary["ok"] = not failures

@@ -17,7 +17,6 @@ manylinux_2_27 is the tag of the tensorflow 2.21.0 wheel itself (cp311-cp311-man
 
 import argparse
 import json
-import os
 import re
 import struct
 import sys
@@ -25,21 +24,52 @@ import tempfile
 import zipfile
 
 _WHITELIST = [
-    "libgcc_s.so.1", "libstdc++.so.6", "libm.so.6", "libdl.so.2", "librt.so.1", "libc.so.6",
-    "libnsl.so.1", "libutil.so.1", "libpthread.so.0", "libresolv.so.2", "libX11.so.6",
-    "libXext.so.6", "libXrender.so.1", "libICE.so.6", "libSM.so.6", "libGL.so.1",
-    "libgobject-2.0.so.0", "libgthread-2.0.so.0", "libglib-2.0.so.0", "libanl.so.1",
-    "libatomic.so.1", "libexpat.so.1", "libmvec.so.1", "libz.so.1",
+    "libgcc_s.so.1",
+    "libstdc++.so.6",
+    "libm.so.6",
+    "libdl.so.2",
+    "librt.so.1",
+    "libc.so.6",
+    "libnsl.so.1",
+    "libutil.so.1",
+    "libpthread.so.0",
+    "libresolv.so.2",
+    "libX11.so.6",
+    "libXext.so.6",
+    "libXrender.so.1",
+    "libICE.so.6",
+    "libSM.so.6",
+    "libGL.so.1",
+    "libgobject-2.0.so.0",
+    "libgthread-2.0.so.0",
+    "libglib-2.0.so.0",
+    "libanl.so.1",
+    "libatomic.so.1",
+    "libexpat.so.1",
+    "libmvec.so.1",
+    "libz.so.1",
 ]
 POLICIES = {
     "manylinux_2_27": {
-        "versions": {"GLIBC": "2.27", "GLIBCXX": "3.4.24", "CXXABI": "1.3.11", "GCC": "7.0.0",
-                     "LIBATOMIC": "1.2", "ZLIB": "1.2.9"},
+        "versions": {
+            "GLIBC": "2.27",
+            "GLIBCXX": "3.4.24",
+            "CXXABI": "1.3.11",
+            "GCC": "7.0.0",
+            "LIBATOMIC": "1.2",
+            "ZLIB": "1.2.9",
+        },
         "libs": _WHITELIST,
     },
     "manylinux_2_28": {
-        "versions": {"GLIBC": "2.28", "GLIBCXX": "3.4.24", "CXXABI": "1.3.11", "GCC": "7.0.0",
-                     "LIBATOMIC": "1.2", "ZLIB": "1.2.9"},
+        "versions": {
+            "GLIBC": "2.28",
+            "GLIBCXX": "3.4.24",
+            "CXXABI": "1.3.11",
+            "GCC": "7.0.0",
+            "LIBATOMIC": "1.2",
+            "ZLIB": "1.2.9",
+        },
         "libs": _WHITELIST,
     },
 }
@@ -62,7 +92,7 @@ def _version_key(text):
 
 
 def _cstr(blob, offset):
-    return blob[offset:blob.index(b"\0", offset)].decode()
+    return blob[offset : blob.index(b"\0", offset)].decode()
 
 
 def read_elf(path):
@@ -71,16 +101,17 @@ def read_elf(path):
         data = f.read()
     if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
         raise ValueError(f"{path}: not a 64-bit little-endian ELF file")
-    shoff, = struct.unpack_from("<Q", data, 0x28)
+    (shoff,) = struct.unpack_from("<Q", data, 0x28)
     shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
     sections = []
     for i in range(shnum):
         (_, sh_type, _, _, sh_offset, sh_size, sh_link, _, _, sh_entsize) = struct.unpack_from(
-            "<IIQQQQIIQQ", data, shoff + i * shentsize)
+            "<IIQQQQIIQQ", data, shoff + i * shentsize
+        )
         sections.append((sh_type, sh_offset, sh_size, sh_link, sh_entsize))
 
     def strtab(index):
-        return data[sections[index][1]:sections[index][1] + sections[index][2]]
+        return data[sections[index][1] : sections[index][1] + sections[index][2]]
 
     needed, versions, index_to_version = [], set(), {}
     for sh_type, off, size, link, entsize in sections:
@@ -113,7 +144,7 @@ def read_elf(path):
         names = strtab(link)
         for i in range(size // entsize):
             st_name, _, _, st_shndx = struct.unpack_from("<IBBH", data, off + i * entsize)
-            ver, = struct.unpack_from("<H", data, versym[0][1] + 2 * i)
+            (ver,) = struct.unpack_from("<H", data, versym[0][1] + 2 * i)
             ver &= 0x7FFF
             if st_shndx == 0 and ver in index_to_version:
                 symbols.setdefault(index_to_version[ver], []).append(_cstr(names, st_name))
@@ -146,7 +177,11 @@ def check(path, policy_name):
             syms = ", ".join(sorted(elf["symbols"].get(version, []))) or "?"
             problems.append(f"{version} > {family}_{limit}: {syms}")
     for lib in elf["needed"]:
-        if not _is_dynamic_loader(lib) and lib not in policy["libs"] and lib not in ALLOWED_EXTERNAL_LIBS:
+        if (
+            not _is_dynamic_loader(lib)
+            and lib not in policy["libs"]
+            and lib not in ALLOWED_EXTERNAL_LIBS
+        ):
             problems.append(f"NEEDED {lib} is neither in the {policy_name} whitelist nor allowed")
     report = {
         "file": path,
@@ -188,14 +223,21 @@ def main(argv=None):
                 print(json.dumps(report))
                 continue
             status = "FAIL" if problems else "ok"
-            print(f"{name}: {args.policy} {status}; needs " +
-                  " ".join(report["max_versions"].values()) + "; NEEDED " + " ".join(report["needed"]))
+            print(
+                f"{name}: {args.policy} {status}; needs "
+                + " ".join(report["max_versions"].values())
+                + "; NEEDED "
+                + " ".join(report["needed"])
+            )
             for p in problems:
                 print(f"  {p}")
     if failed:
-        print(f"check_manylinux: not {args.policy}-compatible. The op library must be linked "
-              "with //third_party/manylinux:glibc_compat (see third_party/manylinux/glibc_compat.cc) "
-              "or the offending code changed.", file=sys.stderr)
+        print(
+            f"check_manylinux: not {args.policy}-compatible. The op library must be linked "
+            "with //third_party/manylinux:glibc_compat (see third_party/manylinux/glibc_compat.cc) "
+            "or the offending code changed.",
+            file=sys.stderr,
+        )
     return 1 if failed else 0
 
 

@@ -28,11 +28,18 @@ REQUIREMENTS = os.path.join(ROOT, "requirements-cuda12.txt")
 # (wheel name, path inside the wheel, path under DEST); a trailing "/" copies a folder.
 LAYOUT = [
     ("nvidia-cuda-runtime-cu12", "nvidia/cuda_runtime/include/", "include/"),
-    ("nvidia-cuda-runtime-cu12", "nvidia/cuda_runtime/lib/libcudart_static.a", "lib64/libcudart_static.a"),
+    (
+        "nvidia-cuda-runtime-cu12",
+        "nvidia/cuda_runtime/lib/libcudart_static.a",
+        "lib64/libcudart_static.a",
+    ),
     ("nvidia-cuda-nvcc-cu12", "nvidia/cuda_nvcc/include/", "include/"),
     ("nvidia-cuda-nvcc-cu12", "nvidia/cuda_nvcc/bin/ptxas", "bin/ptxas"),
-    ("nvidia-cuda-nvcc-cu12", "nvidia/cuda_nvcc/nvvm/libdevice/libdevice.10.bc",
-     "nvvm/libdevice/libdevice.10.bc"),
+    (
+        "nvidia-cuda-nvcc-cu12",
+        "nvidia/cuda_nvcc/nvvm/libdevice/libdevice.10.bc",
+        "nvvm/libdevice/libdevice.10.bc",
+    ),
     ("nvidia-cuda-cccl-cu12", "nvidia/cuda_cccl/include/", "include/"),
     ("nvidia-curand-cu12", "nvidia/curand/include/", "include/"),
 ]
@@ -66,13 +73,15 @@ def unpack(wheels, dest, version):
     shutil.rmtree(tmp, ignore_errors=True)
     for name, src, dst in LAYOUT:
         with zipfile.ZipFile(wheels[name]) as z:
-            members = [m for m in z.namelist() if m == src or (src.endswith("/") and m.startswith(src))]
+            members = [
+                m for m in z.namelist() if m == src or (src.endswith("/") and m.startswith(src))
+            ]
             if not members:
                 raise SystemExit(f"unpack_cuda12: {src} is not in {wheels[name]}")
             for m in members:
                 if m.endswith("/") or m.endswith("__init__.py"):
                     continue
-                rel = dst + m[len(src):] if src.endswith("/") else dst
+                rel = dst + m[len(src) :] if src.endswith("/") else dst
                 path = os.path.join(tmp, rel)
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 with z.open(m) as fin, open(path, "wb") as fout:
@@ -102,7 +111,8 @@ def main():
         made_from = open(stamp_file).read().split() if os.path.exists(stamp_file) else []
         prefixes = [f"{n.replace('-', '_')}-{v}-" for n, v in wanted.items()]
         ok = len(made_from) == len(prefixes) and all(
-            any(w.lower().startswith(p) for w in made_from) for p in prefixes)
+            any(w.lower().startswith(p) for w in made_from) for p in prefixes
+        )
         return 0 if ok else 1
     missing = [f"{n}=={wanted[n]}" for n, w in wheels.items() if w is None]
     if missing:

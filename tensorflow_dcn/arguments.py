@@ -39,7 +39,8 @@ def standardize_padding(padding):
     if isinstance(padding, str):
         if padding.lower() not in ("valid", "same"):
             raise ValueError(
-                f"padding must be 'valid', 'same', an int or (pad_h, pad_w); got {padding!r}")
+                f"padding must be 'valid', 'same', an int or (pad_h, pad_w); got {padding!r}"
+            )
         return padding.lower()
     return int_pair(padding, "padding", minimum=0)
 

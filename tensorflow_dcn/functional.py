@@ -3,8 +3,7 @@ arguments, operand checks); differentiable through the ops' registered gradient.
 
 import tensorflow as tf
 
-from tensorflow_dcn import arguments
-from tensorflow_dcn import ops
+from tensorflow_dcn import arguments, ops
 
 
 def _resolve_padding(padding, inputs, kernel_size, strides, dilation):
@@ -34,8 +33,19 @@ def _resolve_padding(padding, inputs, kernel_size, strides, dilation):
     return arguments.standardize_padding(padding), ((0, 0), (0, 0))
 
 
-def deform_conv2d(inputs, offset, kernel, bias=None, mask=None, strides=1, padding="valid",
-                  dilation_rate=1, groups=1, deformable_groups=1, name=None):
+def deform_conv2d(
+    inputs,
+    offset,
+    kernel,
+    bias=None,
+    mask=None,
+    strides=1,
+    padding="valid",
+    dilation_rate=1,
+    groups=1,
+    deformable_groups=1,
+    name=None,
+):
     """Modulated deformable convolution (DCNv2), NHWC.
 
     Args:
@@ -63,8 +73,10 @@ def deform_conv2d(inputs, offset, kernel, bias=None, mask=None, strides=1, paddi
             if value is not None:
                 value = tf.convert_to_tensor(value)
                 if value.dtype != dtype:
-                    raise TypeError(f"{key} has dtype {value.dtype.name} but inputs has "
-                                    f"{dtype.name}; all operands must share one dtype")
+                    raise TypeError(
+                        f"{key} has dtype {value.dtype.name} but inputs has "
+                        f"{dtype.name}; all operands must share one dtype"
+                    )
                 operands[key] = value
         kernel = operands["kernel"]
         if kernel.shape.rank != 4:
@@ -75,11 +87,24 @@ def deform_conv2d(inputs, offset, kernel, bias=None, mask=None, strides=1, paddi
         strides = arguments.int_pair(strides, "strides")
         dilation = arguments.int_pair(dilation_rate, "dilation_rate")
         (pad_h, pad_w), (extra_h, extra_w) = _resolve_padding(
-            padding, inputs, (kh, kw), strides, dilation)
+            padding, inputs, (kh, kw), strides, dilation
+        )
         if any(isinstance(e, tf.Tensor) or e for e in extra_h + extra_w):
             inputs = tf.pad(inputs, [[0, 0], list(extra_h), list(extra_w), [0, 0]])
         return ops.dcn_v2_forward(
-            inputs, operands["offset"], kernel, mask=operands["mask"], bias=operands["bias"],
-            kernel_h=kh, kernel_w=kw, stride_h=strides[0], stride_w=strides[1], pad_h=pad_h,
-            pad_w=pad_w, dilation_h=dilation[0], dilation_w=dilation[1], groups=groups,
-            deformable_groups=deformable_groups)
+            inputs,
+            operands["offset"],
+            kernel,
+            mask=operands["mask"],
+            bias=operands["bias"],
+            kernel_h=kh,
+            kernel_w=kw,
+            stride_h=strides[0],
+            stride_w=strides[1],
+            pad_h=pad_h,
+            pad_w=pad_w,
+            dilation_h=dilation[0],
+            dilation_w=dilation[1],
+            groups=groups,
+            deformable_groups=deformable_groups,
+        )

@@ -6,8 +6,16 @@ import tensorflow as tf
 from tensorflow_dcn import _library
 
 _ATTRS = (
-    "kernel_h", "kernel_w", "stride_h", "stride_w", "pad_h", "pad_w",
-    "dilation_h", "dilation_w", "groups", "deformable_groups",
+    "kernel_h",
+    "kernel_w",
+    "stride_h",
+    "stride_w",
+    "pad_h",
+    "pad_w",
+    "dilation_h",
+    "dilation_w",
+    "groups",
+    "deformable_groups",
 )
 
 
@@ -17,10 +25,12 @@ def _dcn_v2_forward_grad(op, grad_output):
     attrs = {name: op.get_attr(name) for name in _ATTRS}
     num_masks, num_biases = op.get_attr("num_masks"), op.get_attr("num_biases")
     input, offset = op.inputs[0], op.inputs[1]
-    masks = list(op.inputs[2:2 + num_masks])
+    masks = list(op.inputs[2 : 2 + num_masks])
     weight = op.inputs[2 + num_masks]
     grad_input, grad_offset, grad_masks = raw.dc_nv2_backward_input(
-        grad_output, input, offset, masks, weight, **attrs)
+        grad_output, input, offset, masks, weight, **attrs
+    )
     grad_weight, grad_biases = raw.dc_nv2_backward_weight(
-        grad_output, input, offset, masks, num_grad_biases=num_biases, **attrs)
+        grad_output, input, offset, masks, num_grad_biases=num_biases, **attrs
+    )
     return [grad_input, grad_offset] + list(grad_masks) + [grad_weight] + list(grad_biases)

@@ -32,8 +32,13 @@ def predict_offset_and_mask(layer, offset_source):
         if pad_h or pad_w:
             offset_source = tf.pad(offset_source, [[0, 0], [pad_h, pad_h], [pad_w, pad_w], [0, 0]])
         padding = "VALID"
-    predicted = tf.nn.conv2d(offset_source, layer.offset_kernel, strides=layer.strides,
-                             padding=padding, dilations=layer.dilation_rate)
+    predicted = tf.nn.conv2d(
+        offset_source,
+        layer.offset_kernel,
+        strides=layer.strides,
+        padding=padding,
+        dilations=layer.dilation_rate,
+    )
     predicted = tf.nn.bias_add(predicted, layer.offset_bias)
     offset_channels = 2 * layer.deformable_groups * layer.kernel_size[0] * layer.kernel_size[1]
     return predicted[..., :offset_channels], tf.sigmoid(predicted[..., offset_channels:])
@@ -44,12 +49,28 @@ class DeformableConv2DBase(keras.layers.Layer):
     subclasses implement `deformable_conv(x, offset, mask)`. The arguments, inputs and weights
     are documented on `tfdcn.DCNv2`."""
 
-    def __init__(self, filters, kernel_size, strides=1, padding="valid", data_format=None,
-                 dilation_rate=1, groups=1, activation=None, use_bias=True,
-                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
-                 kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
-                 kernel_constraint=None, bias_constraint=None, deformable_groups=1,
-                 use_custom_offset=False, **kwargs):
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        strides=1,
+        padding="valid",
+        data_format=None,
+        dilation_rate=1,
+        groups=1,
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        deformable_groups=1,
+        use_custom_offset=False,
+        **kwargs,
+    ):
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
         name = type(self).__name__
         self.filters = arguments.positive_int(filters, "filters")
@@ -59,17 +80,20 @@ class DeformableConv2DBase(keras.layers.Layer):
         if data_format not in (None, "channels_last"):
             raise ValueError(
                 f"{name} supports data_format='channels_last' (NHWC) only, got {data_format!r}; "
-                "transpose NCHW inputs with tf.transpose(x, [0, 2, 3, 1])")
+                "transpose NCHW inputs with tf.transpose(x, [0, 2, 3, 1])"
+            )
         if data_format is None and keras.config.image_data_format() != "channels_last":
             raise ValueError(
                 f"{name} supports channels_last (NHWC) only, but keras.config.image_data_format() "
-                f"is {keras.config.image_data_format()!r}; pass data_format='channels_last'")
+                f"is {keras.config.image_data_format()!r}; pass data_format='channels_last'"
+            )
         self.data_format = "channels_last"
         self.dilation_rate = arguments.int_pair(dilation_rate, "dilation_rate", minimum=1)
         self.groups = arguments.positive_int(groups, "groups")
         if self.filters % self.groups:
             raise ValueError(
-                f"filters ({self.filters}) must be divisible by groups ({self.groups})")
+                f"filters ({self.filters}) must be divisible by groups ({self.groups})"
+            )
         self.deformable_groups = arguments.positive_int(deformable_groups, "deformable_groups")
         self.activation = keras.activations.get(activation)
         self.use_bias = bool(use_bias)
@@ -99,12 +123,14 @@ class DeformableConv2DBase(keras.layers.Layer):
                 raise ValueError(
                     f"{name} with use_custom_offset=False takes a single input x, got a list of "
                     f"{count}; pass use_custom_offset=True for [x, offset_source] or "
-                    "[x, offset, mask]")
+                    "[x, offset, mask]"
+                )
             return inputs, inputs, None, None
         if count not in (2, 3):
             raise ValueError(
                 f"{name} with use_custom_offset=True takes [x, offset_source] or "
-                f"[x, offset, mask], got {count} input(s)")
+                f"[x, offset, mask], got {count} input(s)"
+            )
         if count == 2:
             return inputs[0], inputs[1], None, None
         return inputs[0], None, inputs[1], inputs[2]
@@ -114,59 +140,81 @@ class DeformableConv2DBase(keras.layers.Layer):
         is_list = _is_shape_list(input_shape)
         shapes = [tuple(s) for s in input_shape] if is_list else tuple(input_shape)
         x_shape, source_shape, offset_shape, mask_shape = self._split_inputs(shapes, is_list)
-        named = {"x": x_shape, "offset_source": source_shape, "offset": offset_shape,
-                 "mask": mask_shape}
+        named = {
+            "x": x_shape,
+            "offset_source": source_shape,
+            "offset": offset_shape,
+            "mask": mask_shape,
+        }
         for input_name, shape in named.items():
             if shape is not None and (len(shape) != 4 or shape[-1] is None):
-                raise ValueError(f"{name} expects {input_name} of shape [N, H, W, C] with C "
-                                 f"known, got {shape}")
+                raise ValueError(
+                    f"{name} expects {input_name} of shape [N, H, W, C] with C known, got {shape}"
+                )
         in_channels = x_shape[-1]
         for divisor in ("groups", "deformable_groups"):
             if in_channels % getattr(self, divisor):
-                raise ValueError(f"the input channels ({in_channels}) must be divisible by "
-                                 f"{divisor} ({getattr(self, divisor)})")
+                raise ValueError(
+                    f"the input channels ({in_channels}) must be divisible by "
+                    f"{divisor} ({getattr(self, divisor)})"
+                )
         offset_channels = 2 * self.deformable_groups * self._taps
         mask_channels = self.deformable_groups * self._taps
         if offset_shape is not None and (
-                offset_shape[-1] != offset_channels or mask_shape[-1] != mask_channels):
+            offset_shape[-1] != offset_channels or mask_shape[-1] != mask_channels
+        ):
             raise ValueError(
                 f"with kernel_size={self.kernel_size} and deformable_groups="
                 f"{self.deformable_groups}, offset needs {offset_channels} channels and mask "
-                f"{mask_channels}; got offset {offset_shape} and mask {mask_shape}")
+                f"{mask_channels}; got offset {offset_shape} and mask {mask_shape}"
+            )
         output_size = self._output_spatial_shape(x_shape)
         if self.use_custom_offset and source_shape is not None:
             if not _sizes_agree(self._output_spatial_shape(source_shape), output_size):
-                raise ValueError(f"offset_source {source_shape} must have the height and width "
-                                 f"of x {x_shape}")
+                raise ValueError(
+                    f"offset_source {source_shape} must have the height and width of x {x_shape}"
+                )
         for input_name, shape in (("offset", offset_shape), ("mask", mask_shape)):
             if shape is not None and not _sizes_agree(shape[1:3], output_size):
-                raise ValueError(f"{input_name} {shape} must have the output height and width "
-                                 f"{output_size} for x {x_shape}")
+                raise ValueError(
+                    f"{input_name} {shape} must have the output height and width "
+                    f"{output_size} for x {x_shape}"
+                )
 
         # Creation order is the checkpoint order: kernel, bias, offset_kernel, offset_bias.
         self.kernel = self.add_weight(
-            name="kernel", shape=(*self.kernel_size, in_channels // self.groups, self.filters),
-            initializer=self.kernel_initializer, regularizer=self.kernel_regularizer,
-            constraint=self.kernel_constraint)
+            name="kernel",
+            shape=(*self.kernel_size, in_channels // self.groups, self.filters),
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
+        )
         self.bias = None
         if self.use_bias:
             self.bias = self.add_weight(
-                name="bias", shape=(self.filters,), initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer, constraint=self.bias_constraint)
+                name="bias",
+                shape=(self.filters,),
+                initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+            )
         self.offset_kernel = self.offset_bias = None
         if source_shape is not None:
             predicted_channels = offset_channels + mask_channels
             self.offset_kernel = self.add_weight(
                 name="offset_kernel",
                 shape=(*self.kernel_size, source_shape[-1], predicted_channels),
-                initializer="zeros")
+                initializer="zeros",
+            )
             self.offset_bias = self.add_weight(
-                name="offset_bias", shape=(predicted_channels,), initializer="zeros")
+                name="offset_bias", shape=(predicted_channels,), initializer="zeros"
+            )
 
         # Pins the channel counts (and, in custom mode, the number of inputs) for later calls.
         if is_list:
-            self.input_spec = [keras.layers.InputSpec(ndim=4, axes={-1: shape[-1]})
-                               for shape in shapes]
+            self.input_spec = [
+                keras.layers.InputSpec(ndim=4, axes={-1: shape[-1]}) for shape in shapes
+            ]
         else:
             self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: in_channels})
 
@@ -187,14 +235,16 @@ class DeformableConv2DBase(keras.layers.Layer):
                 continue
             kernel, stride = self.kernel_size[axis], self.strides[axis]
             dilation = self.dilation_rate[axis]
-            before, after = arguments.padding_amounts(self.padding, size, kernel, stride,
-                                                      dilation, axis)
+            before, after = arguments.padding_amounts(
+                self.padding, size, kernel, stride, dilation, axis
+            )
             out = arguments.output_size(size, before, after, kernel, stride, dilation)
             if out < 1:
                 raise ValueError(
                     f"{type(self).__name__} input {tuple(shape)} is too small for kernel_size="
                     f"{self.kernel_size}, dilation_rate={self.dilation_rate} and padding="
-                    f"{self.padding!r}")
+                    f"{self.padding!r}"
+                )
             sizes.append(out)
         return tuple(sizes)
 
@@ -206,23 +256,25 @@ class DeformableConv2DBase(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "filters": self.filters,
-            "kernel_size": self.kernel_size,
-            "strides": self.strides,
-            "padding": self.padding,
-            "data_format": self.data_format,
-            "dilation_rate": self.dilation_rate,
-            "groups": self.groups,
-            "activation": keras.activations.serialize(self.activation),
-            "use_bias": self.use_bias,
-            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-            "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-            "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
-            "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
-            "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
-            "bias_constraint": keras.constraints.serialize(self.bias_constraint),
-            "deformable_groups": self.deformable_groups,
-            "use_custom_offset": self.use_custom_offset,
-        })
+        config.update(
+            {
+                "filters": self.filters,
+                "kernel_size": self.kernel_size,
+                "strides": self.strides,
+                "padding": self.padding,
+                "data_format": self.data_format,
+                "dilation_rate": self.dilation_rate,
+                "groups": self.groups,
+                "activation": keras.activations.serialize(self.activation),
+                "use_bias": self.use_bias,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
+                "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
+                "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
+                "bias_constraint": keras.constraints.serialize(self.bias_constraint),
+                "deformable_groups": self.deformable_groups,
+                "use_custom_offset": self.use_custom_offset,
+            }
+        )
         return config

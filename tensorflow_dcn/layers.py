@@ -88,9 +88,17 @@ class DCNv2(DeformableConv2DBase):
 
     def deformable_conv(self, x, offset, mask):
         return deform_conv2d(
-            x, offset, self.kernel, bias=self.bias, mask=mask, strides=self.strides,
-            padding=self.padding, dilation_rate=self.dilation_rate, groups=self.groups,
-            deformable_groups=self.deformable_groups)
+            x,
+            offset,
+            self.kernel,
+            bias=self.bias,
+            mask=mask,
+            strides=self.strides,
+            padding=self.padding,
+            dilation_rate=self.dilation_rate,
+            groups=self.groups,
+            deformable_groups=self.deformable_groups,
+        )
 
 
 # The name iSeg users know, for the same class: Keras' .weights.h5 files address a layer's

@@ -4,8 +4,10 @@ and registers the ops' gradient."""
 
 import tensorflow as tf
 
-from tensorflow_dcn import _library
-from tensorflow_dcn import gradients  # noqa: F401  (registers the gradient of DCNv2Forward)
+from tensorflow_dcn import (
+    _library,
+    gradients,  # noqa: F401  (registers the gradient of DCNv2Forward)
+)
 
 _ops = _library.load()
 
@@ -15,28 +17,59 @@ def _as_list(tensor):
     return [] if tensor is None else [tensor]
 
 
-def dcn_v2_forward(input, offset, weight, mask=None, bias=None, *, kernel_h, kernel_w,
-                   stride_h=1, stride_w=1, pad_h=0, pad_w=0, dilation_h=1, dilation_w=1,
-                   groups=1, deformable_groups=1, name=None):
+def dcn_v2_forward(
+    input,
+    offset,
+    weight,
+    mask=None,
+    bias=None,
+    *,
+    kernel_h,
+    kernel_w,
+    stride_h=1,
+    stride_w=1,
+    pad_h=0,
+    pad_w=0,
+    dilation_h=1,
+    dilation_w=1,
+    groups=1,
+    deformable_groups=1,
+    name=None,
+):
     """DCNv2Forward: the output [N, Ho, Wo, Cout]."""
     return _ops.dc_nv2_forward(
-        input, offset, _as_list(mask), weight, _as_list(bias), kernel_h=kernel_h,
-        kernel_w=kernel_w, stride_h=stride_h, stride_w=stride_w, pad_h=pad_h, pad_w=pad_w,
-        dilation_h=dilation_h, dilation_w=dilation_w, groups=groups,
-        deformable_groups=deformable_groups, name=name)
+        input,
+        offset,
+        _as_list(mask),
+        weight,
+        _as_list(bias),
+        kernel_h=kernel_h,
+        kernel_w=kernel_w,
+        stride_h=stride_h,
+        stride_w=stride_w,
+        pad_h=pad_h,
+        pad_w=pad_w,
+        dilation_h=dilation_h,
+        dilation_w=dilation_w,
+        groups=groups,
+        deformable_groups=deformable_groups,
+        name=name,
+    )
 
 
 def dcn_v2_backward_input(grad_output, input, offset, weight, mask=None, **attrs):
     """DCNv2BackwardInput: (grad_input, grad_offset, grad_mask or None)."""
     grad_input, grad_offset, grad_mask = _ops.dc_nv2_backward_input(
-        grad_output, input, offset, _as_list(mask), weight, **attrs)
+        grad_output, input, offset, _as_list(mask), weight, **attrs
+    )
     return grad_input, grad_offset, (grad_mask[0] if grad_mask else None)
 
 
 def dcn_v2_backward_weight(grad_output, input, offset, mask=None, with_bias=True, **attrs):
     """DCNv2BackwardWeight: (grad_weight, grad_bias or None)."""
     grad_weight, grad_bias = _ops.dc_nv2_backward_weight(
-        grad_output, input, offset, _as_list(mask), num_grad_biases=int(with_bias), **attrs)
+        grad_output, input, offset, _as_list(mask), num_grad_biases=int(with_bias), **attrs
+    )
     return grad_weight, (grad_bias[0] if grad_bias else None)
 
 

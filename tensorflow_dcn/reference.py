@@ -7,8 +7,8 @@
 It samples the four bilinear corners with `tf.gather`, weights them, and contracts the
 [N, Ho, Wo, kh*kw*Cin] columns with the kernel in one matmul, all in the input's dtype (only the
 sampling positions and bilinear weights are in float32, float64 for float64 inputs, as a careful
-user would). It imports no op library, so it works where `_dcn_ops.so` cannot load. It has exactly the
-semantics of `tfdcn.deform_conv2d` (docs/design.md: zero border,
+user would). It imports no op library, so it works where `_dcn_ops.so` cannot load. It has
+exactly the semantics of `tfdcn.deform_conv2d` (docs/design.md: zero border,
 floor cell, zero for non-finite positions), works under `tf.function(jit_compile=True)` and
 differentiates with ordinary TensorFlow autodiff. It materialises the sampled columns (kh*kw
 times the input, and as much again for their gradient), so it needs far more memory than the op;
@@ -24,8 +24,11 @@ from tensorflow_dcn.layer_base import DeformableConv2DBase
 
 def _tap_origins(out_size, pad_before, kernel, stride, dilation, dtype):
     """Sample coordinate of every (output position, tap) before the offset: [out_size, kernel]."""
-    return (tf.range(out_size, dtype=dtype)[:, None] * stride - pad_before
-            + tf.range(kernel, dtype=dtype)[None, :] * dilation)
+    return (
+        tf.range(out_size, dtype=dtype)[:, None] * stride
+        - pad_before
+        + tf.range(kernel, dtype=dtype)[None, :] * dilation
+    )
 
 
 def _corner_indices_and_weights(position, size):
@@ -46,8 +49,18 @@ def _corner_indices_and_weights(position, size):
     return low_index, high_index, 1.0 - high_weight, high_weight
 
 
-def deform_conv2d_reference(inputs, offset, kernel, bias=None, mask=None, strides=1,
-                            padding="valid", dilation_rate=1, groups=1, deformable_groups=1):
+def deform_conv2d_reference(
+    inputs,
+    offset,
+    kernel,
+    bias=None,
+    mask=None,
+    strides=1,
+    padding="valid",
+    dilation_rate=1,
+    groups=1,
+    deformable_groups=1,
+):
     """Modulated deformable convolution in plain TensorFlow, same contract as tfdcn.deform_conv2d.
 
     Args:
@@ -65,12 +78,16 @@ def deform_conv2d_reference(inputs, offset, kernel, bias=None, mask=None, stride
     _, height, width, channels = inputs.shape
     kh, kw, channels_per_group, filters = kernel.shape
     if None in (height, width, channels, kh, kw):
-        raise ValueError("deform_conv2d_reference needs static H, W, Cin and kernel size, got "
-                         f"inputs {inputs.shape} and kernel {kernel.shape}")
+        raise ValueError(
+            "deform_conv2d_reference needs static H, W, Cin and kernel size, got "
+            f"inputs {inputs.shape} and kernel {kernel.shape}"
+        )
     if channels % groups or channels % deformable_groups or channels_per_group * groups != channels:
-        raise ValueError(f"Cin={channels} must split into groups={groups} (kernel has "
-                         f"{channels_per_group} input channels per group) and "
-                         f"deformable_groups={deformable_groups}")
+        raise ValueError(
+            f"Cin={channels} must split into groups={groups} (kernel has "
+            f"{channels_per_group} input channels per group) and "
+            f"deformable_groups={deformable_groups}"
+        )
     stride_h, stride_w = arguments.int_pair(strides, "strides")
     dilation_h, dilation_w = arguments.int_pair(dilation_rate, "dilation_rate")
     padding = arguments.standardize_padding(padding)
@@ -88,9 +105,9 @@ def deform_conv2d_reference(inputs, offset, kernel, bias=None, mask=None, stride
     offset = tf.cast(tf.reshape(offset, [batch, out_h, out_w, dg, taps, 2]), position_dtype)
     offset = tf.transpose(offset, [0, 1, 2, 4, 3, 5])
     origin_y = tf.repeat(
-        _tap_origins(out_h, top, kh, stride_h, dilation_h, position_dtype), kw, axis=1)
-    origin_x = tf.tile(
-        _tap_origins(out_w, left, kw, stride_w, dilation_w, position_dtype), [1, kh])
+        _tap_origins(out_h, top, kh, stride_h, dilation_h, position_dtype), kw, axis=1
+    )
+    origin_x = tf.tile(_tap_origins(out_w, left, kw, stride_w, dilation_w, position_dtype), [1, kh])
     y = origin_y[:, None, :, None] + offset[..., 0]
     x = origin_x[None, :, :, None] + offset[..., 1]
     row0, row1, row0_weight, row1_weight = _corner_indices_and_weights(y, height)
@@ -104,8 +121,10 @@ def deform_conv2d_reference(inputs, offset, kernel, bias=None, mask=None, stride
     padded = tf.pad(inputs, [[0, 0], [1, 1], [1, 1], [0, 0]])
     pixels = tf.reshape(padded, [-1, channels // dg])
     row_stride, image_stride = (width + 2) * dg, (height + 2) * (width + 2) * dg
-    base = (tf.reshape(tf.range(batch) * image_stride, [-1, 1, 1, 1, 1])
-            + tf.range(dg)[None, None, None, None, :])
+    base = (
+        tf.reshape(tf.range(batch) * image_stride, [-1, 1, 1, 1, 1])
+        + tf.range(dg)[None, None, None, None, :]
+    )
     columns = 0
     for row, row_weight in ((row0, row0_weight), (row1, row1_weight)):
         for col, col_weight in ((col0, col0_weight), (col1, col1_weight)):
@@ -114,8 +133,10 @@ def deform_conv2d_reference(inputs, offset, kernel, bias=None, mask=None, stride
 
     # columns: [N, Ho, Wo, taps, dg, Cin/dg] -> contract (taps, Cin) with the kernel.
     if groups == 1:
-        output = tf.matmul(tf.reshape(columns, [-1, taps * channels]),
-                           tf.reshape(kernel, [taps * channels, filters]))
+        output = tf.matmul(
+            tf.reshape(columns, [-1, taps * channels]),
+            tf.reshape(kernel, [taps * channels, filters]),
+        )
     else:
         columns = tf.reshape(columns, [-1, taps, groups, channels_per_group])
         grouped_kernel = tf.reshape(kernel, [taps, channels_per_group, groups, filters // groups])
@@ -143,6 +164,14 @@ class PureTFDCNv2(DeformableConv2DBase):
 
     def deformable_conv(self, x, offset, mask):
         return deform_conv2d_reference(
-            x, offset, self.kernel, self.bias, mask, strides=self.strides, padding=self.padding,
-            dilation_rate=self.dilation_rate, groups=self.groups,
-            deformable_groups=self.deformable_groups)
+            x,
+            offset,
+            self.kernel,
+            self.bias,
+            mask,
+            strides=self.strides,
+            padding=self.padding,
+            dilation_rate=self.dilation_rate,
+            groups=self.groups,
+            deformable_groups=self.deformable_groups,
+        )

@@ -17,8 +17,11 @@ def _in_source_tree(path):
 
 def _check(where, path):
     if os.environ.get("TFDCN_TEST_INSTALLED") == "1" and (path is None or _in_source_tree(path)):
-        pytest.exit(f"TFDCN_TEST_INSTALLED=1 but {where} tensorflow_dcn is {path}, not the installed "
-                    f"wheel: run pytest from outside {ROOT}, without PYTHONPATH", returncode=4)
+        pytest.exit(
+            f"TFDCN_TEST_INSTALLED=1 but {where} tensorflow_dcn is {path}, not the installed "
+            f"wheel: run pytest from outside {ROOT}, without PYTHONPATH",
+            returncode=4,
+        )
 
 
 def pytest_report_header(config):

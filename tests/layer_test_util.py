@@ -28,8 +28,10 @@ def bilinear_sample(image, y, x):
             weight = (1 - tf.abs(y - corner_y)) * (1 - tf.abs(x - corner_x))
             row, col = tf.cast(corner_y, tf.int32), tf.cast(corner_x, tf.int32)
             inside = (row >= 0) & (row < height) & (col >= 0) & (col < width)
-            index = tf.stack([batch, tf.clip_by_value(row, 0, height - 1),
-                              tf.clip_by_value(col, 0, width - 1)], axis=-1)
+            index = tf.stack(
+                [batch, tf.clip_by_value(row, 0, height - 1), tf.clip_by_value(col, 0, width - 1)],
+                axis=-1,
+            )
             weight = tf.where(inside, weight, tf.zeros_like(weight))
             result += tf.gather_nd(image, index) * weight[..., None]
     return result
@@ -48,14 +50,19 @@ class DCNv2(keras.layers.Layer):
         x_shape, source_shape = input_shape if self.use_custom_offset else (input_shape,) * 2
         taps = self.kernel_size[0] * self.kernel_size[1]
         self.kernel = self.add_weight(
-            name="kernel", shape=(*self.kernel_size, x_shape[-1], self.filters),
-            initializer="glorot_uniform")
+            name="kernel",
+            shape=(*self.kernel_size, x_shape[-1], self.filters),
+            initializer="glorot_uniform",
+        )
         self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros")
         self.offset_kernel = self.add_weight(
-            name="offset_kernel", shape=(*self.kernel_size, source_shape[-1], 3 * taps),
-            initializer="zeros")
-        self.offset_bias = self.add_weight(name="offset_bias", shape=(3 * taps,),
-                                           initializer="zeros")
+            name="offset_kernel",
+            shape=(*self.kernel_size, source_shape[-1], 3 * taps),
+            initializer="zeros",
+        )
+        self.offset_bias = self.add_weight(
+            name="offset_bias", shape=(3 * taps,), initializer="zeros"
+        )
 
     def call(self, inputs):
         x, source = inputs if self.use_custom_offset else (inputs, inputs)
@@ -63,14 +70,16 @@ class DCNv2(keras.layers.Layer):
         taps = kh * kw
         predicted = tf.nn.conv2d(source, self.offset_kernel, 1, "SAME") + self.offset_bias
         n, h, w = tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2]
-        offset = tf.reshape(predicted[..., :2 * taps], [n, h, w, taps, 2])
-        mask = tf.sigmoid(predicted[..., 2 * taps:])
-        tap_y, tap_x = tf.meshgrid(tf.range(kh) - (kh - 1) // 2, tf.range(kw) - (kw - 1) // 2,
-                                   indexing="ij")
+        offset = tf.reshape(predicted[..., : 2 * taps], [n, h, w, taps, 2])
+        mask = tf.sigmoid(predicted[..., 2 * taps :])
+        tap_y, tap_x = tf.meshgrid(
+            tf.range(kh) - (kh - 1) // 2, tf.range(kw) - (kw - 1) // 2, indexing="ij"
+        )
         rows = tf.reshape(tf.range(h), [1, -1, 1, 1]) + tf.reshape(tap_y, [1, 1, 1, taps])
         cols = tf.reshape(tf.range(w), [1, 1, -1, 1]) + tf.reshape(tap_x, [1, 1, 1, taps])
-        samples = bilinear_sample(x, tf.cast(rows, x.dtype) + offset[..., 0],
-                                  tf.cast(cols, x.dtype) + offset[..., 1])
+        samples = bilinear_sample(
+            x, tf.cast(rows, x.dtype) + offset[..., 0], tf.cast(cols, x.dtype) + offset[..., 1]
+        )
         columns = tf.reshape(samples * mask[..., None], [n, h, w, taps * x.shape[-1]])
         weights = tf.reshape(self.kernel, [taps * x.shape[-1], self.filters])
         return tf.tensordot(columns, weights, 1) + self.bias

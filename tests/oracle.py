@@ -30,8 +30,9 @@ def _bilinear_samples(input, y, x, deformable_groups):
     _, ho, wo, dg, taps = y.shape
     # Positions that touch no pixel (and NaN/Inf) read zero; moving them to 0 keeps NaN out of the
     # arithmetic and out of the gradient.
-    inside = (tf.math.is_finite(y) & tf.math.is_finite(x) & (y >= -1.0) & (y < h)
-              & (x >= -1.0) & (x < w))
+    inside = (
+        tf.math.is_finite(y) & tf.math.is_finite(x) & (y >= -1.0) & (y < h) & (x >= -1.0) & (x < w)
+    )
     y = tf.where(inside, y, tf.zeros_like(y))
     x = tf.where(inside, x, tf.zeros_like(x))
     y0, x0 = tf.floor(y), tf.floor(x)
@@ -44,8 +45,12 @@ def _bilinear_samples(input, y, x, deformable_groups):
         return tf.reshape(tf.transpose(t, [0, 3, 1, 2, 4]), [n, dg, ho * wo * taps])
 
     total = 0.0
-    for cy, cx, weight in ((y0, x0, (1 - ly) * (1 - lx)), (y0, x0 + 1, (1 - ly) * lx),
-                           (y0 + 1, x0, ly * (1 - lx)), (y0 + 1, x0 + 1, ly * lx)):
+    for cy, cx, weight in (
+        (y0, x0, (1 - ly) * (1 - lx)),
+        (y0, x0 + 1, (1 - ly) * lx),
+        (y0 + 1, x0, ly * (1 - lx)),
+        (y0 + 1, x0 + 1, ly * lx),
+    ):
         valid = inside & (cy >= 0) & (cy < h) & (cx >= 0) & (cx < w)
         index = tf.where(valid, tf.cast(cy, tf.int64) * w + tf.cast(cx, tf.int64), 0)
         values = tf.gather(images, per_group(index), batch_dims=2)  # [N, dg, Ho*Wo*taps, C/dg]
@@ -57,17 +62,34 @@ def _bilinear_samples(input, y, x, deformable_groups):
 
 def on_cpu(fn):
     """Runs the reference on the CPU wherever the op under test runs."""
+
     @functools.wraps(fn)
     def wrapped(*args, **kwargs):
         with tf.device("/CPU:0"):
             return fn(*args, **kwargs)
+
     return wrapped
 
 
 @on_cpu
-def deform_conv2d(input, offset, weight, mask=None, bias=None, *, kernel_h, kernel_w,
-                  stride_h=1, stride_w=1, pad_h=0, pad_w=0, dilation_h=1, dilation_w=1,
-                  groups=1, deformable_groups=1):
+def deform_conv2d(
+    input,
+    offset,
+    weight,
+    mask=None,
+    bias=None,
+    *,
+    kernel_h,
+    kernel_w,
+    stride_h=1,
+    stride_w=1,
+    pad_h=0,
+    pad_w=0,
+    dilation_h=1,
+    dilation_w=1,
+    groups=1,
+    deformable_groups=1,
+):
     """DCNv2 forward in float64; operands and attributes as tensorflow_dcn.ops.dcn_v2_forward."""
     input, offset, weight = (tf.cast(t, tf.float64) for t in (input, offset, weight))
     n, h, w, cin = input.shape
@@ -111,5 +133,11 @@ def gradients(grad_output, input, offset, weight, mask=None, bias=None, **attrs)
     with tf.GradientTape() as tape:
         tape.watch(list(operands.values()))
         output = deform_conv2d(**operands, **attrs)
-    return dict(zip(operands, tape.gradient(output, list(operands.values()),
-                                            output_gradients=tf.cast(grad_output, tf.float64))))
+    return dict(
+        zip(
+            operands,
+            tape.gradient(
+                output, list(operands.values()), output_gradients=tf.cast(grad_output, tf.float64)
+            ),
+        )
+    )

@@ -20,8 +20,19 @@ from tensorflow_dcn.reference import PureTFDCNv2, deform_conv2d_reference
 OPERANDS = ("inputs", "offset", "mask", "kernel", "bias")
 
 
-def random_problem(batch, height, width, channels, filters, kernel_hw, out_hw, groups=1,
-                   deformable_groups=1, dtype=np.float64, seed=0):
+def random_problem(
+    batch,
+    height,
+    width,
+    channels,
+    filters,
+    kernel_hw,
+    out_hw,
+    groups=1,
+    deformable_groups=1,
+    dtype=np.float64,
+    seed=0,
+):
     rng = np.random.default_rng(seed)
     taps = kernel_hw[0] * kernel_hw[1] * deformable_groups
     return {
@@ -52,21 +63,34 @@ class ReferenceMatchesOpTest(tf.test.TestCase, parameterized.TestCase):
         ("pad1", dict(padding=1), (3, 3), (7, 9)),
         ("valid", dict(padding="valid"), (3, 3), (5, 7)),
         ("same_stride2_odd", dict(padding="same", strides=2), (3, 3), (4, 5)),
-        ("stride2_dg2_groups2", dict(padding=1, strides=2, deformable_groups=2, groups=2),
-         (3, 3), (4, 5)),
+        (
+            "stride2_dg2_groups2",
+            dict(padding=1, strides=2, deformable_groups=2, groups=2),
+            (3, 3),
+            (4, 5),
+        ),
         ("dilation2_asymmetric", dict(padding=(2, 1), dilation_rate=(2, 1)), (3, 2), (7, 10)),
         ("dg4_kernel1", dict(padding=0, deformable_groups=4), (1, 1), (7, 9)),
     )
     def test_values_and_gradients(self, attrs, kernel_hw, out_hw):
-        problem = random_problem(2, 7, 9, 8, 6, kernel_hw, out_hw,
-                                 groups=attrs.get("groups", 1),
-                                 deformable_groups=attrs.get("deformable_groups", 1))
+        problem = random_problem(
+            2,
+            7,
+            9,
+            8,
+            6,
+            kernel_hw,
+            out_hw,
+            groups=attrs.get("groups", 1),
+            deformable_groups=attrs.get("deformable_groups", 1),
+        )
         expected, expected_grads = value_and_gradients(tfdcn.deform_conv2d, problem, **attrs)
         actual, actual_grads = value_and_gradients(deform_conv2d_reference, problem, **attrs)
         self.assertAllClose(actual, expected, rtol=1e-12, atol=1e-12)
         for name in OPERANDS:
-            self.assertAllClose(actual_grads[name], expected_grads[name], rtol=1e-11, atol=1e-11,
-                                msg=name)
+            self.assertAllClose(
+                actual_grads[name], expected_grads[name], rtol=1e-11, atol=1e-11, msg=name
+            )
 
     def test_without_mask_and_bias(self):
         problem = random_problem(1, 5, 6, 4, 3, (3, 3), (5, 6))
@@ -80,9 +104,24 @@ class ReferenceMatchesOpTest(tf.test.TestCase, parameterized.TestCase):
     def test_border_integer_and_non_finite_positions(self):
         # A 1x1 kernel over a 4x4 image: each of the 16 output pixels samples one position, on
         # the -1 edge, on integers, just inside or outside the border, far away or non-finite.
-        positions = [(-1, 0), (-1.5, 0.5), (0, -1), (3, 1), (3.999, -0.5), (4, 0.25), (1e30, 0),
-                     (np.nan, 0), (np.inf, 0), (-np.inf, 1), (-0.25, 4.5), (2.5, -2), (1, 1),
-                     (2.5, 2.5), (-1, -1), (0.5, 3)]
+        positions = [
+            (-1, 0),
+            (-1.5, 0.5),
+            (0, -1),
+            (3, 1),
+            (3.999, -0.5),
+            (4, 0.25),
+            (1e30, 0),
+            (np.nan, 0),
+            (np.inf, 0),
+            (-np.inf, 1),
+            (-0.25, 4.5),
+            (2.5, -2),
+            (1, 1),
+            (2.5, 2.5),
+            (-1, -1),
+            (0.5, 3),
+        ]
         problem = random_problem(1, 4, 4, 3, 2, (1, 1), (4, 4))
         pixel_centers = np.stack(np.meshgrid(np.arange(4), np.arange(4), indexing="ij"), -1)
         problem["offset"] = (np.reshape(positions, (1, 4, 4, 2)) - pixel_centers).astype(np.float64)
@@ -90,8 +129,9 @@ class ReferenceMatchesOpTest(tf.test.TestCase, parameterized.TestCase):
         actual, actual_grads = value_and_gradients(deform_conv2d_reference, problem)
         self.assertAllClose(actual, expected, rtol=1e-12, atol=1e-12)
         for name in OPERANDS:
-            self.assertAllClose(actual_grads[name], expected_grads[name], rtol=1e-11, atol=1e-11,
-                                msg=name)
+            self.assertAllClose(
+                actual_grads[name], expected_grads[name], rtol=1e-11, atol=1e-11, msg=name
+            )
 
 
 class PureTFLayerTest(tf.test.TestCase, parameterized.TestCase):
@@ -102,28 +142,39 @@ class PureTFLayerTest(tf.test.TestCase, parameterized.TestCase):
 
     def _random_weights(self, layer, seed=3):
         rng = np.random.default_rng(seed)
-        layer.set_weights([rng.uniform(-0.5, 0.5, w.shape).astype("float32")
-                           for w in layer.get_weights()])
+        layer.set_weights(
+            [rng.uniform(-0.5, 0.5, w.shape).astype("float32") for w in layer.get_weights()]
+        )
 
-    @parameterized.named_parameters(("automatic", False, 1), ("offset_source", True, 2),
-                                    ("offset_and_mask", True, 3))
+    @parameterized.named_parameters(
+        ("automatic", False, 1), ("offset_source", True, 2), ("offset_and_mask", True, 3)
+    )
     def test_same_weights_same_output_as_dcnv2(self, use_custom_offset, num_inputs):
         rng = np.random.default_rng(0)
         x = rng.uniform(-1, 1, (2, 9, 8, 4)).astype("float32")
-        inputs = {1: x, 2: [x, rng.uniform(-1, 1, (2, 9, 8, 5)).astype("float32")],
-                  3: [x, rng.uniform(-2, 2, (2, 5, 4, 36)).astype("float32"),
-                      rng.uniform(0, 1, (2, 5, 4, 18)).astype("float32")]}[num_inputs]
+        inputs = {
+            1: x,
+            2: [x, rng.uniform(-1, 1, (2, 9, 8, 5)).astype("float32")],
+            3: [
+                x,
+                rng.uniform(-2, 2, (2, 5, 4, 36)).astype("float32"),
+                rng.uniform(0, 1, (2, 5, 4, 18)).astype("float32"),
+            ],
+        }[num_inputs]
         ours = tfdcn.DCNv2(**self.ARGS, use_custom_offset=use_custom_offset)
         pure = PureTFDCNv2(**self.ARGS, use_custom_offset=use_custom_offset)
         ours(inputs)
         pure(inputs)
-        self.assertEqual([(w.name, w.shape) for w in pure.weights],
-                         [(w.name, w.shape) for w in ours.weights])
+        self.assertEqual(
+            [(w.name, w.shape) for w in pure.weights], [(w.name, w.shape) for w in ours.weights]
+        )
         self._random_weights(ours)
         pure.set_weights(ours.get_weights())
         self.assertAllClose(pure(inputs), ours(inputs), rtol=1e-5, atol=1e-5)
-        self.assertEqual(pure.compute_output_shape(
-            [i.shape for i in inputs] if num_inputs > 1 else x.shape), (2, 5, 4, 6))
+        self.assertEqual(
+            pure.compute_output_shape([i.shape for i in inputs] if num_inputs > 1 else x.shape),
+            (2, 5, 4, 6),
+        )
 
     def test_config_round_trip(self):
         layer = PureTFDCNv2(**self.ARGS, activation="relu", use_bias=False)
@@ -152,22 +203,31 @@ class PureTFLayerTest(tf.test.TestCase, parameterized.TestCase):
         float_layer(tf.cast(x, tf.float32))
         float_layer.set_weights(layer.get_weights())
         tolerance = {"float32": 1e-5, "float16": 2e-2, "bfloat16": 1e-1}[dtype]
-        self.assertAllClose(tf.cast(y, tf.float32), float_layer(tf.cast(x, tf.float32)),
-                            rtol=tolerance, atol=tolerance)
+        self.assertAllClose(
+            tf.cast(y, tf.float32),
+            float_layer(tf.cast(x, tf.float32)),
+            rtol=tolerance,
+            atol=tolerance,
+        )
 
 
 class ConfigsTest(tf.test.TestCase):
-
     def test_specs_round_trip(self):
-        for spec in (configs.GPU_CONFIGS + configs.CPU_CONFIGS + configs.QUICK_CONFIGS
-                     + ("1x5x7x8-k5-p1-dg2",)):
+        for spec in (
+            configs.GPU_CONFIGS
+            + configs.CPU_CONFIGS
+            + configs.QUICK_CONFIGS
+            + ("1x5x7x8-k5-p1-dg2",)
+        ):
             self.assertEqual(configs.parse_config(spec).name, spec)
         config = configs.parse_config("8x64x64x128-s2")
         self.assertEqual((config.out_height, config.out_width, config.pad), (32, 32, 1))
 
     def test_selection_by_index_and_errors(self):
-        self.assertEqual([c.name for c in configs.select_configs("0,2x8x8x4", ("4x4x4x4",))],
-                         ["4x4x4x4", "2x8x8x4"])
+        self.assertEqual(
+            [c.name for c in configs.select_configs("0,2x8x8x4", ("4x4x4x4",))],
+            ["4x4x4x4", "2x8x8x4"],
+        )
         with self.assertRaisesRegex(ValueError, "NxHxWxC"):
             configs.parse_config("2x8x8")
         with self.assertRaisesRegex(ValueError, "unknown dtype"):
@@ -176,8 +236,21 @@ class ConfigsTest(tf.test.TestCase):
             configs.select_impls("tfdcn,cudnn", configs.IMPLS)
 
 
-RECORD_KEYS = {"config", "dtype", "tf32", "impl", "level", "status", "error", "fwd_ms",
-               "fwd_bwd_ms", "fwd_peak_extra_mib", "peak_extra_mib", "max_abs_err", "max_rel_err"}
+RECORD_KEYS = {
+    "config",
+    "dtype",
+    "tf32",
+    "impl",
+    "level",
+    "status",
+    "error",
+    "fwd_ms",
+    "fwd_bwd_ms",
+    "fwd_peak_extra_mib",
+    "peak_extra_mib",
+    "max_abs_err",
+    "max_rel_err",
+}
 RETRACING_WARNING = "triggered tf.function retracing"
 
 
@@ -189,12 +262,28 @@ def our_layer_compiles_with_xla():
 def run_benchmark(out_dir, *args, env=None, level=()):
     """The CLI in a subprocess (as users run it), with this process' import path. `level`:
     () for the op/layer benchmark, ("model",) for the model-level one."""
-    environment = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p), **(env or {}))
+    environment = dict(
+        os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p), **(env or {})
+    )
     timing = ["--repeats", "1", "--warmup", "1", "--round-ms", "1"] if not level else []
     result = subprocess.run(
-        [sys.executable, "-m", "tensorflow_dcn.benchmark", *level, "--device", "cpu", *timing,
-         "--out", out_dir, *args],
-        capture_output=True, text=True, env=environment, timeout=900)
+        [
+            sys.executable,
+            "-m",
+            "tensorflow_dcn.benchmark",
+            *level,
+            "--device",
+            "cpu",
+            *timing,
+            "--out",
+            out_dir,
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=900,
+    )
     if result.returncode:
         raise AssertionError(f"benchmark failed ({result.returncode}):\n{result.stderr[-5000:]}")
     with open(os.path.join(out_dir, "benchmark.json")) as f:
@@ -215,11 +304,27 @@ class BenchmarkCliTest(tf.test.TestCase):
         out_dir = os.path.join(self.get_temp_dir(), "bench")
         # layer_test_util.DCNv2 is an iSeg-like user layer: stride 1 only, so the -s2 config must
         # be recorded as unsupported for it without stopping the run.
-        impls = ("tfdcn", "conv2d", "tfdcn_layer", "tfdcn_layer_xla", "pure_tf", "pure_tf_xla",
-                 "baseline", "baseline_xla")
+        impls = (
+            "tfdcn",
+            "conv2d",
+            "tfdcn_layer",
+            "tfdcn_layer_xla",
+            "pure_tf",
+            "pure_tf_xla",
+            "baseline",
+            "baseline_xla",
+        )
         records, result = run_benchmark(
-            out_dir, "--configs", "1x6x6x4,1x6x6x4-s2", "--dtypes", "fp32,bf16",
-            "--impls", ",".join(impls), "--baseline", "layer_test_util:DCNv2")
+            out_dir,
+            "--configs",
+            "1x6x6x4,1x6x6x4-s2",
+            "--dtypes",
+            "fp32,bf16",
+            "--impls",
+            ",".join(impls),
+            "--baseline",
+            "layer_test_util:DCNv2",
+        )
         header, records = records[0], records[1:]
         self.assertTrue(header["header"])
         for key in ("date", "device", "device_name", "tensorflow", "tf_cuda", "timing", "configs"):
@@ -257,9 +362,13 @@ class BenchmarkCliTest(tf.test.TestCase):
         self.assertIn("unsupported [1]", markdown)
         assert_figure_written(self, out_dir, result)
         # The summary at the end: every comparison, and the way to the full report.
-        summary = result.stdout[result.stdout.index("Speed-ups"):]
-        for mine, other in (("tfdcn_layer", "pure_tf"), ("tfdcn_layer_xla", "pure_tf_xla"),
-                            ("tfdcn_layer", "baseline"), ("tfdcn", "conv2d")):
+        summary = result.stdout[result.stdout.index("Speed-ups") :]
+        for mine, other in (
+            ("tfdcn_layer", "pure_tf"),
+            ("tfdcn_layer_xla", "pure_tf_xla"),
+            ("tfdcn_layer", "baseline"),
+            ("tfdcn", "conv2d"),
+        ):
             self.assertRegex(summary, rf"\n  {mine} vs {other} +fwd ")
         self.assertRegex(summary, r"tfdcn_layer vs pure_tf +fwd \d+\.\d\d× \(\d+\.\d\d×–")
         self.assertIn(f"Full report: {os.path.join(out_dir, 'benchmark.md')}", summary)
@@ -269,13 +378,21 @@ class BenchmarkCliTest(tf.test.TestCase):
     def test_torchvision_in_its_own_process(self):
         # TFDCN_TORCH_PYTHON may name a Python with torch and torchvision (e.g. a separate venv).
         torch_python = os.environ.get("TFDCN_TORCH_PYTHON") or (
-            sys.executable if importlib.util.find_spec("torchvision") else None)
+            sys.executable if importlib.util.find_spec("torchvision") else None
+        )
         if not torch_python:
             self.skipTest("no torchvision: set TFDCN_TORCH_PYTHON to a Python that has it")
         records, _ = run_benchmark(
-            os.path.join(self.get_temp_dir(), "torch"), "--configs", "1x6x6x4-s2-dg2",
-            "--dtypes", "fp32,bf16", "--impls", "tfdcn,torchvision", "--torch-python",
-            torch_python)
+            os.path.join(self.get_temp_dir(), "torch"),
+            "--configs",
+            "1x6x6x4-s2-dg2",
+            "--dtypes",
+            "fp32,bf16",
+            "--impls",
+            "tfdcn,torchvision",
+            "--torch-python",
+            torch_python,
+        )
         header, records = records[0], records[1:]
         self.assertIn("torchvision", header)
         by_key = {(r["dtype"], r["impl"]): r for r in records}
@@ -285,27 +402,58 @@ class BenchmarkCliTest(tf.test.TestCase):
         self.assertEqual(by_key[("bfloat16", "torchvision")]["status"], "unsupported")
 
 
-MODEL_RECORD_KEYS = {"model", "dtype_key", "status", "error", "policy", "jit_compile", "optimizer",
-                     "parameters", "step_ms", "images_per_s", "peak_mib", "memory_kind",
-                     "loss_first", "loss_last", "steps", "warmup_s"}
+MODEL_RECORD_KEYS = {
+    "model",
+    "dtype_key",
+    "status",
+    "error",
+    "policy",
+    "jit_compile",
+    "optimizer",
+    "parameters",
+    "step_ms",
+    "images_per_s",
+    "peak_mib",
+    "memory_kind",
+    "loss_first",
+    "loss_last",
+    "steps",
+    "warmup_s",
+}
 # The smallest network (32x32 images: the encoder ends at 1x1) and steps: tracing dominates.
-TINY_MODEL = ["--quick", "--batch", "2", "--image-size", "32", "--channels", "8",
-              "--warmup-steps", "2", "--steps", "2", "--epochs", "2"]
+TINY_MODEL = [
+    "--quick",
+    "--batch",
+    "2",
+    "--image-size",
+    "32",
+    "--channels",
+    "8",
+    "--warmup-steps",
+    "2",
+    "--steps",
+    "2",
+    "--epochs",
+    "2",
+]
 
 
 class SegmentationModelTest(tf.test.TestCase):
-
     def test_dcn_aligns_at_strides_16_8_4(self):
         from tensorflow_dcn.benchmark import segmentation_model
 
         for dcn_class in (tfdcn.DCNv2, PureTFDCNv2, None):
             model = segmentation_model.build_model(dcn_class, 64, channels=8)
             self.assertEqual(model.output_shape, (None, 64, 64, segmentation_model.NUM_CLASSES))
-            aligners = [layer for layer in model.layers
-                        if layer.name.startswith("align") and layer.name.endswith(
-                            "_conv" if dcn_class is None else "_dcn")]
-            self.assertEqual([type(layer) for layer in aligners],
-                             [dcn_class or keras.layers.Conv2D] * 3)
+            aligners = [
+                layer
+                for layer in model.layers
+                if layer.name.startswith("align")
+                and layer.name.endswith("_conv" if dcn_class is None else "_dcn")
+            ]
+            self.assertEqual(
+                [type(layer) for layer in aligners], [dcn_class or keras.layers.Conv2D] * 3
+            )
             # Inputs [x, offset_source] (x only for Conv2D) at 64 / 16, 64 / 8, 64 / 4.
             sizes = [(layer.input[0] if dcn_class else layer.input).shape[1] for layer in aligners]
             self.assertEqual(sizes, [4, 8, 16])
@@ -316,52 +464,97 @@ class SegmentationModelTest(tf.test.TestCase):
 
 
 class ModelReportTest(tf.test.TestCase):
-
     def test_ratios_against_the_targets(self):
         from tensorflow_dcn.benchmark import model_report
 
         def record(model, dtype_key, step_ms, peak_mib=100.0, status="ok"):
-            return {"model": model, "dtype_key": dtype_key, "status": status, "step_ms": step_ms,
-                    "peak_mib": peak_mib, "memory_kind": "gpu_allocator_peak"}
+            return {
+                "model": model,
+                "dtype_key": dtype_key,
+                "status": status,
+                "step_ms": step_ms,
+                "peak_mib": peak_mib,
+                "memory_kind": "gpu_allocator_peak",
+            }
 
-        records = [record("conv", "fp32", 10.0), record("pure_tf", "fp32", 16.0, 300.0),
-                   record("tfdcn", "fp32", 12.0, 150.0), record("baseline", "fp32", 13.0),
-                   # bf16: the pure-TF model no slower than conv (cost undefined), no baseline.
-                   record("conv", "bf16", 8.0), record("pure_tf", "bf16", 7.5),
-                   record("tfdcn", "bf16", 9.0), record("baseline", "bf16", None, status="oom"),
-                   record("conv", "fp16", 8.0), record("tfdcn", "fp16", None, status="error")]
+        records = [
+            record("conv", "fp32", 10.0),
+            record("pure_tf", "fp32", 16.0, 300.0),
+            record("tfdcn", "fp32", 12.0, 150.0),
+            record("baseline", "fp32", 13.0),
+            # bf16: the pure-TF model no slower than conv (cost undefined), no baseline.
+            record("conv", "bf16", 8.0),
+            record("pure_tf", "bf16", 7.5),
+            record("tfdcn", "bf16", 9.0),
+            record("baseline", "bf16", None, status="oom"),
+            record("conv", "fp16", 8.0),
+            record("tfdcn", "fp16", None, status="error"),
+        ]
         ratios = model_report.ratios(records)
         self.assertEqual(set(ratios), {"fp32", "bf16"})
         fp32 = ratios["fp32"]
-        self.assertAllClose([fp32["vs_conv"], fp32["cost_vs_pure_tf"], fp32["cost_vs_baseline"],
-                             fp32["speedup_vs_pure_tf"], fp32["speedup_vs_baseline"],
-                             fp32["peak_vs_pure_tf"]], [1.2, 1 / 3, 2 / 3, 16 / 12, 13 / 12, 0.5])
+        self.assertAllClose(
+            [
+                fp32["vs_conv"],
+                fp32["cost_vs_pure_tf"],
+                fp32["cost_vs_baseline"],
+                fp32["speedup_vs_pure_tf"],
+                fp32["speedup_vs_baseline"],
+                fp32["peak_vs_pure_tf"],
+            ],
+            [1.2, 1 / 3, 2 / 3, 16 / 12, 13 / 12, 0.5],
+        )
         self.assertIsNone(ratios["bf16"]["cost_vs_pure_tf"])
         self.assertIsNone(ratios["bf16"]["cost_vs_baseline"])
         self.assertAllClose(ratios["bf16"]["vs_conv"], 9 / 8)
-
 
     def test_merge_runs(self):
         from tensorflow_dcn.benchmark import model_cli
 
         def run(dtypes, models, channels=8):
-            header = {"header": True, "benchmark": "model", "device": "gpu", "device_name": "X",
-                      "model": {"channels": channels}, "training": {"steps": 20},
-                      "tensorflow": "2.21.0", "tensorflow_dcn": "0.1.0", "baseline": None,
-                      "models": models, "dtypes": dtypes, "command": ["run", *dtypes]}
+            header = {
+                "header": True,
+                "benchmark": "model",
+                "device": "gpu",
+                "device_name": "X",
+                "model": {"channels": channels},
+                "training": {"steps": 20},
+                "tensorflow": "2.21.0",
+                "tensorflow_dcn": "0.1.0",
+                "baseline": None,
+                "models": models,
+                "dtypes": dtypes,
+                "command": ["run", *dtypes],
+            }
             path = os.path.join(self.get_temp_dir(), f"{'_'.join(dtypes)}{channels}.json")
             with open(path, "w") as f:
-                json.dump([header] + [{"dtype_key": d, "model": m, "step_ms": 1.0}
-                                      for d in dtypes for m in models], f)
+                json.dump(
+                    [header]
+                    + [
+                        {"dtype_key": d, "model": m, "step_ms": 1.0} for d in dtypes for m in models
+                    ],
+                    f,
+                )
             return path
 
         header, records = model_cli._merged(
-            [run(["fp16"], ["conv", "tfdcn"]), run(["fp32", "bf16"], ["tfdcn", "pure_tf"])], [])
-        self.assertEqual((header["dtypes"], header["models"]),
-                         (["fp32", "bf16", "fp16"], ["conv", "pure_tf", "tfdcn"]))
-        self.assertEqual([(r["dtype_key"], r["model"]) for r in records],
-                         [("fp32", "pure_tf"), ("fp32", "tfdcn"), ("bf16", "pure_tf"),
-                          ("bf16", "tfdcn"), ("fp16", "conv"), ("fp16", "tfdcn")])
+            [run(["fp16"], ["conv", "tfdcn"]), run(["fp32", "bf16"], ["tfdcn", "pure_tf"])], []
+        )
+        self.assertEqual(
+            (header["dtypes"], header["models"]),
+            (["fp32", "bf16", "fp16"], ["conv", "pure_tf", "tfdcn"]),
+        )
+        self.assertEqual(
+            [(r["dtype_key"], r["model"]) for r in records],
+            [
+                ("fp32", "pure_tf"),
+                ("fp32", "tfdcn"),
+                ("bf16", "pure_tf"),
+                ("bf16", "tfdcn"),
+                ("fp16", "conv"),
+                ("fp16", "tfdcn"),
+            ],
+        )
         self.assertEqual(header["merged_commands"], [["run", "fp16"], ["run", "fp32", "bf16"]])
         with self.assertRaisesRegex(ValueError, "differs .* in 'model'"):
             model_cli._merged([run(["fp32"], ["conv"]), run(["bf16"], ["conv"], channels=16)], [])
@@ -372,14 +565,17 @@ class ModelBenchmarkCliTest(tf.test.TestCase):
 
     def test_quick_run_writes_md_json_png(self):
         out_dir = os.path.join(self.get_temp_dir(), "model")
-        records, result = run_benchmark(out_dir, *TINY_MODEL, "--baseline",
-                                        "layer_test_util:DCNv2", level=("model",))
+        records, result = run_benchmark(
+            out_dir, *TINY_MODEL, "--baseline", "layer_test_util:DCNv2", level=("model",)
+        )
         header, records = records[0], records[1:]
         self.assertEqual(header["benchmark"], "model")
         self.assertEqual(header["baseline"], "layer_test_util:DCNv2")
         self.assertEqual((header["model"]["batch"], header["model"]["image_size"]), (2, 32))
-        self.assertEqual([(r["model"], r["dtype_key"]) for r in records],
-                         [(m, "fp32") for m in ("conv", "pure_tf", "tfdcn", "baseline")])
+        self.assertEqual(
+            [(r["model"], r["dtype_key"]) for r in records],
+            [(m, "fp32") for m in ("conv", "pure_tf", "tfdcn", "baseline")],
+        )
         for r in records:
             self.assertContainsSubset(MODEL_RECORD_KEYS, r.keys())
             self.assertEqual(r["status"], "ok", f"{r['model']}: {r['error']} {r.get('log_tail')}")
@@ -394,13 +590,15 @@ class ModelBenchmarkCliTest(tf.test.TestCase):
             self.assertTrue(np.isfinite(r["loss_first"]) and np.isfinite(r["loss_last"]))
         by_model = {r["model"]: r for r in records}
         # The DCN models have the same weights in the same order, seeded alike: same first loss.
-        self.assertAllClose(by_model["tfdcn"]["loss_first"], by_model["pure_tf"]["loss_first"],
-                            rtol=1e-4)
+        self.assertAllClose(
+            by_model["tfdcn"]["loss_first"], by_model["pure_tf"]["loss_first"], rtol=1e-4
+        )
         self.assertEqual(by_model["tfdcn"]["parameters"], by_model["pure_tf"]["parameters"])
         self.assertGreater(by_model["tfdcn"]["parameters"], by_model["conv"]["parameters"])
         tfdcn_record = by_model["tfdcn"]
-        self.assertAllClose(tfdcn_record["vs_conv"],
-                            tfdcn_record["step_ms"] / by_model["conv"]["step_ms"])
+        self.assertAllClose(
+            tfdcn_record["vs_conv"], tfdcn_record["step_ms"] / by_model["conv"]["step_ms"]
+        )
         self.assertIn("cost_vs_baseline", tfdcn_record)
 
         with open(os.path.join(out_dir, "benchmark.md")) as f:
@@ -409,9 +607,12 @@ class ModelBenchmarkCliTest(tf.test.TestCase):
         self.assertIn("| float32 | tfdcn.DCNv2 | off |", markdown)
         self.assertIn("## Against the targets", markdown)
         assert_figure_written(self, out_dir, result)
-        summary = result.stdout[result.stdout.index("Model-level:"):]
-        self.assertRegex(summary, r"float32: conv [\d.]+ ms, pure_tf [\d.]+ ms, tfdcn [\d.]+ ms, "
-                         r"baseline [\d.]+ ms; ours/conv [\d.]+ [✓✗]")
+        summary = result.stdout[result.stdout.index("Model-level:") :]
+        self.assertRegex(
+            summary,
+            r"float32: conv [\d.]+ ms, pure_tf [\d.]+ ms, tfdcn [\d.]+ ms, "
+            r"baseline [\d.]+ ms; ours/conv [\d.]+ [✓✗]",
+        )
         self.assertIn(f"Full report: {os.path.join(out_dir, 'benchmark.md')}", summary)
         self.assertNotIn(RETRACING_WARNING, result.stderr)
 
@@ -420,8 +621,17 @@ class ModelBenchmarkCliTest(tf.test.TestCase):
         # mixed_float16 also gets Keras' loss scaling (mixed_bfloat16 differs from it only in the
         # half type, which the op/layer test covers under XLA).
         out_dir = os.path.join(self.get_temp_dir(), "model_mixed")
-        records, _ = run_benchmark(out_dir, *TINY_MODEL, "--models", "tfdcn", "--dtypes", "fp16",
-                                   "--jit-compile", "true", level=("model",))
+        records, _ = run_benchmark(
+            out_dir,
+            *TINY_MODEL,
+            "--models",
+            "tfdcn",
+            "--dtypes",
+            "fp16",
+            "--jit-compile",
+            "true",
+            level=("model",),
+        )
         (r,) = records[1:]
         self.assertEqual(r["status"], "ok", f"{r['error']} {r.get('log_tail')}")
         self.assertEqual(r["policy"], "mixed_float16")
@@ -431,10 +641,23 @@ class ModelBenchmarkCliTest(tf.test.TestCase):
 
     def test_unusable_baseline_is_a_usage_error(self):
         result = subprocess.run(
-            [sys.executable, "-m", "tensorflow_dcn.benchmark", "model", "--device", "cpu",
-             "--baseline", "keras.layers:Dense", "--out", self.get_temp_dir()],
-            capture_output=True, text=True, timeout=300,
-            env=dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p)))
+            [
+                sys.executable,
+                "-m",
+                "tensorflow_dcn.benchmark",
+                "model",
+                "--device",
+                "cpu",
+                "--baseline",
+                "keras.layers:Dense",
+                "--out",
+                self.get_temp_dir(),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p)),
+        )
         self.assertEqual(result.returncode, 2, result.stderr[-3000:])
         self.assertIn("takes no use_custom_offset", result.stderr)
 

@@ -18,8 +18,20 @@ TRAIN = os.path.join(EXAMPLES, "train_segmentation.py")
 LONG_RUN = os.path.join(EXAMPLES, "long_run.py")
 QUICKSTART = os.path.join(EXAMPLES, "quickstart.py")
 # 16x16 images (the encoder goes down to 2x2), width 4: tracing dominates the run time.
-TINY_TRAINING = ["--epochs", "2", "--steps-per-epoch", "4", "--batch-size", "4",
-                 "--image-size", "16", "--channels", "4", "--verbose", "2"]
+TINY_TRAINING = [
+    "--epochs",
+    "2",
+    "--steps-per-epoch",
+    "4",
+    "--batch-size",
+    "4",
+    "--image-size",
+    "16",
+    "--channels",
+    "4",
+    "--verbose",
+    "2",
+]
 
 
 def run_script(out_dir, script, *args, expect_rc=0):
@@ -29,14 +41,25 @@ def run_script(out_dir, script, *args, expect_rc=0):
         raise FileNotFoundError(f"{script} is missing (the examples live next to tests/)")
     handle, json_path = tempfile.mkstemp(suffix=".json", dir=out_dir)
     os.close(handle)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
-               CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
-    result = subprocess.run([sys.executable, script, *args, "--json-out", json_path],
-                            capture_output=True, text=True, env=env, timeout=600)
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
+        CUDA_VISIBLE_DEVICES="",
+        TF_CPP_MIN_LOG_LEVEL="2",
+    )
+    result = subprocess.run(
+        [sys.executable, script, *args, "--json-out", json_path],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     if result.returncode != expect_rc:
-        raise AssertionError(f"{os.path.basename(script)} {' '.join(args)} exited with "
-                             f"{result.returncode}, expected {expect_rc}:\n"
-                             f"{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+        raise AssertionError(
+            f"{os.path.basename(script)} {' '.join(args)} exited with "
+            f"{result.returncode}, expected {expect_rc}:\n"
+            f"{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+        )
     with open(json_path) as f:
         return json.load(f), result, json_path
 
@@ -56,12 +79,20 @@ class ScriptRunner:
 
 
 class QuickstartTest(tf.test.TestCase):
-
     def test_trains_saves_and_loads(self):
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
-                   CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
-        result = subprocess.run([sys.executable, QUICKSTART, "--epochs", "2", "--size", "16"],
-                                capture_output=True, text=True, env=env, timeout=600)
+        env = dict(
+            os.environ,
+            PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
+            CUDA_VISIBLE_DEVICES="",
+            TF_CPP_MIN_LOG_LEVEL="2",
+        )
+        result = subprocess.run(
+            [sys.executable, QUICKSTART, "--epochs", "2", "--size", "16"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+        )
         self.assertEqual(result.returncode, 0, result.stderr[-3000:])
         first, last = map(float, re.search(r"loss ([\d.]+) -> ([\d.]+)", result.stdout).groups())
         self.assertLess(last, first)
@@ -69,10 +100,10 @@ class QuickstartTest(tf.test.TestCase):
 
 
 class TrainSegmentationTest(ScriptRunner, tf.test.TestCase):
-
     def test_both_layers_then_two_replicas_reproduce_the_step_losses(self):
-        one, result, one_path = self.run_script(TRAIN, *TINY_TRAINING, "--layer", "both",
-                                                "--norm", "batch")
+        one, result, one_path = self.run_script(
+            TRAIN, *TINY_TRAINING, "--layer", "both", "--norm", "batch"
+        )
         self.assertTrue(one["ok"], one["failures"])
         self.assertEqual(one["num_replicas"], 1)
         self.assertEqual(one["mixed_precision"], "float32")
@@ -100,18 +131,33 @@ class TrainSegmentationTest(ScriptRunner, tf.test.TestCase):
 
         # The same global batches split over two logical CPUs give the same step losses
         # (BatchNormalization synchronized over the replicas).
-        two, _, _ = self.run_script(TRAIN, *TINY_TRAINING, "--distribute", "mirrored",
-                                    "--cpu-replicas", "2", "--norm", "batch",
-                                    "--compare-losses", one_path)
+        two, _, _ = self.run_script(
+            TRAIN,
+            *TINY_TRAINING,
+            "--distribute",
+            "mirrored",
+            "--cpu-replicas",
+            "2",
+            "--norm",
+            "batch",
+            "--compare-losses",
+            one_path,
+        )
         self.assertTrue(two["ok"], two["failures"])
         self.assertEqual(two["num_replicas"], 2)
         self.assertEqual(two["per_replica_batch_size"], 2)
         self.assertTrue(two["runs"]["tfdcn"]["checkpoint"]["weights_restored_identical"])
 
     def test_mixed_float16_under_jit_compile_stays_close(self):
-        summary, _, _ = self.run_script(TRAIN, *TINY_TRAINING, "--mixed-precision",
-                                        "mixed_float16", "--jit-compile", "true",
-                                        "--compare-float32")
+        summary, _, _ = self.run_script(
+            TRAIN,
+            *TINY_TRAINING,
+            "--mixed-precision",
+            "mixed_float16",
+            "--jit-compile",
+            "true",
+            "--compare-float32",
+        )
         self.assertTrue(summary["ok"], summary["failures"])
         run = summary["runs"]["tfdcn"]
         self.assertEqual(run["optimizer"], "LossScaleOptimizer")
@@ -119,8 +165,9 @@ class TrainSegmentationTest(ScriptRunner, tf.test.TestCase):
         # compile(jit_compile=True) on a model with DCNv2 trains under XLA, without a fallback.
         self.assertTrue(run["jit_compile"])
         self.assertTrue(run["checkpoint"]["resumed_jit_compile"])
-        self.assertFalse(any("jit_compile" in w for w in run["compile_warnings"]),
-                         run["compile_warnings"])
+        self.assertFalse(
+            any("jit_compile" in w for w in run["compile_warnings"]), run["compile_warnings"]
+        )
         self.assertFalse(run["nan_terminated"])
         comparison = run["float32_comparison"]
         self.assertTrue(comparison["finite"])
@@ -130,10 +177,17 @@ class TrainSegmentationTest(ScriptRunner, tf.test.TestCase):
     def test_exits_non_zero_when_the_loss_does_not_decrease(self):
         # One epoch is exactly the generated images: with a zero learning rate both epochs see
         # the same batches through the same weights. In mixed_bfloat16, which runs here too.
-        summary, result, _ = self.run_script(TRAIN, *TINY_TRAINING, "--learning-rate", "0",
-                                             "--mixed-precision", "mixed_bfloat16",
-                                             "--compare-float32", "--deterministic",
-                                             expect_rc=1)
+        summary, result, _ = self.run_script(
+            TRAIN,
+            *TINY_TRAINING,
+            "--learning-rate",
+            "0",
+            "--mixed-precision",
+            "mixed_bfloat16",
+            "--compare-float32",
+            "--deterministic",
+            expect_rc=1,
+        )
         self.assertFalse(summary["ok"])
         self.assertLen(summary["failures"], 1)
         self.assertIn("did not decrease", result.stderr)
@@ -147,7 +201,6 @@ class TrainSegmentationTest(ScriptRunner, tf.test.TestCase):
 
 
 class SyntheticDataTest(tf.test.TestCase):
-
     def test_shapes_are_deterministic_and_labelled(self):
         module = load_module(TRAIN)
         images, labels = module.make_shapes(6, 24, seed=3)
@@ -164,19 +217,30 @@ class SyntheticDataTest(tf.test.TestCase):
         module = load_module(TRAIN)
         yy, xx = np.mgrid[0:21, 0:21].astype(np.float32)
         mask = module._triangle_mask(yy, xx, 10.0, 10.0, 8.0, angle=0.0)
-        self.assertTrue(mask[10, 10])   # the centre
-        self.assertTrue(mask[10, 17])   # towards the vertex at angle 0 (x = 18)
-        self.assertFalse(mask[10, 3])   # beyond the opposite edge (x = 6)
+        self.assertTrue(mask[10, 10])  # the centre
+        self.assertTrue(mask[10, 17])  # towards the vertex at angle 0 (x = 18)
+        self.assertFalse(mask[10, 3])  # beyond the opposite edge (x = 6)
         self.assertFalse(mask[0, 0])
 
 
 class LongRunTest(ScriptRunner, tf.test.TestCase):
-
     def test_memory_flat_and_threads_match(self):
         # A shared CPU runner's timing is noisy: the throughput check is for the GPU runs.
-        summary, result, _ = self.run_script(LONG_RUN, "--config", "2x8x8x8", "--steps", "120",
-                                             "--sample-every", "5", "--threads", "3",
-                                             "--calls-per-thread", "4", "--steady-tol", "1e9")
+        summary, result, _ = self.run_script(
+            LONG_RUN,
+            "--config",
+            "2x8x8x8",
+            "--steps",
+            "120",
+            "--sample-every",
+            "5",
+            "--threads",
+            "3",
+            "--calls-per-thread",
+            "4",
+            "--steady-tol",
+            "1e9",
+        )
         self.assertTrue(summary["ok"], summary["failures"])
         self.assertTrue(summary["all_finite"])
         self.assertTrue(summary["steadiness"]["steady"])
@@ -188,8 +252,10 @@ class LongRunTest(ScriptRunner, tf.test.TestCase):
         self.assertTrue(threads["match"])
         self.assertEqual(threads["errors"], [])
         self.assertTrue(threads["distinct_inputs_give_distinct_outputs"])
-        self.assertEqual(set(threads["tensors"]), {"output", "grad_input", "grad_offset",
-                                                   "grad_mask", "grad_weight", "grad_bias"})
+        self.assertEqual(
+            set(threads["tensors"]),
+            {"output", "grad_input", "grad_offset", "grad_mask", "grad_weight", "grad_bias"},
+        )
         for name, entry in threads["tensors"].items():
             # The CPU kernels have one writer per element and a fixed order: exact.
             self.assertEqual(entry["required"], "exact", name)
@@ -197,9 +263,20 @@ class LongRunTest(ScriptRunner, tf.test.TestCase):
         self.assertIn("match", result.stdout)
 
     def test_xla_compiled_training_steps(self):
-        summary, _, _ = self.run_script(LONG_RUN, "--config", "2x8x8x8", "--steps", "40",
-                                        "--sample-every", "5", "--threads", "0", "--jit-compile",
-                                        "--steady-tol", "1e9")
+        summary, _, _ = self.run_script(
+            LONG_RUN,
+            "--config",
+            "2x8x8x8",
+            "--steps",
+            "40",
+            "--sample-every",
+            "5",
+            "--threads",
+            "0",
+            "--jit-compile",
+            "--steady-tol",
+            "1e9",
+        )
         self.assertTrue(summary["ok"], summary["failures"])
         self.assertTrue(summary["args"]["jit_compile"])
         self.assertTrue(summary["all_finite"])

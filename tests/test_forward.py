@@ -6,9 +6,10 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
+import tensorflow_dcn as tfdcn
+
 import op_test_util as util
 import oracle
-import tensorflow_dcn as tfdcn
 
 
 def conv2d_reference(operands, config):
@@ -16,31 +17,56 @@ def conv2d_reference(operands, config):
     (pad_h, pad_w), groups = config.pad, config.groups
     inputs = tf.split(operands["input"], groups, axis=3)
     weights = tf.split(operands["weight"], groups, axis=3)
-    output = tf.concat([
-        tf.nn.conv2d(x, w, strides=config.stride,
-                     padding=[[0, 0], [pad_h, pad_h], [pad_w, pad_w], [0, 0]],
-                     dilations=config.dilation)
-        for x, w in zip(inputs, weights)], axis=3)
+    output = tf.concat(
+        [
+            tf.nn.conv2d(
+                x,
+                w,
+                strides=config.stride,
+                padding=[[0, 0], [pad_h, pad_h], [pad_w, pad_w], [0, 0]],
+                dilations=config.dilation,
+            )
+            for x, w in zip(inputs, weights)
+        ],
+        axis=3,
+    )
     return output if operands["bias"] is None else output + operands["bias"]
 
 
 class ForwardTest(tf.test.TestCase, parameterized.TestCase):
-
-    @parameterized.named_parameters(util.with_devices(
-        [(f"{name}_{dtype.name}", dict(config=config, dtype=dtype))
-         for name, config in util.PARITY_CONFIGS for dtype in (tf.float64, tf.float32)]))
+    @parameterized.named_parameters(
+        util.with_devices(
+            [
+                (f"{name}_{dtype.name}", dict(config=config, dtype=dtype))
+                for name, config in util.PARITY_CONFIGS
+                for dtype in (tf.float64, tf.float32)
+            ]
+        )
+    )
     def test_matches_oracle(self, config, dtype, device):
         util.assert_forward_matches_oracle(self, config, dtype, device)
 
-    @parameterized.named_parameters(util.with_devices(
-        [(f"{name}_{dtype.name}", dict(config=config, dtype=dtype))
-         for name, config in util.LOW_PRECISION_CONFIGS for dtype in util.LOW_PRECISION_DTYPES]))
+    @parameterized.named_parameters(
+        util.with_devices(
+            [
+                (f"{name}_{dtype.name}", dict(config=config, dtype=dtype))
+                for name, config in util.LOW_PRECISION_CONFIGS
+                for dtype in util.LOW_PRECISION_DTYPES
+            ]
+        )
+    )
     def test_low_precision_matches_oracle(self, config, dtype, device):
         util.assert_forward_matches_oracle(self, config, dtype, device)
 
-    @parameterized.named_parameters(util.with_devices(
-        [(f"{name}_{'mask_ones' if mask else 'no_mask'}", dict(config=config, mask=mask))
-         for name, config in util.CONV_CONFIGS for mask in (True, False)]))
+    @parameterized.named_parameters(
+        util.with_devices(
+            [
+                (f"{name}_{'mask_ones' if mask else 'no_mask'}", dict(config=config, mask=mask))
+                for name, config in util.CONV_CONFIGS
+                for mask in (True, False)
+            ]
+        )
+    )
     def test_zero_offset_is_conv2d(self, config, mask, device):
         problem = util.make_problem(dataclasses.replace(config, mask=mask))
         if mask:
@@ -89,8 +115,9 @@ class DeformConv2dTest(tf.test.TestCase, parameterized.TestCase):
         mask = tf.constant(rng.uniform(size=(1, 4, 5, 12)))
         actual = tfdcn.deform_conv2d(x, offset, kernel, mask=mask, strides=2, padding="same")
         padded = tf.pad(x, [[0, 0], [0, 1], [1, 2], [0, 0]])
-        expected = oracle.deform_conv2d(padded, offset, kernel, mask, kernel_h=3, kernel_w=4,
-                                        stride_h=2, stride_w=2)
+        expected = oracle.deform_conv2d(
+            padded, offset, kernel, mask, kernel_h=3, kernel_w=4, stride_h=2, stride_w=2
+        )
         util.assert_near(self, actual, expected, tf.float64)
 
     def test_int_and_pair_padding(self):
@@ -100,13 +127,15 @@ class DeformConv2dTest(tf.test.TestCase, parameterized.TestCase):
         offset = tf.constant(rng.uniform(-2, 2, size=(1, 7, 6, 18)))
         bias = tf.constant(rng.normal(size=(2,)))
         actual = tfdcn.deform_conv2d(x, offset, kernel, bias, padding=(2, 1))
-        expected = oracle.deform_conv2d(x, offset, kernel, bias=bias, kernel_h=3, kernel_w=3,
-                                        pad_h=2, pad_w=1)
+        expected = oracle.deform_conv2d(
+            x, offset, kernel, bias=bias, kernel_h=3, kernel_w=3, pad_h=2, pad_w=1
+        )
         util.assert_near(self, actual, expected, tf.float64)
         offset = offset[:, :5, :6]
         actual = tfdcn.deform_conv2d(x, offset, kernel, bias, padding=1)
-        expected = oracle.deform_conv2d(x, offset, kernel, bias=bias, kernel_h=3, kernel_w=3,
-                                        pad_h=1, pad_w=1)
+        expected = oracle.deform_conv2d(
+            x, offset, kernel, bias=bias, kernel_h=3, kernel_w=3, pad_h=1, pad_w=1
+        )
         util.assert_near(self, actual, expected, tf.float64)
 
     def test_mixed_dtypes_raise_type_error(self):

@@ -13,9 +13,10 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
+from tensorflow_dcn import ops
+
 import op_test_util as util
 import oracle
-from tensorflow_dcn import ops
 
 # The >2^31-element test holds two 4.4 GB half tensors (input, grad_input) plus whatever the
 # kernels stage (~20 GB in all at most); it runs on GPUs with at least this much memory, or
@@ -28,28 +29,35 @@ def gpu_memory_bytes():
     try:
         result = subprocess.run(
             ["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=60, check=True)
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
         return int(result.stdout.split()[0]) << 20
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
         return 0
 
 
 def parity_cases(configs, dtypes):
-    return [dict(testcase_name=f"{name}_{dtype.name}", config=config, dtype=dtype)
-            for name, config in configs for dtype in dtypes]
+    return [
+        dict(testcase_name=f"{name}_{dtype.name}", config=config, dtype=dtype)
+        for name, config in configs
+        for dtype in dtypes
+    ]
 
 
 @unittest.skipUnless(util.GPUS, "needs a GPU")
 class GpuTest(tf.test.TestCase, parameterized.TestCase):
-
     def setUp(self):
         super().setUp()
         # A GPU test must fail, not fall back to the CPU kernel, when no GPU kernel fits.
         tf.config.set_soft_device_placement(False)
         self.addCleanup(tf.config.set_soft_device_placement, True)
 
-    @parameterized.named_parameters(parity_cases(
-        util.PARITY_CONFIGS + [("large", util.LARGE_CONFIG)], (tf.float64, tf.float32)))
+    @parameterized.named_parameters(
+        parity_cases(util.PARITY_CONFIGS + [("large", util.LARGE_CONFIG)], (tf.float64, tf.float32))
+    )
     def test_matches_cpu_and_oracle(self, config, dtype):
         operands = util.as_dtype(util.make_problem(config), dtype)
         gpu = util.forward(operands, config.attrs, "gpu")
@@ -67,7 +75,8 @@ class GpuTest(tf.test.TestCase, parameterized.TestCase):
         util.assert_backward_matches_oracle(self, config, dtype, "gpu")
 
     @parameterized.named_parameters(
-        parity_cases(util.LOW_PRECISION_CONFIGS, util.LOW_PRECISION_DTYPES))
+        parity_cases(util.LOW_PRECISION_CONFIGS, util.LOW_PRECISION_DTYPES)
+    )
     def test_low_precision_matches_oracle(self, config, dtype):
         util.assert_forward_matches_oracle(self, config, dtype, "gpu")
         util.assert_backward_matches_oracle(self, config, dtype, "gpu")
@@ -88,13 +97,18 @@ class GpuTest(tf.test.TestCase, parameterized.TestCase):
             util.assert_near(self, value, expected[name], tf.float16, msg=name)
 
     @parameterized.named_parameters(
-        [dict(testcase_name=name, config=config) for name, config in util.GRADIENT_CONFIGS])
+        [dict(testcase_name=name, config=config) for name, config in util.GRADIENT_CONFIGS]
+    )
     def test_matches_finite_differences(self, config):
         util.assert_finite_difference_gradients(self, config, "gpu")
 
     @parameterized.named_parameters(
-        [dict(testcase_name=f"{name}_{op}", case=case, op=op)
-         for name, case in util.BAD_INPUTS for op in case.ops])
+        [
+            dict(testcase_name=f"{name}_{op}", case=case, op=op)
+            for name, case in util.BAD_INPUTS
+            for op in case.ops
+        ]
+    )
     def test_bad_input_raises_invalid_argument(self, case, op):
         with tf.device(util.device_name("gpu")):
             with self.assertRaisesRegex(tf.errors.InvalidArgumentError, case.message):
@@ -145,8 +159,9 @@ class GpuTest(tf.test.TestCase, parameterized.TestCase):
             print("bit-identical")
             """)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                                env=env, timeout=540)
+        result = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=540
+        )
         self.assertEqual(result.returncode, 0, result.stderr[-4000:])
         self.assertIn("bit-identical", result.stdout)
 
@@ -190,24 +205,34 @@ class GpuTest(tf.test.TestCase, parameterized.TestCase):
                         out += ops.dcn_v2_backward_weight(t["grad_output"], t["input"],
                                                           t["offset"], mask=t["mask"], **attrs)
                     for i, r in enumerate(out):
-                        results[f"{n}x{h}x{w}x{cin}-{cout}-{dtype.name}-{i}"] = tf.cast(r, tf.float64).numpy()
+                        key = f"{n}x{h}x{w}x{cin}-{cout}-{dtype.name}-{i}"
+                        results[key] = tf.cast(r, tf.float64).numpy()
             np.savez(sys.argv[1], **results)
             print("RAN", json.dumps(tfdcn.implementations_run()))
             """)
         paths, ran = {}, {}
         for mode in ("auto", "im2col"):
             paths[mode] = os.path.join(self.get_temp_dir(), f"{mode}.npz")
-            env = dict(os.environ, TFDCN_KERNELS=mode,
-                       PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-            result = subprocess.run([sys.executable, "-c", script, paths[mode]],
-                                    capture_output=True, text=True, env=env, timeout=540)
+            env = dict(
+                os.environ, TFDCN_KERNELS=mode, PYTHONPATH=os.pathsep.join(p for p in sys.path if p)
+            )
+            result = subprocess.run(
+                [sys.executable, "-c", script, paths[mode]],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=540,
+            )
             self.assertEqual(result.returncode, 0, result.stderr[-4000:])
             ran[mode] = json.loads(result.stdout.split("RAN ", 1)[1])
         self.assertEqual({name.split("/")[1] for name in ran["im2col"]}, {"cuda_im2col"})
         # These channel counts take the tensor-core kernels for the forward and backward input.
         for op in ("DCNv2Forward", "DCNv2BackwardInput"):
-            faster = [name for name in ran["auto"]
-                      if name.startswith(op + "/") and not name.endswith("/cuda_im2col")]
+            faster = [
+                name
+                for name in ran["auto"]
+                if name.startswith(op + "/") and not name.endswith("/cuda_im2col")
+            ]
             self.assertTrue(faster, (op, ran["auto"]))
         fused, simple = np.load(paths["auto"]), np.load(paths["im2col"])
         dtypes = {"float32": tf.float32, "float16": tf.float16, "bfloat16": tf.bfloat16}
@@ -245,15 +270,22 @@ class GpuTest(tf.test.TestCase, parameterized.TestCase):
         details = tf.config.experimental.get_device_details(util.GPUS[0])
         hopper = details.get("compute_capability") == (9, 0)
         runs = {}
-        for mode, env_update in (("auto", {"TFDCN_KERNELS": "auto"}),
-                                 ("portable", {"TFDCN_KERNELS": "portable"}),
-                                 ("unavailable", {"TFDCN_KERNELS": "auto",
-                                                  "TFDCN_SIMULATE_SM90A_UNAVAILABLE": "1"})):
+        for mode, env_update in (
+            ("auto", {"TFDCN_KERNELS": "auto"}),
+            ("portable", {"TFDCN_KERNELS": "portable"}),
+            ("unavailable", {"TFDCN_KERNELS": "auto", "TFDCN_SIMULATE_SM90A_UNAVAILABLE": "1"}),
+        ):
             path = os.path.join(self.get_temp_dir(), f"sm90a_{mode}.npz")
-            env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
-                       **env_update)
-            result = subprocess.run([sys.executable, "-c", script, path], capture_output=True,
-                                    text=True, env=env, timeout=540)
+            env = dict(
+                os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p), **env_update
+            )
+            result = subprocess.run(
+                [sys.executable, "-c", script, path],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=540,
+            )
             self.assertEqual(result.returncode, 0, result.stderr[-4000:])
             runs[mode] = np.load(path)
         for key in [k for k in runs["auto"].files if k.startswith("ran-")]:
@@ -261,19 +293,25 @@ class GpuTest(tf.test.TestCase, parameterized.TestCase):
             expected = "cuda_wgmma_sm90a" if hopper and not strict_float32 else "cuda_fused_sm80"
             self.assertEqual(list(runs["auto"][key]), [f"DCNv2Forward/{expected}"], key)
             for mode in ("portable", "unavailable"):
-                self.assertEqual(list(runs[mode][key]), ["DCNv2Forward/cuda_fused_sm80"],
-                                 f"{mode} {key}")
+                self.assertEqual(
+                    list(runs[mode][key]), ["DCNv2Forward/cuda_fused_sm80"], f"{mode} {key}"
+                )
         # Each output against the float64 oracle (TF32 with half's tolerance, as above).
         for i, config in enumerate(util.SM90A_CONFIGS):
-            for dtype, kind in ((tf.float16, "strict"), (tf.bfloat16, "strict"),
-                                (tf.float32, "tf32"), (tf.float32, "strict")):
+            for dtype, kind in (
+                (tf.float16, "strict"),
+                (tf.bfloat16, "strict"),
+                (tf.float32, "tf32"),
+                (tf.float32, "strict"),
+            ):
                 operands = util.as_dtype(util.make_problem(config), dtype)
                 expected = oracle.deform_conv2d(**operands, **config.attrs)
                 tolerance_dtype = tf.float16 if kind == "tf32" else dtype
                 for mode in runs:
                     key = f"{i}-{dtype.name}-{kind}"
-                    util.assert_near(self, runs[mode][key], expected, tolerance_dtype,
-                                     msg=f"{mode} {key}")
+                    util.assert_near(
+                        self, runs[mode][key], expected, tolerance_dtype, msg=f"{mode} {key}"
+                    )
 
     def test_tensor_beyond_2_31_elements(self):
         if os.environ.get("TFDCN_RUN_HUGE") != "1" and gpu_memory_bytes() < HUGE_TEST_MIN_GPU_BYTES:
@@ -283,6 +321,7 @@ class GpuTest(tf.test.TestCase, parameterized.TestCase):
         n, h, w, cin, cout = 130, 128, 128, 1024, 8
         attrs = dict(kernel_h=1, kernel_w=1)
         with tf.device(util.device_name("gpu")):
+
             def uniform(shape, seed, low=-1.0, high=1.0):
                 return tf.random.stateless_uniform(shape, [seed, 0], low, high, tf.float16)
 
@@ -294,7 +333,8 @@ class GpuTest(tf.test.TestCase, parameterized.TestCase):
             grad_output = uniform([n, h, w, cout], 6)
             output = ops.dcn_v2_forward(x, offset, weight, mask=mask, bias=bias, **attrs)
             grad_input, grad_offset, grad_mask = ops.dcn_v2_backward_input(
-                grad_output, x, offset, weight, mask=mask, **attrs)
+                grad_output, x, offset, weight, mask=mask, **attrs
+            )
             util.assert_on_device(self, output, "gpu")
             self.assertGreater(x.shape.num_elements(), 2**31)
 
@@ -307,10 +347,12 @@ class GpuTest(tf.test.TestCase, parameterized.TestCase):
             with tf.device(util.device_name("cpu")):
                 xs, offset_s, mask_s, grad_s = (tf.cast(t, tf.float32) for t in operands)
                 weight_s, bias_s = tf.cast(weight, tf.float32), tf.cast(bias, tf.float32)
-                cpu = [ops.dcn_v2_forward(xs, offset_s, weight_s, mask=mask_s, bias=bias_s,
-                                          **attrs)]
-                cpu += ops.dcn_v2_backward_input(grad_s, xs, offset_s, weight_s, mask=mask_s,
-                                                 **attrs)
+                cpu = [
+                    ops.dcn_v2_forward(xs, offset_s, weight_s, mask=mask_s, bias=bias_s, **attrs)
+                ]
+                cpu += ops.dcn_v2_backward_input(
+                    grad_s, xs, offset_s, weight_s, mask=mask_s, **attrs
+                )
             for name, g, c in zip(("output", "grad_input", "grad_offset", "grad_mask"), gpu, cpu):
                 util.assert_near(self, g, c, tf.float16, msg=f"{name} of image {image}")
 

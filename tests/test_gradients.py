@@ -5,9 +5,10 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
+from tensorflow_dcn import ops
+
 import op_test_util as util
 import oracle
-from tensorflow_dcn import ops
 
 # A 3x3 image whose differences are all distinct, so each expected number names its pixels.
 IMAGE_3X3 = np.array([[1.0, 2.0, 4.0], [8.0, 16.0, 32.0], [64.0, 128.0, 256.0]])
@@ -24,22 +25,34 @@ def constant(value, dtype):
 
 
 class GradientTest(tf.test.TestCase, parameterized.TestCase):
-
-    @parameterized.named_parameters(util.with_devices(
-        [(name, dict(config=config)) for name, config in util.GRADIENT_CONFIGS]))
+    @parameterized.named_parameters(
+        util.with_devices([(name, dict(config=config)) for name, config in util.GRADIENT_CONFIGS])
+    )
     def test_matches_finite_differences(self, config, device):
         util.assert_finite_difference_gradients(self, config, device)
 
-    @parameterized.named_parameters(util.with_devices(
-        [(f"{name}_{dtype.name}", dict(config=config, dtype=dtype))
-         for name, config in util.PARITY_CONFIGS for dtype in (tf.float64, tf.float32)]))
+    @parameterized.named_parameters(
+        util.with_devices(
+            [
+                (f"{name}_{dtype.name}", dict(config=config, dtype=dtype))
+                for name, config in util.PARITY_CONFIGS
+                for dtype in (tf.float64, tf.float32)
+            ]
+        )
+    )
     def test_matches_oracle(self, config, dtype, device):
         # Includes integer offsets and samples outside the image, where finite differences fail.
         util.assert_backward_matches_oracle(self, config, dtype, device)
 
-    @parameterized.named_parameters(util.with_devices(
-        [(f"{name}_{dtype.name}", dict(config=config, dtype=dtype))
-         for name, config in util.LOW_PRECISION_CONFIGS for dtype in util.LOW_PRECISION_DTYPES]))
+    @parameterized.named_parameters(
+        util.with_devices(
+            [
+                (f"{name}_{dtype.name}", dict(config=config, dtype=dtype))
+                for name, config in util.LOW_PRECISION_CONFIGS
+                for dtype in util.LOW_PRECISION_DTYPES
+            ]
+        )
+    )
     def test_low_precision_matches_oracle(self, config, dtype, device):
         util.assert_backward_matches_oracle(self, config, dtype, device)
 
@@ -54,9 +67,13 @@ class IntegerPositionGradientTest(tf.test.TestCase, parameterized.TestCase):
     in the cell floor(p) (docs/design.md). Hand-computed values, asserted exactly."""
 
     def run_backward(self, dtype, device, input, offset, weight, mask=None, **attrs):
-        operands = dict(input=constant(input, dtype), offset=constant(offset, dtype),
-                        weight=constant(weight, dtype),
-                        mask=None if mask is None else constant(mask, dtype), bias=None)
+        operands = dict(
+            input=constant(input, dtype),
+            offset=constant(offset, dtype),
+            weight=constant(weight, dtype),
+            mask=None if mask is None else constant(mask, dtype),
+            bias=None,
+        )
         output = util.forward(operands, attrs, device)
         grads = util.backward(tf.ones_like(output), operands, attrs, device)
         return output, grads
@@ -66,13 +83,22 @@ class IntegerPositionGradientTest(tf.test.TestCase, parameterized.TestCase):
         # Output (i, j) samples pixel (i, j). d/dy = v(i+1, j) - v(i, j), and at the last row
         # (p = H-1) it is 0 - v(H-1, j); likewise d/dx.
         output, grads = self.run_backward(
-            dtype, device, IMAGE_3X3.reshape(1, 3, 3, 1), np.zeros([1, 3, 3, 2]), [[[[1.0]]]],
-            mask=np.ones([1, 3, 3, 1]), kernel_h=1, kernel_w=1)
+            dtype,
+            device,
+            IMAGE_3X3.reshape(1, 3, 3, 1),
+            np.zeros([1, 3, 3, 2]),
+            [[[[1.0]]]],
+            mask=np.ones([1, 3, 3, 1]),
+            kernel_h=1,
+            kernel_w=1,
+        )
         self.assertAllEqual(output[0, :, :, 0], IMAGE_3X3)
-        self.assertAllEqual(grads["offset"][0, :, :, 0],
-                            [[7, 14, 28], [56, 112, 224], [-64, -128, -256]])
-        self.assertAllEqual(grads["offset"][0, :, :, 1],
-                            [[1, 2, -4], [8, 16, -32], [64, 128, -256]])
+        self.assertAllEqual(
+            grads["offset"][0, :, :, 0], [[7, 14, 28], [56, 112, 224], [-64, -128, -256]]
+        )
+        self.assertAllEqual(
+            grads["offset"][0, :, :, 1], [[1, 2, -4], [8, 16, -32], [64, 128, -256]]
+        )
         self.assertAllEqual(grads["mask"][0, :, :, 0], IMAGE_3X3)
         self.assertAllEqual(grads["input"], tf.ones([1, 3, 3, 1]))
         self.assertAllEqual(grads["weight"], [[[[511]]]])
@@ -84,16 +110,25 @@ class IntegerPositionGradientTest(tf.test.TestCase, parameterized.TestCase):
         weight = np.zeros([3, 3, 1, 1])
         weight[0, 0] = 1.0
         output, grads = self.run_backward(
-            dtype, device, IMAGE_3X3.reshape(1, 3, 3, 1), np.zeros([1, 3, 3, 18]), weight,
-            kernel_h=3, kernel_w=3, pad_h=1, pad_w=1)
+            dtype,
+            device,
+            IMAGE_3X3.reshape(1, 3, 3, 1),
+            np.zeros([1, 3, 3, 18]),
+            weight,
+            kernel_h=3,
+            kernel_w=3,
+            pad_h=1,
+            pad_w=1,
+        )
         self.assertAllEqual(output[0, :, :, 0], [[0, 0, 0], [0, 1, 2], [0, 8, 16]])
         self.assertAllEqual(grads["offset"][0, :, :, 0], [[0, 1, 2], [0, 7, 14], [0, 56, 112]])
         self.assertAllEqual(grads["offset"][0, :, :, 1], [[0, 0, 0], [1, 1, 2], [8, 8, 16]])
         self.assertAllEqual(grads["offset"][..., 2:], tf.zeros([1, 3, 3, 16]))  # zero weights
         self.assertAllEqual(grads["input"][0, :, :, 0], [[1, 1, 0], [1, 1, 0], [0, 0, 0]])
         # Tap (a, b) sums the image over rows a-1..a+1 and columns b-1..b+1 (inside).
-        self.assertAllEqual(grads["weight"][:, :, 0, 0],
-                            [[27, 63, 54], [219, 511, 438], [216, 504, 432]])
+        self.assertAllEqual(
+            grads["weight"][:, :, 0, 0], [[27, 63, 54], [219, 511, 438], [216, 504, 432]]
+        )
 
     @parameterized.named_parameters(exact_cases())
     def test_positions_at_and_beyond_the_border(self, dtype, device):
@@ -107,8 +142,16 @@ class IntegerPositionGradientTest(tf.test.TestCase, parameterized.TestCase):
         # Outputs and offset gradients carry mask * weight = 1.5; grad_mask carries weight 3.
         offset = np.array([[-1, 0], [3, 0], [3, 0], [-4.5, 0], [-4.5, 0]]).reshape(1, 5, 1, 2)
         image = np.reshape([2, 3, 5, 7, 11], [1, 5, 1, 1])
-        output, grads = self.run_backward(dtype, device, image, offset, [[[[3.0]]]],
-                                          mask=np.full([1, 5, 1, 1], 0.5), kernel_h=1, kernel_w=1)
+        output, grads = self.run_backward(
+            dtype,
+            device,
+            image,
+            offset,
+            [[[[3.0]]]],
+            mask=np.full([1, 5, 1, 1], 0.5),
+            kernel_h=1,
+            kernel_w=1,
+        )
         self.assertAllEqual(output[0, :, 0, 0], [0, 16.5, 0, 0, 1.5])
         self.assertAllEqual(grads["offset"][0, :, 0, 0], [3, -16.5, 0, 0, 3])
         self.assertAllEqual(grads["offset"][0, :, 0, 1], [0, -16.5, 0, 0, -1.5])
@@ -118,17 +161,36 @@ class IntegerPositionGradientTest(tf.test.TestCase, parameterized.TestCase):
 
 
 class RegisteredGradientTest(tf.test.TestCase, parameterized.TestCase):
-
-    @parameterized.named_parameters(util.with_devices([
-        (f"{mode}_{'mask' if mask else 'no_mask'}_{'bias' if bias else 'no_bias'}",
-         dict(mode=mode, with_mask=mask, with_bias=bias))
-        for mode in ("eager", "tf_function") for mask in (True, False) for bias in (True, False)]))
+    @parameterized.named_parameters(
+        util.with_devices(
+            [
+                (
+                    f"{mode}_{'mask' if mask else 'no_mask'}_{'bias' if bias else 'no_bias'}",
+                    dict(mode=mode, with_mask=mask, with_bias=bias),
+                )
+                for mode in ("eager", "tf_function")
+                for mask in (True, False)
+                for bias in (True, False)
+            ]
+        )
+    )
     def test_tape_gradients_match_oracle(self, mode, with_mask, with_bias, device):
-        config = util.Config(batch=2, height=6, width=5, pad=(1, 1), groups=2,
-                             deformable_groups=2, max_offset=3.0, mask=with_mask,
-                             bias=with_bias)
-        operands = {k: v for k, v in util.as_dtype(util.make_problem(config), tf.float64).items()
-                    if v is not None}
+        config = util.Config(
+            batch=2,
+            height=6,
+            width=5,
+            pad=(1, 1),
+            groups=2,
+            deformable_groups=2,
+            max_offset=3.0,
+            mask=with_mask,
+            bias=with_bias,
+        )
+        operands = {
+            k: v
+            for k, v in util.as_dtype(util.make_problem(config), tf.float64).items()
+            if v is not None
+        }
         grad_output = util.gradient_probe(config, tf.float64)
 
         def gradients(operands):
@@ -154,13 +216,17 @@ class RegisteredGradientTest(tf.test.TestCase, parameterized.TestCase):
         z = lambda *shape: tf.zeros(shape, tf.float64)
         with tf.device(util.device_name(device)):
             backward_input = ops._ops.dc_nv2_backward_input(
-                z(1, 3, 3, 2), z(1, 5, 5, 4), z(1, 3, 3, 18), [], z(3, 3, 4, 2), **attrs)
+                z(1, 3, 3, 2), z(1, 5, 5, 4), z(1, 3, 3, 18), [], z(3, 3, 4, 2), **attrs
+            )
             backward_weight = ops._ops.dc_nv2_backward_weight(
-                z(1, 3, 3, 2), z(1, 5, 5, 4), z(1, 3, 3, 18), [], num_grad_biases=0, **attrs)
+                z(1, 3, 3, 2), z(1, 5, 5, 4), z(1, 3, 3, 18), [], num_grad_biases=0, **attrs
+            )
             wrapped_input = ops.dcn_v2_backward_input(
-                z(1, 3, 3, 2), z(1, 5, 5, 4), z(1, 3, 3, 18), z(3, 3, 4, 2), **attrs)
+                z(1, 3, 3, 2), z(1, 5, 5, 4), z(1, 3, 3, 18), z(3, 3, 4, 2), **attrs
+            )
             wrapped_weight = ops.dcn_v2_backward_weight(
-                z(1, 3, 3, 2), z(1, 5, 5, 4), z(1, 3, 3, 18), with_bias=False, **attrs)
+                z(1, 3, 3, 2), z(1, 5, 5, 4), z(1, 3, 3, 18), with_bias=False, **attrs
+            )
         self.assertEqual(list(backward_input.grad_mask), [])
         self.assertEqual(list(backward_weight.grad_bias), [])
         self.assertIsNone(wrapped_input[2])

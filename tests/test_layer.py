@@ -10,9 +10,10 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
-import layer_test_util
 import tensorflow_dcn as tfdcn
 from tensorflow_dcn import _library
+
+import layer_test_util
 
 HEIGHT, WIDTH, CHANNELS, FILTERS = 6, 7, 4, 3
 TAPS = 9  # 3x3 kernels throughout
@@ -25,15 +26,18 @@ def random_inputs(*shape, seed=0):
 def randomize_weights(model, scale=0.2, seed=1):
     """Non-zero weights everywhere, so that the offset weights matter in comparisons."""
     rng = np.random.default_rng(seed)
-    model.set_weights([rng.uniform(-scale, scale, w.shape).astype("float32")
-                       for w in model.get_weights()])
+    model.set_weights(
+        [rng.uniform(-scale, scale, w.shape).astype("float32") for w in model.get_weights()]
+    )
 
 
 def offset_and_mask(shifts, mask_value, batch=2):
     """Offset and mask tensors that shift every tap of deformable group g by shifts[g] = (dy, dx).
     The layout: offset channel (g * taps + t) * 2 + {0: dy, 1: dx}, mask channel g * taps + t."""
-    offset = np.tile(np.repeat(np.asarray(shifts, "float32"), TAPS, axis=0).reshape(-1),
-                     (batch, HEIGHT, WIDTH, 1))
+    offset = np.tile(
+        np.repeat(np.asarray(shifts, "float32"), TAPS, axis=0).reshape(-1),
+        (batch, HEIGHT, WIDTH, 1),
+    )
     mask = np.full((batch, HEIGHT, WIDTH, len(shifts) * TAPS), mask_value, "float32")
     return offset, mask
 
@@ -45,8 +49,9 @@ def shift_channel_groups(x, shifts):
     shifted = []
     for group, (dy, dx) in zip(np.split(x, len(shifts), axis=-1), shifts):
         padded = np.pad(group, [(0, 0), (abs(dy),) * 2, (abs(dx),) * 2, (0, 0)])
-        shifted.append(padded[:, abs(dy) + dy:abs(dy) + dy + height,
-                              abs(dx) + dx:abs(dx) + dx + width])
+        shifted.append(
+            padded[:, abs(dy) + dy : abs(dy) + dy + height, abs(dx) + dx : abs(dx) + dx + width]
+        )
     return np.concatenate(shifted, axis=-1)
 
 
@@ -60,7 +65,6 @@ def reference_conv(x, kernel, bias, groups=1, **conv_args):
 
 
 class ArgumentsTest(tf.test.TestCase, parameterized.TestCase):
-
     def test_bad_arguments_raise_clear_errors(self):
         with self.assertRaisesRegex(ValueError, "divisible by groups"):
             tfdcn.DCNv2(5, 3, groups=2)
@@ -111,21 +115,33 @@ class ArgumentsTest(tf.test.TestCase, parameterized.TestCase):
     )
     def test_weights_names_shapes_and_order(self, use_custom_offset, source_channels, names):
         groups, deformable_groups = 2, 2
-        layer = tfdcn.DCNv2(6, 3, groups=groups, deformable_groups=deformable_groups,
-                            use_custom_offset=use_custom_offset)
+        layer = tfdcn.DCNv2(
+            6,
+            3,
+            groups=groups,
+            deformable_groups=deformable_groups,
+            use_custom_offset=use_custom_offset,
+        )
         x_shape = (None, HEIGHT, WIDTH, CHANNELS)
         if not use_custom_offset:
             layer.build(x_shape)
         elif source_channels:
             layer.build([x_shape, (None, HEIGHT, WIDTH, source_channels)])
         else:
-            layer.build([x_shape, (None, 4, 5, 2 * deformable_groups * TAPS),
-                         (None, 4, 5, deformable_groups * TAPS)])
+            layer.build(
+                [
+                    x_shape,
+                    (None, 4, 5, 2 * deformable_groups * TAPS),
+                    (None, 4, 5, deformable_groups * TAPS),
+                ]
+            )
         predicted = 3 * deformable_groups * TAPS
         expected_shapes = {
-            "kernel": (3, 3, CHANNELS // groups, 6), "bias": (6,),
+            "kernel": (3, 3, CHANNELS // groups, 6),
+            "bias": (6,),
             "offset_kernel": (3, 3, source_channels or CHANNELS, predicted),
-            "offset_bias": (predicted,)}
+            "offset_bias": (predicted,),
+        }
         self.assertEqual([w.name for w in layer.weights], names)
         for weight in layer.weights:
             self.assertEqual(weight.shape, expected_shapes[weight.name])
@@ -134,11 +150,22 @@ class ArgumentsTest(tf.test.TestCase, parameterized.TestCase):
 
     def test_get_config_round_trip(self):
         layer = tfdcn.DCNv2(
-            6, (3, 5), strides=(2, 1), padding=(1, 2), dilation_rate=(1, 2), groups=2,
-            activation="relu", use_bias=False, kernel_initializer="he_normal",
-            kernel_regularizer=keras.regularizers.L2(1e-3), activity_regularizer="l1",
-            kernel_constraint=keras.constraints.MaxNorm(2.0), deformable_groups=2,
-            use_custom_offset=True, name="deformable")
+            6,
+            (3, 5),
+            strides=(2, 1),
+            padding=(1, 2),
+            dilation_rate=(1, 2),
+            groups=2,
+            activation="relu",
+            use_bias=False,
+            kernel_initializer="he_normal",
+            kernel_regularizer=keras.regularizers.L2(1e-3),
+            activity_regularizer="l1",
+            kernel_constraint=keras.constraints.MaxNorm(2.0),
+            deformable_groups=2,
+            use_custom_offset=True,
+            name="deformable",
+        )
         config = layer.get_config()
         restored = tfdcn.DCNv2.from_config(config)
         self.assertEqual(restored.get_config(), config)
@@ -178,18 +205,19 @@ class ArgumentsTest(tf.test.TestCase, parameterized.TestCase):
         strided_and_dilated = max(layer.strides) > 1 and max(layer.dilation_rate) > 1
         if isinstance(layer.padding, str) and not strided_and_dilated:
             conv = keras.layers.Conv2D(FILTERS, 3, **args)
-            self.assertEqual(layer.compute_output_shape(x.shape),
-                             conv.compute_output_shape(x.shape))
+            self.assertEqual(
+                layer.compute_output_shape(x.shape), conv.compute_output_shape(x.shape)
+            )
 
     def test_compute_output_shape_in_custom_mode_and_with_unknown_sizes(self):
         layer = tfdcn.DCNv2(FILTERS, 3, padding="same", strides=2, use_custom_offset=True)
         self.assertEqual(
             layer.compute_output_shape([(None, 9, None, CHANNELS), (None, 9, None, 2)]),
-            (None, 5, None, FILTERS))
+            (None, 5, None, FILTERS),
+        )
 
 
 class ModesTest(tf.test.TestCase, parameterized.TestCase):
-
     @parameterized.named_parameters(
         ("same", dict(padding="same")),
         ("strided_dilated_grouped", dict(padding="valid", strides=2, dilation_rate=1, groups=2)),
@@ -210,8 +238,9 @@ class ModesTest(tf.test.TestCase, parameterized.TestCase):
         mask: this pins the (dy, dx) order, the group/tap order and the sigmoid on the mask."""
         shifts = [(1, 0), (0, -2)]
         x = random_inputs(2, HEIGHT, WIDTH, CHANNELS)
-        layer = tfdcn.DCNv2(FILTERS, 3, padding="same", deformable_groups=2,
-                            use_custom_offset=use_custom_offset)
+        layer = tfdcn.DCNv2(
+            FILTERS, 3, padding="same", deformable_groups=2, use_custom_offset=use_custom_offset
+        )
         offset, mask = offset_and_mask(shifts, 0.75)
         if use_custom_offset:
             output = layer([x, offset, mask])
@@ -224,8 +253,9 @@ class ModesTest(tf.test.TestCase, parameterized.TestCase):
         # Shift after the 'same' zero padding: a deformed tap may reach into the image from a
         # position in the padding.
         padded = np.pad(x, [(0, 0), (1, 1), (1, 1), (0, 0)])
-        expected = reference_conv(shift_channel_groups(padded, shifts),
-                                  0.75 * layer.kernel.numpy(), layer.bias.numpy())
+        expected = reference_conv(
+            shift_channel_groups(padded, shifts), 0.75 * layer.kernel.numpy(), layer.bias.numpy()
+        )
         self.assertAllClose(output, expected, atol=1e-5)
 
     def test_activation_is_applied(self):
@@ -251,15 +281,23 @@ class CheckpointCompatibilityTest(tf.test.TestCase, parameterized.TestCase):
         inputs = keras.Input(x.shape[1:])
         if use_custom_offset:
             inputs = [inputs, keras.Input(source.shape[1:])]
-        legacy = keras.Model(inputs, layer_test_util.DCNv2(
-            FILTERS, (3, 3), use_custom_offset=use_custom_offset)(inputs))
-        ours = keras.Model(inputs, layer_class(
-            FILTERS, 3, padding="same", use_custom_offset=use_custom_offset)(inputs))
+        legacy = keras.Model(
+            inputs,
+            layer_test_util.DCNv2(FILTERS, (3, 3), use_custom_offset=use_custom_offset)(inputs),
+        )
+        ours = keras.Model(
+            inputs,
+            layer_class(FILTERS, 3, padding="same", use_custom_offset=use_custom_offset)(inputs),
+        )
         # Fractional offsets, mostly under a pixel, so samples stay near the image (both layers
         # read zeros outside it), and a mask away from 1/2.
         rng = np.random.default_rng(1)
-        legacy.set_weights([rng.uniform(-scale, scale, w.shape).astype("float32") for scale, w in
-                            zip([0.3, 0.3, 0.05, 0.5], legacy.get_weights())])
+        legacy.set_weights(
+            [
+                rng.uniform(-scale, scale, w.shape).astype("float32")
+                for scale, w in zip([0.3, 0.3, 0.05, 0.5], legacy.get_weights())
+            ]
+        )
         path = os.path.join(self.get_temp_dir(), "legacy.weights.h5")
         legacy.save_weights(path)
         ours.load_weights(path)
@@ -272,7 +310,6 @@ class CheckpointCompatibilityTest(tf.test.TestCase, parameterized.TestCase):
 
 
 class TrainingTest(tf.test.TestCase, parameterized.TestCase):
-
     def setUp(self):
         super().setUp()
         keras.utils.set_random_seed(0)
@@ -286,8 +323,10 @@ class TrainingTest(tf.test.TestCase, parameterized.TestCase):
             tape.watch(x)
             loss = tf.reduce_sum(tf.square(layer(inputs)))
         gradients = tape.gradient(loss, [x] + layer.trainable_weights)
-        self.assertEqual([w.name for w in layer.trainable_weights],
-                         ["kernel", "bias", "offset_kernel", "offset_bias"])
+        self.assertEqual(
+            [w.name for w in layer.trainable_weights],
+            ["kernel", "bias", "offset_kernel", "offset_bias"],
+        )
         for gradient in gradients:
             self.assertGreater(tf.reduce_max(tf.abs(gradient)), 1e-4)
 
@@ -301,11 +340,13 @@ class TrainingTest(tf.test.TestCase, parameterized.TestCase):
         """Learning to read a neighbouring pixel: the deformation has to move."""
         x = random_inputs(32, HEIGHT, WIDTH, 2)
         targets = shift_channel_groups(x, [(1, 1)])[..., :1]
-        model = keras.Sequential([
-            keras.Input(x.shape[1:]),
-            tfdcn.DCNv2(4, 3, padding="same", activation="tanh"),
-            keras.layers.Conv2D(1, 1),
-        ])
+        model = keras.Sequential(
+            [
+                keras.Input(x.shape[1:]),
+                tfdcn.DCNv2(4, 3, padding="same", activation="tanh"),
+                keras.layers.Conv2D(1, 1),
+            ]
+        )
         self._assert_fit_reduces_loss(model, x, targets)
         self.assertGreater(np.abs(model.layers[0].offset_kernel.numpy()).max(), 0)
 
@@ -314,8 +355,9 @@ class TrainingTest(tf.test.TestCase, parameterized.TestCase):
         source = random_inputs(32, HEIGHT, WIDTH, 3, seed=3)
         targets = shift_channel_groups(x, [(0, -1)])[..., 1:]
         image, offset_source = keras.Input(x.shape[1:]), keras.Input(source.shape[1:])
-        features = tfdcn.DCNv2(4, 3, padding="same", activation="tanh",
-                               use_custom_offset=True)([image, offset_source])
+        features = tfdcn.DCNv2(4, 3, padding="same", activation="tanh", use_custom_offset=True)(
+            [image, offset_source]
+        )
         model = keras.Model([image, offset_source], keras.layers.Conv2D(1, 1)(features))
         self._assert_fit_reduces_loss(model, [x, source], targets)
 
@@ -324,12 +366,16 @@ class TrainingTest(tf.test.TestCase, parameterized.TestCase):
         DCNv2 does (its ops have XLA lowerings) when the library has the CUDA kernels, whose XLA
         GPU lowering comes with them. A visible GPU is faked: Keras only counts the devices. The
         compiled model then trains under XLA on this machine's CPU."""
+
         def model_with(layer):
             return keras.Sequential([keras.Input((HEIGHT, WIDTH, 2)), layer])
 
         gpu = tf.config.PhysicalDevice(name="/physical_device:GPU:0", device_type="GPU")
-        with mock.patch.object(tf.config, "list_physical_devices",
-                               return_value=tf.config.list_physical_devices("CPU") + [gpu]):
+        with mock.patch.object(
+            tf.config,
+            "list_physical_devices",
+            return_value=tf.config.list_physical_devices("CPU") + [gpu],
+        ):
             conv_model = model_with(keras.layers.Conv2D(2, 3))
             dcn_model = model_with(tfdcn.DCNv2(2, 3))
             conv_model.compile(loss="mse")
@@ -341,8 +387,9 @@ class TrainingTest(tf.test.TestCase, parameterized.TestCase):
             dcn_model.compile(loss="mse", jit_compile=True)
         self.assertTrue(dcn_model.jit_compile)
         tfdcn.implementations_run(reset=True)
-        history = dcn_model.fit(random_inputs(4, HEIGHT, WIDTH, 2), random_inputs(4, 4, 5, 2),
-                                epochs=2, verbose=0)
+        history = dcn_model.fit(
+            random_inputs(4, HEIGHT, WIDTH, 2), random_inputs(4, 4, 5, 2), epochs=2, verbose=0
+        )
         self.assertTrue(np.all(np.isfinite(history.history["loss"])))
         ran = tfdcn.implementations_run()
         for op in ("DCNv2Forward", "DCNv2BackwardInput", "DCNv2BackwardWeight"):
@@ -353,8 +400,9 @@ def build_model(mode, layer_class=tfdcn.DCNv2):
     """A small model around DCNv2 in each mode, with random non-zero weights, and its inputs."""
     x = random_inputs(2, HEIGHT, WIDTH, CHANNELS)
     if mode == "sequential":
-        model = keras.Sequential([keras.Input(x.shape[1:]),
-                                  layer_class(FILTERS, 3, strides=2, padding="same")])
+        model = keras.Sequential(
+            [keras.Input(x.shape[1:]), layer_class(FILTERS, 3, strides=2, padding="same")]
+        )
         inputs = x
     elif mode == "offset_source":
         image, source = keras.Input(x.shape[1:]), keras.Input((HEIGHT, WIDTH, 2))
@@ -364,10 +412,11 @@ def build_model(mode, layer_class=tfdcn.DCNv2):
     else:
         image = keras.Input(x.shape[1:])
         predicted = keras.layers.Conv2D(3 * TAPS, 3, padding="same")(image)
-        offset = predicted[..., :2 * TAPS]
-        mask = keras.layers.Activation("sigmoid")(predicted[..., 2 * TAPS:])
-        output = layer_class(FILTERS, 3, padding="same",
-                             use_custom_offset=True)([image, offset, mask])
+        offset = predicted[..., : 2 * TAPS]
+        mask = keras.layers.Activation("sigmoid")(predicted[..., 2 * TAPS :])
+        output = layer_class(FILTERS, 3, padding="same", use_custom_offset=True)(
+            [image, offset, mask]
+        )
         model = keras.Model(image, output)
         inputs = x
     randomize_weights(model)
@@ -375,7 +424,6 @@ def build_model(mode, layer_class=tfdcn.DCNv2):
 
 
 class SavingTest(tf.test.TestCase, parameterized.TestCase):
-
     @parameterized.named_parameters(
         ("sequential", "sequential", tfdcn.DCNv2),
         ("offset_source", "offset_source", tfdcn.DCNv2),
@@ -438,14 +486,14 @@ class SavingTest(tf.test.TestCase, parameterized.TestCase):
 
 
 class MixedPrecisionTest(tf.test.TestCase, parameterized.TestCase):
-
     def setUp(self):
         super().setUp()
         self.addCleanup(keras.mixed_precision.set_global_policy, "float32")
 
     @parameterized.product(
         policy=[("mixed_float16", "float16", 2e-2), ("mixed_bfloat16", "bfloat16", 6e-2)],
-        mode=["sequential", "offset_source", "given"])
+        mode=["sequential", "offset_source", "given"],
+    )
     def test_computes_in_policy_dtype_with_float32_weights(self, policy, mode):
         policy_name, compute_dtype, tolerance = policy
         reference, inputs = build_model(mode)
@@ -458,8 +506,9 @@ class MixedPrecisionTest(tf.test.TestCase, parameterized.TestCase):
             output = model(inputs)
             loss = tf.reduce_sum(tf.square(tf.cast(output, tf.float32)))
         self.assertEqual(output.dtype, compute_dtype)
-        self.assertAllClose(tf.cast(output, tf.float32), reference(inputs),
-                            atol=tolerance, rtol=tolerance)
+        self.assertAllClose(
+            tf.cast(output, tf.float32), reference(inputs), atol=tolerance, rtol=tolerance
+        )
         for gradient in tape.gradient(loss, dcn.trainable_weights):
             self.assertEqual(gradient.dtype, tf.float32)
             self.assertTrue(np.isfinite(gradient.numpy()).all())

@@ -37,8 +37,10 @@ def _op_library():
 
 def _probe(name):
     """A probe library from Bazel's runfiles, or from bazel-bin in a source tree; None if absent."""
-    for folder in (os.path.join(ROOT, "third_party", "manylinux"),
-                   os.path.join(ROOT, "bazel-bin", "third_party", "manylinux")):
+    for folder in (
+        os.path.join(ROOT, "third_party", "manylinux"),
+        os.path.join(ROOT, "bazel-bin", "third_party", "manylinux"),
+    ):
         path = os.path.join(folder, name)
         if os.path.exists(path):
             return path
@@ -51,7 +53,6 @@ def _glibc_version():
 
 
 class ManylinuxTest(tf.test.TestCase):
-
     def test_op_library_is_manylinux_2_27(self):
         path = _op_library()
         self.assertTrue(os.path.exists(path), path)
@@ -60,12 +61,15 @@ class ManylinuxTest(tf.test.TestCase):
         self.assertEqual(problems, [])
         self.assertLessEqual(
             set(report["needed"]) - set(checker.POLICIES[POLICY]["libs"]),
-            set(checker.ALLOWED_EXTERNAL_LIBS))
+            set(checker.ALLOWED_EXTERNAL_LIBS),
+        )
 
     def test_checker_flags_newer_versions(self):
         raw = _probe("probe_raw.so")
         if raw is None:
-            self.skipTest("the Bazel-built probes are absent (bazel build //third_party/manylinux:all)")
+            self.skipTest(
+                "the Bazel-built probes are absent (bazel build //third_party/manylinux:all)"
+            )
         if _glibc_version() < (2, 34):
             self.skipTest("built against glibc < 2.34: the probe needs no newer symbol versions")
         _, problems = checker.check(raw, POLICY)
@@ -76,7 +80,9 @@ class ManylinuxTest(tf.test.TestCase):
     def test_compat_stubs_remove_newer_versions(self):
         compat = _probe("probe_compat.so")
         if compat is None:
-            self.skipTest("the Bazel-built probes are absent (bazel build //third_party/manylinux:all)")
+            self.skipTest(
+                "the Bazel-built probes are absent (bazel build //third_party/manylinux:all)"
+            )
         report, problems = checker.check(compat, POLICY)
         self.assertEqual(problems, [])
         self.assertIn("libpthread.so.0", report["needed"])
@@ -85,10 +91,20 @@ class ManylinuxTest(tf.test.TestCase):
     def test_compat_stubs_compute_the_same(self):
         raw, compat = _probe("probe_raw.so"), _probe("probe_compat.so")
         if raw is None or compat is None:
-            self.skipTest("the Bazel-built probes are absent (bazel build //third_party/manylinux:all)")
+            self.skipTest(
+                "the Bazel-built probes are absent (bazel build //third_party/manylinux:all)"
+            )
         x = 1.3
-        expected = (math.exp(x) + math.log(x) + x ** 1.5 + 2 ** x + math.log2(x) + math.cos(x)
-                    + math.hypot(x, 1.0) + 1.0)
+        expected = (
+            math.exp(x)
+            + math.log(x)
+            + x**1.5
+            + 2**x
+            + math.log2(x)
+            + math.cos(x)
+            + math.hypot(x, 1.0)
+            + 1.0
+        )
         for path in (raw, compat):
             probe = ctypes.CDLL(path).tfdcn_probe
             probe.restype, probe.argtypes = ctypes.c_double, [ctypes.c_double]

@@ -11,12 +11,16 @@ ALL_DTYPES = (tf.float64, tf.float32, tf.float16, tf.bfloat16)
 
 
 def bad_input_cases():
-    return util.with_devices([(f"{name}_{op}", dict(case=case, op=op))
-                              for name, case in util.BAD_INPUTS for op in case.ops])
+    return util.with_devices(
+        [
+            (f"{name}_{op}", dict(case=case, op=op))
+            for name, case in util.BAD_INPUTS
+            for op in case.ops
+        ]
+    )
 
 
 class BadInputTest(tf.test.TestCase, parameterized.TestCase):
-
     @parameterized.named_parameters(bad_input_cases())
     def test_eager_raises_invalid_argument_naming_it(self, case, op, device):
         with tf.device(util.device_name(device)):
@@ -37,12 +41,13 @@ class BadInputTest(tf.test.TestCase, parameterized.TestCase):
 
 
 class EmptyBatchTest(tf.test.TestCase, parameterized.TestCase):
-
-    @parameterized.named_parameters(util.with_devices(
-        [(dtype.name, dict(dtype=dtype)) for dtype in ALL_DTYPES]))
+    @parameterized.named_parameters(
+        util.with_devices([(dtype.name, dict(dtype=dtype)) for dtype in ALL_DTYPES])
+    )
     def test_batch_zero_gives_empty_results_and_zero_weight_gradient(self, dtype, device):
-        config = util.Config(batch=0, height=7, width=5, out_channels=6, pad=(1, 1), groups=2,
-                             deformable_groups=2)
+        config = util.Config(
+            batch=0, height=7, width=5, out_channels=6, pad=(1, 1), groups=2, deformable_groups=2
+        )
         operands = util.as_dtype(util.make_problem(config), dtype)
         output = util.forward(operands, config.attrs, device)
         self.assertEqual(output.shape, [0, 7, 5, 6])
@@ -60,13 +65,27 @@ class NonFiniteOffsetTest(tf.test.TestCase, parameterized.TestCase):
 
     BAD_VALUES = (np.nan, np.inf, -np.inf, 1e30, -1e30)
 
-    @parameterized.named_parameters(util.with_devices(
-        [(f"{dtype.name}_{'mask' if mask else 'no_mask'}", dict(dtype=dtype, with_mask=mask))
-         for dtype in ALL_DTYPES for mask in (True, False)]))
+    @parameterized.named_parameters(
+        util.with_devices(
+            [
+                (f"{dtype.name}_{'mask' if mask else 'no_mask'}", dict(dtype=dtype, with_mask=mask))
+                for dtype in ALL_DTYPES
+                for mask in (True, False)
+            ]
+        )
+    )
     def test_bad_offsets_drop_their_sample(self, dtype, with_mask, device):
-        config = util.Config(batch=2, height=4, width=5, in_channels=4, out_channels=3,
-                             pad=(1, 1), deformable_groups=2, offsets="fractional",
-                             mask=with_mask)
+        config = util.Config(
+            batch=2,
+            height=4,
+            width=5,
+            in_channels=4,
+            out_channels=3,
+            pad=(1, 1),
+            deformable_groups=2,
+            offsets="fractional",
+            mask=with_mask,
+        )
         problem = util.make_problem(config)
         offset = problem["offset"].reshape(2, 4, 5, 2, 9, 2)  # (group, tap, (dy, dx))
         dropped = np.zeros(offset.shape[:-1], bool)
@@ -83,16 +102,19 @@ class NonFiniteOffsetTest(tf.test.TestCase, parameterized.TestCase):
             operands = util.as_dtype(problem, dtype)
             reference = util.as_dtype(dict(problem, mask=np.where(dropped, 0.0, mask)), dtype)
         usable = tf.math.is_finite(operands["offset"]) & (tf.abs(operands["offset"]) < 1e29)
-        reference["offset"] = tf.where(usable, operands["offset"],
-                                       tf.zeros_like(operands["offset"]))
+        reference["offset"] = tf.where(
+            usable, operands["offset"], tf.zeros_like(operands["offset"])
+        )
 
         output = util.forward(operands, config.attrs, device)
         self.assertTrue(np.all(np.isfinite(as_float64(output))))
         util.assert_near(self, output, oracle.deform_conv2d(**reference, **config.attrs), dtype)
 
         grad_output = util.gradient_probe(config, dtype)
-        grads = {k: as_float64(v) for k, v in
-                 util.backward(grad_output, operands, config.attrs, device).items()}
+        grads = {
+            k: as_float64(v)
+            for k, v in util.backward(grad_output, operands, config.attrs, device).items()
+        }
         expected = oracle.gradients(grad_output, **reference, **config.attrs)
         for name, value in grads.items():
             self.assertTrue(np.all(np.isfinite(value)), name)
@@ -103,8 +125,13 @@ class NonFiniteOffsetTest(tf.test.TestCase, parameterized.TestCase):
         if with_mask:
             # A dropped sample reads zero, so its mask gradient is zero; the others as usual.
             self.assertAllEqual(grads["mask"][dropped], np.zeros(np.count_nonzero(dropped)))
-            util.assert_near(self, np.where(dropped, 0.0, grads["mask"]),
-                             np.where(dropped, 0.0, expected["mask"]), dtype, msg="mask")
+            util.assert_near(
+                self,
+                np.where(dropped, 0.0, grads["mask"]),
+                np.where(dropped, 0.0, expected["mask"]),
+                dtype,
+                msg="mask",
+            )
 
 
 def as_float64(tensor):

@@ -55,7 +55,8 @@ SCRIPT = textwrap.dedent("""
 def _wheelhouse_args(tf_version):
     """pip arguments that install offline from the wheelhouse, if it has this TensorFlow."""
     wheelhouse = os.environ.get("TFDCN_WHEELHOUSE") or os.path.expanduser(
-        "~/.cache/tensorflow_dcn/wheelhouse")
+        "~/.cache/tensorflow_dcn/wheelhouse"
+    )
     if glob.glob(os.path.join(wheelhouse, f"tensorflow-{tf_version}-*.whl")):
         return ["--no-index", "--find-links", wheelhouse]
     return []
@@ -69,25 +70,46 @@ def _wheel():
 
 
 class WheelTest(tf.test.TestCase):
-
     def test_fresh_venv_install(self):
         wheel = _wheel()
         if wheel is None:
-            self.skipTest("no wheel: run `make wheel` (dist/tensorflow_dcn-*.whl) or set TFDCN_WHEEL")
+            self.skipTest(
+                "no wheel: run `make wheel` (dist/tensorflow_dcn-*.whl) or set TFDCN_WHEEL"
+            )
         self.assertTrue(os.path.exists(wheel), wheel)
-        self.assertRegex(os.path.basename(wheel),
-                         r"^tensorflow_dcn-[^-]+-py3-none-manylinux_2_27_x86_64\.whl$")
+        self.assertRegex(
+            os.path.basename(wheel), r"^tensorflow_dcn-[^-]+-py3-none-manylinux_2_27_x86_64\.whl$"
+        )
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
         env["TF_CPP_MIN_LOG_LEVEL"] = "2"
         with tempfile.TemporaryDirectory() as tmp:
             venv = os.path.join(tmp, "venv")
             subprocess.run([sys.executable, "-m", "venv", venv], check=True, env=env)
             python = os.path.join(venv, "bin", "python")
-            subprocess.run([python, "-m", "pip", "install", "--quiet", "--no-compile",
-                            *_wheelhouse_args(tf.__version__), f"tensorflow=={tf.__version__}",
-                            wheel], check=True, env=env, cwd=tmp)
-            run = subprocess.run([python, "-c", SCRIPT], env=env, cwd=tmp, text=True,
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            subprocess.run(
+                [
+                    python,
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--no-compile",
+                    *_wheelhouse_args(tf.__version__),
+                    f"tensorflow=={tf.__version__}",
+                    wheel,
+                ],
+                check=True,
+                env=env,
+                cwd=tmp,
+            )
+            run = subprocess.run(
+                [python, "-c", SCRIPT],
+                env=env,
+                cwd=tmp,
+                text=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
             print(run.stdout)
             self.assertEqual(run.returncode, 0, run.stdout[-4000:])
             self.assertIn("WHEEL_OK", run.stdout)

@@ -11,18 +11,27 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
-import op_test_util as util
-import oracle
 import tensorflow_dcn as tfdcn
 from tensorflow_dcn import ops
+
+import op_test_util as util
+import oracle
 
 ALL_DTYPES = (tf.float64, tf.float32, tf.float16, tf.bfloat16)
 TARGETS = ("tfdcn_dcn_v2_forward", "tfdcn_dcn_v2_backward_input", "tfdcn_dcn_v2_backward_weight")
 # Configs that between them cover absent mask and bias, groups, deformable groups, stride,
 # dilation and batch > 1.
-XLA_CONFIGS = [(name, c) for name, c in util.PARITY_CONFIGS if name in (
-    "k3x3_pad1_batch3", "k3x3_stride2_dil2_groups2_dg2_nomask", "k5x3_pad2_dg4_nobias",
-    "k3x3_pad2_dil2_dg4_nomask_nobias")]
+XLA_CONFIGS = [
+    (name, c)
+    for name, c in util.PARITY_CONFIGS
+    if name
+    in (
+        "k3x3_pad1_batch3",
+        "k3x3_stride2_dil2_groups2_dg2_nomask",
+        "k5x3_pad2_dg4_nobias",
+        "k3x3_pad2_dil2_dg4_nomask_nobias",
+    )
+]
 
 
 def forward_and_gradients(operands, grad_output, attrs):
@@ -38,6 +47,7 @@ def forward_and_gradients(operands, grad_output, attrs):
 
 def jit(fn, device):
     """fn XLA-compiled and placed on device."""
+
     @tf.function(jit_compile=True)
     def compiled(*args):
         return fn(*args)
@@ -55,10 +65,15 @@ def optimized_hlo(compiled, *args):
 
 
 class XlaValuesTest(tf.test.TestCase, parameterized.TestCase):
-
-    @parameterized.named_parameters(util.with_devices(
-        [(f"{name}_{dtype.name}", dict(config=config, dtype=dtype))
-         for name, config in XLA_CONFIGS for dtype in ALL_DTYPES]))
+    @parameterized.named_parameters(
+        util.with_devices(
+            [
+                (f"{name}_{dtype.name}", dict(config=config, dtype=dtype))
+                for name, config in XLA_CONFIGS
+                for dtype in ALL_DTYPES
+            ]
+        )
+    )
     def test_forward_and_every_gradient_match_the_oracle(self, config, dtype, device):
         operands = util.as_dtype(util.make_problem(config), dtype)
         grad_output = util.gradient_probe(config, dtype)
@@ -111,7 +126,8 @@ class XlaValuesTest(tf.test.TestCase, parameterized.TestCase):
         operands = util.as_dtype(util.make_problem(config), tf.float32)
         grad_output = tf.zeros([0, 7, 5, 6])
         output, gradients = jit(lambda o, g: forward_and_gradients(o, g, config.attrs), device)(
-            operands, grad_output)
+            operands, grad_output
+        )
         self.assertEqual(output.shape, [0, 7, 5, 6])
         self.assertAllEqual(gradients["weight"], tf.zeros([3, 3, 4, 6]))
         self.assertAllEqual(gradients["bias"], tf.zeros([6]))
@@ -122,8 +138,7 @@ class XlaValuesTest(tf.test.TestCase, parameterized.TestCase):
         operands = util.as_dtype(util.make_problem(config), tf.float32)
         inner = tf.function(lambda o: ops.dcn_v2_forward(**o, **config.attrs))
         output = jit(inner, device)(operands)
-        util.assert_near(self, output, oracle.deform_conv2d(**operands, **config.attrs),
-                         tf.float32)
+        util.assert_near(self, output, oracle.deform_conv2d(**operands, **config.attrs), tf.float32)
 
 
 class XlaBadInputTest(tf.test.TestCase, parameterized.TestCase):
@@ -131,9 +146,15 @@ class XlaBadInputTest(tf.test.TestCase, parameterized.TestCase):
     lowering's check, e.g. the 32-bit limits), with the message the kernels give; never a
     crash."""
 
-    @parameterized.named_parameters(util.with_devices(
-        [(f"{name}_{op}", dict(case=case, op=op))
-         for name, case in util.BAD_INPUTS for op in case.ops]))
+    @parameterized.named_parameters(
+        util.with_devices(
+            [
+                (f"{name}_{op}", dict(case=case, op=op))
+                for name, case in util.BAD_INPUTS
+                for op in case.ops
+            ]
+        )
+    )
     def test_names_the_operand(self, case, op, device):
         shapes = case.operand_shapes(op)
         zeros = {name: tf.zeros(shape) for name, shape in shapes.items()}
@@ -143,11 +164,11 @@ class XlaBadInputTest(tf.test.TestCase, parameterized.TestCase):
 
 
 class XlaKerasTest(tf.test.TestCase, parameterized.TestCase):
-
     def _model(self, dtype_policy=None):
         image, source = keras.Input((12, 10, 8)), keras.Input((12, 10, 4))
-        features = tfdcn.DCNv2(8, 3, padding="same", use_custom_offset=True,
-                               dtype=dtype_policy)([image, source])
+        features = tfdcn.DCNv2(8, 3, padding="same", use_custom_offset=True, dtype=dtype_policy)(
+            [image, source]
+        )
         outputs = keras.layers.Conv2D(2, 1, dtype=dtype_policy)(features)
         return keras.Model([image, source], outputs)
 
@@ -158,9 +179,14 @@ class XlaKerasTest(tf.test.TestCase, parameterized.TestCase):
         y = rng.normal(size=(8, 12, 10, 2)).astype("float32")
         return [x, source], y
 
-    @parameterized.named_parameters(util.with_devices(
-        [(policy, dict(policy=policy))
-         for policy in ("float32", "mixed_float16", "mixed_bfloat16")]))
+    @parameterized.named_parameters(
+        util.with_devices(
+            [
+                (policy, dict(policy=policy))
+                for policy in ("float32", "mixed_float16", "mixed_bfloat16")
+            ]
+        )
+    )
     def test_fit_under_jit_compile(self, policy, device):
         inputs, targets = self._data()
         with tf.device(util.device_name(device)):
@@ -175,8 +201,9 @@ class XlaKerasTest(tf.test.TestCase, parameterized.TestCase):
         losses = history.history["loss"]
         self.assertTrue(np.all(np.isfinite(losses)), losses)
         self.assertLess(losses[-1], losses[0])
-        self.assertTrue(any(k.startswith("DCNv2BackwardWeight/")
-                            for k in tfdcn.implementations_run()))
+        self.assertTrue(
+            any(k.startswith("DCNv2BackwardWeight/") for k in tfdcn.implementations_run())
+        )
 
     @parameterized.named_parameters(util.with_devices([("", {})]))
     def test_keras_and_saved_model_round_trips_of_a_jit_compiled_model(self, device):
@@ -190,8 +217,7 @@ class XlaKerasTest(tf.test.TestCase, parameterized.TestCase):
             model.save(keras_path)
             restored = keras.models.load_model(keras_path)
             self.assertTrue(restored.jit_compile)
-            self.assertAllClose(restored.predict(inputs, verbose=0), expected, rtol=1e-5,
-                                atol=1e-5)
+            self.assertAllClose(restored.predict(inputs, verbose=0), expected, rtol=1e-5, atol=1e-5)
             # Training resumes under XLA after the round trip.
             restored.fit(inputs, targets, batch_size=4, epochs=1, verbose=0)
 
@@ -199,8 +225,12 @@ class XlaKerasTest(tf.test.TestCase, parameterized.TestCase):
             model.export(saved_path, verbose=False)
             loaded = tf.saved_model.load(saved_path)
             serve = tf.function(lambda x, s: loaded.serve([x, s]), jit_compile=True)
-            self.assertAllClose(serve(tf.constant(inputs[0]), tf.constant(inputs[1])), expected,
-                                rtol=1e-5, atol=1e-5)
+            self.assertAllClose(
+                serve(tf.constant(inputs[0]), tf.constant(inputs[1])),
+                expected,
+                rtol=1e-5,
+                atol=1e-5,
+            )
 
 
 if __name__ == "__main__":

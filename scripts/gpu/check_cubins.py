@@ -35,7 +35,11 @@ def targets():
 
 
 def cuobjdump():
-    for c in [os.environ.get("CUOBJDUMP"), shutil.which("cuobjdump"), "/usr/local/cuda/bin/cuobjdump"]:
+    for c in [
+        os.environ.get("CUOBJDUMP"),
+        shutil.which("cuobjdump"),
+        "/usr/local/cuda/bin/cuobjdump",
+    ]:
         if c and os.path.exists(c):
             return c
     sys.exit("check_cubins: no cuobjdump (set CUOBJDUMP)")
@@ -51,7 +55,7 @@ def library(path, tmp):
 
 
 def names(mangled):
-    """The nested names of an Itanium-mangled _ZN...E symbol: [tensorflow_dcn, cuda, im2col, ...]."""
+    """The nested names of an Itanium-mangled _ZN...E symbol: [tensorflow_dcn, cuda, ...]."""
     m = re.match(r"_ZN(.*)", mangled)
     out, s = [], m.group(1) if m else ""
     while True:
@@ -59,13 +63,14 @@ def names(mangled):
         if not d:
             break
         n = int(d.group(1))
-        out.append(s[len(d.group(1)):len(d.group(1)) + n])
-        s = s[len(d.group(1)) + n:]
+        out.append(s[len(d.group(1)) : len(d.group(1)) + n])
+        s = s[len(d.group(1)) + n :]
     return out or [mangled]
 
 
 def module_label(kernels):
-    """The namespace most of a module's kernels live in under tensorflow_dcn::cuda, or their names."""
+    """The namespace most of a module's kernels live in under tensorflow_dcn::cuda, or their
+    names."""
     spaces, bases = collections.Counter(), collections.Counter()
     for k in kernels:
         n = names(k)
@@ -111,8 +116,11 @@ def main():
     args = sys.argv[1:]
     path = args[0] if args else None
     if path is None:
-        found = sorted(glob.glob(os.path.join(ROOT, "dist", "*.whl")) +
-                       glob.glob(os.path.join(ROOT, "artifacts", "*.whl")), key=os.path.getmtime)
+        found = sorted(
+            glob.glob(os.path.join(ROOT, "dist", "*.whl"))
+            + glob.glob(os.path.join(ROOT, "artifacts", "*.whl")),
+            key=os.path.getmtime,
+        )
         if not found:
             sys.exit("check_cubins: no wheel in dist/ or artifacts/; pass a wheel or _dcn_ops.so")
         path = found[-1]
@@ -141,16 +149,29 @@ def main():
         toolkits = sorted({t for _, t in m["cubins"]})
         majors = {t.split(".")[0] for t in toolkits}
         driver = ">= " + max(DRIVER.get(x, "?") for x in majors) if majors else "-"
-        ptx_text = ", ".join(f"{a.replace('sm_', 'compute_')} (ISA {v})" for a, v in m["ptx"]) or "-"
-        rows.append((label, str(len(kernels)), " ".join(s[3:] for s in sms), "/".join(toolkits) or "-", ptx_text, driver))
+        ptx_text = (
+            ", ".join(f"{a.replace('sm_', 'compute_')} (ISA {v})" for a, v in m["ptx"]) or "-"
+        )
+        rows.append(
+            (
+                label,
+                str(len(kernels)),
+                " ".join(s[3:] for s in sms),
+                "/".join(toolkits) or "-",
+                ptx_text,
+                driver,
+            )
+        )
         if sms and all(s.endswith("a") for s in sms):  # a Hopper (sm_90a) module
             if sms != ["sm_90a"] or majors != {"13"} or m["ptx"]:
                 failures.append(f"{label}: expected one sm_90a cubin from CUDA 13, no PTX")
         else:
             want = [f"sm_{a}" for a in portable_archs]
             if sorted(sms) != sorted(want) or majors != {"12"}:
-                failures.append(f"{label}: expected cubins {' '.join(want)} from CUDA 12.x, "
-                                f"got {' '.join(sms)} from {'/'.join(toolkits)}")
+                failures.append(
+                    f"{label}: expected cubins {' '.join(want)} from CUDA 12.x, "
+                    f"got {' '.join(sms)} from {'/'.join(toolkits)}"
+                )
             if [a for a, _ in m["ptx"]] != [f"sm_{ptx_arch}"]:
                 failures.append(f"{label}: expected PTX for compute_{ptx_arch} only")
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -160,8 +181,11 @@ def main():
         failures.append("no GPU code in the library (a CPU-only build?)")
     for f in failures:
         print("FAIL:", f)
-    print("OK: every module matches tensorflow_dcn/cuda_targets.bzl" if not failures else
-          f"{len(failures)} check(s) failed")
+    print(
+        "OK: every module matches tensorflow_dcn/cuda_targets.bzl"
+        if not failures
+        else f"{len(failures)} check(s) failed"
+    )
     return 1 if failures else 0
 
 

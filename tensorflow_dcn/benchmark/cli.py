@@ -15,13 +15,26 @@ from tensorflow_dcn.benchmark import configs as cfg
 from tensorflow_dcn.benchmark.data import make_data
 from tensorflow_dcn.benchmark.environment import environment, load_class, resolve_device
 from tensorflow_dcn.benchmark.report import summary_lines, write_all
-from tensorflow_dcn.benchmark.tf_runner import TensorFlowRunner, output_errors, reset_between_configs
+from tensorflow_dcn.benchmark.tf_runner import (
+    TensorFlowRunner,
+    output_errors,
+    reset_between_configs,
+)
 from tensorflow_dcn.benchmark.timing import MAX_CALLS_PER_SYNC
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torchvision_worker.py")
-RECORD_FIELDS = ("status", "error", "fwd_ms", "fwd_bwd_ms", "fwd_peak_extra_mib",
-                 "peak_extra_mib", "max_abs_err", "max_rel_err", "fwd_calls_per_sync",
-                 "fwd_bwd_calls_per_sync")
+RECORD_FIELDS = (
+    "status",
+    "error",
+    "fwd_ms",
+    "fwd_bwd_ms",
+    "fwd_peak_extra_mib",
+    "peak_extra_mib",
+    "max_abs_err",
+    "max_rel_err",
+    "fwd_calls_per_sync",
+    "fwd_bwd_calls_per_sync",
+)
 
 
 def _parse_args(argv):
@@ -29,47 +42,84 @@ def _parse_args(argv):
         prog="python -m tensorflow_dcn.benchmark",
         description="Times tfdcn's DCNv2 against pure-TF layers, torchvision and conv2d.",
         epilog="The model-level benchmark (a segmentation model's training step): "
-        "python -m tensorflow_dcn.benchmark model --help")
-    parser.add_argument("--device", choices=("gpu", "cpu"),
-                        help="default: gpu when TensorFlow sees one, else cpu")
-    parser.add_argument("--configs", help="comma-separated specs NxHxWxC[-k3][-s2][-p1][-dg4] or "
-                        "indices into the default list (GPU: " + ", ".join(cfg.GPU_CONFIGS) +
-                        "; CPU: " + ", ".join(cfg.CPU_CONFIGS) + "; --quick: " +
-                        ", ".join(cfg.QUICK_CONFIGS) + ")")
-    parser.add_argument("--dtypes", help="comma-separated from fp32 (TF32 off), tf32 (float32 with "
-                        "TF32 on), fp16, bf16; default: all on GPU, fp32,bf16 on CPU")
-    parser.add_argument("--impls", help="comma-separated from " + ", ".join(cfg.IMPLS) +
-                        "; default: all (baseline, baseline_xla only with --baseline)")
-    parser.add_argument("--baseline", metavar="MODULE:CLASS",
-                        help="a Keras layer with weights kernel, bias, offset_kernel, offset_bias "
-                        "to time as impls 'baseline' and 'baseline_xla', e.g. "
-                        "iseg.layers.dcn_v2:DCNv2")
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny configs and few repeats, for a smoke test")
-    parser.add_argument("--repeats", type=int, help="timed rounds per measurement (default 10, "
-                        "CPU and quick 3)")
-    parser.add_argument("--warmup", type=int, help="untimed calls first (default 3, CPU and "
-                        "quick 1)")
-    parser.add_argument("--round-ms", type=float, help="target length of one timed round "
-                        "(default 50, CPU and quick 20)")
-    parser.add_argument("--torch-python", default=sys.executable,
-                        help="Python with torch and torchvision for impl torchvision "
-                        "(default: this one)")
+        "python -m tensorflow_dcn.benchmark model --help",
+    )
+    parser.add_argument(
+        "--device", choices=("gpu", "cpu"), help="default: gpu when TensorFlow sees one, else cpu"
+    )
+    parser.add_argument(
+        "--configs",
+        help="comma-separated specs NxHxWxC[-k3][-s2][-p1][-dg4] or "
+        "indices into the default list (GPU: "
+        + ", ".join(cfg.GPU_CONFIGS)
+        + "; CPU: "
+        + ", ".join(cfg.CPU_CONFIGS)
+        + "; --quick: "
+        + ", ".join(cfg.QUICK_CONFIGS)
+        + ")",
+    )
+    parser.add_argument(
+        "--dtypes",
+        help="comma-separated from fp32 (TF32 off), tf32 (float32 with "
+        "TF32 on), fp16, bf16; default: all on GPU, fp32,bf16 on CPU",
+    )
+    parser.add_argument(
+        "--impls",
+        help="comma-separated from "
+        + ", ".join(cfg.IMPLS)
+        + "; default: all (baseline, baseline_xla only with --baseline)",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="MODULE:CLASS",
+        help="a Keras layer with weights kernel, bias, offset_kernel, offset_bias "
+        "to time as impls 'baseline' and 'baseline_xla', e.g. "
+        "iseg.layers.dcn_v2:DCNv2",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny configs and few repeats, for a smoke test"
+    )
+    parser.add_argument(
+        "--repeats", type=int, help="timed rounds per measurement (default 10, CPU and quick 3)"
+    )
+    parser.add_argument(
+        "--warmup", type=int, help="untimed calls first (default 3, CPU and quick 1)"
+    )
+    parser.add_argument(
+        "--round-ms",
+        type=float,
+        help="target length of one timed round (default 50, CPU and quick 20)",
+    )
+    parser.add_argument(
+        "--torch-python",
+        default=sys.executable,
+        help="Python with torch and torchvision for impl torchvision (default: this one)",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="bench_out",
-                        help="output folder for benchmark.md/.json/.png (default ./bench_out)")
+    parser.add_argument(
+        "--out",
+        default="bench_out",
+        help="output folder for benchmark.md/.json/.png (default ./bench_out)",
+    )
     args = parser.parse_args(argv)
     try:
         args.device = resolve_device(args.device)
         args.configs = cfg.select_configs(
-            args.configs, cfg.QUICK_CONFIGS if args.quick else
-            cfg.GPU_CONFIGS if args.device == "gpu" else cfg.CPU_CONFIGS)
+            args.configs,
+            cfg.QUICK_CONFIGS
+            if args.quick
+            else cfg.GPU_CONFIGS
+            if args.device == "gpu"
+            else cfg.CPU_CONFIGS,
+        )
         args.dtypes = cfg.select_dtypes(
-            args.dtypes, cfg.GPU_DTYPES if args.device == "gpu" else cfg.CPU_DTYPES)
+            args.dtypes, cfg.GPU_DTYPES if args.device == "gpu" else cfg.CPU_DTYPES
+        )
         args.explicit_impls = args.impls is not None
         args.impls = cfg.select_impls(
-            args.impls, [impl for impl in cfg.IMPLS
-                         if impl not in cfg.BASELINE_IMPLS or args.baseline])
+            args.impls,
+            [impl for impl in cfg.IMPLS if impl not in cfg.BASELINE_IMPLS or args.baseline],
+        )
     except (ValueError, IndexError) as e:
         parser.error(str(e))
     uses_baseline = any(impl in cfg.BASELINE_IMPLS for impl in args.impls)
@@ -80,8 +130,11 @@ def _parse_args(argv):
     except ValueError as e:
         parser.error(str(e))
     short = args.quick or args.device == "cpu"
-    for name, short_default, default in (("repeats", 3, 10), ("warmup", 1, 3),
-                                         ("round_ms", 20.0, 50.0)):
+    for name, short_default, default in (
+        ("repeats", 3, 10),
+        ("warmup", 1, 3),
+        ("round_ms", 20.0, 50.0),
+    ):
         if getattr(args, name) is None:
             setattr(args, name, short_default if short else default)
     return args
@@ -92,8 +145,12 @@ def _header(args, argv):
         "header": True,
         **environment(args.device),
         "baseline": args.baseline if args.baseline_class else None,
-        "timing": {"warmup": args.warmup, "repeats": args.repeats, "target_ms": args.round_ms,
-                   "max_calls_per_sync": MAX_CALLS_PER_SYNC},
+        "timing": {
+            "warmup": args.warmup,
+            "repeats": args.repeats,
+            "target_ms": args.round_ms,
+            "max_calls_per_sync": MAX_CALLS_PER_SYNC,
+        },
         "configs": {config.name: config.as_dict() for config in args.configs},
         "dtypes": [variant.key for variant in args.dtypes],
         "impls": list(args.impls),
@@ -111,17 +168,31 @@ def _run_torchvision(args, scratch):
         path = os.path.join(scratch, f"{config.name}.npz")
         data = make_data(config, args.seed)
         np.savez(path, **{k: data[k] for k in ("x", "offset", "mask", "kernel", "bias", "grad_y")})
-        cases.append({"config": config.name, "params": config.as_dict(), "data": path,
-                      "variants": [{"key": v.key, "dtype": v.dtype, "tf32": v.tf32}
-                                   for v in args.dtypes]})
-    job = {"device": "cuda" if args.device == "gpu" else "cpu", "warmup": args.warmup,
-           "repeats": args.repeats, "target_seconds": args.round_ms / 1e3, "cases": cases,
-           "out_dir": scratch}
+        cases.append(
+            {
+                "config": config.name,
+                "params": config.as_dict(),
+                "data": path,
+                "variants": [{"key": v.key, "dtype": v.dtype, "tf32": v.tf32} for v in args.dtypes],
+            }
+        )
+    job = {
+        "device": "cuda" if args.device == "gpu" else "cpu",
+        "warmup": args.warmup,
+        "repeats": args.repeats,
+        "target_seconds": args.round_ms / 1e3,
+        "cases": cases,
+        "out_dir": scratch,
+    }
     job_path = os.path.join(scratch, "torchvision_job.json")
     with open(job_path, "w") as f:
         json.dump(job, f)
-    print(f"torchvision: running {len(cases) * len(args.dtypes)} measurements with "
-          f"{args.torch_python}", file=sys.stderr, flush=True)
+    print(
+        f"torchvision: running {len(cases) * len(args.dtypes)} measurements with "
+        f"{args.torch_python}",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         returncode = subprocess.run([args.torch_python, WORKER, job_path]).returncode
     except OSError as e:
@@ -145,8 +216,12 @@ def _progress(index, total, started, config, variant, impl, record):
             summary += f", rel err {record['max_rel_err']:.1e}"
     else:
         summary = f"{record['status']}: {record['error']}"
-    print(f"[{index}/{total}, {time.perf_counter() - started:.0f}s] {config.name} {variant.key} "
-          f"{impl}: {summary}", file=sys.stderr, flush=True)
+    print(
+        f"[{index}/{total}, {time.perf_counter() - started:.0f}s] {config.name} {variant.key} "
+        f"{impl}: {summary}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _benchmark(args, header, scratch):
@@ -164,8 +239,12 @@ def _benchmark(args, header, scratch):
             args.impls.remove("torchvision")
             print(f"torchvision skipped: {info}", file=sys.stderr, flush=True)
     runner = TensorFlowRunner(
-        "GPU:0" if args.device == "gpu" else "CPU:0", warmup=args.warmup, repeats=args.repeats,
-        target_seconds=args.round_ms / 1e3, baseline_class=args.baseline_class)
+        "GPU:0" if args.device == "gpu" else "CPU:0",
+        warmup=args.warmup,
+        repeats=args.repeats,
+        target_seconds=args.round_ms / 1e3,
+        baseline_class=args.baseline_class,
+    )
     tf32_default = tf.config.experimental.tensor_float_32_execution_enabled()
     total = len(args.configs) * len(args.dtypes) * len(args.impls)
     started, records = time.perf_counter(), []
@@ -187,13 +266,21 @@ def _benchmark(args, header, scratch):
                 reference = references[variant.dtype]
                 try:
                     record["max_abs_err"], record["max_rel_err"] = output_errors(
-                        output, reference and reference["conv2d" if impl == "conv2d" else level])
+                        output, reference and reference["conv2d" if impl == "conv2d" else level]
+                    )
                 except ValueError as e:
                     record.update(status="error", error=str(e))
-                records.append({"config": config.name, "dtype": variant.dtype,
-                                "tf32": variant.tf32, "dtype_key": variant.key, "impl": impl,
-                                "level": level,
-                                **{field: record.get(field) for field in RECORD_FIELDS}})
+                records.append(
+                    {
+                        "config": config.name,
+                        "dtype": variant.dtype,
+                        "tf32": variant.tf32,
+                        "dtype_key": variant.key,
+                        "impl": impl,
+                        "level": level,
+                        **{field: record.get(field) for field in RECORD_FIELDS},
+                    }
+                )
                 _progress(len(records), total, started, config, variant, impl, records[-1])
         reset_between_configs()
     tf.config.experimental.enable_tensor_float_32_execution(tf32_default)
@@ -204,16 +291,20 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = _parse_args(argv)
     header = _header(args, argv)
-    print(f"{len(args.configs)} config(s) x {len(args.dtypes)} dtype(s) x {len(args.impls)} "
-          f"impl(s) on {header['device_name']}", file=sys.stderr, flush=True)
+    print(
+        f"{len(args.configs)} config(s) x {len(args.dtypes)} dtype(s) x {len(args.impls)} "
+        f"impl(s) on {header['device_name']}",
+        file=sys.stderr,
+        flush=True,
+    )
     with tempfile.TemporaryDirectory(prefix="tfdcn-benchmark-") as scratch:
         records = _benchmark(args, header, scratch)
-    skipped_png = write_all(args.out, header, records, [v.key for v in args.dtypes],
-                            [c.name for c in args.configs])
+    skipped_png = write_all(
+        args.out, header, records, [v.key for v in args.dtypes], [c.name for c in args.configs]
+    )
     written = ["benchmark.json"] + ([] if skipped_png else ["benchmark.png"])
     print("\n".join(summary_lines(records)))
     if skipped_png:
         print(f"benchmark.png skipped: {skipped_png}")
-    print(f"Full report: {os.path.join(args.out, 'benchmark.md')} (also "
-          f"{', '.join(written)})")
+    print(f"Full report: {os.path.join(args.out, 'benchmark.md')} (also {', '.join(written)})")
     return 0

@@ -10,8 +10,14 @@ import re
 
 # The user's earlier three, then ResNet / segmentation shapes, one with dg 4 and one with stride 2.
 GPU_CONFIGS = (
-    "2x32x32x64", "4x64x64x128", "2x128x128x256",
-    "8x64x64x128", "8x32x32x256", "4x64x64x256", "2x128x128x256-dg4", "4x32x32x512",
+    "2x32x32x64",
+    "4x64x64x128",
+    "2x128x128x256",
+    "8x64x64x128",
+    "8x32x32x256",
+    "4x64x64x256",
+    "2x128x128x256-dg4",
+    "4x32x32x512",
     "8x64x64x128-s2",
 )
 # The CPU default (`make bench`): the first GPU config and a stride-4 level of a 256x256
@@ -71,8 +77,16 @@ def parse_config(spec):
     batch, height, width, channels = (int(v) for v in match.groups()[:4])
     options = {key: int(value) for key, value in _SUFFIX.findall(match.group(5))}
     kernel = options.get("k", 3)
-    config = Config(batch, height, width, channels, kernel=kernel, stride=options.get("s", 1),
-                    pad=options.get("p", (kernel - 1) // 2), deformable_groups=options.get("dg", 1))
+    config = Config(
+        batch,
+        height,
+        width,
+        channels,
+        kernel=kernel,
+        stride=options.get("s", 1),
+        pad=options.get("p", (kernel - 1) // 2),
+        deformable_groups=options.get("dg", 1),
+    )
     if channels % config.deformable_groups:
         raise ValueError(f"config {spec!r}: C={channels} is not divisible by dg")
     if config.out_height < 1 or config.out_width < 1:
@@ -94,6 +108,7 @@ def select_configs(selection, defaults):
 @dataclasses.dataclass(frozen=True)
 class DtypeVariant:
     """A dtype as benchmarked: float32 is run with TF32 off and on."""
+
     key: str
     dtype: str
     tf32: bool | None  # None: not a float32 variant (half types run with TF32 left on)
@@ -129,8 +144,14 @@ def select_dtypes(selection, defaults):
 
 # Op level: offsets and mask given. Layer level: offsets and mask predicted by the internal conv.
 OP_IMPLS = ("tfdcn", "torchvision", "conv2d")
-LAYER_IMPLS = ("tfdcn_layer", "tfdcn_layer_xla", "pure_tf", "pure_tf_xla", "baseline",
-               "baseline_xla")
+LAYER_IMPLS = (
+    "tfdcn_layer",
+    "tfdcn_layer_xla",
+    "pure_tf",
+    "pure_tf_xla",
+    "baseline",
+    "baseline_xla",
+)
 IMPLS = OP_IMPLS + LAYER_IMPLS
 # Layers timed inside tf.function(jit_compile=True), as Keras' default compile runs them on a GPU.
 XLA_IMPLS = ("tfdcn_layer_xla", "pure_tf_xla", "baseline_xla")
@@ -138,9 +159,13 @@ XLA_IMPLS = ("tfdcn_layer_xla", "pure_tf_xla", "baseline_xla")
 BASELINE_IMPLS = ("baseline", "baseline_xla")
 # Each comparison: (ours, other); speed-up = other's time / ours.
 COMPARISONS = (
-    ("tfdcn", "torchvision"), ("tfdcn_layer", "pure_tf"), ("tfdcn_layer", "pure_tf_xla"),
-    ("tfdcn_layer_xla", "pure_tf_xla"), ("tfdcn_layer", "baseline"),
-    ("tfdcn_layer_xla", "baseline_xla"), ("tfdcn", "conv2d"),
+    ("tfdcn", "torchvision"),
+    ("tfdcn_layer", "pure_tf"),
+    ("tfdcn_layer", "pure_tf_xla"),
+    ("tfdcn_layer_xla", "pure_tf_xla"),
+    ("tfdcn_layer", "baseline"),
+    ("tfdcn_layer_xla", "baseline_xla"),
+    ("tfdcn", "conv2d"),
 )
 
 

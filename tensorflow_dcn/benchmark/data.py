@@ -12,9 +12,19 @@ def make_data(config, seed=0):
     Deterministic per (config, seed). The offset conv's weights are scaled so that the offsets it
     predicts also spread about OFFSET_STD_PIXELS and the mask logits are of order one.
     """
-    rng = np.random.default_rng([seed, config.batch, config.height, config.width,
-                                 config.channels, config.kernel, config.stride, config.pad,
-                                 config.deformable_groups])
+    rng = np.random.default_rng(
+        [
+            seed,
+            config.batch,
+            config.height,
+            config.width,
+            config.channels,
+            config.kernel,
+            config.stride,
+            config.pad,
+            config.deformable_groups,
+        ]
+    )
     n, c, k = config.batch, config.channels, config.kernel
     out_shape = (n, config.out_height, config.out_width)
     taps_per_group = config.deformable_groups * config.taps
@@ -27,9 +37,9 @@ def make_data(config, seed=0):
         "x": normal((n, config.height, config.width, c)),
         "offset": normal(out_shape + (2 * taps_per_group,), OFFSET_STD_PIXELS),
         "mask": rng.random(out_shape + (taps_per_group,), dtype=np.float32),
-        "kernel": normal((k, k, c, c), fan_in ** -0.5),
+        "kernel": normal((k, k, c, c), fan_in**-0.5),
         "bias": normal((c,), 0.1),
-        "offset_kernel": normal((k, k, c, 3 * taps_per_group), OFFSET_STD_PIXELS * fan_in ** -0.5),
+        "offset_kernel": normal((k, k, c, 3 * taps_per_group), OFFSET_STD_PIXELS * fan_in**-0.5),
         "offset_bias": normal((3 * taps_per_group,), 0.1),
         "grad_y": normal(out_shape + (c,)),
     }

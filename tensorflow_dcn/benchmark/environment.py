@@ -54,8 +54,11 @@ def constructor_arguments(layer_class):
         if "__init__" not in vars(cls):
             continue
         parameters = inspect.signature(cls.__init__).parameters.values()
-        names.update(p.name for p in parameters
-                     if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self")
+        names.update(
+            p.name
+            for p in parameters
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"
+        )
         if not any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in parameters):
             break
     return names
@@ -97,13 +100,19 @@ def environment(device):
         "platform": platform.platform(),
     }
     if device == "gpu":
-        details = tf.config.experimental.get_device_details(tf.config.list_physical_devices("GPU")[0])
+        details = tf.config.experimental.get_device_details(
+            tf.config.list_physical_devices("GPU")[0]
+        )
         capability = details.get("compute_capability")
         info.update(
             device_name=details.get("device_name"),
             compute_capability=".".join(map(str, capability)) if capability else None,
-            driver=_command_output(["nvidia-smi", "--query-gpu=driver_version",
-                                    "--format=csv,noheader"]) if shutil.which("nvidia-smi") else None)
+            driver=_command_output(
+                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]
+            )
+            if shutil.which("nvidia-smi")
+            else None,
+        )
     else:
         info["device_name"] = _cpu_name()
     return info

@@ -32,11 +32,14 @@ def _layer_class(job):
         return None
     if job["model"] == "tfdcn":
         import tensorflow_dcn as tfdcn
+
         return tfdcn.DCNv2
     if job["model"] == "pure_tf":
         from tensorflow_dcn.reference import PureTFDCNv2
+
         return PureTFDCNv2
     from tensorflow_dcn.benchmark.environment import load_class
+
     return load_class(job["baseline"])
 
 
@@ -45,12 +48,15 @@ def _dataset(tf, job):
     and int32 labels; batched once, so each step only slices tensors already in memory."""
     from tensorflow_dcn.benchmark.segmentation_model import make_shapes
 
-    images, labels = make_shapes(job["batch"] * job["distinct_batches"], job["image_size"],
-                                 job["seed"])
+    images, labels = make_shapes(
+        job["batch"] * job["distinct_batches"], job["image_size"], job["seed"]
+    )
     dataset = tf.data.Dataset.from_tensor_slices(
-        (images.astype("float32") / 255.0, labels.astype("int32")))
-    return dataset.batch(job["batch"], drop_remainder=True).cache().repeat().prefetch(
-        tf.data.AUTOTUNE)
+        (images.astype("float32") / 255.0, labels.astype("int32"))
+    )
+    return (
+        dataset.batch(job["batch"], drop_remainder=True).cache().repeat().prefetch(tf.data.AUTOTUNE)
+    )
 
 
 def measure(job):
@@ -69,13 +75,16 @@ def measure(job):
         tf.config.set_visible_devices([], "GPU")
     keras.utils.set_random_seed(job["seed"])
     keras.mixed_precision.set_global_policy(_policy(job["dtype_key"]))
-    model = build_model(_layer_class(job), job["image_size"], job["channels"], NUM_CLASSES,
-                        norm=job["norm"])
+    model = build_model(
+        _layer_class(job), job["image_size"], job["channels"], NUM_CLASSES, norm=job["norm"]
+    )
     jit_requested = {"auto": "auto", "true": True, "false": False}[job["jit_compile"]]
     # Keras wraps the optimizer in a LossScaleOptimizer itself under mixed_float16.
-    model.compile(optimizer=keras.optimizers.Adam(job["learning_rate"]),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  jit_compile=jit_requested)
+    model.compile(
+        optimizer=keras.optimizers.Adam(job["learning_rate"]),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=jit_requested,
+    )
     dataset = _dataset(tf, job)
 
     class FirstLoss(keras.callbacks.Callback):
@@ -102,15 +111,27 @@ def measure(job):
     first_loss = FirstLoss()
     start = time.perf_counter()
     # shuffle=False: the dataset is cycled as it is (Keras would only warn that it cannot shuffle).
-    model.fit(dataset, epochs=1, steps_per_epoch=job["warmup_steps"], verbose=0, shuffle=False,
-              callbacks=[first_loss])
+    model.fit(
+        dataset,
+        epochs=1,
+        steps_per_epoch=job["warmup_steps"],
+        verbose=0,
+        shuffle=False,
+        callbacks=[first_loss],
+    )
     tf.test.experimental.sync_devices()
     warmup_seconds = time.perf_counter() - start
     if on_gpu:
         tf.config.experimental.reset_memory_stats("GPU:0")
     timer = EpochTimer()
-    model.fit(dataset, epochs=job["epochs"], steps_per_epoch=job["steps"], verbose=0,
-              shuffle=False, callbacks=[timer])
+    model.fit(
+        dataset,
+        epochs=job["epochs"],
+        steps_per_epoch=job["steps"],
+        verbose=0,
+        shuffle=False,
+        callbacks=[timer],
+    )
     if on_gpu:
         peak_mib = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
     else:
@@ -145,6 +166,7 @@ def main(job_path, result_path):
         record = measure(job)
     except Exception as e:  # noqa: BLE001 - recorded, and the benchmark goes on
         from tensorflow_dcn.benchmark.timing import failure_status, short_error
+
         record = {"status": failure_status(e), "error": short_error(e)}
     with open(result_path, "w") as f:
         json.dump(record, f)

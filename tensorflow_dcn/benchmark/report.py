@@ -39,23 +39,30 @@ def speedups(records):
                 continue
             result[(config, dtype_key, mine, other)] = tuple(
                 theirs[f] / ours[f] if ours.get(f) and theirs.get(f) else None
-                for f in ("fwd_ms", "fwd_bwd_ms"))
+                for f in ("fwd_ms", "fwd_bwd_ms")
+            )
     return result
 
 
 def _header_lines(header):
     lines = [f"- Date: {header['date']}"]
     if header["device"] == "gpu":
-        lines.append(f"- Device: {header['device_name']} (compute capability "
-                     f"{header.get('compute_capability')}), driver {header.get('driver') or '?'}")
+        lines.append(
+            f"- Device: {header['device_name']} (compute capability "
+            f"{header.get('compute_capability')}), driver {header.get('driver') or '?'}"
+        )
     else:
         lines.append(f"- Device: CPU, {header['device_name']} ({header['cpu_count']} cores)")
-    lines.append(f"- TensorFlow {header['tensorflow']} (built with CUDA {header['tf_cuda']}, cuDNN "
-                 f"{header['tf_cudnn']}), Keras {header['keras']}, tensorflow_dcn "
-                 f"{header['tensorflow_dcn']}, Python {header['python']}")
+    lines.append(
+        f"- TensorFlow {header['tensorflow']} (built with CUDA {header['tf_cuda']}, cuDNN "
+        f"{header['tf_cudnn']}), Keras {header['keras']}, tensorflow_dcn "
+        f"{header['tensorflow_dcn']}, Python {header['python']}"
+    )
     if header.get("torch"):
-        lines.append(f"- torch {header['torch']} (CUDA {header.get('torch_cuda')}), torchvision "
-                     f"{header['torchvision']}")
+        lines.append(
+            f"- torch {header['torch']} (CUDA {header.get('torch_cuda')}), torchvision "
+            f"{header['torchvision']}"
+        )
     if header.get("baseline"):
         lines.append(f"- baseline: `{header['baseline']}`")
     for impl, reason in header.get("skipped", {}).items():
@@ -78,7 +85,8 @@ LEGEND = """\
 Implementations. Op level (offsets and mask given): `tfdcn` = `tfdcn.deform_conv2d`;
 `torchvision` = `torchvision.ops.deform_conv2d` (NCHW, separate process); `conv2d` =
 `tf.nn.conv2d` + bias of the same shape, the floor. Layer level (an internal conv predicts
-offsets and mask): `tfdcn_layer` = `tfdcn.DCNv2`; `pure_tf` = `tensorflow_dcn.reference.PureTFDCNv2`;
+offsets and mask): `tfdcn_layer` = `tfdcn.DCNv2`;
+`pure_tf` = `tensorflow_dcn.reference.PureTFDCNv2`;
 `baseline` = the `--baseline` layer; each under `tf.function`, and as `tfdcn_layer_xla`,
 `pure_tf_xla`, `baseline_xla` under `tf.function(jit_compile=True)` (XLA, as Keras' default
 compile runs a model on a GPU). All layers get the same weights. float16 / bfloat16 layers run
@@ -97,10 +105,13 @@ largest |y64|."""
 
 def write_markdown(path, header, records, dtype_keys, configs):
     lines = ["# tensorflow-dcn DCNv2 benchmark", ""] + _header_lines(header) + ["", LEGEND, ""]
-    lines += ["## Times, memory and accuracy", "",
-              "| config | dtype | impl | fwd ms | fwd+bwd ms | peak MiB fwd | peak MiB fwd+bwd "
-              "| max abs err | max rel err |",
-              "|---|---|---|--:|--:|--:|--:|--:|--:|"]
+    lines += [
+        "## Times, memory and accuracy",
+        "",
+        "| config | dtype | impl | fwd ms | fwd+bwd ms | peak MiB fwd | peak MiB fwd+bwd "
+        "| max abs err | max rel err |",
+        "|---|---|---|--:|--:|--:|--:|--:|--:|",
+    ]
     failures = []
     for r in records:
         fwd, fwd_bwd = _ms(r.get("fwd_ms")), _ms(r.get("fwd_bwd_ms"))
@@ -114,28 +125,44 @@ def write_markdown(path, header, records, dtype_keys, configs):
         lines.append(
             f"| {r['config']} | {DTYPES[r['dtype_key']].label} | {r['impl']} | {fwd} | {fwd_bwd} "
             f"| {_mib(r.get('fwd_peak_extra_mib'))} | {_mib(r.get('peak_extra_mib'))} "
-            f"| {_err(r.get('max_abs_err'))} | {_err(r.get('max_rel_err'))} |")
+            f"| {_err(r.get('max_abs_err'))} | {_err(r.get('max_rel_err'))} |"
+        )
 
     ratios = speedups(records)
     pairs = [pair for pair in COMPARISONS if any(k[2:] == pair for k in ratios)]
     if pairs:
-        lines += ["", "## Speed-ups", "",
-                  "Other implementation's ms / ours (> 1: ours is faster); `tfdcn` is compared at "
-                  "op level, `tfdcn_layer` at layer level; against `conv2d` it is the fraction "
-                  "of plain convolution speed reached.", "",
-                  "| config | dtype | " + " | ".join(
-                      f"{mine} vs {other} {part}" for mine, other in pairs
-                      for part in ("fwd", "fwd+bwd")) + " |",
-                  "|---|---|" + "--:|" * (2 * len(pairs))]
+        lines += [
+            "",
+            "## Speed-ups",
+            "",
+            "Other implementation's ms / ours (> 1: ours is faster); `tfdcn` is compared at "
+            "op level, `tfdcn_layer` at layer level; against `conv2d` it is the fraction "
+            "of plain convolution speed reached.",
+            "",
+            "| config | dtype | "
+            + " | ".join(
+                f"{mine} vs {other} {part}" for mine, other in pairs for part in ("fwd", "fwd+bwd")
+            )
+            + " |",
+            "|---|---|" + "--:|" * (2 * len(pairs)),
+        ]
         for config in configs:
             for key in dtype_keys:
-                values = [ratios.get((config, key, mine, other), (None, None)) for mine, other in pairs]
-                lines.append(f"| {config} | {DTYPES[key].label} | " + " | ".join(
-                    "—" if v is None else f"{v:.2f}×" for pair in values for v in pair) + " |")
+                values = [
+                    ratios.get((config, key, mine, other), (None, None)) for mine, other in pairs
+                ]
+                lines.append(
+                    f"| {config} | {DTYPES[key].label} | "
+                    + " | ".join("—" if v is None else f"{v:.2f}×" for pair in values for v in pair)
+                    + " |"
+                )
     if failures:
         lines += ["", "## Failures", ""]
-        lines += [f"{i}. {r['config']} {DTYPES[r['dtype_key']].label} {r['impl']}: {r['status']} — "
-                  f"{r['error']}" for i, r in enumerate(failures, 1)]
+        lines += [
+            f"{i}. {r['config']} {DTYPES[r['dtype_key']].label} {r['impl']}: {r['status']} — "
+            f"{r['error']}"
+            for i, r in enumerate(failures, 1)
+        ]
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -146,23 +173,31 @@ def write_plot(path, records, dtype_keys, configs):
     Returns None, or why the figure was skipped."""
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
         from matplotlib import ticker
     except ImportError:
         return f"matplotlib is not installed (optional: pip install {MATPLOTLIB_PIN})"
     ratios = speedups(records)
-    pairs = [pair for pair in COMPARISONS
-             if any(k[2:] == pair and any(v for v in vs) for k, vs in ratios.items())]
+    pairs = [
+        pair
+        for pair in COMPARISONS
+        if any(k[2:] == pair and any(v for v in vs) for k, vs in ratios.items())
+    ]
     memory_dtype = dtype_keys[0]
-    memory = {(r["config"], r["impl"]): (r.get("fwd_peak_extra_mib"), r.get("peak_extra_mib"))
-              for r in records if r["dtype_key"] == memory_dtype}
+    memory = {
+        (r["config"], r["impl"]): (r.get("fwd_peak_extra_mib"), r.get("peak_extra_mib"))
+        for r in records
+        if r["dtype_key"] == memory_dtype
+    }
     has_memory = any(v is not None for pair in memory.values() for v in pair)
     rows = len(pairs) + has_memory
     if not rows:
         return "no successful comparison or memory figure to plot"
-    figure, axes = plt.subplots(rows, 2, figsize=(max(8, 1.3 * len(configs) + 4), 3.2 * rows),
-                                squeeze=False)
+    figure, axes = plt.subplots(
+        rows, 2, figsize=(max(8, 1.3 * len(configs) + 4), 3.2 * rows), squeeze=False
+    )
     positions = range(len(configs))
 
     def bars(axis, series, title, ylabel, speedup):
@@ -172,8 +207,9 @@ def write_plot(path, records, dtype_keys, configs):
             x = [p + (i - (len(series) - 1) / 2) * width for p in positions]
             if speedup:  # bars grow from 1x, up when ours is faster, down when slower
                 drawn = axis.bar(x, [h - 1 for h in heights], width, bottom=1, label=label)
-                axis.bar_label(drawn, labels=["" if math.isnan(h) else f"{h:.2g}" for h in heights],
-                               fontsize=6)
+                axis.bar_label(
+                    drawn, labels=["" if math.isnan(h) else f"{h:.2g}" for h in heights], fontsize=6
+                )
             else:
                 axis.bar(x, heights, width, label=label)
         axis.set_xticks(list(positions), configs, rotation=30, ha="right", fontsize=8)
@@ -189,17 +225,34 @@ def write_plot(path, records, dtype_keys, configs):
 
     for row, (mine, other) in enumerate(pairs):
         for col, part in enumerate(("fwd", "fwd+bwd")):
-            series = [(DTYPES[key].label, [ratios.get((c, key, mine, other), (None, None))[col]
-                                           for c in configs]) for key in dtype_keys]
-            bars(axes[row][col], series, f"{mine} vs {other}, {part}",
-                 "speed-up (other ms / ours)", speedup=True)
+            series = [
+                (
+                    DTYPES[key].label,
+                    [ratios.get((c, key, mine, other), (None, None))[col] for c in configs],
+                )
+                for key in dtype_keys
+            ]
+            bars(
+                axes[row][col],
+                series,
+                f"{mine} vs {other}, {part}",
+                "speed-up (other ms / ours)",
+                speedup=True,
+            )
     if has_memory:
         impls = [impl for impl in IMPLS if any((c, impl) in memory for c in configs)]
         for col, part in enumerate(("fwd", "fwd+bwd")):
-            series = [(impl, [memory.get((c, impl), (None, None))[col] for c in configs])
-                      for impl in impls]
-            bars(axes[-1][col], series, f"peak extra memory, {part}, {DTYPES[memory_dtype].label}",
-                 "MiB", speedup=False)
+            series = [
+                (impl, [memory.get((c, impl), (None, None))[col] for c in configs])
+                for impl in impls
+            ]
+            bars(
+                axes[-1][col],
+                series,
+                f"peak extra memory, {part}, {DTYPES[memory_dtype].label}",
+                "MiB",
+                speedup=False,
+            )
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -220,23 +273,28 @@ def summary_lines(records):
     """A few lines for the terminal: each comparison's speed-ups over all configs and dtypes
     (geometric mean and range), and which measurements failed."""
     ratios = speedups(records)
-    lines = ["Speed-ups, other's ms / ours (> 1: ours is faster); geometric mean (min–max) over "
-             "the configs and dtypes:"]
+    lines = [
+        "Speed-ups, other's ms / ours (> 1: ours is faster); geometric mean (min–max) over "
+        "the configs and dtypes:"
+    ]
     width = max(len(f"{mine} vs {other}") for mine, other in COMPARISONS)
     for mine, other in COMPARISONS:
         values = [v for k, v in ratios.items() if k[2:] == (mine, other)]
         if not values:
             continue
         fwd, fwd_bwd = ([v[i] for v in values if v[i]] for i in (0, 1))
-        lines.append(f"  {f'{mine} vs {other}':<{width}}  fwd {_range(fwd)}, "
-                     f"fwd+bwd {_range(fwd_bwd)}")
+        lines.append(
+            f"  {f'{mine} vs {other}':<{width}}  fwd {_range(fwd)}, fwd+bwd {_range(fwd_bwd)}"
+        )
     failed = {}
     for r in records:
         if r["status"] != "ok":
             failed.setdefault((r["impl"], r["status"]), []).append(r)
     for (impl, status), rs in failed.items():
-        lines.append(f"  {impl}: {status} in {len(rs)} of "
-                     f"{sum(r['impl'] == impl for r in records)} measurements, e.g. {rs[0]['error']}")
+        lines.append(
+            f"  {impl}: {status} in {len(rs)} of "
+            f"{sum(r['impl'] == impl for r in records)} measurements, e.g. {rs[0]['error']}"
+        )
     return lines
 
 

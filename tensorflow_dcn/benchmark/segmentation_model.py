@@ -64,7 +64,7 @@ def make_shapes(num_images, size, seed):
             cy, cx = rng.uniform(0.15, 0.85, 2) * size
             radius = rng.uniform(0.1, 0.25) * size
             if cls == 1:
-                mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2
+                mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
             elif cls == 2:
                 half_h, half_w = radius * rng.uniform(0.5, 1.0, 2)
                 mask = (np.abs(yy - cy) <= half_h) & (np.abs(xx - cx) <= half_w)
@@ -90,16 +90,19 @@ def dcn_arguments(dcn_class):
 
     accepted = constructor_arguments(dcn_class)
     if "use_custom_offset" not in accepted:
-        raise ValueError(f"{dcn_class.__module__}.{dcn_class.__name__} takes no use_custom_offset "
-                         "argument: the model needs a DCN called on [x, offset_source]")
+        raise ValueError(
+            f"{dcn_class.__module__}.{dcn_class.__name__} takes no use_custom_offset "
+            "argument: the model needs a DCN called on [x, offset_source]"
+        )
     kwargs = {"kernel_size": (3, 3), "use_custom_offset": True}
     if "padding" in accepted:
         kwargs["padding"] = "same"
     return kwargs
 
 
-def build_model(dcn_class, image_size, channels=64, num_classes=NUM_CLASSES, norm="batch",
-                synchronized=False):
+def build_model(
+    dcn_class, image_size, channels=64, num_classes=NUM_CLASSES, norm="batch", synchronized=False
+):
     """The network described in the module docstring, as a Keras functional model.
 
     dcn_class: a DCNv2 layer class called on [x, offset_source] (tfdcn.DCNv2,
@@ -112,8 +115,9 @@ def build_model(dcn_class, image_size, channels=64, num_classes=NUM_CLASSES, nor
     import keras
 
     if image_size % OUTPUT_STRIDE or image_size < OUTPUT_STRIDE:
-        raise ValueError(f"image_size must be a positive multiple of {OUTPUT_STRIDE}, "
-                         f"got {image_size}")
+        raise ValueError(
+            f"image_size must be a positive multiple of {OUTPUT_STRIDE}, got {image_size}"
+        )
     if norm not in ("batch", "group"):
         raise ValueError(f"norm must be 'batch' or 'group', got {norm!r}")
     layers = keras.layers
@@ -125,8 +129,9 @@ def build_model(dcn_class, image_size, channels=64, num_classes=NUM_CLASSES, nor
         return layers.GroupNormalization(groups=4, name=name)
 
     def conv_norm(x, filters, strides, name, relu=True, kernel=3):
-        x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False,
-                          name=f"{name}_conv")(x)
+        x = layers.Conv2D(
+            filters, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv"
+        )(x)
         x = normalization(f"{name}_norm")(x)
         return layers.ReLU(name=f"{name}_relu")(x) if relu else x
 
@@ -144,8 +149,9 @@ def build_model(dcn_class, image_size, channels=64, num_classes=NUM_CLASSES, nor
         # features comes out float32 and the ReLU gradient before it fails to compile ("Seen
         # floating point types of different precisions", keras-team/keras#20931). The layers
         # after it cast its output back to the policy's compute dtype.
-        up = layers.UpSampling2D(2, interpolation="bilinear", dtype="float32",
-                                 name=f"{name}_up")(coarse)
+        up = layers.UpSampling2D(2, interpolation="bilinear", dtype="float32", name=f"{name}_up")(
+            coarse
+        )
         if dcn_class is None:
             aligned = layers.Conv2D(channels, 3, padding="same", name=f"{name}_conv")(up)
         else:
@@ -156,20 +162,22 @@ def build_model(dcn_class, image_size, channels=64, num_classes=NUM_CLASSES, nor
         return layers.ReLU(name=f"{name}_relu")(fused)
 
     inputs = keras.Input((image_size, image_size, 3), name="image")
-    x = conv_norm(inputs, max(channels // 2, 1), 2, "stem1")              # 1/2
-    x = conv_norm(x, channels, 2, "stem2")                                # 1/4
+    x = conv_norm(inputs, max(channels // 2, 1), 2, "stem1")  # 1/2
+    x = conv_norm(x, channels, 2, "stem2")  # 1/4
     features = []
-    for stage, multiple in enumerate((1, 2, 4, 8)):                       # 1/4 .. 1/32
+    for stage, multiple in enumerate((1, 2, 4, 8)):  # 1/4 .. 1/32
         x = basic_block(x, multiple * channels, 1 if stage == 0 else 2, f"stage{stage + 1}")
         features.append(x)
-    laterals = [layers.Conv2D(channels, 1, name=f"lateral{i + 1}")(f)
-                for i, f in enumerate(features)]
+    laterals = [
+        layers.Conv2D(channels, 1, name=f"lateral{i + 1}")(f) for i, f in enumerate(features)
+    ]
     decoded = laterals[-1]
-    for level in (3, 2, 1):                                               # strides 16, 8, 4
+    for level in (3, 2, 1):  # strides 16, 8, 4
         decoded = align_and_fuse(decoded, laterals[level - 1], f"align{level}")
     x = conv_norm(decoded, channels, 1, "head")
     # Logits in float32 under mixed precision, for a stable softmax cross-entropy.
     logits = layers.Conv2D(num_classes, 1, dtype="float32", name="logits")(x)
-    logits = layers.UpSampling2D(4, interpolation="bilinear", dtype="float32",
-                                 name="logits_up")(logits)
+    logits = layers.UpSampling2D(4, interpolation="bilinear", dtype="float32", name="logits_up")(
+        logits
+    )
     return keras.Model(inputs, logits, name="fapn_segmentation")

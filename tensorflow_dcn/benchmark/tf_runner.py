@@ -39,6 +39,7 @@ def _repeated(step, args, jit_compile):
     Call k gets args[0] + k * zero, `zero` a run-time 0: without that every call would compute
     the same thing from the same tensors, and XLA (jit_compile) hoists such a loop-invariant
     computation out of the loop and runs it once."""
+
     @functools.lru_cache(maxsize=None)
     def graph(calls):
         def outputs(i, zero):  # conv2d has no gradient for offset and mask: None is no output
@@ -74,6 +75,7 @@ def _op_steps(operator):
     """Forward and forward+backward of an op-level implementation `operator(x, offset, mask,
     kernel, bias)`; the backward differentiates with respect to all five operands. Both are
     tf.functions, traced by the caller (`_traced`)."""
+
     def forward_backward(x, offset, mask, kernel, bias, grad_y):
         operands = [x, offset, mask, kernel, bias]
         with tf.GradientTape() as tape:
@@ -87,6 +89,7 @@ def _op_steps(operator):
 def _layer_steps(layer, jit_compile):
     """Forward and forward+backward (input and all weights) of a built Keras layer, as
     tf.functions (with XLA when `jit_compile`), traced by the caller (`_traced`)."""
+
     def forward(x):
         return layer(x)
 
@@ -97,8 +100,10 @@ def _layer_steps(layer, jit_compile):
         sources = [x] + list(layer.trainable_variables)
         return y, tape.gradient(y, sources, output_gradients=tf.cast(grad_y, y.dtype))
 
-    return (tf.function(forward, jit_compile=jit_compile),
-            tf.function(forward_backward, jit_compile=jit_compile))
+    return (
+        tf.function(forward, jit_compile=jit_compile),
+        tf.function(forward_backward, jit_compile=jit_compile),
+    )
 
 
 def _baseline_kwargs(layer_class, config):
@@ -118,8 +123,9 @@ def _baseline_kwargs(layer_class, config):
         if name is not None:
             kwargs[name] = value
         elif not fine_without:
-            raise Unsupported(f"{layer_class.__name__} takes no {names[0]} argument, which "
-                              f"{config.name} needs")
+            raise Unsupported(
+                f"{layer_class.__name__} takes no {names[0]} argument, which {config.name} needs"
+            )
     return kwargs
 
 
@@ -129,8 +135,10 @@ def _load_weights(layer, data):
         if variable is None:
             raise Unsupported(f"{type(layer).__name__} has no `{name}` weight")
         if tuple(variable.shape) != data[name].shape:
-            raise Unsupported(f"{type(layer).__name__}.{name} has shape {tuple(variable.shape)}, "
-                              f"expected {data[name].shape}")
+            raise Unsupported(
+                f"{type(layer).__name__}.{name} has shape {tuple(variable.shape)}, "
+                f"expected {data[name].shape}"
+            )
         variable.assign(data[name])
 
 
@@ -165,15 +173,25 @@ class TensorFlowRunner:
         if impl in ("tfdcn", "conv2d"):
             operands = [self._tensor(data[k], dtype) for k in ("offset", "mask", "kernel", "bias")]
             if impl == "tfdcn":
+
                 def operator(x, offset, mask, kernel, bias):
                     return tfdcn.deform_conv2d(
-                        x, offset, kernel, bias, mask, strides=config.stride, padding=config.pad,
-                        deformable_groups=config.deformable_groups)
+                        x,
+                        offset,
+                        kernel,
+                        bias,
+                        mask,
+                        strides=config.stride,
+                        padding=config.pad,
+                        deformable_groups=config.deformable_groups,
+                    )
             else:
+
                 def operator(x, offset, mask, kernel, bias):
                     del offset, mask  # the DCN ops' signature; their gradients come out None
                     y = tf.nn.conv2d(x, kernel, config.stride, _explicit_padding(config.pad))
                     return tf.nn.bias_add(y, bias)
+
             forward, forward_backward = _op_steps(operator)
             return forward, forward_backward, [x] + operands, [x] + operands + [grad_y]
 
@@ -182,11 +200,15 @@ class TensorFlowRunner:
             kwargs = _baseline_kwargs(layer_class, config)
         else:
             layer_class = tfdcn.DCNv2 if impl.startswith("tfdcn_layer") else PureTFDCNv2
-            kwargs = dict(strides=config.stride, padding=config.pad,
-                          deformable_groups=config.deformable_groups)
+            kwargs = dict(
+                strides=config.stride,
+                padding=config.pad,
+                deformable_groups=config.deformable_groups,
+            )
         with tf.device(self.device):
-            layer = layer_class(config.channels, (config.kernel, config.kernel),
-                                dtype=_policy(variant), **kwargs)
+            layer = layer_class(
+                config.channels, (config.kernel, config.kernel), dtype=_policy(variant), **kwargs
+            )
             layer(x)  # builds the weights
             _load_weights(layer, data)
         forward, forward_backward = _layer_steps(layer, jit_compile=impl in XLA_IMPLS)
@@ -198,13 +220,16 @@ class TensorFlowRunner:
         try:
             with tf.device(self.device):
                 forward, forward_backward, fwd_args, fwd_bwd_args = self._steps(
-                    impl, config, variant, data)
+                    impl, config, variant, data
+                )
                 output = _traced(forward, fwd_args)(*fwd_args).numpy()
         except Exception as e:  # noqa: BLE001 - recorded, and the run goes on
             return dict(status=failure_status(e), error=short_error(e)), None
         jit_compile = impl in XLA_IMPLS
-        for name, function, args in (("fwd", forward, fwd_args),
-                                     ("fwd_bwd", forward_backward, fwd_bwd_args)):
+        for name, function, args in (
+            ("fwd", forward, fwd_args),
+            ("fwd_bwd", forward_backward, fwd_bwd_args),
+        ):
             try:
                 with tf.device(self.device):
                     step = _traced(function, args)  # the forward's: traced above, cached
@@ -213,14 +238,23 @@ class TensorFlowRunner:
                         return step(*args)
 
                     seconds, calls = time_per_call(
-                        run_once, tf.test.experimental.sync_devices,
-                        run_many=_repeated(step, args, jit_compile), **self.timing)
+                        run_once,
+                        tf.test.experimental.sync_devices,
+                        run_many=_repeated(step, args, jit_compile),
+                        **self.timing,
+                    )
                     peak = self._peak_extra_mib(run_once)
-                record.update({f"{name}_ms": seconds * 1e3, f"{name}_calls_per_sync": calls,
-                               "fwd_peak_extra_mib" if name == "fwd" else "peak_extra_mib": peak})
+                record.update(
+                    {
+                        f"{name}_ms": seconds * 1e3,
+                        f"{name}_calls_per_sync": calls,
+                        "fwd_peak_extra_mib" if name == "fwd" else "peak_extra_mib": peak,
+                    }
+                )
             except Exception as e:  # noqa: BLE001 - e.g. fwd fits but fwd+bwd runs out of memory
-                record.update(status=failure_status(e),
-                              error=f"{name.replace('_', '+')}: {short_error(e)}")
+                record.update(
+                    status=failure_status(e), error=f"{name.replace('_', '+')}: {short_error(e)}"
+                )
                 break
         gc.collect()
         return record, output
@@ -241,19 +275,39 @@ class TensorFlowRunner:
             def exact(name):
                 return tf.constant(data[name], tf.float64)
 
-            geometry = dict(strides=config.stride, padding=config.pad,
-                            deformable_groups=config.deformable_groups)
+            geometry = dict(
+                strides=config.stride,
+                padding=config.pad,
+                deformable_groups=config.deformable_groups,
+            )
             x = rounded("x")
-            op = tfdcn.deform_conv2d(x, rounded("offset"), rounded("kernel"), rounded("bias"),
-                                     rounded("mask"), **geometry)
-            conv = tf.nn.bias_add(tf.nn.conv2d(x, rounded("kernel"), config.stride,
-                                               _explicit_padding(config.pad)), rounded("bias"))
+            op = tfdcn.deform_conv2d(
+                x,
+                rounded("offset"),
+                rounded("kernel"),
+                rounded("bias"),
+                rounded("mask"),
+                **geometry,
+            )
+            conv = tf.nn.bias_add(
+                tf.nn.conv2d(x, rounded("kernel"), config.stride, _explicit_padding(config.pad)),
+                rounded("bias"),
+            )
             predicted = tf.nn.bias_add(
-                tf.nn.conv2d(x, exact("offset_kernel"), config.stride,
-                             _explicit_padding(config.pad)), exact("offset_bias"))
+                tf.nn.conv2d(
+                    x, exact("offset_kernel"), config.stride, _explicit_padding(config.pad)
+                ),
+                exact("offset_bias"),
+            )
             split = 2 * config.deformable_groups * config.taps
-            layer = tfdcn.deform_conv2d(x, predicted[..., :split], exact("kernel"), exact("bias"),
-                                        tf.sigmoid(predicted[..., split:]), **geometry)
+            layer = tfdcn.deform_conv2d(
+                x,
+                predicted[..., :split],
+                exact("kernel"),
+                exact("bias"),
+                tf.sigmoid(predicted[..., split:]),
+                **geometry,
+            )
             return {"op": op.numpy(), "layer": layer.numpy(), "conv2d": conv.numpy()}
 
         for device in dict.fromkeys((self.device, "CPU:0")):
@@ -261,8 +315,12 @@ class TensorFlowRunner:
                 with tf.device(device):
                     return compute()
             except tf.errors.OpError as e:  # e.g. out of memory: try the host, then give up
-                print(f"float64 reference of {config.name} {variant.key} failed on {device}: "
-                      f"{short_error(e)}", file=sys.stderr, flush=True)
+                print(
+                    f"float64 reference of {config.name} {variant.key} failed on {device}: "
+                    f"{short_error(e)}",
+                    file=sys.stderr,
+                    flush=True,
+                )
         return None
 
 

@@ -30,9 +30,11 @@ def time_per_call(run_once, sync, *, warmup, repeats, target_seconds, run_many=N
     single = time.perf_counter() - start
     calls = max(1, min(MAX_CALLS_PER_SYNC, round(target_seconds / max(single, 1e-7))))
     if run_many is None:
+
         def run_many(k):
             for _ in range(k):
                 run_once()
+
     run_many(calls)  # warm-up of the batched form (tracing, autotuning)
     sync()
     per_call = []
@@ -50,8 +52,16 @@ def failure_status(error):
     lowered = text.lower()
     if any(s in lowered for s in ("outofmemory", "out of memory", "resourceexhausted", " oom")):
         return "oom"
-    if any(s in lowered for s in ("not implemented for", "no registered", "no xla kernel",
-                                  "not supported", "unsupported")):
+    if any(
+        s in lowered
+        for s in (
+            "not implemented for",
+            "no registered",
+            "no xla kernel",
+            "not supported",
+            "unsupported",
+        )
+    ):
         return "unsupported"
     return "error"
 
@@ -59,8 +69,10 @@ def failure_status(error):
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # Lines of a traced function's traceback (TensorFlow's "in user code:" part: `File ...` and the
 # source line under it) and Keras' wrapper around a layer's error.
-_NOISE = re.compile(r'^(in user code:|File ".*", line \d+, in .*|(\w+: )?Exception encountered '
-                    r"when calling .*)$")
+_NOISE = re.compile(
+    r'^(in user code:|File ".*", line \d+, in .*|(\w+: )?Exception encountered '
+    r"when calling .*)$"
+)
 
 
 def _essential(text):
@@ -83,4 +95,4 @@ def _essential(text):
 def short_error(error, limit=300):
     """An exception on one line, without tracebacks, shortened for a table footnote."""
     text = f"{type(error).__name__}: {_essential(str(error))}"
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."

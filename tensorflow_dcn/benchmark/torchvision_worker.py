@@ -20,8 +20,11 @@ from timing import failure_status, short_error, time_per_call  # noqa: E402
 
 
 def _versions(torch, torchvision, device):
-    versions = {"torch": torch.__version__, "torchvision": torchvision.__version__,
-                "torch_cuda": torch.version.cuda}
+    versions = {
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "torch_cuda": torch.version.cuda,
+    }
     if device == "cuda":
         versions["torch_device_name"] = torch.cuda.get_device_name(0)
         versions["torch_cudnn"] = torch.backends.cudnn.version()
@@ -48,8 +51,15 @@ def _measure(torch, deform_conv2d, problem, params, job, device):
 
     def forward():
         with torch.no_grad():
-            return deform_conv2d(problem["input"], problem["offset"], problem["weight"],
-                                 problem["bias"], stride=stride, padding=pad, mask=problem["mask"])
+            return deform_conv2d(
+                problem["input"],
+                problem["offset"],
+                problem["weight"],
+                problem["bias"],
+                stride=stride,
+                padding=pad,
+                mask=problem["mask"],
+            )
 
     def forward_backward():
         with torch.enable_grad():
@@ -61,6 +71,7 @@ def _measure(torch, deform_conv2d, problem, params, job, device):
     if device == "cuda":
         sync = torch.cuda.synchronize
     else:
+
         def sync():
             pass
 
@@ -77,8 +88,13 @@ def _measure(torch, deform_conv2d, problem, params, job, device):
     result = {}
     output = forward()
     for name, step in (("fwd", forward), ("fwd_bwd", forward_backward)):
-        seconds, calls = time_per_call(step, sync, warmup=job["warmup"], repeats=job["repeats"],
-                                       target_seconds=job["target_seconds"])
+        seconds, calls = time_per_call(
+            step,
+            sync,
+            warmup=job["warmup"],
+            repeats=job["repeats"],
+            target_seconds=job["target_seconds"],
+        )
         result[f"{name}_ms"] = seconds * 1e3
         result[f"{name}_calls_per_sync"] = calls
     result["fwd_peak_extra_mib"] = peak_extra_mib(forward)
@@ -116,8 +132,9 @@ def main(job_path):
             record = {"config": case["config"], "dtype_key": variant["key"]}
             try:
                 problem = _nchw_problem(torch, data, dtypes[variant["dtype"]], device)
-                result, output = _measure(torch, deform_conv2d, problem, case["params"], job,
-                                          device)
+                result, output = _measure(
+                    torch, deform_conv2d, problem, case["params"], job, device
+                )
                 output_file = os.path.join(out_dir, f"{case['config']}-{variant['key']}.npy")
                 np.save(output_file, output)
                 record.update(result, status="ok", output_file=output_file)
@@ -128,10 +145,17 @@ def main(job_path):
                 if device == "cuda":
                     torch.cuda.empty_cache()
             records.append(record)
-            summary = (f"fwd {record['fwd_ms']:.3f} ms, fwd+bwd {record['fwd_bwd_ms']:.3f} ms"
-                       if record["status"] == "ok" else f"{record['status']}: {record['error']}")
-            print(f"[torchvision {len(records)}/{total}, {time.perf_counter() - started:.0f}s] "
-                  f"{case['config']} {variant['key']}: {summary}", file=sys.stderr, flush=True)
+            summary = (
+                f"fwd {record['fwd_ms']:.3f} ms, fwd+bwd {record['fwd_bwd_ms']:.3f} ms"
+                if record["status"] == "ok"
+                else f"{record['status']}: {record['error']}"
+            )
+            print(
+                f"[torchvision {len(records)}/{total}, {time.perf_counter() - started:.0f}s] "
+                f"{case['config']} {variant['key']}: {summary}",
+                file=sys.stderr,
+                flush=True,
+            )
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump({"versions": _versions(torch, torchvision, device), "records": records}, f)
 

@@ -23,7 +23,9 @@ import torch
 import torchvision
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-LIB = ctypes.CDLL(os.environ.get("DCN_CORE_LIB", os.path.join(HERE, "../../.devbuild/libdcn_core.so")))
+LIB = ctypes.CDLL(
+    os.environ.get("DCN_CORE_LIB", os.path.join(HERE, "../../.devbuild/libdcn_core.so"))
+)
 LIB.dcn_workspace_bytes.restype = ctypes.c_size_t
 LIB.dcn_error_string.restype = ctypes.c_char_p
 LIB.dcn_implementation.restype = ctypes.c_char_p
@@ -67,10 +69,23 @@ def implementation(op, dtype, dim, tf32=True, det=False, choice="auto"):
 
 
 def run(op, dtype, dim, tensors, tf32=True, det=False, choice="auto"):
-    ws = torch.empty(max(workspace_bytes(op, dtype, dim, tf32, det, choice), 1), dtype=torch.uint8, device="cuda")
-    ptrs = (ctypes.c_void_p * len(tensors))(*[t.data_ptr() if t is not None else None for t in tensors])
-    check(LIB.dcn_run(DTYPES[dtype], op, dim, ptrs, ctypes.c_void_p(ws.data_ptr()),
-                      flags(tf32, det, choice), ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)))
+    ws = torch.empty(
+        max(workspace_bytes(op, dtype, dim, tf32, det, choice), 1), dtype=torch.uint8, device="cuda"
+    )
+    ptrs = (ctypes.c_void_p * len(tensors))(
+        *[t.data_ptr() if t is not None else None for t in tensors]
+    )
+    check(
+        LIB.dcn_run(
+            DTYPES[dtype],
+            op,
+            dim,
+            ptrs,
+            ctypes.c_void_p(ws.data_ptr()),
+            flags(tf32, det, choice),
+            ctypes.c_void_p(torch.cuda.current_stream().cuda_stream),
+        )
+    )
 
 
 def make_problem(cfg, dtype, offset_range=2.5, seed=0):
@@ -80,8 +95,16 @@ def make_problem(cfg, dtype, offset_range=2.5, seed=0):
     r = lambda *shape: torch.randn(*shape, generator=gen, device="cuda", dtype=torch.float64)
     x = r(n, h, w, c)
     # Offsets with fractional parts in [0.2, 0.8]: every sample away from integer positions.
-    whole = torch.randint(-int(offset_range), int(offset_range) + 1, (n, ho, wo, 2 * dg * k * k), generator=gen, device="cuda")
-    frac = 0.2 + 0.6 * torch.rand(n, ho, wo, 2 * dg * k * k, generator=gen, device="cuda", dtype=torch.float64)
+    whole = torch.randint(
+        -int(offset_range),
+        int(offset_range) + 1,
+        (n, ho, wo, 2 * dg * k * k),
+        generator=gen,
+        device="cuda",
+    )
+    frac = 0.2 + 0.6 * torch.rand(
+        n, ho, wo, 2 * dg * k * k, generator=gen, device="cuda", dtype=torch.float64
+    )
     off = whole + frac
     mask = torch.rand(n, ho, wo, dg * k * k, generator=gen, device="cuda", dtype=torch.float64)
     wt = r(k, k, c // g, cout) / (k * k * c // g) ** 0.5
@@ -93,12 +116,27 @@ def make_problem(cfg, dtype, offset_range=2.5, seed=0):
 
 def reference(cfg, x, off, mask, wt, b, gout):
     n, h, w, c, cout, k, s, p, d, g, dg = cfg
-    xt, ot, mt, wt_, bt = [t.clone().requires_grad_(True) for t in (
-        x.permute(0, 3, 1, 2), off.permute(0, 3, 1, 2), mask.permute(0, 3, 1, 2), wt.permute(3, 2, 0, 1), b)]
+    xt, ot, mt, wt_, bt = [
+        t.clone().requires_grad_(True)
+        for t in (
+            x.permute(0, 3, 1, 2),
+            off.permute(0, 3, 1, 2),
+            mask.permute(0, 3, 1, 2),
+            wt.permute(3, 2, 0, 1),
+            b,
+        )
+    ]
     y = torchvision.ops.deform_conv2d(xt, ot, wt_, bt, stride=s, padding=p, dilation=d, mask=mt)
     y.backward(gout.permute(0, 3, 1, 2))
     nhwc = lambda t: t.permute(0, 2, 3, 1)
-    return (nhwc(y).detach(), nhwc(xt.grad), nhwc(ot.grad), nhwc(mt.grad), wt_.grad.permute(2, 3, 1, 0), bt.grad)
+    return (
+        nhwc(y).detach(),
+        nhwc(xt.grad),
+        nhwc(ot.grad),
+        nhwc(mt.grad),
+        wt_.grad.permute(2, 3, 1, 0),
+        bt.grad,
+    )
 
 
 def ours(cfg, dtype, dim, x, off, mask, wt, b, gout, tf32=True, det=False, choice="auto"):
@@ -113,7 +151,13 @@ def ours(cfg, dtype, dim, x, off, mask, wt, b, gout, tf32=True, det=False, choic
     return y, gx, goff, gm, gw, gb
 
 
-TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5, "tf32": 5e-3, torch.float16: 5e-3, torch.bfloat16: 3e-2}
+TOLERANCE = {
+    torch.float64: 1e-10,
+    torch.float32: 1e-5,
+    "tf32": 5e-3,
+    torch.float16: 5e-3,
+    torch.bfloat16: 3e-2,
+}
 NAMES = ("output", "grad_input", "grad_offset", "grad_mask", "grad_weight", "grad_bias")
 
 
@@ -152,12 +196,19 @@ def check_parity(quick):
         dim, data = make_problem(cfg, torch.float64)
         want = reference(cfg, *data)
         for dtype, tf32, det, choice in [
-                (torch.float64, True, False, "auto"), (torch.float32, False, False, "auto"),
-                (torch.float32, True, False, "auto"), (torch.float16, True, False, "auto"),
-                (torch.bfloat16, True, False, "auto"), (torch.float32, False, True, "auto"),
-                (torch.float16, True, True, "auto"), (torch.float32, False, False, "im2col"),
-                (torch.float16, True, False, "im2col"), (torch.bfloat16, True, False, "im2col"),
-                (torch.float16, True, False, "portable"), (torch.float32, True, False, "portable")]:
+            (torch.float64, True, False, "auto"),
+            (torch.float32, False, False, "auto"),
+            (torch.float32, True, False, "auto"),
+            (torch.float16, True, False, "auto"),
+            (torch.bfloat16, True, False, "auto"),
+            (torch.float32, False, True, "auto"),
+            (torch.float16, True, True, "auto"),
+            (torch.float32, False, False, "im2col"),
+            (torch.float16, True, False, "im2col"),
+            (torch.bfloat16, True, False, "im2col"),
+            (torch.float16, True, False, "portable"),
+            (torch.float32, True, False, "portable"),
+        ]:
             dim, data = make_problem(cfg, dtype)
             want = reference(cfg, *data)
             got = ours(cfg, dtype, dim, *data, tf32=tf32, det=det, choice=choice)
@@ -180,21 +231,61 @@ def check_gemm():
             for variant in range(3):
                 for mode in modes:
                     if variant == 0:
-                        A, lda, B, ldb, out = a.contiguous(), k, b.contiguous(), n, torch.empty(m, n, dtype=dtype, device="cuda")
+                        A, lda, B, ldb, out = (
+                            a.contiguous(),
+                            k,
+                            b.contiguous(),
+                            n,
+                            torch.empty(m, n, dtype=dtype, device="cuda"),
+                        )
                     elif variant == 1:
-                        A, lda, B, ldb, out = a.contiguous(), k, b.t().contiguous(), k, torch.empty(m, n, dtype=acc, device="cuda")
+                        A, lda, B, ldb, out = (
+                            a.contiguous(),
+                            k,
+                            b.t().contiguous(),
+                            k,
+                            torch.empty(m, n, dtype=acc, device="cuda"),
+                        )
                     else:
-                        A, lda, B, ldb, out = a.t().contiguous(), m, b.contiguous(), n, torch.empty(m, n, dtype=acc, device="cuda")
+                        A, lda, B, ldb, out = (
+                            a.t().contiguous(),
+                            m,
+                            b.contiguous(),
+                            n,
+                            torch.empty(m, n, dtype=acc, device="cuda"),
+                        )
                     out.fill_(float("nan"))
-                    check(LIB.dcn_gemm(DTYPES[dtype], variant, mode, m, n, k, ctypes.c_void_p(A.data_ptr()), lda,
-                                       ctypes.c_void_p(B.data_ptr()), ldb, ctypes.c_void_p(out.data_ptr()), n,
-                                       ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)))
+                    check(
+                        LIB.dcn_gemm(
+                            DTYPES[dtype],
+                            variant,
+                            mode,
+                            m,
+                            n,
+                            k,
+                            ctypes.c_void_p(A.data_ptr()),
+                            lda,
+                            ctypes.c_void_p(B.data_ptr()),
+                            ldb,
+                            ctypes.c_void_p(out.data_ptr()),
+                            n,
+                            ctypes.c_void_p(torch.cuda.current_stream().cuda_stream),
+                        )
+                    )
                     rel = ((out.double() - want).norm() / want.norm()).item()
-                    tol = {torch.float16: 2e-3, torch.bfloat16: 1e-2, torch.float64: 1e-12}.get(dtype, 1e-5 if mode != 0 else 2e-3)
+                    tol = {torch.float16: 2e-3, torch.bfloat16: 1e-2, torch.float64: 1e-12}.get(
+                        dtype, 1e-5 if mode != 0 else 2e-3
+                    )
                     status = "ok" if rel <= tol else "FAIL"
                     if status == "FAIL":
-                        FAILURES.append(f"gemm {dtype} variant {variant} mode {mode} {m}x{n}x{k}: {rel:.2e}")
-                    print(f"gemm {str(dtype):14s} v{variant} mode{mode} {m}x{n}x{k} rel {rel:.2e} {status}", flush=True)
+                        FAILURES.append(
+                            f"gemm {dtype} variant {variant} mode {mode} {m}x{n}x{k}: {rel:.2e}"
+                        )
+                    print(
+                        f"gemm {str(dtype):14s} v{variant} mode{mode} {m}x{n}x{k} "
+                        f"rel {rel:.2e} {status}",
+                        flush=True,
+                    )
 
 
 def check_determinism():
@@ -228,39 +319,65 @@ def check_nonfinite():
 
 
 def bench():
-    configs = [(8, 64, 64, 128), (8, 32, 32, 256), (4, 64, 64, 256), (4, 32, 32, 512), (2, 128, 128, 256)]
-    print("bench: ms per call (CUDA events, 20 calls per timing, median of 7); ours | torchvision", flush=True)
+    configs = [
+        (8, 64, 64, 128),
+        (8, 32, 32, 256),
+        (4, 64, 64, 256),
+        (4, 32, 32, 512),
+        (2, 128, 128, 256),
+    ]
+    print(
+        "bench: ms per call (CUDA events, 20 calls per timing, median of 7); ours | torchvision",
+        flush=True,
+    )
     for n, h, w, c in configs:
         cfg = (n, h, w, c, c, 3, 1, 1, 1, 1, 1)
-        for dtype, tf32 in [(torch.float32, False), (torch.float32, True), (torch.float16, True), (torch.bfloat16, True)]:
+        for dtype, tf32 in [
+            (torch.float32, False),
+            (torch.float32, True),
+            (torch.float16, True),
+            (torch.bfloat16, True),
+        ]:
             torch.backends.cuda.matmul.allow_tf32 = tf32
             torch.backends.cudnn.allow_tf32 = tf32
             dim, data = make_problem(cfg, dtype)
             x, off, mask, wt, b, gout = [t.to(dtype).contiguous() for t in data]
             y = torch.empty_like(gout)
             gx, goff, gm, gw, gb = (torch.empty_like(t) for t in (x, off, mask, wt, b))
-            fwd = lambda choice="auto": run(0, dtype, dim, [x, off, mask, wt, b, y], tf32, choice=choice)
+            fwd = lambda choice="auto": run(
+                0, dtype, dim, [x, off, mask, wt, b, y], tf32, choice=choice
+            )
+
             def fwd_bwd(choice="auto"):
                 fwd(choice)
                 run(1, dtype, dim, [gout, x, off, mask, wt, gx, goff, gm], tf32, choice=choice)
                 run(2, dtype, dim, [gout, x, off, mask, gw, gb], tf32, choice=choice)
-            xt, ot, mt = (t.permute(0, 3, 1, 2).contiguous().requires_grad_(True) for t in (x, off, mask))
+
+            xt, ot, mt = (
+                t.permute(0, 3, 1, 2).contiguous().requires_grad_(True) for t in (x, off, mask)
+            )
             wt_t = wt.permute(3, 2, 0, 1).contiguous().requires_grad_(True)
             bt = b.clone().requires_grad_(True)
             go_t = gout.permute(0, 3, 1, 2).contiguous()
             tv = lambda: torchvision.ops.deform_conv2d(xt, ot, wt_t, bt, padding=1, mask=mt)
+
             def tv_fb():
                 tv().backward(go_t)
+
             row = []
             for fn in (fwd, fwd_bwd, tv, tv_fb, lambda: fwd("im2col"), lambda: fwd_bwd("im2col")):
                 try:
                     row.append(timeit(fn))
-                except RuntimeError as e:
+                except RuntimeError:
                     row.append(float("nan"))
             mib = max(workspace_bytes(op, dtype, dim, tf32) for op in range(3)) / 2**20
-            print(f"bench {n}x{h}x{w}x{c} {str(dtype):14s} tf32={tf32:d} fwd {row[0]:.3f} | tv {row[2]:.3f} | im2col {row[4]:.3f}   "
-                  f"fwd+bwd {row[1]:.3f} | tv {row[3]:.3f} | im2col {row[5]:.3f}   ratio vs tv fwd {row[2]/row[0]:.2f}x "
-                  f"fwd+bwd {row[3]/row[1]:.2f}x   workspace {mib:.1f} MiB", flush=True)
+            print(
+                f"bench {n}x{h}x{w}x{c} {str(dtype):14s} tf32={tf32:d} fwd {row[0]:.3f} | "
+                f"tv {row[2]:.3f} | im2col {row[4]:.3f}   fwd+bwd {row[1]:.3f} | "
+                f"tv {row[3]:.3f} | im2col {row[5]:.3f}   ratio vs tv fwd {row[2] / row[0]:.2f}x "
+                f"fwd+bwd {row[3] / row[1]:.2f}x   workspace {mib:.1f} MiB",
+                flush=True,
+            )
 
 
 def profile_once():
@@ -269,7 +386,14 @@ def profile_once():
         for dtype, tf32 in [(torch.float32, False), (torch.float16, True)]:
             dim, data = make_problem(cfg, dtype)
             for choice in ("auto", "portable", "im2col"):
-                print("profile", cfg, dtype, choice, implementation(0, dtype, dim, tf32, choice=choice), flush=True)
+                print(
+                    "profile",
+                    cfg,
+                    dtype,
+                    choice,
+                    implementation(0, dtype, dim, tf32, choice=choice),
+                    flush=True,
+                )
                 ours(cfg, dtype, dim, *data, tf32=tf32, choice=choice)
                 torch.cuda.synchronize()
 
@@ -278,28 +402,40 @@ def profile_once():
 # The sm_90a forward (cuda_wgmma_sm90a): accuracy, plan choice, fallback, timing.
 # ---------------------------------------------------------------------------------------------
 
-HOPPER_TOLERANCE = {torch.float16: 1e-3, torch.bfloat16: 8e-3, torch.float32: 1e-3}  # fwd, vs float64
+HOPPER_TOLERANCE = {
+    torch.float16: 1e-3,
+    torch.bfloat16: 8e-3,
+    torch.float32: 1e-3,
+}  # fwd, vs float64
 HOPPER_DTYPES = ((torch.float16, "fp16"), (torch.bfloat16, "bf16"), (torch.float32, "tf32"))
 HOPPER_CONFIGS = [
     # n, h, w, c, cout, k, stride, pad, dil, groups, dg
-    (2, 16, 16, 64, 64, 3, 1, 1, 1, 1, 1),      # 128 x 128 tile, 512 pixels
-    (2, 13, 11, 256, 200, 3, 2, 1, 1, 1, 4),    # 64 x 256 tile, stride 2, dg 4, Cout off the tile
-    (1, 20, 24, 128, 96, 3, 1, 1, 1, 2, 2),     # groups 2 (64 channels each), dg 2
-    (2, 9, 14, 512, 130, 3, 1, 1, 1, 1, 1),     # 512 channels, 252 pixels
-    (1, 11, 12, 192, 320, 3, 1, 2, 2, 1, 3),    # dilation 2, dg 3, two channel tiles
-    (3, 20, 18, 256, 130, 1, 1, 0, 1, 1, 1),    # 1x1 kernel
-    (1, 8, 8, 64, 8, 3, 1, 1, 1, 1, 1),         # 8 output channels
-    (4, 32, 32, 256, 256, 3, 1, 1, 1, 1, 1),    # a benchmark-sized problem
-    (1, 9, 9, 512, 520, 3, 1, 1, 1, 4, 1),      # groups 4, 130 outputs each (wide tile)
-    (2, 11, 13, 128, 256, 2, 1, 0, 1, 1, 2),    # 2x2 kernel: an even number of taps
-    (1, 12, 12, 64, 96, 5, 1, 2, 1, 1, 1),      # 5x5 kernel: a 25-tap sample table
+    (2, 16, 16, 64, 64, 3, 1, 1, 1, 1, 1),  # 128 x 128 tile, 512 pixels
+    (2, 13, 11, 256, 200, 3, 2, 1, 1, 1, 4),  # 64 x 256 tile, stride 2, dg 4, Cout off the tile
+    (1, 20, 24, 128, 96, 3, 1, 1, 1, 2, 2),  # groups 2 (64 channels each), dg 2
+    (2, 9, 14, 512, 130, 3, 1, 1, 1, 1, 1),  # 512 channels, 252 pixels
+    (1, 11, 12, 192, 320, 3, 1, 2, 2, 1, 3),  # dilation 2, dg 3, two channel tiles
+    (3, 20, 18, 256, 130, 1, 1, 0, 1, 1, 1),  # 1x1 kernel
+    (1, 8, 8, 64, 8, 3, 1, 1, 1, 1, 1),  # 8 output channels
+    (4, 32, 32, 256, 256, 3, 1, 1, 1, 1, 1),  # a benchmark-sized problem
+    (1, 9, 9, 512, 520, 3, 1, 1, 1, 4, 1),  # groups 4, 130 outputs each (wide tile)
+    (2, 11, 13, 128, 256, 2, 1, 0, 1, 1, 2),  # 2x2 kernel: an even number of taps
+    (1, 12, 12, 64, 96, 5, 1, 2, 1, 1, 1),  # 5x5 kernel: a 25-tap sample table
 ]
 
 
 def reference_forward(cfg, x, off, mask, wt, b):
     n, h, w, c, cout, k, s, p, d, g, dg = cfg
-    y = torchvision.ops.deform_conv2d(x.permute(0, 3, 1, 2), off.permute(0, 3, 1, 2), wt.permute(3, 2, 0, 1), b,
-                                      stride=s, padding=p, dilation=d, mask=mask.permute(0, 3, 1, 2))
+    y = torchvision.ops.deform_conv2d(
+        x.permute(0, 3, 1, 2),
+        off.permute(0, 3, 1, 2),
+        wt.permute(3, 2, 0, 1),
+        b,
+        stride=s,
+        padding=p,
+        dilation=d,
+        mask=mask.permute(0, 3, 1, 2),
+    )
     return y.permute(0, 2, 3, 1)
 
 
@@ -319,11 +455,20 @@ def error_pattern(got, want, tile_m=64, tile_n=128):
     err = (got - want).nan_to_num(1e30).pow(2)
     rows = torch.arange(err.shape[0], device=err.device) % tile_m // 8
     cols = torch.arange(err.shape[1], device=err.device) % tile_n // 8
-    by_row = [(err[rows == r].sum() / want[rows == r].pow(2).sum()).sqrt().item() for r in range(tile_m // 8)]
-    by_col = [(err[:, cols == c].sum() / want[:, cols == c].pow(2).sum()).sqrt().item()
-              for c in range(min(tile_n // 8, int(cols.max()) + 1))]
-    return (f"nan {int(torch.isnan(got).sum())}/{got.numel()}; by row block "
-            + " ".join(f"{v:.0e}" for v in by_row) + "; by column block " + " ".join(f"{v:.0e}" for v in by_col))
+    by_row = [
+        (err[rows == r].sum() / want[rows == r].pow(2).sum()).sqrt().item()
+        for r in range(tile_m // 8)
+    ]
+    by_col = [
+        (err[:, cols == c].sum() / want[:, cols == c].pow(2).sum()).sqrt().item()
+        for c in range(min(tile_n // 8, int(cols.max()) + 1))
+    ]
+    return (
+        f"nan {int(torch.isnan(got).sum())}/{got.numel()}; by row block "
+        + " ".join(f"{v:.0e}" for v in by_row)
+        + "; by column block "
+        + " ".join(f"{v:.0e}" for v in by_col)
+    )
 
 
 def hopper_problem(cfg, seed, offsets="random"):
@@ -346,7 +491,9 @@ def check_hopper_case(cfg, offsets, problem, dtype, name):
     dim, x, off, mask, wt, b = problem
     x_, off_, mask_, wt_, b_ = [t.to(dtype).to(torch.float64) for t in (x, off, mask, wt, b)]
     # The reference reads NaN/Inf/huge offsets as what they mean: a sample far outside.
-    off_ref = torch.where(torch.isfinite(off_) & (off_.abs() < 1e6), off_, torch.full_like(off_, 1e6))
+    off_ref = torch.where(
+        torch.isfinite(off_) & (off_.abs() < 1e6), off_, torch.full_like(off_, 1e6)
+    )
     want = reference_forward(cfg, x_, off_ref, mask_, wt_, b_)
     impl = implementation(0, dtype, dim)
     row = []
@@ -356,11 +503,17 @@ def check_hopper_case(cfg, offsets, problem, dtype, name):
         row.append(rel)
         label = f"hopper {cfg} {offsets:6s} {name} {choice}"
         if not rel <= HOPPER_TOLERANCE[dtype]:
-            FAILURES.append(f"{label} ({implementation(0, dtype, dim, choice=choice)}): rel err {rel:.2e}")
+            FAILURES.append(
+                f"{label} ({implementation(0, dtype, dim, choice=choice)}): rel err {rel:.2e}"
+            )
             print(f"  {label}: {error_pattern(got, want)}", flush=True)
     if impl != "cuda_wgmma_sm90a":
         FAILURES.append(f"hopper {cfg} {name}: auto planned {impl}, not cuda_wgmma_sm90a")
-    print(f"hopper {cfg} {offsets:6s} {name}: {impl} rel {row[0]:.2e} | cuda_fused_sm80 rel {row[1]:.2e}", flush=True)
+    print(
+        f"hopper {cfg} {offsets:6s} {name}: {impl} rel {row[0]:.2e} | "
+        f"cuda_fused_sm80 rel {row[1]:.2e}",
+        flush=True,
+    )
 
 
 def check_hopper():
@@ -370,20 +523,27 @@ def check_hopper():
         FAILURES.append("hopper: sm_90a kernels not available on this device")
         return
     cases = [(cfg, "random") for cfg in HOPPER_CONFIGS]
-    cases += [((2, 16, 16, 128, 128, 1, 1, 0, 1, 1, 1), "zero"), ((2, 12, 10, 128, 144, 3, 1, 1, 1, 1, 2), "wild")]
+    cases += [
+        ((2, 16, 16, 128, 128, 1, 1, 0, 1, 1, 1), "zero"),
+        ((2, 12, 10, 128, 144, 3, 1, 1, 1, 1, 2), "wild"),
+    ]
     for seed, (cfg, offsets) in enumerate(cases):
         problem = hopper_problem(cfg, seed, offsets)
         for dtype, name in HOPPER_DTYPES:
             try:
                 check_hopper_case(cfg, offsets, problem, dtype, name)
-            except RuntimeError as e:  # a CUDA error: record it, go on (a sticky one fails the rest)
+            except (
+                RuntimeError
+            ) as e:  # a CUDA error: record it, go on (a sticky one fails the rest)
                 FAILURES.append(f"hopper {cfg} {offsets} {name}: {e}")
                 print(f"hopper {cfg} {offsets:6s} {name}: ERROR {e}", flush=True)
     # Problems the kernel does not take stay on the portable kernels.
-    for cfg, dtype, tf32, why in [((1, 8, 8, 32, 32, 3, 1, 1, 1, 1, 1), torch.float16, True, "32 fp16 channels"),
-                                  ((1, 8, 8, 128, 64, 3, 1, 1, 1, 1, 4), torch.float16, True, "dg 4 of 128 fp16"),
-                                  ((1, 8, 8, 64, 64, 3, 1, 1, 1, 1, 1), torch.float32, False, "strict fp32"),
-                                  ((1, 8, 8, 64, 64, 3, 1, 1, 1, 1, 1), torch.float64, True, "float64")]:
+    for cfg, dtype, tf32, why in [
+        ((1, 8, 8, 32, 32, 3, 1, 1, 1, 1, 1), torch.float16, True, "32 fp16 channels"),
+        ((1, 8, 8, 128, 64, 3, 1, 1, 1, 1, 4), torch.float16, True, "dg 4 of 128 fp16"),
+        ((1, 8, 8, 64, 64, 3, 1, 1, 1, 1, 1), torch.float32, False, "strict fp32"),
+        ((1, 8, 8, 64, 64, 3, 1, 1, 1, 1, 1), torch.float64, True, "float64"),
+    ]:
         dim, _, _ = dims(cfg)
         impl = implementation(0, dtype, dim, tf32)
         ok = impl != "cuda_wgmma_sm90a"
@@ -398,8 +558,13 @@ def check_hopper():
             FAILURES.append(f"hopper: choice {choice} planned {impl}")
     # The fallback when the module does not load, simulated in a fresh process.
     env = dict(os.environ, TFDCN_SIMULATE_SM90A_UNAVAILABLE="1")
-    result = subprocess.run([sys.executable, os.path.abspath(__file__), "--fallback-probe"], env=env,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--fallback-probe"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     print(result.stdout.strip(), flush=True)
     if result.returncode != 0 or "fallback ok" not in result.stdout:
         FAILURES.append("hopper fallback: " + (result.stdout + result.stderr)[-2000:])
@@ -417,7 +582,10 @@ def fallback_probe():
     impl = implementation(0, dtype, dim)
     available = bool(LIB.dcn_sm90a_available())
     ok = not available and impl == "cuda_fused_sm80" and rel <= HOPPER_TOLERANCE[dtype]
-    print(f"fallback probe: available {available}, planned {impl}, rel {rel:.2e}: {'fallback ok' if ok else 'FAIL'}")
+    print(
+        f"fallback probe: available {available}, planned {impl}, rel {rel:.2e}: "
+        f"{'fallback ok' if ok else 'FAIL'}"
+    )
     sys.exit(0 if ok else 1)
 
 
@@ -456,27 +624,51 @@ def bench_hopper():
     for n, h, w, c in [(8, 64, 64, 128), (8, 32, 32, 256), (4, 64, 64, 256), (4, 32, 32, 512)]:
         cfg = (n, h, w, c, c, 3, 1, 1, 1, 1, 1)
         for dtype, name in HOPPER_DTYPES:
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = dtype == torch.float32
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = (
+                dtype == torch.float32
+            )
             dim, data = make_problem(cfg, dtype)
             x, off, mask, wt, b, gout = [t.to(dtype).contiguous() for t in data]
             y = torch.empty_like(gout)
-            ws = {choice: torch.empty(max(workspace_bytes(0, dtype, dim, choice=choice), 1), dtype=torch.uint8, device="cuda")
-                  for choice in ("auto", "portable")}
+            ws = {
+                choice: torch.empty(
+                    max(workspace_bytes(0, dtype, dim, choice=choice), 1),
+                    dtype=torch.uint8,
+                    device="cuda",
+                )
+                for choice in ("auto", "portable")
+            }
             ptrs = (ctypes.c_void_p * 6)(*[t.data_ptr() for t in (x, off, mask, wt, b, y)])
 
             def ours_fn(choice):
                 f = flags(True, False, choice)
+
                 def fn():
-                    check(LIB.dcn_run(DTYPES[dtype], 0, dim, ptrs, ctypes.c_void_p(ws[choice].data_ptr()), f,
-                                      ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)))
+                    check(
+                        LIB.dcn_run(
+                            DTYPES[dtype],
+                            0,
+                            dim,
+                            ptrs,
+                            ctypes.c_void_p(ws[choice].data_ptr()),
+                            f,
+                            ctypes.c_void_p(torch.cuda.current_stream().cuda_stream),
+                        )
+                    )
+
                 return fn
+
             tv_dtype = torch.float16 if dtype == torch.bfloat16 else dtype
             xt, ot, mt = (t.to(tv_dtype).permute(0, 3, 1, 2).contiguous() for t in (x, off, mask))
             wt_t, bt = wt.to(tv_dtype).permute(3, 2, 0, 1).contiguous(), b.to(tv_dtype)
             tv = lambda: torchvision.ops.deform_conv2d(xt, ot, wt_t, bt, padding=1, mask=mt)
             times = {}
             try:
-                for label, fn in (("wgmma", ours_fn("auto")), ("fused", ours_fn("portable")), ("tv", tv)):
+                for label, fn in (
+                    ("wgmma", ours_fn("auto")),
+                    ("fused", ours_fn("portable")),
+                    ("tv", tv),
+                ):
                     times[label] = (time_graph(fn), timeit(fn))
             except RuntimeError as e:
                 print(f"bench {n}x{h}x{w}x{c} {name}: ERROR {e}", flush=True)
@@ -485,14 +677,23 @@ def bench_hopper():
             fmt = lambda t: f"{t[0]:.3f} ({t[1]:.3f})" if t[0] is not None else f"- ({t[1]:.3f})"
             best = lambda t: t[0] if t[0] is not None else t[1]
             flop = 2.0 * n * h * w * c * 9 * c
-            line = (f"{n}x{h}x{w}x{c:<4d} {name}  {fmt(times['wgmma']):>15s}  {fmt(times['fused']):>15s}  "
-                    f"{fmt(times['tv']):>15s}  {best(times['fused']) / best(times['wgmma']):5.2f}x  "
-                    f"{best(times['tv']) / best(times['wgmma']):5.2f}x  {flop / best(times['wgmma']) / 1e9:6.0f}  {impl}")
+            line = (
+                f"{n}x{h}x{w}x{c:<4d} {name}  {fmt(times['wgmma']):>15s}  "
+                f"{fmt(times['fused']):>15s}  {fmt(times['tv']):>15s}  "
+                f"{best(times['fused']) / best(times['wgmma']):5.2f}x  "
+                f"{best(times['tv']) / best(times['wgmma']):5.2f}x  "
+                f"{flop / best(times['wgmma']) / 1e9:6.0f}  {impl}"
+            )
             print("bench " + line, flush=True)
             lines.append(line)
-    print("\nforward ms, graph replay (eager): cuda_wgmma_sm90a | cuda_fused_sm80 | torchvision; "
-          "speedups of wgmma; wgmma TFLOP/s; planned")
-    print(f"{'config':18s} {'':4s}  {'wgmma':>15s}  {'fused_sm80':>15s}  {'torchvision':>15s}  {'/fused':>6s}  {'/tv':>6s}  {'TFLOPs':>6s}")
+    print(
+        "\nforward ms, graph replay (eager): cuda_wgmma_sm90a | cuda_fused_sm80 | torchvision; "
+        "speedups of wgmma; wgmma TFLOP/s; planned"
+    )
+    print(
+        f"{'config':18s} {'':4s}  {'wgmma':>15s}  {'fused_sm80':>15s}  {'torchvision':>15s}  "
+        f"{'/fused':>6s}  {'/tv':>6s}  {'TFLOPs':>6s}"
+    )
     for line in lines:
         print(line)
 
@@ -516,11 +717,17 @@ def timeit(fn, calls=20, repeats=7):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--sanitize", action="store_true", help="small cases only (compute-sanitizer)")
+    parser.add_argument(
+        "--sanitize", action="store_true", help="small cases only (compute-sanitizer)"
+    )
     parser.add_argument("--bench", action="store_true")
     parser.add_argument("--profile", action="store_true", help="one fwd+bwd per dtype (for ncu)")
-    parser.add_argument("--hopper", action="store_true", help="the sm_90a forward: checks, then its timings last")
-    parser.add_argument("--only-hopper", action="store_true", help="--hopper without the other checks")
+    parser.add_argument(
+        "--hopper", action="store_true", help="the sm_90a forward: checks, then its timings last"
+    )
+    parser.add_argument(
+        "--only-hopper", action="store_true", help="--hopper without the other checks"
+    )
     parser.add_argument("--fallback-probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.profile:
@@ -528,7 +735,14 @@ def main():
         return
     if args.fallback_probe:
         fallback_probe()
-    print(torch.cuda.get_device_name(), "torch", torch.__version__, "torchvision", torchvision.__version__, flush=True)
+    print(
+        torch.cuda.get_device_name(),
+        "torch",
+        torch.__version__,
+        "torchvision",
+        torchvision.__version__,
+        flush=True,
+    )
     t0 = time.time()
     if args.sanitize:
         check_parity(quick=True)

@@ -25,11 +25,25 @@ namespace {
 // deformable_groups, has_mask, has_bias
 DcnShape ToShape(const long long* d) {
   DcnShape s;
-  s.batch = d[0]; s.in_h = d[1]; s.in_w = d[2]; s.in_channels = d[3];
-  s.out_h = d[4]; s.out_w = d[5]; s.out_channels = d[6];
-  s.kernel_h = d[7]; s.kernel_w = d[8]; s.stride_h = d[9]; s.stride_w = d[10];
-  s.pad_h = d[11]; s.pad_w = d[12]; s.dilation_h = d[13]; s.dilation_w = d[14];
-  s.groups = d[15]; s.deformable_groups = d[16]; s.has_mask = d[17]; s.has_bias = d[18];
+  s.batch = d[0];
+  s.in_h = d[1];
+  s.in_w = d[2];
+  s.in_channels = d[3];
+  s.out_h = d[4];
+  s.out_w = d[5];
+  s.out_channels = d[6];
+  s.kernel_h = d[7];
+  s.kernel_w = d[8];
+  s.stride_h = d[9];
+  s.stride_w = d[10];
+  s.pad_h = d[11];
+  s.pad_w = d[12];
+  s.dilation_h = d[13];
+  s.dilation_w = d[14];
+  s.groups = d[15];
+  s.deformable_groups = d[16];
+  s.has_mask = d[17];
+  s.has_bias = d[18];
   return s;
 }
 
@@ -41,21 +55,28 @@ tdc::Options ToOptions(int flags) {
   o.allow_tf32 = flags & 1;
   o.deterministic = flags & 2;
   const int choice = (flags >> 2) & 3;
-  o.choice = choice == 1 ? KernelChoice::kIm2col
-                         : choice == 2 ? KernelChoice::kPortable : KernelChoice::kAuto;
+  o.choice = choice == 1   ? KernelChoice::kIm2col
+             : choice == 2 ? KernelChoice::kPortable
+                           : KernelChoice::kAuto;
   return o;
 }
 
 DType ToDType(int dtype) {
   switch (dtype) {
-    case 0: return DType::kHalf;
-    case 1: return DType::kBFloat16;
-    case 2: return DType::kFloat;
-    default: return DType::kDouble;
+    case 0:
+      return DType::kHalf;
+    case 1:
+      return DType::kBFloat16;
+    case 2:
+      return DType::kFloat;
+    default:
+      return DType::kDouble;
   }
 }
 
-Op ToOp(int op) { return op == 0 ? Op::kForward : op == 1 ? Op::kBackwardInput : Op::kBackwardWeight; }
+Op ToOp(int op) {
+  return op == 0 ? Op::kForward : op == 1 ? Op::kBackwardInput : Op::kBackwardWeight;
+}
 
 template <typename T>
 int Gemm(int variant, int mode, long long m, long long n, long long k, void* a, long long lda,
@@ -63,16 +84,24 @@ int Gemm(int variant, int mode, long long m, long long n, long long k, void* a, 
   using Acc = tensorflow_dcn::AccumulatorOf<T>;
   const auto math = static_cast<tdc::MathMode>(mode);
   auto fill = [&](auto& g) {
-    g.m = m; g.n = n; g.k = k;
-    g.a = static_cast<const T*>(a); g.lda = lda;
-    g.b = static_cast<const T*>(b); g.ldb = ldb;
+    g.m = m;
+    g.n = n;
+    g.k = k;
+    g.a = static_cast<const T*>(a);
+    g.lda = lda;
+    g.b = static_cast<const T*>(b);
+    g.ldb = ldb;
     g.ldc = ldc;
   };
   if (variant == 0) {
-    tdc::GemmArgs<T, T> g; fill(g); g.c = static_cast<T*>(c);
+    tdc::GemmArgs<T, T> g;
+    fill(g);
+    g.c = static_cast<T*>(c);
     return tdc::LaunchGemm<T, T, tdc::Layout::kRowMajor, tdc::Layout::kRowMajor>(g, math, st);
   }
-  tdc::GemmArgs<T, Acc> g; fill(g); g.c = static_cast<Acc*>(c);
+  tdc::GemmArgs<T, Acc> g;
+  fill(g);
+  g.c = static_cast<Acc*>(c);
   if (variant == 1)
     return tdc::LaunchGemm<T, Acc, tdc::Layout::kRowMajor, tdc::Layout::kColMajor>(g, math, st);
   return tdc::LaunchGemm<T, Acc, tdc::Layout::kColMajor, tdc::Layout::kRowMajor>(g, math, st);
@@ -110,12 +139,11 @@ EXPORT int dcn_run(int dtype, int op, const long long* dims, void** p, void* wor
   auto st = static_cast<cudaStream_t>(stream);
   switch (op) {
     case 0:
-      return tdc::Forward(plan, ToDType(dtype), s, {p[0], p[1], p[2], p[3], p[4], p[5]},
-                          workspace, o, st);
+      return tdc::Forward(plan, ToDType(dtype), s, {p[0], p[1], p[2], p[3], p[4], p[5]}, workspace,
+                          o, st);
     case 1:
       return tdc::BackwardInput(plan, ToDType(dtype), s,
-                                {p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]}, workspace, o,
-                                st);
+                                {p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]}, workspace, o, st);
     default:
       return tdc::BackwardWeight(plan, ToDType(dtype), s, {p[0], p[1], p[2], p[3], p[4], p[5]},
                                  workspace, o, st);
@@ -124,17 +152,24 @@ EXPORT int dcn_run(int dtype, int op, const long long* dims, void** p, void* wor
 
 // variant: 0 A row x B row -> T, 1 A row x B col -> Acc, 2 A col x B row -> Acc.
 // mode: tdc::MathMode (0 tensor core, 1 3xTF32, 2 SIMT).
-EXPORT int dcn_gemm(int dtype, int variant, int mode, long long m, long long n, long long k, void* a,
-                    long long lda, void* b, long long ldb, void* c, long long ldc, void* stream) {
+EXPORT int dcn_gemm(int dtype, int variant, int mode, long long m, long long n, long long k,
+                    void* a, long long lda, void* b, long long ldb, void* c, long long ldc,
+                    void* stream) {
   auto st = static_cast<cudaStream_t>(stream);
   switch (dtype) {
-    case 0: return Gemm<__half>(variant, mode, m, n, k, a, lda, b, ldb, c, ldc, st);
-    case 1: return Gemm<__nv_bfloat16>(variant, mode, m, n, k, a, lda, b, ldb, c, ldc, st);
-    case 2: return Gemm<float>(variant, mode, m, n, k, a, lda, b, ldb, c, ldc, st);
-    default: return Gemm<double>(variant, mode, m, n, k, a, lda, b, ldb, c, ldc, st);
+    case 0:
+      return Gemm<__half>(variant, mode, m, n, k, a, lda, b, ldb, c, ldc, st);
+    case 1:
+      return Gemm<__nv_bfloat16>(variant, mode, m, n, k, a, lda, b, ldb, c, ldc, st);
+    case 2:
+      return Gemm<float>(variant, mode, m, n, k, a, lda, b, ldb, c, ldc, st);
+    default:
+      return Gemm<double>(variant, mode, m, n, k, a, lda, b, ldb, c, ldc, st);
   }
 }
 
-EXPORT const char* dcn_error_string(int err) { return cudaGetErrorString(static_cast<cudaError_t>(err)); }
+EXPORT const char* dcn_error_string(int err) {
+  return cudaGetErrorString(static_cast<cudaError_t>(err));
+}
 
 }  // extern "C"

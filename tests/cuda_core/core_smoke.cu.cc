@@ -31,26 +31,32 @@ namespace {
 
 int failures = 0;
 
-#define CHECK_CUDA(expr)                                                                 \
-  do {                                                                                   \
-    const cudaError_t e_ = (expr);                                                       \
-    if (e_ != cudaSuccess) {                                                             \
+#define CHECK_CUDA(expr)                                                                   \
+  do {                                                                                     \
+    const cudaError_t e_ = (expr);                                                         \
+    if (e_ != cudaSuccess) {                                                               \
       std::printf("CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__); \
-      std::exit(2);                                                                      \
-    }                                                                                    \
+      std::exit(2);                                                                        \
+    }                                                                                      \
   } while (0)
 
 template <typename T>
 T FromFloat(float v) {
-  if constexpr (std::is_same_v<T, __half>) return __float2half(v);
-  else if constexpr (std::is_same_v<T, __nv_bfloat16>) return __float2bfloat16(v);
-  else return v;
+  if constexpr (std::is_same_v<T, __half>)
+    return __float2half(v);
+  else if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    return __float2bfloat16(v);
+  else
+    return v;
 }
 template <typename T>
 float ToFloat(T v) {
-  if constexpr (std::is_same_v<T, __half>) return __half2float(v);
-  else if constexpr (std::is_same_v<T, __nv_bfloat16>) return __bfloat162float(v);
-  else return v;
+  if constexpr (std::is_same_v<T, __half>)
+    return __half2float(v);
+  else if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    return __bfloat162float(v);
+  else
+    return v;
 }
 
 struct Config {
@@ -63,7 +69,8 @@ T* Upload(const std::vector<float>& host) {
   for (size_t i = 0; i < host.size(); ++i) converted[i] = FromFloat<T>(host[i]);
   T* dev = nullptr;
   CHECK_CUDA(cudaMalloc(&dev, converted.size() * sizeof(T) + 16));
-  CHECK_CUDA(cudaMemcpy(dev, converted.data(), converted.size() * sizeof(T), cudaMemcpyHostToDevice));
+  CHECK_CUDA(
+      cudaMemcpy(dev, converted.data(), converted.size() * sizeof(T), cudaMemcpyHostToDevice));
   return dev;
 }
 
@@ -95,27 +102,28 @@ template <typename T>
 void Check(int dtype, const char* name, const Config& cfg, float tolerance) {
   const int ho = (cfg.h + 2 * cfg.pad - cfg.k) / cfg.stride + 1;
   const int wo = (cfg.w + 2 * cfg.pad - cfg.k) / cfg.stride + 1;
-  const long long dims[19] = {cfg.n, cfg.h, cfg.w, cfg.c, ho, wo, cfg.cout, cfg.k, cfg.k,
-                              cfg.stride, cfg.stride, cfg.pad, cfg.pad, 1, 1, cfg.groups, cfg.dg,
-                              1, 1};
+  const long long dims[19] = {cfg.n, cfg.h,      cfg.w,      cfg.c,      ho,      wo,      cfg.cout,
+                              cfg.k, cfg.k,      cfg.stride, cfg.stride, cfg.pad, cfg.pad, 1,
+                              1,     cfg.groups, cfg.dg,     1,          1};
   std::mt19937 rng(1234);
   std::normal_distribution<float> normal;
   std::uniform_real_distribution<float> uniform(0.f, 1.f);
   const size_t taps = size_t(cfg.k) * cfg.k, pixels = size_t(cfg.n) * ho * wo;
-  std::vector<float> input(size_t(cfg.n) * cfg.h * cfg.w * cfg.c), offset(pixels * cfg.dg * taps * 2),
-      mask(pixels * cfg.dg * taps), weight(taps * (cfg.c / cfg.groups) * cfg.cout), bias(cfg.cout);
+  std::vector<float> input(size_t(cfg.n) * cfg.h * cfg.w * cfg.c),
+      offset(pixels * cfg.dg * taps * 2), mask(pixels * cfg.dg * taps),
+      weight(taps * (cfg.c / cfg.groups) * cfg.cout), bias(cfg.cout);
   for (float& v : input) v = normal(rng);
   for (size_t i = 0; i < offset.size(); ++i) {
     offset[i] = 6.f * (uniform(rng) - 0.5f);
-    if (i % 97 == 0) offset[i] = NAN;        // samples that read zero
-    if (i % 89 == 0) offset[i] = 1e7f;       // far outside the image
+    if (i % 97 == 0) offset[i] = NAN;   // samples that read zero
+    if (i % 89 == 0) offset[i] = 1e7f;  // far outside the image
     if (i % 83 == 0) offset[i] = -INFINITY;
   }
   for (float& v : mask) v = uniform(rng);
   for (float& v : weight) v = normal(rng) / std::sqrt(float(taps * cfg.c / cfg.groups));
   for (float& v : bias) v = normal(rng);
-  void* operands[6] = {Upload<T>(input), Upload<T>(offset), Upload<T>(mask), Upload<T>(weight),
-                       Upload<T>(bias), nullptr};
+  void* operands[6] = {Upload<T>(input),  Upload<T>(offset), Upload<T>(mask),
+                       Upload<T>(weight), Upload<T>(bias),   nullptr};
   const size_t out_elems = pixels * cfg.cout;
   CHECK_CUDA(cudaMalloc(&operands[5], out_elems * sizeof(T)));
 
@@ -133,10 +141,11 @@ void Check(int dtype, const char* name, const Config& cfg, float tolerance) {
   const double rel = std::sqrt(diff / norm);
   const bool ok = non_finite == 0 && rel <= tolerance;
   failures += !ok;
-  std::printf("smoke %-5s %dx%dx%dx%d cout %d stride %d groups %d dg %d: %s vs %s rel %.2e "
-              "non-finite %zu %s\n",
-              name, cfg.n, cfg.h, cfg.w, cfg.c, cfg.cout, cfg.stride, cfg.groups, cfg.dg,
-              auto_impl, portable_impl, rel, non_finite, ok ? "ok" : "FAIL");
+  std::printf(
+      "smoke %-5s %dx%dx%dx%d cout %d stride %d groups %d dg %d: %s vs %s rel %.2e "
+      "non-finite %zu %s\n",
+      name, cfg.n, cfg.h, cfg.w, cfg.c, cfg.cout, cfg.stride, cfg.groups, cfg.dg, auto_impl,
+      portable_impl, rel, non_finite, ok ? "ok" : "FAIL");
   for (void* p : operands) CHECK_CUDA(cudaFree(p));
 }
 
@@ -144,7 +153,8 @@ void Check(int dtype, const char* name, const Config& cfg, float tolerance) {
 
 // One forward of each benchmark-like shape in fp16 with the auto plan, for ncu.
 void Profile() {
-  const Config configs[] = {{4, 32, 32, 512, 512, 3, 1, 1, 1, 1}, {8, 64, 64, 128, 128, 3, 1, 1, 1, 1}};
+  const Config configs[] = {{4, 32, 32, 512, 512, 3, 1, 1, 1, 1},
+                            {8, 64, 64, 128, 128, 3, 1, 1, 1, 1}};
   for (const Config& c : configs) Check<__half>(0, "fp16", c, 5e-3f);
 }
 
@@ -159,11 +169,11 @@ int main(int argc, char** argv) {
   std::printf("driver %d, runtime %d, sm_90a kernels available: %d\n", driver, runtime,
               dcn_sm90a_available());
   const Config configs[] = {
-      {2, 9, 11, 64, 72, 3, 1, 1, 1, 1},     // 128 x 128 tile, 198 pixels
-      {1, 10, 7, 128, 300, 3, 2, 1, 1, 2},   // 64 x 256 tile, two channel tiles, stride 2
-      {1, 8, 8, 128, 64, 3, 1, 1, 2, 2},     // groups
-      {1, 9, 8, 128, 160, 2, 1, 0, 1, 2},    // 4 taps (an even count), 64 x 256 tile
-      {1, 7, 9, 64, 40, 1, 1, 0, 1, 1},      // 1 tap
+      {2, 9, 11, 64, 72, 3, 1, 1, 1, 1},    // 128 x 128 tile, 198 pixels
+      {1, 10, 7, 128, 300, 3, 2, 1, 1, 2},  // 64 x 256 tile, two channel tiles, stride 2
+      {1, 8, 8, 128, 64, 3, 1, 1, 2, 2},    // groups
+      {1, 9, 8, 128, 160, 2, 1, 0, 1, 2},   // 4 taps (an even count), 64 x 256 tile
+      {1, 7, 9, 64, 40, 1, 1, 0, 1, 1},     // 1 tap
   };
   for (const Config& c : configs) {
     Check<__half>(0, "fp16", c, 5e-3f);

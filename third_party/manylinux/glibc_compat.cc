@@ -24,6 +24,7 @@
 #include <new>
 #include <sstream>
 
+// clang-format off: one assembler line per line
 #define TFDCN_OLD_VERSION(name, version)                                  \
   __asm__(".symver __tfdcn_old_" #name ", " #name "@" version "\n"      \
           ".pushsection .text.tfdcn_compat_" #name ",\"ax\",@progbits\n"  \
@@ -35,6 +36,7 @@
           "  jmp __tfdcn_old_" #name "@PLT\n"                             \
           ".size " #name ", .-" #name "\n"                                \
           ".popsection\n")
+// clang-format on
 
 // libdl (GLIBC_2.34 in libc since 2.34).
 TFDCN_OLD_VERSION(dladdr, "GLIBC_2.2.5");
@@ -126,16 +128,18 @@ extern "C" [[noreturn]] __attribute__((visibility("hidden"), used)) void
 __tfdcn_throw_bad_array_new_length() {
   throw std::bad_array_new_length();
 }
-__asm__(".globl _ZSt28__throw_bad_array_new_lengthv\n"
-        ".hidden _ZSt28__throw_bad_array_new_lengthv\n"
-        ".set _ZSt28__throw_bad_array_new_lengthv, __tfdcn_throw_bad_array_new_length\n");
+__asm__(
+    ".globl _ZSt28__throw_bad_array_new_lengthv\n"
+    ".hidden _ZSt28__throw_bad_array_new_lengthv\n"
+    ".set _ZSt28__throw_bad_array_new_lengthv, __tfdcn_throw_bad_array_new_length\n");
 
 // GLIBCXX_3.4.26: std::__cxx11::basic_stringstream<char>::basic_stringstream(), likewise.
 extern "C" __attribute__((visibility("hidden"), used)) void __tfdcn_stringstream_construct(
     std::stringstream* self) {
   new (self) std::stringstream(std::ios_base::in | std::ios_base::out);
 }
-__asm__(".globl _ZNSt7__cxx1118basic_stringstreamIcSt11char_traitsIcESaIcEEC1Ev\n"
-        ".hidden _ZNSt7__cxx1118basic_stringstreamIcSt11char_traitsIcESaIcEEC1Ev\n"
-        ".set _ZNSt7__cxx1118basic_stringstreamIcSt11char_traitsIcESaIcEEC1Ev, "
-        "__tfdcn_stringstream_construct\n");
+__asm__(
+    ".globl _ZNSt7__cxx1118basic_stringstreamIcSt11char_traitsIcESaIcEEC1Ev\n"
+    ".hidden _ZNSt7__cxx1118basic_stringstreamIcSt11char_traitsIcESaIcEEC1Ev\n"
+    ".set _ZNSt7__cxx1118basic_stringstreamIcSt11char_traitsIcESaIcEEC1Ev, "
+    "__tfdcn_stringstream_construct\n");

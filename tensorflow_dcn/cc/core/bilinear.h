@@ -135,8 +135,7 @@ DCN_HOST_DEVICE bool MakeTapPoint(const DcnShape& s, const OutputPixel& at, int 
 // from the offset, its bilinear point and its mask value (1 without a mask).
 template <typename Acc, typename T>
 DCN_HOST_DEVICE bool MakeSample(const DcnShape& s, int64_t p, const OutputPixel& at, int i,
-                                const T* offset, const T* mask, BilinearPoint<Acc>* point,
-                                Acc* m) {
+                                const T* offset, const T* mask, BilinearPoint<Acc>* point, Acc* m) {
   const T* off = offset + p * s.offset_channels() + 2 * i;
   *m = mask ? static_cast<Acc>(mask[p * s.mask_channels() + i]) : Acc(1);
   return MakeTapPoint(s, at, i % s.taps(), static_cast<Acc>(off[0]), static_cast<Acc>(off[1]),

@@ -36,8 +36,7 @@ std::string ReadKernelChoice(KernelChoice* choice) {
   } else if (std::strcmp(value, "portable") == 0) {
     *choice = KernelChoice::kPortable;
   } else {
-    return std::string("TFDCN_KERNELS must be 'auto', 'im2col' or 'portable', got '") + value +
-           "'";
+    return std::string("TFDCN_KERNELS must be 'auto', 'im2col' or 'portable', got '") + value + "'";
   }
   return "";
 }

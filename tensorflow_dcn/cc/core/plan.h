@@ -26,7 +26,7 @@ enum class Implementation {
 };
 inline constexpr int kNumImplementations = 5;
 
-const char* ImplementationName(Implementation implementation);  // "cpu_im2col", ...
+const char *ImplementationName(Implementation implementation);  // "cpu_im2col", ...
 
 struct Plan {
   Implementation implementation;
@@ -38,7 +38,7 @@ struct Plan {
 // grad_bias) are null.
 struct ForwardArgs {
   const void *input, *offset, *mask, *weight, *bias;
-  void* output;
+  void *output;
 };
 struct BackwardInputArgs {
   const void *grad_output, *input, *offset, *mask, *weight;
@@ -56,7 +56,7 @@ struct BackwardWeightArgs {
 //   portable        as auto, but never the architecture-specific (sm_90a) kernels
 enum class KernelChoice { kAuto, kIm2col, kPortable };
 // Reads TFDCN_KERNELS into `choice`; returns "" or a message saying what the value may be.
-std::string ReadKernelChoice(KernelChoice* choice);
+std::string ReadKernelChoice(KernelChoice *choice);
 
 // Every run of a plan is counted per (op, implementation), so that tests and the benchmark can
 // see what ran, also inside XLA-compiled programs.

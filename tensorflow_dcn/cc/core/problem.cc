@@ -25,9 +25,9 @@ std::string Message(const Args&... args) {
   return (std::string() + ... + Piece(args));
 }
 
-#define DCN_RETURN_IF_MESSAGE(expr)       \
-  do {                                    \
-    std::string dcn_message_ = (expr);    \
+#define DCN_RETURN_IF_MESSAGE(expr)                 \
+  do {                                              \
+    std::string dcn_message_ = (expr);              \
     if (!dcn_message_.empty()) return dcn_message_; \
   } while (0)
 
@@ -91,8 +91,9 @@ std::string Dims::DebugString() const {
 
 std::string CheckAttrs(const Attrs& a) {
   const std::pair<const char*, int> at_least_one[] = {
-      {"kernel_h", a.kernel_h},     {"kernel_w", a.kernel_w},     {"stride_h", a.stride_h},
-      {"stride_w", a.stride_w},     {"dilation_h", a.dilation_h}, {"dilation_w", a.dilation_w},
+      {"kernel_h", a.kernel_h},     {"kernel_w", a.kernel_w},
+      {"stride_h", a.stride_h},     {"stride_w", a.stride_w},
+      {"dilation_h", a.dilation_h}, {"dilation_w", a.dilation_w},
       {"groups", a.groups},         {"deformable_groups", a.deformable_groups}};
   for (const auto& f : at_least_one) {
     if (f.second < 1) return Message(f.first, " must be at least 1, got ", f.second);
@@ -154,18 +155,18 @@ std::string CheckProblem(Op op, const Attrs& a, const OperandDims& ops, DcnShape
                    input.DebugString());
   }
   if (s->in_channels % a.groups != 0) {
-    return Message("input channels (", s->in_channels, ") must be divisible by groups (",
-                   a.groups, ")");
+    return Message("input channels (", s->in_channels, ") must be divisible by groups (", a.groups,
+                   ")");
   }
   if (s->in_channels % a.deformable_groups != 0) {
-    return Message("input channels (", s->in_channels,
-                   ") must be divisible by deformable_groups (", a.deformable_groups, ")");
+    return Message("input channels (", s->in_channels, ") must be divisible by deformable_groups (",
+                   a.deformable_groups, ")");
   }
   if (s->in_h + 2 * int64_t{a.pad_h} > kMaxExactCoordinate ||
       s->in_w + 2 * int64_t{a.pad_w} > kMaxExactCoordinate) {
     return Message("input height and width plus padding must be at most ", kMaxExactCoordinate,
-                   " so that sample coordinates are exact, got ", input.DebugString(),
-                   " with pad ", a.pad_h, "x", a.pad_w);
+                   " so that sample coordinates are exact, got ", input.DebugString(), " with pad ",
+                   a.pad_h, "x", a.pad_w);
   }
 
   if (ops.weight.present()) {
@@ -198,8 +199,8 @@ std::string CheckProblem(Op op, const Attrs& a, const OperandDims& ops, DcnShape
   s->out_h = ConvOutputSize(s->in_h, a.kernel_h, a.stride_h, a.pad_h, a.dilation_h);
   s->out_w = ConvOutputSize(s->in_w, a.kernel_w, a.stride_w, a.pad_w, a.dilation_w);
   if (s->out_h < 1 || s->out_w < 1) {
-    return Message("output size would be ", s->out_h, "x", s->out_w, " (< 1): input ", s->in_h,
-                   "x", s->in_w, " is too small for kernel ", a.kernel_h, "x", a.kernel_w,
+    return Message("output size would be ", s->out_h, "x", s->out_w, " (< 1): input ", s->in_h, "x",
+                   s->in_w, " is too small for kernel ", a.kernel_h, "x", a.kernel_w,
                    " with dilation ", a.dilation_h, "x", a.dilation_w, " and pad ", a.pad_h, "x",
                    a.pad_w);
   }

@@ -169,10 +169,10 @@ class ForwardOp : public DcnOpKernel<Core> {
     OP_REQUIRES_OK(ctx, this->Check(ctx, operands, &s));
 
     Tensor* output;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, {s.batch, s.out_h, s.out_w, s.out_channels},
-                                             &output));
+    OP_REQUIRES_OK(ctx,
+                   ctx->allocate_output(0, {s.batch, s.out_h, s.out_w, s.out_channels}, &output));
     if (s.pixels() == 0) return;
-    const ForwardArgs args{input.data(),   offset.data(),          DataOrNull(masks),
+    const ForwardArgs args{input.data(),   offset.data(),      DataOrNull(masks),
                            weight->data(), DataOrNull(biases), output->data()};
     OP_REQUIRES_OK(ctx, this->Run(ctx, s, args));
   }
@@ -208,8 +208,8 @@ class BackwardInputOp : public DcnOpKernel<Core> {
     OP_REQUIRES_OK(ctx, ctx->output_list("grad_mask", &grad_masks));
     if (s.has_mask) OP_REQUIRES_OK(ctx, grad_masks.allocate(0, masks[0].shape(), &grad_mask));
     if (s.pixels() == 0) return;
-    const BackwardInputArgs args{grad_output.data(), input.data(),       offset.data(),
-                                 DataOrNull(masks),  weight->data(),     grad_input->data(),
+    const BackwardInputArgs args{grad_output.data(),  input.data(),         offset.data(),
+                                 DataOrNull(masks),   weight->data(),       grad_input->data(),
                                  grad_offset->data(), DataOrNull(grad_mask)};
     OP_REQUIRES_OK(ctx, this->Run(ctx, s, args));
   }
@@ -243,20 +243,20 @@ class BackwardWeightOp : public DcnOpKernel<Core> {
     OP_REQUIRES_OK(ctx, ctx->output_list("grad_bias", &grad_biases));
     if (s.has_bias) OP_REQUIRES_OK(ctx, grad_biases.allocate(0, {s.out_channels}, &grad_bias));
     // With an empty batch the gradients are zero: the core writes them.
-    const BackwardWeightArgs args{grad_output.data(), input.data(), offset.data(),
-                                  DataOrNull(masks), grad_weight->data(), DataOrNull(grad_bias)};
+    const BackwardWeightArgs args{grad_output.data(), input.data(),        offset.data(),
+                                  DataOrNull(masks),  grad_weight->data(), DataOrNull(grad_bias)};
     OP_REQUIRES_OK(ctx, this->Run(ctx, s, args));
   }
 };
 
-#define REGISTER_DCN_KERNELS(DEVICE, CORE, T)                                                  \
-  REGISTER_KERNEL_BUILDER(                                                                     \
-      Name("DCNv2Forward").Device(tensorflow::DEVICE).TypeConstraint<T>("T"), ForwardOp<CORE>); \
-  REGISTER_KERNEL_BUILDER(                                                                     \
-      Name("DCNv2BackwardInput").Device(tensorflow::DEVICE).TypeConstraint<T>("T"),            \
-      BackwardInputOp<CORE>);                                                                  \
-  REGISTER_KERNEL_BUILDER(                                                                     \
-      Name("DCNv2BackwardWeight").Device(tensorflow::DEVICE).TypeConstraint<T>("T"),           \
+#define REGISTER_DCN_KERNELS(DEVICE, CORE, T)                                                     \
+  REGISTER_KERNEL_BUILDER(Name("DCNv2Forward").Device(tensorflow::DEVICE).TypeConstraint<T>("T"), \
+                          ForwardOp<CORE>);                                                       \
+  REGISTER_KERNEL_BUILDER(                                                                        \
+      Name("DCNv2BackwardInput").Device(tensorflow::DEVICE).TypeConstraint<T>("T"),               \
+      BackwardInputOp<CORE>);                                                                     \
+  REGISTER_KERNEL_BUILDER(                                                                        \
+      Name("DCNv2BackwardWeight").Device(tensorflow::DEVICE).TypeConstraint<T>("T"),              \
       BackwardWeightOp<CORE>);
 
 #define REGISTER_CPU(T) REGISTER_DCN_KERNELS(DEVICE_CPU, CpuCore, T)

@@ -32,9 +32,9 @@ absl::Status OutputDim(InferenceContext* c, DimensionHandle in, int kernel, int 
   }
   const int64_t size = ConvOutputSize(c->Value(in), kernel, stride, pad, dilation);
   if (size < 1) {
-    return InvalidArgument(
-        "output size would be < 1: input size ", c->Value(in), " is too small for kernel ", kernel,
-        ", stride ", stride, ", pad ", pad, ", dilation ", dilation);
+    return InvalidArgument("output size would be < 1: input size ", c->Value(in),
+                           " is too small for kernel ", kernel, ", stride ", stride, ", pad ", pad,
+                           ", dilation ", dilation);
   }
   *out = c->MakeDim(size);
   return absl::OkStatus();
@@ -44,8 +44,8 @@ absl::Status OutputDim(InferenceContext* c, DimensionHandle in, int kernel, int 
 absl::Status CheckDivisible(InferenceContext* c, DimensionHandle dim, int64_t divisor,
                             const char* what, const char* by) {
   if (c->ValueKnown(dim) && c->Value(dim) % divisor != 0) {
-    return InvalidArgument(what, " (", c->Value(dim), ") must be divisible by ",
-                                               by, " (", divisor, ")");
+    return InvalidArgument(what, " (", c->Value(dim), ") must be divisible by ", by, " (", divisor,
+                           ")");
   }
   return absl::OkStatus();
 }
@@ -71,10 +71,12 @@ absl::Status CheckWhenKnown(InferenceContext* c, Op op, const Attrs& a, int inpu
                             int offset_idx, int mask_idx, int weight_idx, int bias_idx,
                             int grad_output_idx) {
   OperandDims dims;
-  const std::pair<int, Dims*> operands[] = {
-      {input_idx, &dims.input},   {offset_idx, &dims.offset},
-      {a.has_mask ? mask_idx : -1, &dims.mask}, {weight_idx, &dims.weight},
-      {bias_idx, &dims.bias},     {grad_output_idx, &dims.grad_output}};
+  const std::pair<int, Dims*> operands[] = {{input_idx, &dims.input},
+                                            {offset_idx, &dims.offset},
+                                            {a.has_mask ? mask_idx : -1, &dims.mask},
+                                            {weight_idx, &dims.weight},
+                                            {bias_idx, &dims.bias},
+                                            {grad_output_idx, &dims.grad_output}};
   for (const auto& operand : operands) {
     if (operand.first >= 0 && !KnownDims(c, operand.first, operand.second)) {
       return absl::OkStatus();
@@ -90,23 +92,24 @@ absl::Status InferCommon(InferenceContext* c, Op op, int input_idx, int offset_i
                          int weight_idx, int bias_idx, int grad_output_idx, Inferred* r) {
   Attrs a;
   TF_RETURN_IF_ERROR(ReadAttrs(c, op, &a));
-  TF_RETURN_IF_ERROR(CheckWhenKnown(c, op, a, input_idx, offset_idx, mask_idx, weight_idx,
-                                    bias_idx, grad_output_idx));
+  TF_RETURN_IF_ERROR(CheckWhenKnown(c, op, a, input_idx, offset_idx, mask_idx, weight_idx, bias_idx,
+                                    grad_output_idx));
   ShapeHandle input, offset;
   TF_RETURN_IF_ERROR(WithRankNamed(c, c->input(input_idx), 4, "input", &input));
   TF_RETURN_IF_ERROR(WithRankNamed(c, c->input(offset_idx), 4, "offset", &offset));
   r->batch = c->Dim(input, 0);
   r->in_channels = c->Dim(input, 3);
   TF_RETURN_IF_ERROR(CheckDivisible(c, r->in_channels, a.groups, "input channels", "groups"));
-  TF_RETURN_IF_ERROR(
-      CheckDivisible(c, r->in_channels, a.deformable_groups, "input channels", "deformable_groups"));
+  TF_RETURN_IF_ERROR(CheckDivisible(c, r->in_channels, a.deformable_groups, "input channels",
+                                    "deformable_groups"));
   TF_RETURN_IF_ERROR(
       OutputDim(c, c->Dim(input, 1), a.kernel_h, a.stride_h, a.pad_h, a.dilation_h, &r->out_h));
   TF_RETURN_IF_ERROR(
       OutputDim(c, c->Dim(input, 2), a.kernel_w, a.stride_w, a.pad_w, a.dilation_w, &r->out_w));
 
   const int64_t mask_channels = int64_t{a.deformable_groups} * a.kernel_h * a.kernel_w;
-  ShapeHandle expected_offset = c->MakeShape({r->batch, r->out_h, r->out_w, c->MakeDim(2 * mask_channels)});
+  ShapeHandle expected_offset =
+      c->MakeShape({r->batch, r->out_h, r->out_w, c->MakeDim(2 * mask_channels)});
   if (!c->Merge(offset, expected_offset, &offset).ok()) {
     return InvalidArgument(
         "offset must have shape [N, Ho, Wo, 2*deformable_groups*kernel_h*kernel_w] = ",
@@ -127,9 +130,10 @@ absl::Status InferCommon(InferenceContext* c, Op op, int input_idx, int offset_i
     ShapeHandle weight;
     TF_RETURN_IF_ERROR(WithRankNamed(c, c->input(weight_idx), 4, "weight", &weight));
     DimensionHandle cin_per_group = c->UnknownDim();
-    if (c->ValueKnown(r->in_channels)) cin_per_group = c->MakeDim(c->Value(r->in_channels) / a.groups);
-    ShapeHandle expected = c->MakeShape({c->MakeDim(a.kernel_h), c->MakeDim(a.kernel_w),
-                                         cin_per_group, c->UnknownDim()});
+    if (c->ValueKnown(r->in_channels))
+      cin_per_group = c->MakeDim(c->Value(r->in_channels) / a.groups);
+    ShapeHandle expected = c->MakeShape(
+        {c->MakeDim(a.kernel_h), c->MakeDim(a.kernel_w), cin_per_group, c->UnknownDim()});
     if (!c->Merge(weight, expected, &weight).ok()) {
       return InvalidArgument(
           "weight must have shape [kernel_h, kernel_w, input channels / groups, Cout] = ",
@@ -142,9 +146,8 @@ absl::Status InferCommon(InferenceContext* c, Op op, int input_idx, int offset_i
     TF_RETURN_IF_ERROR(WithRankNamed(c, c->input(grad_output_idx), 4, "grad_output", &grad));
     ShapeHandle expected = c->MakeShape({r->batch, r->out_h, r->out_w, r->out_channels});
     if (!c->Merge(grad, expected, &grad).ok()) {
-      return InvalidArgument("grad_output must have shape ",
-                                                 c->DebugString(expected), ", got ",
-                                                 c->DebugString(c->input(grad_output_idx)));
+      return InvalidArgument("grad_output must have shape ", c->DebugString(expected), ", got ",
+                             c->DebugString(c->input(grad_output_idx)));
     }
     r->out_channels = c->Dim(grad, 3);
   }
@@ -170,8 +173,7 @@ absl::Status ForwardShape(InferenceContext* c) {
     TF_RETURN_IF_ERROR(WithRankNamed(c, c->input(3 + m), 1, "bias", &bias));
     DimensionHandle merged;
     if (!c->Merge(c->Dim(bias, 0), r.out_channels, &merged).ok()) {
-      return InvalidArgument("bias must have shape [Cout], got ",
-                                                 c->DebugString(bias));
+      return InvalidArgument("bias must have shape [Cout], got ", c->DebugString(bias));
     }
   }
   c->set_output(0, c->MakeShape({r.batch, r.out_h, r.out_w, r.out_channels}));
@@ -211,18 +213,18 @@ using tensorflow_dcn::BackwardWeightShape;
 using tensorflow_dcn::ForwardShape;
 
 // The attribute block is spliced into each registration below.
-#define DCN_V2_ATTRS                                             \
-  .Attr("T: {half, bfloat16, float, double}")                    \
-      .Attr("kernel_h: int")                                     \
-      .Attr("kernel_w: int")                                     \
-      .Attr("stride_h: int = 1")                                 \
-      .Attr("stride_w: int = 1")                                 \
-      .Attr("pad_h: int = 0")                                    \
-      .Attr("pad_w: int = 0")                                    \
-      .Attr("dilation_h: int = 1")                               \
-      .Attr("dilation_w: int = 1")                               \
-      .Attr("groups: int = 1")                                   \
-      .Attr("deformable_groups: int = 1")                        \
+#define DCN_V2_ATTRS                          \
+  .Attr("T: {half, bfloat16, float, double}") \
+      .Attr("kernel_h: int")                  \
+      .Attr("kernel_w: int")                  \
+      .Attr("stride_h: int = 1")              \
+      .Attr("stride_w: int = 1")              \
+      .Attr("pad_h: int = 0")                 \
+      .Attr("pad_w: int = 0")                 \
+      .Attr("dilation_h: int = 1")            \
+      .Attr("dilation_w: int = 1")            \
+      .Attr("groups: int = 1")                \
+      .Attr("deformable_groups: int = 1")     \
       .Attr("num_masks: int >= 0 = 1")
 
 REGISTER_OP("DCNv2Forward")
@@ -231,9 +233,7 @@ REGISTER_OP("DCNv2Forward")
     .Input("mask: num_masks * T")
     .Input("weight: T")
     .Input("bias: num_biases * T")
-    .Output("output: T")
-    DCN_V2_ATTRS
-    .Attr("num_biases: int >= 0 = 1")
+    .Output("output: T") DCN_V2_ATTRS.Attr("num_biases: int >= 0 = 1")
     .SetShapeFn(ForwardShape)
     .Doc(R"doc(
 Modulated deformable convolution (DCNv2), NHWC.
@@ -254,9 +254,7 @@ REGISTER_OP("DCNv2BackwardInput")
     .Input("weight: T")
     .Output("grad_input: T")
     .Output("grad_offset: T")
-    .Output("grad_mask: num_masks * T")
-    DCN_V2_ATTRS
-    .SetShapeFn(BackwardInputShape)
+    .Output("grad_mask: num_masks * T") DCN_V2_ATTRS.SetShapeFn(BackwardInputShape)
     .Doc("Gradients of DCNv2Forward with respect to input, offset and mask.");
 
 REGISTER_OP("DCNv2BackwardWeight")
@@ -265,8 +263,6 @@ REGISTER_OP("DCNv2BackwardWeight")
     .Input("offset: T")
     .Input("mask: num_masks * T")
     .Output("grad_weight: T")
-    .Output("grad_bias: num_grad_biases * T")
-    DCN_V2_ATTRS
-    .Attr("num_grad_biases: int >= 0 = 1")
+    .Output("grad_bias: num_grad_biases * T") DCN_V2_ATTRS.Attr("num_grad_biases: int >= 0 = 1")
     .SetShapeFn(BackwardWeightShape)
     .Doc("Gradients of DCNv2Forward with respect to weight and bias.");

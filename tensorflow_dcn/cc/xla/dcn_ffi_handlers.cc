@@ -103,7 +103,8 @@ cpu::ParallelFor PoolParallelFor(ffi::ThreadPool* pool) {
     if (units <= 0) return;
     constexpr int64_t kMinCostPerRange = 100000;  // about 50 us: keeps scheduling overhead small
     const int64_t threads = std::max<int64_t>(1, pool->num_threads()) + 1;
-    const int64_t min_units = std::max<int64_t>(1, kMinCostPerRange / std::max<int64_t>(cost_per_unit, 1));
+    const int64_t min_units =
+        std::max<int64_t>(1, kMinCostPerRange / std::max<int64_t>(cost_per_unit, 1));
     const int64_t ranges = std::clamp<int64_t>(units / min_units, 1, 4 * threads);
     if (ranges == 1) {
       fn(0, units);
@@ -132,8 +133,7 @@ cpu::ParallelFor PoolParallelFor(ffi::ThreadPool* pool) {
 
 // Host memory for the CPU core's workspace.
 struct HostWorkspace {
-  explicit HostWorkspace(size_t bytes)
-      : storage(new char[bytes + WorkspaceLayout::kAlignment]) {}
+  explicit HostWorkspace(size_t bytes) : storage(new char[bytes + WorkspaceLayout::kAlignment]) {}
   void* data() { return WorkspaceLayout::AlignUp(storage.get()); }
   std::unique_ptr<char[]> storage;
 };
@@ -175,9 +175,12 @@ ffi::Error Forward(Runner&& run, ffi::AnyBuffer input, ffi::AnyBuffer offset, ff
     return e;
   }
   if (call.shape.pixels() == 0) return ffi::Error::Success();
-  const ForwardArgs args{input.untyped_data(),  offset.untyped_data(),
-                         DataOrNull(mask, call.attrs.has_mask), weight.untyped_data(),
-                         DataOrNull(bias, call.attrs.has_bias), output->untyped_data()};
+  const ForwardArgs args{input.untyped_data(),
+                         offset.untyped_data(),
+                         DataOrNull(mask, call.attrs.has_mask),
+                         weight.untyped_data(),
+                         DataOrNull(bias, call.attrs.has_bias),
+                         output->untyped_data()};
   return run(Op::kForward, call, args);
 }
 
@@ -199,14 +202,11 @@ ffi::Error BackwardInput(Runner&& run, ffi::AnyBuffer grad_output, ffi::AnyBuffe
     return e;
   }
   if (call.shape.pixels() == 0) return ffi::Error::Success();
-  const BackwardInputArgs args{grad_output.untyped_data(),
-                               input.untyped_data(),
-                               offset.untyped_data(),
-                               DataOrNull(mask, call.attrs.has_mask),
-                               weight.untyped_data(),
-                               grad_input->untyped_data(),
-                               grad_offset->untyped_data(),
-                               DataOrNull(*grad_mask, call.attrs.has_mask)};
+  const BackwardInputArgs args{
+      grad_output.untyped_data(),  input.untyped_data(),
+      offset.untyped_data(),       DataOrNull(mask, call.attrs.has_mask),
+      weight.untyped_data(),       grad_input->untyped_data(),
+      grad_offset->untyped_data(), DataOrNull(*grad_mask, call.attrs.has_mask)};
   return run(Op::kBackwardInput, call, args);
 }
 
@@ -226,10 +226,10 @@ ffi::Error BackwardWeight(Runner&& run, ffi::AnyBuffer grad_output, ffi::AnyBuff
     return e;
   }
   // With an empty batch the gradients are zero: the core writes them.
-  const BackwardWeightArgs args{grad_output.untyped_data(), input.untyped_data(),
-                                offset.untyped_data(),     DataOrNull(mask, call.attrs.has_mask),
-                                grad_weight->untyped_data(),
-                                DataOrNull(*grad_bias, call.attrs.has_bias)};
+  const BackwardWeightArgs args{
+      grad_output.untyped_data(),  input.untyped_data(),
+      offset.untyped_data(),       DataOrNull(mask, call.attrs.has_mask),
+      grad_weight->untyped_data(), DataOrNull(*grad_bias, call.attrs.has_bias)};
   return run(Op::kBackwardWeight, call, args);
 }
 
@@ -283,9 +283,9 @@ ffi::Error HostForward(ffi::ThreadPool pool, ffi::AnyBuffer input, ffi::AnyBuffe
                        ffi::Result<ffi::AnyBuffer> output, ffi::Dictionary attrs) {
   return Forward(HostRunner(pool), input, offset, mask, weight, bias, output, attrs);
 }
-ffi::Error HostBackwardInput(ffi::ThreadPool pool, ffi::AnyBuffer grad_output,
-                             ffi::AnyBuffer input, ffi::AnyBuffer offset, ffi::AnyBuffer mask,
-                             ffi::AnyBuffer weight, ffi::Result<ffi::AnyBuffer> grad_input,
+ffi::Error HostBackwardInput(ffi::ThreadPool pool, ffi::AnyBuffer grad_output, ffi::AnyBuffer input,
+                             ffi::AnyBuffer offset, ffi::AnyBuffer mask, ffi::AnyBuffer weight,
+                             ffi::Result<ffi::AnyBuffer> grad_input,
                              ffi::Result<ffi::AnyBuffer> grad_offset,
                              ffi::Result<ffi::AnyBuffer> grad_mask, ffi::Dictionary attrs) {
   return BackwardInput(HostRunner(pool), grad_output, input, offset, mask, weight, grad_input,
@@ -295,8 +295,8 @@ ffi::Error HostBackwardWeight(ffi::ThreadPool pool, ffi::AnyBuffer grad_output,
                               ffi::AnyBuffer input, ffi::AnyBuffer offset, ffi::AnyBuffer mask,
                               ffi::Result<ffi::AnyBuffer> grad_weight,
                               ffi::Result<ffi::AnyBuffer> grad_bias, ffi::Dictionary attrs) {
-  return BackwardWeight(HostRunner(pool), grad_output, input, offset, mask, grad_weight,
-                        grad_bias, attrs);
+  return BackwardWeight(HostRunner(pool), grad_output, input, offset, mask, grad_weight, grad_bias,
+                        attrs);
 }
 
 XLA_FFI_DEFINE_HANDLER(kHostForward, HostForward,
@@ -319,8 +319,8 @@ ffi::Error CudaError(cudaError_t err, Op op) {
 }
 
 template <typename Args>
-ffi::Error RunOnGpu(Op op, const Call& call, const Args& args, cudaStream_t stream,
-                    int32_t device, ffi::ScratchAllocator& scratch) {
+ffi::Error RunOnGpu(Op op, const Call& call, const Args& args, cudaStream_t stream, int32_t device,
+                    ffi::ScratchAllocator& scratch) {
   // XLA may run this on any host thread: make the call's device current.
   if (cudaError_t err = cudaSetDevice(device); err != cudaSuccess) return CudaError(err, op);
   cuda::Options options;
@@ -393,8 +393,7 @@ auto CudaContext() {
 }
 
 XLA_FFI_DEFINE_HANDLER(kCudaForward, CudaForward, ForwardBinding(CudaContext()));
-XLA_FFI_DEFINE_HANDLER(kCudaBackwardInput, CudaBackwardInput,
-                       BackwardInputBinding(CudaContext()));
+XLA_FFI_DEFINE_HANDLER(kCudaBackwardInput, CudaBackwardInput, BackwardInputBinding(CudaContext()));
 XLA_FFI_DEFINE_HANDLER(kCudaBackwardWeight, CudaBackwardWeight,
                        BackwardWeightBinding(CudaContext()));
 
@@ -403,17 +402,23 @@ XLA_FFI_DEFINE_HANDLER(kCudaBackwardWeight, CudaBackwardWeight,
 }  // namespace
 }  // namespace tensorflow_dcn
 
-XLA_FFI_REGISTER_HANDLER(XLA_FFI_GetApi(), tensorflow_dcn::xla_lowering::TargetName(tensorflow_dcn::Op::kForward), "Host",
-                         tensorflow_dcn::kHostForward);
-XLA_FFI_REGISTER_HANDLER(XLA_FFI_GetApi(), tensorflow_dcn::xla_lowering::TargetName(tensorflow_dcn::Op::kBackwardInput), "Host",
-                         tensorflow_dcn::kHostBackwardInput);
-XLA_FFI_REGISTER_HANDLER(XLA_FFI_GetApi(), tensorflow_dcn::xla_lowering::TargetName(tensorflow_dcn::Op::kBackwardWeight), "Host",
-                         tensorflow_dcn::kHostBackwardWeight);
+XLA_FFI_REGISTER_HANDLER(XLA_FFI_GetApi(),
+                         tensorflow_dcn::xla_lowering::TargetName(tensorflow_dcn::Op::kForward),
+                         "Host", tensorflow_dcn::kHostForward);
+XLA_FFI_REGISTER_HANDLER(
+    XLA_FFI_GetApi(), tensorflow_dcn::xla_lowering::TargetName(tensorflow_dcn::Op::kBackwardInput),
+    "Host", tensorflow_dcn::kHostBackwardInput);
+XLA_FFI_REGISTER_HANDLER(
+    XLA_FFI_GetApi(), tensorflow_dcn::xla_lowering::TargetName(tensorflow_dcn::Op::kBackwardWeight),
+    "Host", tensorflow_dcn::kHostBackwardWeight);
 #if GOOGLE_CUDA
-XLA_FFI_REGISTER_HANDLER(XLA_FFI_GetApi(), tensorflow_dcn::xla_lowering::TargetName(tensorflow_dcn::Op::kForward), "CUDA",
-                         tensorflow_dcn::kCudaForward);
-XLA_FFI_REGISTER_HANDLER(XLA_FFI_GetApi(), tensorflow_dcn::xla_lowering::TargetName(tensorflow_dcn::Op::kBackwardInput), "CUDA",
-                         tensorflow_dcn::kCudaBackwardInput);
-XLA_FFI_REGISTER_HANDLER(XLA_FFI_GetApi(), tensorflow_dcn::xla_lowering::TargetName(tensorflow_dcn::Op::kBackwardWeight), "CUDA",
-                         tensorflow_dcn::kCudaBackwardWeight);
+XLA_FFI_REGISTER_HANDLER(XLA_FFI_GetApi(),
+                         tensorflow_dcn::xla_lowering::TargetName(tensorflow_dcn::Op::kForward),
+                         "CUDA", tensorflow_dcn::kCudaForward);
+XLA_FFI_REGISTER_HANDLER(
+    XLA_FFI_GetApi(), tensorflow_dcn::xla_lowering::TargetName(tensorflow_dcn::Op::kBackwardInput),
+    "CUDA", tensorflow_dcn::kCudaBackwardInput);
+XLA_FFI_REGISTER_HANDLER(
+    XLA_FFI_GetApi(), tensorflow_dcn::xla_lowering::TargetName(tensorflow_dcn::Op::kBackwardWeight),
+    "CUDA", tensorflow_dcn::kCudaBackwardWeight);
 #endif

@@ -68,8 +68,8 @@ class DcnXlaKernel : public tensorflow::XlaOpKernel {
       OP_REQUIRES_OK(ctx, ctx->InputList(name, &handles, &shapes));
       if (handles.empty()) {
         // An absent optional operand travels as an empty array.
-        operands.push_back(xla::Broadcast(
-            xla::ConstantLiteral(builder, xla::LiteralUtil::Zero(type)), {0}));
+        operands.push_back(
+            xla::Broadcast(xla::ConstantLiteral(builder, xla::LiteralUtil::Zero(type)), {0}));
         operand_shapes.push_back(RowMajor(type, {0}));
         continue;
       }
@@ -141,13 +141,10 @@ class DcnXlaKernelFor : public DcnXlaKernel {
   explicit DcnXlaKernelFor(tensorflow::OpKernelConstruction* ctx) : DcnXlaKernel(ctx, kOp) {}
 };
 
-#define REGISTER_DCN_XLA_KERNELS(DEVICE)                                                  \
-  REGISTER_XLA_OP(Name("DCNv2Forward").Device(DEVICE),                        \
-                  DcnXlaKernelFor<Op::kForward>);                                         \
-  REGISTER_XLA_OP(Name("DCNv2BackwardInput").Device(DEVICE),                  \
-                  DcnXlaKernelFor<Op::kBackwardInput>);                                   \
-  REGISTER_XLA_OP(Name("DCNv2BackwardWeight").Device(DEVICE),                 \
-                  DcnXlaKernelFor<Op::kBackwardWeight>);
+#define REGISTER_DCN_XLA_KERNELS(DEVICE)                                                           \
+  REGISTER_XLA_OP(Name("DCNv2Forward").Device(DEVICE), DcnXlaKernelFor<Op::kForward>);             \
+  REGISTER_XLA_OP(Name("DCNv2BackwardInput").Device(DEVICE), DcnXlaKernelFor<Op::kBackwardInput>); \
+  REGISTER_XLA_OP(Name("DCNv2BackwardWeight").Device(DEVICE), DcnXlaKernelFor<Op::kBackwardWeight>);
 
 REGISTER_DCN_XLA_KERNELS(tensorflow::DEVICE_CPU_XLA_JIT)
 #if GOOGLE_CUDA

@@ -60,9 +60,8 @@ void Forward(const Plan& plan, DType dtype, const DcnShape& s, const ForwardArgs
     using T = decltype(t);
     if constexpr (!std::is_same_v<T, double>) {
       if (plan.implementation == Implementation::kCpuTiled) {
-        return tiled::Forward(s, In<T>(a.input), In<T>(a.offset), In<T>(a.mask),
-                              In<T>(a.weight), In<T>(a.bias), Out<T>(a.output), workspace,
-                              parallel_for);
+        return tiled::Forward(s, In<T>(a.input), In<T>(a.offset), In<T>(a.mask), In<T>(a.weight),
+                              In<T>(a.bias), Out<T>(a.output), workspace, parallel_for);
       }
     }
     im2col::Forward(s, In<T>(a.input), In<T>(a.offset), In<T>(a.mask), In<T>(a.weight),
@@ -83,15 +82,14 @@ void BackwardInput(const Plan& plan, DType dtype, const DcnShape& s, const Backw
                                     parallel_for);
       }
     }
-    im2col::BackwardInput(s, In<T>(a.grad_output), In<T>(a.input), In<T>(a.offset),
-                          In<T>(a.mask), In<T>(a.weight), Out<T>(a.grad_input),
-                          Out<T>(a.grad_offset), Out<T>(a.grad_mask), workspace, parallel_for);
+    im2col::BackwardInput(s, In<T>(a.grad_output), In<T>(a.input), In<T>(a.offset), In<T>(a.mask),
+                          In<T>(a.weight), Out<T>(a.grad_input), Out<T>(a.grad_offset),
+                          Out<T>(a.grad_mask), workspace, parallel_for);
   });
 }
 
-void BackwardWeight(const Plan& plan, DType dtype, const DcnShape& s,
-                    const BackwardWeightArgs& a, void* workspace,
-                    const ParallelFor& parallel_for) {
+void BackwardWeight(const Plan& plan, DType dtype, const DcnShape& s, const BackwardWeightArgs& a,
+                    void* workspace, const ParallelFor& parallel_for) {
   RecordRun(Op::kBackwardWeight, plan.implementation);
   WithHostType(dtype, [&](auto t) {
     using T = decltype(t);
@@ -102,9 +100,8 @@ void BackwardWeight(const Plan& plan, DType dtype, const DcnShape& s,
                                      workspace, parallel_for);
       }
     }
-    im2col::BackwardWeight(s, In<T>(a.grad_output), In<T>(a.input), In<T>(a.offset),
-                           In<T>(a.mask), Out<T>(a.grad_weight), Out<T>(a.grad_bias), workspace,
-                           parallel_for);
+    im2col::BackwardWeight(s, In<T>(a.grad_output), In<T>(a.input), In<T>(a.offset), In<T>(a.mask),
+                           Out<T>(a.grad_weight), Out<T>(a.grad_bias), workspace, parallel_for);
   });
 }
 

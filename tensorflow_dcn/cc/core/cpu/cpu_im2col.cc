@@ -61,11 +61,13 @@ void Im2col(const DcnShape& s, const T* input, const T* offset, const T* mask, i
   for (int64_t p = begin; p < end; ++p) {
     const T* image = input + (p / s.out_pixels_per_image()) * s.image_elements();
     Acc* row = cols + (p - begin) * s.columns();
-    ForEachSample<Acc>(s, p, offset, mask, [&](int d, int t, const BilinearPoint<Acc>& point, Acc m) {
-      for (int64_t c = d * cpd; c < (d + 1) * cpd; ++c) {
-        row[ColumnIndex(cpg, s.taps(), t, c)] = m * BilinearSample(point, image, s.in_channels, c);
-      }
-    });
+    ForEachSample<Acc>(s, p, offset, mask,
+                       [&](int d, int t, const BilinearPoint<Acc>& point, Acc m) {
+                         for (int64_t c = d * cpd; c < (d + 1) * cpd; ++c) {
+                           row[ColumnIndex(cpg, s.taps(), t, c)] =
+                               m * BilinearSample(point, image, s.in_channels, c);
+                         }
+                       });
   }
 }
 
@@ -218,22 +220,22 @@ void BackwardInput(const DcnShape& s, const T* grad_output, const T* input, cons
           T* gmask = grad_mask ? grad_mask + p * s.mask_channels() : nullptr;
           ForEachSample<Acc>(s, p, offset, mask,
                              [&](int d, int t, const BilinearPoint<Acc>& point, Acc m) {
-            Acc sum_value = 0, sum_dy = 0, sum_dx = 0;
-            for (int64_t c = d * cpd; c < (d + 1) * cpd; ++c) {
-              Acc& g = row[ColumnIndex(cpg, s.taps(), t, c)];
-              Acc v[4], dy, dx;
-              LoadCorners(point, image, s.in_channels, c, v);
-              BilinearCoordinateGrad(point, v, &dy, &dx);
-              sum_value += g * BilinearValue(point, v);
-              sum_dy += g * dy;
-              sum_dx += g * dx;
-              g *= m;
-            }
-            const int64_t i = int64_t{d} * s.taps() + t;
-            goff[2 * i] = static_cast<T>(m * sum_dy);
-            goff[2 * i + 1] = static_cast<T>(m * sum_dx);
-            if (gmask) gmask[i] = static_cast<T>(sum_value);
-          });
+                               Acc sum_value = 0, sum_dy = 0, sum_dx = 0;
+                               for (int64_t c = d * cpd; c < (d + 1) * cpd; ++c) {
+                                 Acc& g = row[ColumnIndex(cpg, s.taps(), t, c)];
+                                 Acc v[4], dy, dx;
+                                 LoadCorners(point, image, s.in_channels, c, v);
+                                 BilinearCoordinateGrad(point, v, &dy, &dx);
+                                 sum_value += g * BilinearValue(point, v);
+                                 sum_dy += g * dy;
+                                 sum_dx += g * dx;
+                                 g *= m;
+                               }
+                               const int64_t i = int64_t{d} * s.taps() + t;
+                               goff[2 * i] = static_cast<T>(m * sum_dy);
+                               goff[2 * i + 1] = static_cast<T>(m * sum_dx);
+                               if (gmask) gmask[i] = static_cast<T>(sum_value);
+                             });
         }
       }
     });
@@ -241,26 +243,28 @@ void BackwardInput(const DcnShape& s, const T* grad_output, const T* input, cons
     // same element.
     const int64_t channel_block = std::max<int64_t>(1, std::min<int64_t>(cpd, 16));
     const int64_t channel_blocks = (s.in_channels + channel_block - 1) / channel_block;
-    parallel_for(channel_blocks, chunk_rows * s.taps() * channel_block * 8,
-                 [&](int64_t first, int64_t last) {
-      const int64_t c_begin = first * channel_block;
-      const int64_t c_end = std::min(s.in_channels, last * channel_block);
-      for (int64_t p = chunk_begin; p < chunk_begin + chunk_rows; ++p) {
-        Acc* image = grad_input_acc + (p / s.out_pixels_per_image()) * s.image_elements();
-        const Acc* row = grad_cols + (p - chunk_begin) * s.columns();
-        ForEachSample<Acc>(s, p, offset, mask,
-                           [&](int d, int t, const BilinearPoint<Acc>& point, Acc) {
-          const int64_t lo = std::max(c_begin, d * cpd), hi = std::min(c_end, (d + 1) * cpd);
-          for (int k = 0; k < 4; ++k) {
-            if (point.pixel[k] < 0) continue;
-            Acc* dst = image + point.pixel[k] * s.in_channels;
-            for (int64_t c = lo; c < hi; ++c) {
-              dst[c] += point.weight[k] * row[ColumnIndex(cpg, s.taps(), t, c)];
-            }
+    parallel_for(
+        channel_blocks, chunk_rows * s.taps() * channel_block * 8,
+        [&](int64_t first, int64_t last) {
+          const int64_t c_begin = first * channel_block;
+          const int64_t c_end = std::min(s.in_channels, last * channel_block);
+          for (int64_t p = chunk_begin; p < chunk_begin + chunk_rows; ++p) {
+            Acc* image = grad_input_acc + (p / s.out_pixels_per_image()) * s.image_elements();
+            const Acc* row = grad_cols + (p - chunk_begin) * s.columns();
+            ForEachSample<Acc>(
+                s, p, offset, mask, [&](int d, int t, const BilinearPoint<Acc>& point, Acc) {
+                  const int64_t lo = std::max(c_begin, d * cpd),
+                                hi = std::min(c_end, (d + 1) * cpd);
+                  for (int k = 0; k < 4; ++k) {
+                    if (point.pixel[k] < 0) continue;
+                    Acc* dst = image + point.pixel[k] * s.in_channels;
+                    for (int64_t c = lo; c < hi; ++c) {
+                      dst[c] += point.weight[k] * row[ColumnIndex(cpg, s.taps(), t, c)];
+                    }
+                  }
+                });
           }
         });
-      }
-    });
   }
   if constexpr (!std::is_same_v<T, Acc>) {
     for (int64_t i = 0; i < s.input_elements(); ++i) {
@@ -314,18 +318,18 @@ void BackwardWeight(const DcnShape& s, const T* grad_output, const T* input, con
     }
     parallel_for(s.groups * row_blocks, chunk_rows * row_block * cog * 2,
                  [&](int64_t first, int64_t last) {
-      for (int64_t unit = first; unit < last; ++unit) {
-        const int64_t g = unit / row_blocks, r0 = unit % row_blocks * row_block;
-        const int64_t rows = std::min(row_block, kg - r0);
-        ConstMatrixMap<Acc> a(cols + g * kg + r0, chunk_rows, rows,
-                              Eigen::OuterStride<>(s.columns()));
-        ConstMatrixMap<Acc> gog(go + g * cog, chunk_rows, cog,
-                                Eigen::OuterStride<>(s.out_channels));
-        MatrixMap<Acc>(grad_weight_acc + r0 * s.out_channels + g * cog, rows, cog,
-                       Eigen::OuterStride<>(s.out_channels))
-            .noalias() += a.transpose() * gog;
-      }
-    });
+                   for (int64_t unit = first; unit < last; ++unit) {
+                     const int64_t g = unit / row_blocks, r0 = unit % row_blocks * row_block;
+                     const int64_t rows = std::min(row_block, kg - r0);
+                     ConstMatrixMap<Acc> a(cols + g * kg + r0, chunk_rows, rows,
+                                           Eigen::OuterStride<>(s.columns()));
+                     ConstMatrixMap<Acc> gog(go + g * cog, chunk_rows, cog,
+                                             Eigen::OuterStride<>(s.out_channels));
+                     MatrixMap<Acc>(grad_weight_acc + r0 * s.out_channels + g * cog, rows, cog,
+                                    Eigen::OuterStride<>(s.out_channels))
+                         .noalias() += a.transpose() * gog;
+                   }
+                 });
   }
   if constexpr (!std::is_same_v<T, Acc>) {
     for (int64_t i = 0; i < s.weight_elements(); ++i) {
@@ -345,14 +349,14 @@ void BackwardWeight(const DcnShape& s, const T* grad_output, const T* input, con
   }
 }
 
-#define INSTANTIATE(T)                                                                        \
-  template size_t WorkspaceBytes<T>(Op, const DcnShape&);                                     \
-  template void Forward<T>(const DcnShape&, const T*, const T*, const T*, const T*, const T*, \
-                           T*, const ParallelFor&);                                           \
-  template void BackwardInput<T>(const DcnShape&, const T*, const T*, const T*, const T*,     \
-                                 const T*, T*, T*, T*, void*, const ParallelFor&);            \
-  template void BackwardWeight<T>(const DcnShape&, const T*, const T*, const T*, const T*, T*, \
-                                  T*, void*, const ParallelFor&);
+#define INSTANTIATE(T)                                                                             \
+  template size_t WorkspaceBytes<T>(Op, const DcnShape&);                                          \
+  template void Forward<T>(const DcnShape&, const T*, const T*, const T*, const T*, const T*, T*,  \
+                           const ParallelFor&);                                                    \
+  template void BackwardInput<T>(const DcnShape&, const T*, const T*, const T*, const T*,          \
+                                 const T*, T*, T*, T*, void*, const ParallelFor&);                 \
+  template void BackwardWeight<T>(const DcnShape&, const T*, const T*, const T*, const T*, T*, T*, \
+                                  void*, const ParallelFor&);
 INSTANTIATE(Eigen::half)
 INSTANTIATE(Eigen::bfloat16)
 INSTANTIATE(float)

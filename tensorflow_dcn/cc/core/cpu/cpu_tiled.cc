@@ -96,15 +96,15 @@ Variant Selected() {
 
 // Calls the selected variant's `call`.
 #if TFDCN_X86_VARIANTS
-#define TFDCN_DISPATCH(call)                 \
-  switch (Selected()) {                      \
-    case Variant::kAvx512:                   \
-      return avx512::call;                   \
-    case Variant::kAvx2:                     \
-      return avx2::call;                     \
-    case Variant::kBaseline:                 \
-      break;                                 \
-  }                                          \
+#define TFDCN_DISPATCH(call) \
+  switch (Selected()) {      \
+    case Variant::kAvx512:   \
+      return avx512::call;   \
+    case Variant::kAvx2:     \
+      return avx2::call;     \
+    case Variant::kBaseline: \
+      break;                 \
+  }                          \
   return baseline::call
 #else
 #define TFDCN_DISPATCH(call) return baseline::call
@@ -139,8 +139,8 @@ template <typename T>
 void BackwardInput(const DcnShape& s, const T* grad_output, const T* input, const T* offset,
                    const T* mask, const T* weight, T* grad_input, T* grad_offset, T* grad_mask,
                    void* workspace, const ParallelFor& parallel_for) {
-  TFDCN_DISPATCH(BackwardInput(s, grad_output, input, offset, mask, weight, grad_input,
-                               grad_offset, grad_mask, workspace, parallel_for));
+  TFDCN_DISPATCH(BackwardInput(s, grad_output, input, offset, mask, weight, grad_input, grad_offset,
+                               grad_mask, workspace, parallel_for));
 }
 
 template <typename T>
@@ -153,14 +153,14 @@ void BackwardWeight(const DcnShape& s, const T* grad_output, const T* input, con
 
 #undef TFDCN_DISPATCH
 
-#define INSTANTIATE(T)                                                                         \
-  template size_t WorkspaceBytes<T>(Op, const DcnShape&);                                      \
-  template void Forward<T>(const DcnShape&, const T*, const T*, const T*, const T*, const T*,  \
-                           T*, void*, const ParallelFor&);                                     \
-  template void BackwardInput<T>(const DcnShape&, const T*, const T*, const T*, const T*,      \
-                                 const T*, T*, T*, T*, void*, const ParallelFor&);             \
-  template void BackwardWeight<T>(const DcnShape&, const T*, const T*, const T*, const T*, T*, \
-                                  T*, void*, const ParallelFor&);
+#define INSTANTIATE(T)                                                                             \
+  template size_t WorkspaceBytes<T>(Op, const DcnShape&);                                          \
+  template void Forward<T>(const DcnShape&, const T*, const T*, const T*, const T*, const T*, T*,  \
+                           void*, const ParallelFor&);                                             \
+  template void BackwardInput<T>(const DcnShape&, const T*, const T*, const T*, const T*,          \
+                                 const T*, T*, T*, T*, void*, const ParallelFor&);                 \
+  template void BackwardWeight<T>(const DcnShape&, const T*, const T*, const T*, const T*, T*, T*, \
+                                  void*, const ParallelFor&);
 INSTANTIATE(Eigen::half)
 INSTANTIATE(Eigen::bfloat16)
 INSTANTIATE(float)

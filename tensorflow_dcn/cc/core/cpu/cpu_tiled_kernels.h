@@ -27,8 +27,8 @@ typedef uint16_t Bits16 __attribute__((vector_size(TFDCN_VECTOR_BYTES / 2)));
 // Micro-kernel sizes: kNR output columns (two vectors) by kRows rows, so that the kRows * 2
 // accumulators, two column vectors and a broadcast fit the 32 (AVX-512) or 16 vector registers.
 constexpr int kNR = 2 * kLanes;
-constexpr int kRows = kLanes == 16 ? 14 : 6;            // tile x packed weights
-constexpr int kTransposedRows = kLanes == 16 ? 8 : 4;   // tile^T x grad_output; divides 16
+constexpr int kRows = kLanes == 16 ? 14 : 6;           // tile x packed weights
+constexpr int kTransposedRows = kLanes == 16 ? 8 : 4;  // tile^T x grad_output; divides 16
 // Depth (GEMM reduction) block of the column tiles: a tile is [depth / 16][pixels][16].
 constexpr int kDepthBlock = 16;
 // Output pixels per tile: a multiple of kRows; the column tile of a 3x3x128 problem is 258 KB
@@ -60,14 +60,14 @@ inline void Sum4(Vec a, Vec b, Vec c, Vec d, float sums[4]) {
 #if TFDCN_VECTOR_BYTES >= 32
 #if TFDCN_VECTOR_BYTES == 64
   // Halves added: 8 lanes each.
-  const __m256 a8 = _mm256_add_ps(_mm512_castps512_ps256((__m512)a),
-                                  _mm512_extractf32x8_ps((__m512)a, 1));
-  const __m256 b8 = _mm256_add_ps(_mm512_castps512_ps256((__m512)b),
-                                  _mm512_extractf32x8_ps((__m512)b, 1));
-  const __m256 c8 = _mm256_add_ps(_mm512_castps512_ps256((__m512)c),
-                                  _mm512_extractf32x8_ps((__m512)c, 1));
-  const __m256 d8 = _mm256_add_ps(_mm512_castps512_ps256((__m512)d),
-                                  _mm512_extractf32x8_ps((__m512)d, 1));
+  const __m256 a8 =
+      _mm256_add_ps(_mm512_castps512_ps256((__m512)a), _mm512_extractf32x8_ps((__m512)a, 1));
+  const __m256 b8 =
+      _mm256_add_ps(_mm512_castps512_ps256((__m512)b), _mm512_extractf32x8_ps((__m512)b, 1));
+  const __m256 c8 =
+      _mm256_add_ps(_mm512_castps512_ps256((__m512)c), _mm512_extractf32x8_ps((__m512)c, 1));
+  const __m256 d8 =
+      _mm256_add_ps(_mm512_castps512_ps256((__m512)d), _mm512_extractf32x8_ps((__m512)d, 1));
 #else
   const __m256 a8 = (__m256)a, b8 = (__m256)b, c8 = (__m256)c, d8 = (__m256)d;
 #endif
@@ -186,8 +186,8 @@ inline void MultiplyMicroTile(const float* a, int64_t block_stride, int blocks, 
 // c[rows][strips * kNR] (row stride ldc) = tile x packed, for a blocked tile of `tile` pixels and
 // `blocks` depth blocks and the packed micro-panels of `strips` column strips. Rows up to the
 // next multiple of kRows are computed too (from the tile's zero rows).
-inline void MultiplyTile(const float* tile_a, int tile, int blocks, const float* packed,
-                         int strips, int rows, float* c, int64_t ldc) {
+inline void MultiplyTile(const float* tile_a, int tile, int blocks, const float* packed, int strips,
+                         int rows, float* c, int64_t ldc) {
   const int row_blocks = (rows + kRows - 1) / kRows;
   for (int j = 0; j < strips; ++j) {
     const float* panel = packed + int64_t{j} * blocks * kDepthBlock * kNR;
@@ -231,10 +231,10 @@ inline void MultiplyTransposedMicroTile(const float* a, const float* b, int64_t 
 struct Geometry {
   int taps, groups, deformable_groups;
   int channels, out_channels;
-  int cpg, cog, cpd;  // channels per group, output channels per group, per deformable group
-  int depth;          // GEMM depth of one group: taps x cpg columns
-  int depth_pad;      // ... padded to whole depth blocks
-  int npad, strips;   // output channels of a group padded to whole kNR strips
+  int cpg, cog, cpd;    // channels per group, output channels per group, per deformable group
+  int depth;            // GEMM depth of one group: taps x cpg columns
+  int depth_pad;        // ... padded to whole depth blocks
+  int npad, strips;     // output channels of a group padded to whole kNR strips
   int64_t tile_floats;  // one group's blocked column tile of kTile pixels
 
   explicit Geometry(const DcnShape& s)
@@ -333,15 +333,15 @@ void GatherTile(const DcnShape& s, const Geometry& geo, const T* input, const T*
           float* out = row + g * geo.depth_pad + column;
           int c = 0;
           for (; c + kLanes <= n; c += kLanes) {
-            const Vec v[4] = {LoadAs(corner[0] + c), LoadAs(corner[1] + c),
-                              LoadAs(corner[2] + c), LoadAs(corner[3] + c)};
+            const Vec v[4] = {LoadAs(corner[0] + c), LoadAs(corner[1] + c), LoadAs(corner[2] + c),
+                              LoadAs(corner[3] + c)};
             Vec value;
             BilinearValue(point, v, &value);
             Store(out + c, value);
           }
           for (; c < n; ++c) {
-            const float v[4] = {ToFloat(corner[0][c]), ToFloat(corner[1][c]),
-                                ToFloat(corner[2][c]), ToFloat(corner[3][c])};
+            const float v[4] = {ToFloat(corner[0][c]), ToFloat(corner[1][c]), ToFloat(corner[2][c]),
+                                ToFloat(corner[3][c])};
             out[c] = BilinearValue(point, v);
           }
         });
@@ -386,29 +386,30 @@ void Forward(const DcnShape& s, const T* input, const T* offset, const T* mask, 
   const ForwardBuffers buffers(geo, &layout);
 
   // Pack the weights once: micro-panels per group and column strip, zero-padded.
-  parallel_for(geo.groups * geo.strips, int64_t{geo.depth_pad} * kNR,
-               [&](int64_t first, int64_t last) {
-    for (int64_t unit = first; unit < last; ++unit) {
-      const int g = static_cast<int>(unit / geo.strips), j = static_cast<int>(unit % geo.strips);
-      float* panel = buffers.weights + (int64_t{g} * geo.strips + j) * geo.depth_pad * kNR;
-      const int columns = std::min(kNR, geo.cog - j * kNR);  // the rest of the strip is zero
-      for (int k = 0; k < geo.depth_pad; ++k) {
-        const T* src = weight + int64_t{k} * geo.out_channels + g * geo.cog + j * kNR;
-        float* dst = panel + int64_t{k} * kNR;
-        int q = 0;
-        if (k < geo.depth) {
-          for (; q + kLanes <= columns; q += kLanes) Store(dst + q, LoadAs(src + q));
-          for (; q < columns; ++q) dst[q] = ToFloat(src[q]);
+  parallel_for(
+      geo.groups * geo.strips, int64_t{geo.depth_pad} * kNR, [&](int64_t first, int64_t last) {
+        for (int64_t unit = first; unit < last; ++unit) {
+          const int g = static_cast<int>(unit / geo.strips),
+                    j = static_cast<int>(unit % geo.strips);
+          float* panel = buffers.weights + (int64_t{g} * geo.strips + j) * geo.depth_pad * kNR;
+          const int columns = std::min(kNR, geo.cog - j * kNR);  // the rest of the strip is zero
+          for (int k = 0; k < geo.depth_pad; ++k) {
+            const T* src = weight + int64_t{k} * geo.out_channels + g * geo.cog + j * kNR;
+            float* dst = panel + int64_t{k} * kNR;
+            int q = 0;
+            if (k < geo.depth) {
+              for (; q + kLanes <= columns; q += kLanes) Store(dst + q, LoadAs(src + q));
+              for (; q < columns; ++q) dst[q] = ToFloat(src[q]);
+            }
+            std::fill(dst + q, dst + kNR, 0.f);
+          }
+          for (int q = 0; q < kNR; ++q) {
+            const int co = j * kNR + q;
+            buffers.bias[g * geo.npad + co] =
+                bias && co < geo.cog ? ToFloat(bias[g * geo.cog + co]) : 0.f;
+          }
         }
-        std::fill(dst + q, dst + kNR, 0.f);
-      }
-      for (int q = 0; q < kNR; ++q) {
-        const int co = j * kNR + q;
-        buffers.bias[g * geo.npad + co] =
-            bias && co < geo.cog ? ToFloat(bias[g * geo.cog + co]) : 0.f;
-      }
-    }
-  });
+      });
 
   const int64_t tiles = (s.pixels() + kTile - 1) / kTile;
   const int64_t cost = int64_t{kTile} * geo.depth * s.out_channels * 2;
@@ -420,8 +421,7 @@ void Forward(const DcnShape& s, const T* input, const T* offset, const T* mask, 
       const int rows = static_cast<int>(std::min<int64_t>(kTile, s.pixels() - begin));
       GatherTile(s, geo, input, offset, mask, begin, rows, &scratch);
       for (int g = 0; g < geo.groups; ++g) {
-        MultiplyTile(scratch.tiles.data() + g * geo.tile_floats, kTile,
-                     geo.depth_pad / kDepthBlock,
+        MultiplyTile(scratch.tiles.data() + g * geo.tile_floats, kTile, geo.depth_pad / kDepthBlock,
                      buffers.weights + int64_t{g} * geo.strips * geo.depth_pad * kNR, geo.strips,
                      rows, products.data(), geo.npad);
         const float* b = buffers.bias + g * geo.npad;
@@ -466,70 +466,71 @@ void BackwardWeight(const DcnShape& s, const T* grad_output, const T* input, con
   const int64_t group_floats = int64_t{geo.depth_pad} * geo.npad;
   const int blocks = geo.depth_pad / kDepthBlock;
 
-  parallel_for(buffers.ranges, (tiles + buffers.ranges - 1) / buffers.ranges * kTile * geo.depth *
-                                   s.out_channels * 2,
-               [&](int64_t first, int64_t last) {
-    GatherScratch<T> scratch(geo);
-    std::vector<float> go(int64_t{kTile} * geo.npad, 0.f);  // one group's grad_output tile
-    for (int64_t range = first; range < last; ++range) {
-      float* sums = buffers.sums + range * buffers.range_floats;
-      float* bias_sums = sums + geo.groups * group_floats;
-      std::fill_n(sums, buffers.range_floats, 0.f);
-      const int64_t tile_begin = tiles * range / buffers.ranges;
-      const int64_t tile_end = tiles * (range + 1) / buffers.ranges;
-      for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
-        const int64_t begin = tile * kTile;
-        const int rows = static_cast<int>(std::min<int64_t>(kTile, s.pixels() - begin));
-        GatherTile(s, geo, input, offset, mask, begin, rows, &scratch);
-        for (int g = 0; g < geo.groups; ++g) {
-          for (int r = 0; r < rows; ++r) {
-            const T* src = grad_output + (begin + r) * geo.out_channels + g * geo.cog;
-            float* dst = go.data() + int64_t{r} * geo.npad;
-            int co = 0;
-            for (; co + kLanes <= geo.cog; co += kLanes) Store(dst + co, LoadAs(src + co));
-            for (; co < geo.cog; ++co) dst[co] = ToFloat(src[co]);
-            float* bias_row = bias_sums + g * geo.cog;
-            co = 0;
-            for (; co + kLanes <= geo.cog; co += kLanes) {
-              Store(bias_row + co, Load(bias_row + co) + Load(dst + co));
-            }
-            for (; co < geo.cog; ++co) bias_row[co] += dst[co];
-          }
-          const float* tile_g = scratch.tiles.data() + g * geo.tile_floats;
-          float* sums_g = sums + g * group_floats;
-          for (int kb = 0; kb < blocks; ++kb) {
-            for (int h = 0; h < kDepthBlock; h += kTransposedRows) {
-              for (int j = 0; j < geo.strips; ++j) {
-                MultiplyTransposedMicroTile<kTransposedRows>(
-                    tile_g + int64_t{kb} * kTile * kDepthBlock + h, go.data() + j * kNR,
-                    geo.npad, rows, sums_g + int64_t{kb * kDepthBlock + h} * geo.npad + j * kNR,
-                    geo.npad);
+  parallel_for(
+      buffers.ranges,
+      (tiles + buffers.ranges - 1) / buffers.ranges * kTile * geo.depth * s.out_channels * 2,
+      [&](int64_t first, int64_t last) {
+        GatherScratch<T> scratch(geo);
+        std::vector<float> go(int64_t{kTile} * geo.npad, 0.f);  // one group's grad_output tile
+        for (int64_t range = first; range < last; ++range) {
+          float* sums = buffers.sums + range * buffers.range_floats;
+          float* bias_sums = sums + geo.groups * group_floats;
+          std::fill_n(sums, buffers.range_floats, 0.f);
+          const int64_t tile_begin = tiles * range / buffers.ranges;
+          const int64_t tile_end = tiles * (range + 1) / buffers.ranges;
+          for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
+            const int64_t begin = tile * kTile;
+            const int rows = static_cast<int>(std::min<int64_t>(kTile, s.pixels() - begin));
+            GatherTile(s, geo, input, offset, mask, begin, rows, &scratch);
+            for (int g = 0; g < geo.groups; ++g) {
+              for (int r = 0; r < rows; ++r) {
+                const T* src = grad_output + (begin + r) * geo.out_channels + g * geo.cog;
+                float* dst = go.data() + int64_t{r} * geo.npad;
+                int co = 0;
+                for (; co + kLanes <= geo.cog; co += kLanes) Store(dst + co, LoadAs(src + co));
+                for (; co < geo.cog; ++co) dst[co] = ToFloat(src[co]);
+                float* bias_row = bias_sums + g * geo.cog;
+                co = 0;
+                for (; co + kLanes <= geo.cog; co += kLanes) {
+                  Store(bias_row + co, Load(bias_row + co) + Load(dst + co));
+                }
+                for (; co < geo.cog; ++co) bias_row[co] += dst[co];
+              }
+              const float* tile_g = scratch.tiles.data() + g * geo.tile_floats;
+              float* sums_g = sums + g * group_floats;
+              for (int kb = 0; kb < blocks; ++kb) {
+                for (int h = 0; h < kDepthBlock; h += kTransposedRows) {
+                  for (int j = 0; j < geo.strips; ++j) {
+                    MultiplyTransposedMicroTile<kTransposedRows>(
+                        tile_g + int64_t{kb} * kTile * kDepthBlock + h, go.data() + j * kNR,
+                        geo.npad, rows, sums_g + int64_t{kb * kDepthBlock + h} * geo.npad + j * kNR,
+                        geo.npad);
+                  }
+                }
               }
             }
           }
         }
-      }
-    }
-  });
+      });
 
   // Sum the ranges in order, one writer per weight row.
   const int64_t weight_rows = geo.depth;
-  parallel_for(weight_rows, int64_t{buffers.ranges} * s.out_channels,
-               [&](int64_t first, int64_t last) {
-    std::vector<float> row(geo.out_channels);
-    for (int64_t k = first; k < last; ++k) {
-      for (int g = 0; g < geo.groups; ++g) {
-        float* dst = row.data() + g * geo.cog;
-        const float* src = buffers.sums + g * group_floats + k * geo.npad;
-        std::copy_n(src, geo.cog, dst);
-        for (int range = 1; range < buffers.ranges; ++range) {
-          const float* more = src + range * buffers.range_floats;
-          for (int co = 0; co < geo.cog; ++co) dst[co] += more[co];
+  parallel_for(
+      weight_rows, int64_t{buffers.ranges} * s.out_channels, [&](int64_t first, int64_t last) {
+        std::vector<float> row(geo.out_channels);
+        for (int64_t k = first; k < last; ++k) {
+          for (int g = 0; g < geo.groups; ++g) {
+            float* dst = row.data() + g * geo.cog;
+            const float* src = buffers.sums + g * group_floats + k * geo.npad;
+            std::copy_n(src, geo.cog, dst);
+            for (int range = 1; range < buffers.ranges; ++range) {
+              const float* more = src + range * buffers.range_floats;
+              for (int co = 0; co < geo.cog; ++co) dst[co] += more[co];
+            }
+          }
+          ConvertFromFloat(row.data(), geo.out_channels, grad_weight + k * geo.out_channels);
         }
-      }
-      ConvertFromFloat(row.data(), geo.out_channels, grad_weight + k * geo.out_channels);
-    }
-  });
+      });
   if (grad_bias) {
     std::vector<float> sum(buffers.sums + geo.groups * group_floats,
                            buffers.sums + geo.groups * group_floats + geo.out_channels);
@@ -561,12 +562,11 @@ struct BackwardInputBuffers {
                        WorkspaceLayout* w) {
     const int64_t image_tiles = (s.out_pixels_per_image() + kTile - 1) / kTile;
     const int64_t images = std::max<int64_t>(1, std::min<int64_t>(s.batch, kInputUnits));
-    ranges = static_cast<int>(
-        std::clamp<int64_t>((kInputUnits + images - 1) / images, 1, image_tiles));
+    ranges =
+        static_cast<int>(std::clamp<int64_t>((kInputUnits + images - 1) / images, 1, image_tiles));
     opad = static_cast<int>(RoundUp(geo.cog, kDepthBlock));
     strips = static_cast<int>(RoundUp(geo.depth_pad, kNR) / kNR);
-    const int64_t per_image =
-        s.image_elements() * 4 * ((float_grad_input ? 0 : 1) + (ranges - 1));
+    const int64_t per_image = s.image_elements() * 4 * ((float_grad_input ? 0 : 1) + (ranges - 1));
     chunk_images = std::clamp<int64_t>(kChunkBytes / std::max<int64_t>(per_image, 1), 1,
                                        std::max<int64_t>(s.batch, 1));
     weights = w->Take<float>(int64_t{geo.groups} * strips * opad * kNR);
@@ -717,8 +717,8 @@ void BackwardInput(const DcnShape& s, const T* grad_output, const T* input, cons
           const int64_t begin = n * image_pixels + tile * kTile;
           const int rows = static_cast<int>(std::min<int64_t>(kTile, image_pixels - tile * kTile));
           for (int g = 0; g < geo.groups; ++g) {
-            LoadBlockedTile(grad_output + begin * geo.out_channels + g * geo.cog,
-                            geo.out_channels, rows, geo.cog, go_tiles.data() + g * go_floats);
+            LoadBlockedTile(grad_output + begin * geo.out_channels + g * geo.cog, geo.out_channels,
+                            rows, geo.cog, go_tiles.data() + g * go_floats);
           }
           for (int row0 = 0; row0 < rows; row0 += kRows) {
             const int block_rows = std::min(kRows, rows - row0);
@@ -729,8 +729,8 @@ void BackwardInput(const DcnShape& s, const T* grad_output, const T* input, cons
             }
             for (int q = 0; q < block_rows; ++q) {
               ScatterPixel(s, geo, begin + row0 + q, image, offset, mask,
-                           columns.data() + q * ld_row, ld_group, acc, zeros.data(),
-                           trash.data(), grad_offset, grad_mask);
+                           columns.data() + q * ld_row, ld_group, acc, zeros.data(), trash.data(),
+                           grad_offset, grad_mask);
             }
           }
         }

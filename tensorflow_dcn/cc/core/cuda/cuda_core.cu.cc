@@ -59,8 +59,8 @@ Plan MakePlanFor(Op op, const DcnShape& s, const Options& o) {
   if constexpr (kHasTensorCoreKernels<T>) {
     // Whether the sm_90a module loads (older drivers, other GPUs) is asked only for problems
     // the kernel supports.
-    if (o.choice == KernelChoice::kAuto && op == Op::kForward &&
-        wgmma_sm90a::Supported<T>(s, o) && wgmma_sm90a::Available()) {
+    if (o.choice == KernelChoice::kAuto && op == Op::kForward && wgmma_sm90a::Supported<T>(s, o) &&
+        wgmma_sm90a::Available()) {
       plan.implementation = Implementation::kCudaWgmmaSm90a;
       plan.workspace_bytes = wgmma_sm90a::WorkspaceBytes<T>(s);
       return plan;
@@ -108,8 +108,8 @@ cudaError_t Forward(const Plan& plan, DType dtype, const DcnShape& s, const Forw
     if constexpr (kHasTensorCoreKernels<T>) {
       if (plan.implementation == Implementation::kCudaWgmmaSm90a) {
         return wgmma_sm90a::Forward(s, In<T>(a.input), In<T>(a.offset), In<T>(a.mask),
-                                    In<T>(a.weight), In<T>(a.bias), Out<T>(a.output), workspace,
-                                    o, stream);
+                                    In<T>(a.weight), In<T>(a.bias), Out<T>(a.output), workspace, o,
+                                    stream);
       }
       if (plan.implementation == Implementation::kCudaFusedSm80) {
         return fused_sm80::Forward(s, In<T>(a.input), In<T>(a.offset), In<T>(a.mask),
@@ -129,16 +129,15 @@ cudaError_t BackwardInput(const Plan& plan, DType dtype, const DcnShape& s,
     using T = decltype(t);
     if constexpr (kHasTensorCoreKernels<T>) {
       if (plan.implementation == Implementation::kCudaFusedSm80) {
-        return fused_sm80::BackwardInput(
-            s, In<T>(a.grad_output), In<T>(a.input), In<T>(a.offset), In<T>(a.mask),
-            In<T>(a.weight), Out<T>(a.grad_input), Out<T>(a.grad_offset), Out<T>(a.grad_mask),
-            workspace, o, stream);
+        return fused_sm80::BackwardInput(s, In<T>(a.grad_output), In<T>(a.input), In<T>(a.offset),
+                                         In<T>(a.mask), In<T>(a.weight), Out<T>(a.grad_input),
+                                         Out<T>(a.grad_offset), Out<T>(a.grad_mask), workspace, o,
+                                         stream);
       }
     }
     return im2col::BackwardInput(s, In<T>(a.grad_output), In<T>(a.input), In<T>(a.offset),
                                  In<T>(a.mask), In<T>(a.weight), Out<T>(a.grad_input),
-                                 Out<T>(a.grad_offset), Out<T>(a.grad_mask), workspace, o,
-                                 stream);
+                                 Out<T>(a.grad_offset), Out<T>(a.grad_mask), workspace, o, stream);
   });
 }
 

@@ -30,7 +30,7 @@ namespace tensorflow_dcn {
 namespace cuda {
 
 struct Options {
-  int compute_capability = 0;       // major * 10 + minor of the device the stream runs on
+  int compute_capability = 0;  // major * 10 + minor of the device the stream runs on
   int multiprocessors = 1;
   int shared_memory_per_block = 0;  // opt-in maximum of dynamic shared memory, bytes
   bool allow_tf32 = true;           // fp32 products may round operands to TF32 (else 3xTF32)

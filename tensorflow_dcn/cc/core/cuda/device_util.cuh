@@ -18,10 +18,10 @@ namespace cuda {
 // Host-side helpers of the launchers.
 constexpr int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-#define DCN_RETURN_IF_ERROR(expr)                   \
-  do {                                              \
-    const cudaError_t dcn_err_ = (expr);            \
-    if (dcn_err_ != cudaSuccess) return dcn_err_;   \
+#define DCN_RETURN_IF_ERROR(expr)                 \
+  do {                                            \
+    const cudaError_t dcn_err_ = (expr);          \
+    if (dcn_err_ != cudaSuccess) return dcn_err_; \
   } while (0)
 
 // Whether a matrix at p with leading dimension ld and batch (or group) stride batch_stride, in

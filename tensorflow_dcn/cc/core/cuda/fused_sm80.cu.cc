@@ -61,7 +61,7 @@ struct ForwardLayout {
   using TileA = mma::Tile<T, true, kTileM>;
   using TileB = mma::Tile<T, false, kTileN>;
   static constexpr int kStaging = kTileM * 4 * mma::kStepBytes;  // [row][corner][step bytes]
-  static constexpr int kWeights = kTileM * 4 * sizeof(float);     // [row][corner]
+  static constexpr int kWeights = kTileM * 4 * sizeof(float);    // [row][corner]
   static constexpr int kWeightsAt = kStages * kStaging;
   static constexpr int kBAt = kWeightsAt + kStages * kWeights;
   static constexpr int kAAt = kBAt + kStages * TileB::kBytes;
@@ -187,12 +187,14 @@ __global__ void __launch_bounds__(kThreads, 1)
     char* a_tile = smem + L::kAAt + (kt % 2) * L::TileA::kBytes;
 #pragma unroll
     for (int u = 0; u < kUnits; ++u) {
-      const float4 w = *reinterpret_cast<const float4*>(smem + L::kWeightsAt + stage * L::kWeights + row[u] * 16);
+      const float4 w = *reinterpret_cast<const float4*>(smem + L::kWeightsAt + stage * L::kWeights +
+                                                        row[u] * 16);
       const float wk[4] = {w.x, w.y, w.z, w.w};
       Vector16<T> raw[4];
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
-        raw[k] = *reinterpret_cast<const Vector16<T>*>(staging + (row[u] * 4 + k) * mma::kStepBytes + chunk * 16);
+        raw[k] = *reinterpret_cast<const Vector16<T>*>(
+            staging + (row[u] * 4 + k) * mma::kStepBytes + chunk * 16);
       }
       Vector16<T> out;
 #pragma unroll
@@ -236,7 +238,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   mma::ForEachAccumulatorPair(acc, [&](int r, int col, float v0, float v1) {
     const int64_t p = m0 + r, n = n0 + col;
     if (p >= s.pixels()) return;
-    if (n < cog) out[p * s.out_channels + n] = FromFloat<T>(v0 + (b ? static_cast<float>(b[n]) : 0.f));
+    if (n < cog)
+      out[p * s.out_channels + n] = FromFloat<T>(v0 + (b ? static_cast<float>(b[n]) : 0.f));
     if (n + 1 < cog) {
       out[p * s.out_channels + n + 1] = FromFloat<T>(v1 + (b ? static_cast<float>(b[n + 1]) : 0.f));
     }
@@ -259,8 +262,8 @@ constexpr int kEpilogueStride = kTileN + 4;  // floats per row of the staged til
 template <typename T, MathMode kMode>
 __global__ void __launch_bounds__(kThreads)
     InputKernel(DcnShape s, const T* grad_output, const T* input, const T* offset, const T* mask,
-                const T* weight, float* grad_input_acc, float* coord_acc,
-                int64_t row0, bool grad_vector_ok, bool weight_vector_ok) {
+                const T* weight, float* grad_input_acc, float* coord_acc, int64_t row0,
+                bool grad_vector_ok, bool weight_vector_ok) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   constexpr int V = kVector<T>;
   constexpr int kChunks = kTileN / V;
@@ -268,13 +271,12 @@ __global__ void __launch_bounds__(kThreads)
   const int group = blockIdx.z;
   const int64_t m0 = row0 + int64_t{blockIdx.x} * kTileM, n0 = int64_t{blockIdx.y} * kTileN;
   const int64_t cog = s.out_channels_per_group(), kg = s.group_columns();
-  mma::CopyProducer<T, true, kTileM> pa{grad_output + group * cog, s.out_channels, m0, s.pixels(),
-                                        0, cog, grad_vector_ok};
+  mma::CopyProducer<T, true, kTileM> pa{
+      grad_output + group * cog, s.out_channels, m0, s.pixels(), 0, cog, grad_vector_ok};
   mma::CopyProducer<T, true, kTileN> pb{weight + group * cog, s.out_channels, n0, kg, 0, cog,
                                         weight_vector_ok};
   float acc[4][4][4] = {};
-  mma::MainLoop<T, kMode, true, true>(static_cast<int>(CeilDiv(cog, kStepK<T>)), pa, pb, smem,
-                                      acc);
+  mma::MainLoop<T, kMode, true, true>(static_cast<int>(CeilDiv(cog, kStepK<T>)), pa, pb, smem, acc);
 
   float* staged = reinterpret_cast<float*>(smem);
   mma::ForEachAccumulatorPair(acc, [&](int r, int col, float v0, float v1) {
@@ -308,7 +310,8 @@ __global__ void __launch_bounds__(kThreads)
       float gc[V];
 #pragma unroll
       for (int e = 0; e < V; e += 4) {
-        const float4 q = *reinterpret_cast<const float4*>(staged + r * kEpilogueStride + chunk * V + e);
+        const float4 q =
+            *reinterpret_cast<const float4*>(staged + r * kEpilogueStride + chunk * V + e);
         gc[e] = q.x;
         gc[e + 1] = q.y;
         gc[e + 2] = q.z;
@@ -444,10 +447,12 @@ cudaError_t Forward(const DcnShape& s, const T* input, const T* offset, const T*
   auto with_stages = [&](auto mode) {
     constexpr MathMode kMode = decltype(mode)::value;
     if (ForwardStages<T>(o) == 4) {
-      return launch(std::integral_constant<decltype(&ForwardKernel<T, kMode, 4>), &ForwardKernel<T, kMode, 4>>(),
+      return launch(std::integral_constant<decltype(&ForwardKernel<T, kMode, 4>),
+                                           &ForwardKernel<T, kMode, 4>>(),
                     ForwardLayout<T, 4>::kBytes);
     }
-    return launch(std::integral_constant<decltype(&ForwardKernel<T, kMode, 3>), &ForwardKernel<T, kMode, 3>>(),
+    return launch(std::integral_constant<decltype(&ForwardKernel<T, kMode, 3>),
+                                         &ForwardKernel<T, kMode, 3>>(),
                   ForwardLayout<T, 3>::kBytes);
   };
   if constexpr (std::is_same_v<T, float>) {
@@ -459,17 +464,17 @@ cudaError_t Forward(const DcnShape& s, const T* input, const T* offset, const T*
 }
 
 template <typename T>
-cudaError_t BackwardInput(const DcnShape& s, const T* grad_output, const T* input,
-                          const T* offset, const T* mask, const T* weight, T* grad_input,
-                          T* grad_offset, T* grad_mask, void* workspace, const Options& o,
-                          cudaStream_t stream) {
+cudaError_t BackwardInput(const DcnShape& s, const T* grad_output, const T* input, const T* offset,
+                          const T* mask, const T* weight, T* grad_input, T* grad_offset,
+                          T* grad_mask, void* workspace, const Options& o, cudaStream_t stream) {
   WorkspaceLayout layout(workspace);
   BackwardInputBuffers<T> buffers(s, &layout);
-  float* grad_input_acc = buffers.grad_input_acc ? buffers.grad_input_acc
-                                                 : reinterpret_cast<float*>(grad_input);
+  float* grad_input_acc =
+      buffers.grad_input_acc ? buffers.grad_input_acc : reinterpret_cast<float*>(grad_input);
   float* coord_acc = buffers.coord_acc;
   const int64_t samples = s.pixels() * s.mask_channels();
-  DCN_RETURN_IF_ERROR(cudaMemsetAsync(grad_input_acc, 0, s.input_elements() * sizeof(float), stream));
+  DCN_RETURN_IF_ERROR(
+      cudaMemsetAsync(grad_input_acc, 0, s.input_elements() * sizeof(float), stream));
   DCN_RETURN_IF_ERROR(cudaMemsetAsync(coord_acc, 0, samples * 3 * sizeof(float), stream));
   // The epilogue stages the 128 x 128 float tile in the pipeline's shared memory.
   constexpr int kSmem = std::max(mma::kPipelineBytes<T, true, true>,
@@ -496,22 +501,23 @@ cudaError_t BackwardInput(const DcnShape& s, const T* grad_output, const T* inpu
   }
   DCN_RETURN_IF_ERROR(err);
   if (samples > 0) {
-    CoordFinishKernel<T><<<CeilDiv(samples, 256), 256, 0, stream>>>(samples, coord_acc,
-                                                                     grad_offset, grad_mask);
+    CoordFinishKernel<T>
+        <<<CeilDiv(samples, 256), 256, 0, stream>>>(samples, coord_acc, grad_offset, grad_mask);
     DCN_RETURN_IF_ERROR(cudaGetLastError());
   }
-  if (buffers.grad_input_acc) return Convert(s.input_elements(), buffers.grad_input_acc, grad_input, stream);
+  if (buffers.grad_input_acc)
+    return Convert(s.input_elements(), buffers.grad_input_acc, grad_input, stream);
   return cudaSuccess;
 }
 
-#define INSTANTIATE(T)                                                                          \
-  template bool ForwardSupported<T>(const DcnShape&, const Options&);                          \
-  template bool BackwardInputSupported<T>(const DcnShape&, const Options&);                    \
-  template size_t BackwardInputWorkspaceBytes<T>(const DcnShape&);                             \
-  template cudaError_t Forward<T>(const DcnShape&, const T*, const T*, const T*, const T*,     \
-                                  const T*, T*, const Options&, cudaStream_t);                  \
-  template cudaError_t BackwardInput<T>(const DcnShape&, const T*, const T*, const T*,         \
-                                        const T*, const T*, T*, T*, T*, void*, const Options&, \
+#define INSTANTIATE(T)                                                                           \
+  template bool ForwardSupported<T>(const DcnShape&, const Options&);                            \
+  template bool BackwardInputSupported<T>(const DcnShape&, const Options&);                      \
+  template size_t BackwardInputWorkspaceBytes<T>(const DcnShape&);                               \
+  template cudaError_t Forward<T>(const DcnShape&, const T*, const T*, const T*, const T*,       \
+                                  const T*, T*, const Options&, cudaStream_t);                   \
+  template cudaError_t BackwardInput<T>(const DcnShape&, const T*, const T*, const T*, const T*, \
+                                        const T*, T*, T*, T*, void*, const Options&,             \
                                         cudaStream_t);
 INSTANTIATE(__half)
 INSTANTIATE(__nv_bfloat16)

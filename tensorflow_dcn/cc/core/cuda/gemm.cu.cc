@@ -26,11 +26,12 @@ __global__ void __launch_bounds__(mma::kThreads)
   const int64_t m0 = int64_t{blockIdx.y} * kTileM, n0 = int64_t{blockIdx.x} * kTileN;
   const int64_t k_begin = args.splits > 1 ? split * args.k_per_split : 0;
   const int64_t k_end = args.splits > 1 ? min(args.k, k_begin + args.k_per_split) : args.k;
-  const int ktiles = k_end > k_begin ? static_cast<int>((k_end - k_begin + kStepK - 1) / kStepK) : 0;
-  mma::CopyProducer<TIn, kAK, kTileM> pa{args.a + batch * args.a_batch_stride, args.lda, m0,
-                                         args.m, k_begin, k_end, a_vector_ok};
-  mma::CopyProducer<TIn, kBK, kTileN> pb{args.b + batch * args.b_batch_stride, args.ldb, n0,
-                                         args.n, k_begin, k_end, b_vector_ok};
+  const int ktiles =
+      k_end > k_begin ? static_cast<int>((k_end - k_begin + kStepK - 1) / kStepK) : 0;
+  mma::CopyProducer<TIn, kAK, kTileM> pa{
+      args.a + batch * args.a_batch_stride, args.lda, m0, args.m, k_begin, k_end, a_vector_ok};
+  mma::CopyProducer<TIn, kBK, kTileN> pb{
+      args.b + batch * args.b_batch_stride, args.ldb, n0, args.n, k_begin, k_end, b_vector_ok};
   float acc[4][4][4] = {};
   mma::MainLoop<TIn, kMode, kAK, kBK>(ktiles, pa, pb, smem, acc);
 
@@ -76,18 +77,32 @@ __global__ void __launch_bounds__(256) SimtGemmKernel(GemmArgs<TIn, TOut> args) 
     for (int e = threadIdx.x; e < kSimtTile * kSimtStepK; e += 256) {
       // Consecutive threads walk the contiguous dimension (coalesced).
       int mn, k;
-      if (kLayoutA == Layout::kRowMajor) { mn = e / kSimtStepK; k = e % kSimtStepK; }
-      else { k = e / kSimtTile; mn = e % kSimtTile; }
+      if (kLayoutA == Layout::kRowMajor) {
+        mn = e / kSimtStepK;
+        k = e % kSimtStepK;
+      } else {
+        k = e / kSimtTile;
+        mn = e % kSimtTile;
+      }
       const int64_t gm = m0 + mn, gk = k0 + k;
-      as[k][mn] = (gm < args.m && gk < k_end)
-                      ? static_cast<Acc>(a[kLayoutA == Layout::kRowMajor ? gm * args.lda + gk : gk * args.lda + gm])
-                      : Acc(0);
-      if (kLayoutB == Layout::kColMajor) { mn = e / kSimtStepK; k = e % kSimtStepK; }
-      else { k = e / kSimtTile; mn = e % kSimtTile; }
+      as[k][mn] =
+          (gm < args.m && gk < k_end)
+              ? static_cast<Acc>(
+                    a[kLayoutA == Layout::kRowMajor ? gm * args.lda + gk : gk * args.lda + gm])
+              : Acc(0);
+      if (kLayoutB == Layout::kColMajor) {
+        mn = e / kSimtStepK;
+        k = e % kSimtStepK;
+      } else {
+        k = e / kSimtTile;
+        mn = e % kSimtTile;
+      }
       const int64_t gn = n0 + mn, gk2 = k0 + k;
-      bs[k][mn] = (gn < args.n && gk2 < k_end)
-                      ? static_cast<Acc>(b[kLayoutB == Layout::kRowMajor ? gk2 * args.ldb + gn : gn * args.ldb + gk2])
-                      : Acc(0);
+      bs[k][mn] =
+          (gn < args.n && gk2 < k_end)
+              ? static_cast<Acc>(
+                    b[kLayoutB == Layout::kRowMajor ? gk2 * args.ldb + gn : gn * args.ldb + gk2])
+              : Acc(0);
     }
     __syncthreads();
 #pragma unroll
@@ -137,7 +152,8 @@ cudaError_t LaunchGemm(const GemmArgs<TIn, TOut>& args, MathMode mode, cudaStrea
     const bool a_ok = VectorOk(args.a, args.lda, args.a_batch_stride, sizeof(TIn));
     const bool b_ok = VectorOk(args.b, args.ldb, args.b_batch_stride, sizeof(TIn));
     auto launch = [&](auto mode_tag) {
-      constexpr auto kernel = MmaGemmKernel<TIn, TOut, kLayoutA, kLayoutB, decltype(mode_tag)::value>;
+      constexpr auto kernel =
+          MmaGemmKernel<TIn, TOut, kLayoutA, kLayoutB, decltype(mode_tag)::value>;
       cudaError_t err = mma::AllowSharedMemory<kernel>(kSmem);
       if (err != cudaSuccess) return err;
       kernel<<<grid, mma::kThreads, kSmem, stream>>>(args, a_ok, b_ok);
@@ -158,10 +174,10 @@ cudaError_t LaunchGemm(const GemmArgs<TIn, TOut>& args, MathMode mode, cudaStrea
 //   backward input grad_out (row) x weight^T (col) -> accumulator grad_cols
 //   backward weight cols^T (col) x grad_out (row)   -> accumulator partials
 #define INSTANTIATE_GEMMS(T)                                                                  \
-  template cudaError_t LaunchGemm<T, T, Layout::kRowMajor, Layout::kRowMajor>(              \
-      const GemmArgs<T, T>&, MathMode, cudaStream_t);                                        \
+  template cudaError_t LaunchGemm<T, T, Layout::kRowMajor, Layout::kRowMajor>(                \
+      const GemmArgs<T, T>&, MathMode, cudaStream_t);                                         \
   template cudaError_t LaunchGemm<T, AccumulatorOf<T>, Layout::kRowMajor, Layout::kColMajor>( \
-      const GemmArgs<T, AccumulatorOf<T>>&, MathMode, cudaStream_t);                         \
+      const GemmArgs<T, AccumulatorOf<T>>&, MathMode, cudaStream_t);                          \
   template cudaError_t LaunchGemm<T, AccumulatorOf<T>, Layout::kColMajor, Layout::kRowMajor>( \
       const GemmArgs<T, AccumulatorOf<T>>&, MathMode, cudaStream_t);
 INSTANTIATE_GEMMS(__half)

@@ -28,9 +28,9 @@ namespace cuda {
 enum class Layout { kRowMajor, kColMajor };
 
 enum class MathMode {
-  kTensorCore,     // fp16/bf16 operands as they are; fp32 operands rounded to TF32
-  kTensorCore3x,   // fp32 operands as 3xTF32 (fp32 accuracy)
-  kSimt,           // FMA in the accumulator type
+  kTensorCore,    // fp16/bf16 operands as they are; fp32 operands rounded to TF32
+  kTensorCore3x,  // fp32 operands as 3xTF32 (fp32 accuracy)
+  kSimt,          // FMA in the accumulator type
 };
 
 template <typename TIn, typename TOut>

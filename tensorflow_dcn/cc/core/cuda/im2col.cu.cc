@@ -13,9 +13,8 @@
 // (target pixel, contribution id).
 #include "tensorflow_dcn/cc/core/cuda/im2col.cuh"
 
-#include <cub/device/device_radix_sort.cuh>
-
 #include <algorithm>
+#include <cub/device/device_radix_sort.cuh>
 
 #include "tensorflow_dcn/cc/core/bilinear.h"
 #include "tensorflow_dcn/cc/core/cuda/device_util.cuh"
@@ -91,7 +90,8 @@ __device__ __forceinline__ void LoadCornerVectors(const BilinearPoint<Acc>& poin
 template <typename T>
 int VectorWidth(const DcnShape& s) {
   const int64_t v = 16 / sizeof(T);
-  const bool aligned = s.in_channels_per_group() % v == 0 && s.channels_per_deformable_group() % v == 0;
+  const bool aligned =
+      s.in_channels_per_group() % v == 0 && s.channels_per_deformable_group() % v == 0;
   return aligned ? static_cast<int>(v) : 1;
 }
 
@@ -140,7 +140,8 @@ __global__ void __launch_bounds__(kBlock)
 // Sum over the lanes of one sample group (they are consecutive lanes of one warp).
 template <typename Acc>
 __device__ Acc SampleGroupSum(Acc v, int lanes) {
-  for (int delta = lanes >> 1; delta > 0; delta >>= 1) v += __shfl_xor_sync(0xffffffffu, v, delta, lanes);
+  for (int delta = lanes >> 1; delta > 0; delta >>= 1)
+    v += __shfl_xor_sync(0xffffffffu, v, delta, lanes);
   return v;
 }
 
@@ -208,9 +209,11 @@ cudaError_t LaunchIm2col(const DcnShape& s, const T* input, const T* offset, con
   const int v = VectorWidth<T>(s), lanes_log2 = SampleLanesLog2(s, v);
   const int64_t blocks = SampleBlocks(rows * s.deformable_groups, lanes_log2);
   if (v == kWide) {
-    Im2colKernel<T, kWide><<<blocks, kBlock, 0, stream>>>(s, input, offset, mask, row0, rows, cols, ld, lanes_log2);
+    Im2colKernel<T, kWide>
+        <<<blocks, kBlock, 0, stream>>>(s, input, offset, mask, row0, rows, cols, ld, lanes_log2);
   } else {
-    Im2colKernel<T, 1><<<blocks, kBlock, 0, stream>>>(s, input, offset, mask, row0, rows, cols, ld, lanes_log2);
+    Im2colKernel<T, 1>
+        <<<blocks, kBlock, 0, stream>>>(s, input, offset, mask, row0, rows, cols, ld, lanes_log2);
   }
   return cudaGetLastError();
 }
@@ -230,7 +233,8 @@ cudaError_t LaunchCol2imCoord(const DcnShape& s, const T* input, const T* offset
   };
   const bool scatter = grad_input_acc != nullptr;
   if (v == kWide) {
-    return scatter ? launch(Col2imCoordKernel<T, kWide, true>) : launch(Col2imCoordKernel<T, kWide, false>);
+    return scatter ? launch(Col2imCoordKernel<T, kWide, true>)
+                   : launch(Col2imCoordKernel<T, kWide, false>);
   }
   return scatter ? launch(Col2imCoordKernel<T, 1, true>) : launch(Col2imCoordKernel<T, 1, false>);
 }
@@ -245,7 +249,8 @@ __global__ void __launch_bounds__(kBlock)
   const int64_t e = int64_t{blockIdx.x} * kBlock + threadIdx.x;
   if (e >= rows * s.mask_channels() * 4) return;
   const int mask_channels = static_cast<int>(s.mask_channels());
-  const int sample = static_cast<int>(e / 4), r = sample / mask_channels, i = sample % mask_channels;
+  const int sample = static_cast<int>(e / 4), r = sample / mask_channels,
+            i = sample % mask_channels;
   const int64_t p = row0 + r;
   const OutputPixel at = LocateOutputPixel(s, p);
   BilinearPoint<Acc> point;
@@ -253,7 +258,8 @@ __global__ void __launch_bounds__(kBlock)
   MakeSample(s, p, at, i, offset, static_cast<const T*>(nullptr), &point, &m);
   const int pixel = point.pixel[e % 4];
   const int64_t image_pixel = at.n * s.in_h * s.in_w + pixel;
-  keys[e] = pixel < 0 ? absent : static_cast<uint64_t>(image_pixel) * s.deformable_groups + i / s.taps();
+  keys[e] =
+      pixel < 0 ? absent : static_cast<uint64_t>(image_pixel) * s.deformable_groups + i / s.taps();
   ids[e] = static_cast<uint32_t>(e);
 }
 
@@ -263,8 +269,8 @@ template <typename T>
 __global__ void __launch_bounds__(kBlock)
     ScatterReduceKernel(DcnShape s, const T* offset, const T* mask,
                         const AccumulatorOf<T>* grad_cols, int64_t ld, int64_t row0,
-                        int64_t entries, uint64_t absent, const uint64_t* keys,
-                        const uint32_t* ids, AccumulatorOf<T>* grad_input_acc) {
+                        int64_t entries, uint64_t absent, const uint64_t* keys, const uint32_t* ids,
+                        AccumulatorOf<T>* grad_input_acc) {
   using Acc = AccumulatorOf<T>;
   const int64_t head = (int64_t{blockIdx.x} * kBlock + threadIdx.x) / 32;
   const int lane = threadIdx.x & 31;
@@ -285,7 +291,8 @@ __global__ void __launch_bounds__(kBlock)
       BilinearPoint<Acc> point;
       Acc m;
       MakeSample(s, p, LocateOutputPixel(s, p), i, offset, mask, &point, &m);
-      sum += point.weight[e % 4] * m * grad_cols[r * ld + ColumnIndex(cpg, s.taps(), i % s.taps(), c)];
+      sum +=
+          point.weight[e % 4] * m * grad_cols[r * ld + ColumnIndex(cpg, s.taps(), i % s.taps(), c)];
     }
     target[c] += sum;
   }
@@ -302,7 +309,8 @@ __global__ void BiasPartialKernel(const T* grad_output, int64_t pixels, int64_t 
   const int64_t end = min(pixels, begin + rows_per_split);
   Acc sum = 0;
   if (co < channels) {
-    for (int64_t p = begin + threadIdx.y; p < end; p += 8) sum += static_cast<Acc>(grad_output[p * channels + co]);
+    for (int64_t p = begin + threadIdx.y; p < end; p += 8)
+      sum += static_cast<Acc>(grad_output[p * channels + co]);
   }
   sums[threadIdx.y][threadIdx.x] = sum;
   __syncthreads();
@@ -330,7 +338,8 @@ __global__ void WeightSplitsKernel(const Acc* partials, int splits, int groups, 
   const int64_t idx = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
   const int64_t per_split = groups * group_k * group_cout;
   if (idx >= per_split) return;
-  const int64_t g = idx / (group_k * group_cout), k = idx / group_cout % group_k, co = idx % group_cout;
+  const int64_t g = idx / (group_k * group_cout), k = idx / group_cout % group_k,
+                co = idx % group_cout;
   Acc total = 0;
   for (int sp = 0; sp < splits; ++sp) total += partials[sp * per_split + idx];
   grad_weight_acc[k * groups * group_cout + g * group_cout + co] += total;
@@ -364,7 +373,9 @@ struct BackwardInputBuffers {
   void* sort_temp = nullptr;
   size_t sort_temp_bytes = 0;
   BackwardInputBuffers(const DcnShape& s, const Options& o, WorkspaceLayout* w)
-      : ld(ColumnStride(s)), chunk(ChunkRows<Acc>(s)), entries(chunk * s.mask_channels() * 4),
+      : ld(ColumnStride(s)),
+        chunk(ChunkRows<Acc>(s)),
+        entries(chunk * s.mask_channels() * 4),
         absent(static_cast<uint64_t>(s.batch) * s.in_h * s.in_w * s.deformable_groups) {
     while (end_bit < 64 && (absent >> end_bit) != 0) ++end_bit;
     if (!std::is_same_v<T, Acc>) grad_input_acc = w->Take<Acc>(s.input_elements());
@@ -393,7 +404,8 @@ struct BackwardWeightBuffers {
   BackwardWeightBuffers(const DcnShape& s, const Options& o, WorkspaceLayout* w)
       : ld(ColumnStride(s)), chunk(ChunkRows<T>(s)), cols(w->Take<T>(chunk * ld)) {
     // Split the pixel reduction so that the GEMM fills the GPU about twice.
-    const int64_t tiles = CeilDiv(s.group_columns(), 128) * CeilDiv(s.out_channels_per_group(), 128) * s.groups;
+    const int64_t tiles =
+        CeilDiv(s.group_columns(), 128) * CeilDiv(s.out_channels_per_group(), 128) * s.groups;
     const int64_t wanted = CeilDiv(2 * int64_t{o.multiprocessors}, tiles);
     splits = static_cast<int>(std::clamp<int64_t>(wanted, 1, std::max<int64_t>(1, chunk / 256)));
     splits = static_cast<int>(std::min<int64_t>(splits, 65535 / s.groups));
@@ -437,13 +449,23 @@ cudaError_t Forward(const DcnShape& s, const T* input, const T* offset, const T*
   const int64_t kg = s.group_columns(), cog = s.out_channels_per_group();
   for (int64_t row0 = 0; row0 < s.pixels(); row0 += buffers.chunk) {
     const int64_t rows = std::min(buffers.chunk, s.pixels() - row0);
-    DCN_RETURN_IF_ERROR(LaunchIm2col(s, input, offset, mask, row0, rows, buffers.cols, buffers.ld, stream));
+    DCN_RETURN_IF_ERROR(
+        LaunchIm2col(s, input, offset, mask, row0, rows, buffers.cols, buffers.ld, stream));
     GemmArgs<T, T> g;
-    g.m = rows; g.n = cog; g.k = kg;
-    g.a = buffers.cols; g.lda = buffers.ld; g.a_batch_stride = kg;
-    g.b = weight; g.ldb = s.out_channels; g.b_batch_stride = cog;
-    g.c = output + row0 * s.out_channels; g.ldc = s.out_channels; g.c_batch_stride = cog;
-    g.bias = bias; g.bias_batch_stride = cog;
+    g.m = rows;
+    g.n = cog;
+    g.k = kg;
+    g.a = buffers.cols;
+    g.lda = buffers.ld;
+    g.a_batch_stride = kg;
+    g.b = weight;
+    g.ldb = s.out_channels;
+    g.b_batch_stride = cog;
+    g.c = output + row0 * s.out_channels;
+    g.ldc = s.out_channels;
+    g.c_batch_stride = cog;
+    g.bias = bias;
+    g.bias_batch_stride = cog;
     g.batches = s.groups;
     DCN_RETURN_IF_ERROR((LaunchGemm<T, T, Layout::kRowMajor, Layout::kRowMajor>(
         g, GemmMode(o, std::is_same_v<T, float>), stream)));
@@ -452,30 +474,38 @@ cudaError_t Forward(const DcnShape& s, const T* input, const T* offset, const T*
 }
 
 template <typename T>
-cudaError_t BackwardInput(const DcnShape& s, const T* grad_output, const T* input,
-                          const T* offset, const T* mask, const T* weight, T* grad_input,
-                          T* grad_offset, T* grad_mask, void* workspace, const Options& o,
-                          cudaStream_t stream) {
+cudaError_t BackwardInput(const DcnShape& s, const T* grad_output, const T* input, const T* offset,
+                          const T* mask, const T* weight, T* grad_input, T* grad_offset,
+                          T* grad_mask, void* workspace, const Options& o, cudaStream_t stream) {
   using Acc = AccumulatorOf<T>;
   WorkspaceLayout w(workspace);
   BackwardInputBuffers<T> buffers(s, o, &w);
-  Acc* grad_input_acc = buffers.grad_input_acc ? buffers.grad_input_acc : reinterpret_cast<Acc*>(grad_input);
+  Acc* grad_input_acc =
+      buffers.grad_input_acc ? buffers.grad_input_acc : reinterpret_cast<Acc*>(grad_input);
   DCN_RETURN_IF_ERROR(cudaMemsetAsync(grad_input_acc, 0, s.input_elements() * sizeof(Acc), stream));
   const int64_t kg = s.group_columns(), cog = s.out_channels_per_group();
   for (int64_t row0 = 0; row0 < s.pixels(); row0 += buffers.chunk) {
     const int64_t rows = std::min(buffers.chunk, s.pixels() - row0);
     GemmArgs<T, Acc> g;
-    g.m = rows; g.n = kg; g.k = cog;
-    g.a = grad_output + row0 * s.out_channels; g.lda = s.out_channels; g.a_batch_stride = cog;
-    g.b = weight; g.ldb = s.out_channels; g.b_batch_stride = cog;
-    g.c = buffers.grad_cols; g.ldc = buffers.ld; g.c_batch_stride = kg;
+    g.m = rows;
+    g.n = kg;
+    g.k = cog;
+    g.a = grad_output + row0 * s.out_channels;
+    g.lda = s.out_channels;
+    g.a_batch_stride = cog;
+    g.b = weight;
+    g.ldb = s.out_channels;
+    g.b_batch_stride = cog;
+    g.c = buffers.grad_cols;
+    g.ldc = buffers.ld;
+    g.c_batch_stride = kg;
     g.batches = s.groups;
     DCN_RETURN_IF_ERROR((LaunchGemm<T, Acc, Layout::kRowMajor, Layout::kColMajor>(
         g, GemmMode(o, std::is_same_v<T, float>), stream)));
 
     // Offset and mask gradients; outside determinism mode the atomic col2im in the same pass.
-    DCN_RETURN_IF_ERROR(LaunchCol2imCoord(s, input, offset, mask, buffers.grad_cols, buffers.ld, row0,
-                                          rows, o.deterministic ? nullptr : grad_input_acc,
+    DCN_RETURN_IF_ERROR(LaunchCol2imCoord(s, input, offset, mask, buffers.grad_cols, buffers.ld,
+                                          row0, rows, o.deterministic ? nullptr : grad_input_acc,
                                           grad_offset, grad_mask, stream));
     if (o.deterministic) {
       const int64_t entries = rows * s.mask_channels() * 4;
@@ -484,41 +514,54 @@ cudaError_t BackwardInput(const DcnShape& s, const T* grad_output, const T* inpu
       DCN_RETURN_IF_ERROR(cudaGetLastError());
       size_t temp_bytes = buffers.sort_temp_bytes;
       DCN_RETURN_IF_ERROR(cub::DeviceRadixSort::SortPairs(
-          buffers.sort_temp, temp_bytes, buffers.keys, buffers.sorted_keys, buffers.ids, buffers.sorted_ids,
-          static_cast<int>(entries), 0, buffers.end_bit, stream));
+          buffers.sort_temp, temp_bytes, buffers.keys, buffers.sorted_keys, buffers.ids,
+          buffers.sorted_ids, static_cast<int>(entries), 0, buffers.end_bit, stream));
       ScatterReduceKernel<T><<<CeilDiv(entries * 32, kBlock), kBlock, 0, stream>>>(
-          s, offset, mask, buffers.grad_cols, buffers.ld, row0, entries, buffers.absent, buffers.sorted_keys,
-          buffers.sorted_ids, grad_input_acc);
+          s, offset, mask, buffers.grad_cols, buffers.ld, row0, entries, buffers.absent,
+          buffers.sorted_keys, buffers.sorted_ids, grad_input_acc);
       DCN_RETURN_IF_ERROR(cudaGetLastError());
     }
   }
-  if (buffers.grad_input_acc) return Convert(s.input_elements(), buffers.grad_input_acc, grad_input, stream);
+  if (buffers.grad_input_acc)
+    return Convert(s.input_elements(), buffers.grad_input_acc, grad_input, stream);
   return cudaSuccess;
 }
 
 template <typename T>
-cudaError_t BackwardWeight(const DcnShape& s, const T* grad_output, const T* input,
-                           const T* offset, const T* mask, T* grad_weight, T* grad_bias,
-                           void* workspace, const Options& o, cudaStream_t stream) {
+cudaError_t BackwardWeight(const DcnShape& s, const T* grad_output, const T* input, const T* offset,
+                           const T* mask, T* grad_weight, T* grad_bias, void* workspace,
+                           const Options& o, cudaStream_t stream) {
   using Acc = AccumulatorOf<T>;
   if (s.pixels() == 0) {  // an empty batch: zero gradients, no workspace
     DCN_RETURN_IF_ERROR(cudaMemsetAsync(grad_weight, 0, s.weight_elements() * sizeof(T), stream));
-    if (grad_bias) DCN_RETURN_IF_ERROR(cudaMemsetAsync(grad_bias, 0, s.out_channels * sizeof(T), stream));
+    if (grad_bias)
+      DCN_RETURN_IF_ERROR(cudaMemsetAsync(grad_bias, 0, s.out_channels * sizeof(T), stream));
     return cudaSuccess;
   }
   WorkspaceLayout w(workspace);
   BackwardWeightBuffers<T> buffers(s, o, &w);
-  DCN_RETURN_IF_ERROR(cudaMemsetAsync(buffers.grad_weight_acc, 0, s.weight_elements() * sizeof(Acc), stream));
+  DCN_RETURN_IF_ERROR(
+      cudaMemsetAsync(buffers.grad_weight_acc, 0, s.weight_elements() * sizeof(Acc), stream));
   const int64_t kg = s.group_columns(), cog = s.out_channels_per_group();
   for (int64_t row0 = 0; row0 < s.pixels(); row0 += buffers.chunk) {
     const int64_t rows = std::min(buffers.chunk, s.pixels() - row0);
-    DCN_RETURN_IF_ERROR(LaunchIm2col(s, input, offset, mask, row0, rows, buffers.cols, buffers.ld, stream));
-    const int splits = static_cast<int>(std::min<int64_t>(buffers.splits, CeilDiv(rows, kGemmKAlign)));
+    DCN_RETURN_IF_ERROR(
+        LaunchIm2col(s, input, offset, mask, row0, rows, buffers.cols, buffers.ld, stream));
+    const int splits =
+        static_cast<int>(std::min<int64_t>(buffers.splits, CeilDiv(rows, kGemmKAlign)));
     GemmArgs<T, Acc> g;
-    g.m = kg; g.n = cog; g.k = rows;
-    g.a = buffers.cols; g.lda = buffers.ld; g.a_batch_stride = kg;
-    g.b = grad_output + row0 * s.out_channels; g.ldb = s.out_channels; g.b_batch_stride = cog;
-    g.c = buffers.partials; g.ldc = cog; g.c_batch_stride = kg * cog;
+    g.m = kg;
+    g.n = cog;
+    g.k = rows;
+    g.a = buffers.cols;
+    g.lda = buffers.ld;
+    g.a_batch_stride = kg;
+    g.b = grad_output + row0 * s.out_channels;
+    g.ldb = s.out_channels;
+    g.b_batch_stride = cog;
+    g.c = buffers.partials;
+    g.ldc = cog;
+    g.c_batch_stride = kg * cog;
     g.batches = s.groups;
     g.splits = splits;
     g.k_per_split = RoundUp(CeilDiv(rows, splits), kGemmKAlign);
@@ -531,8 +574,10 @@ cudaError_t BackwardWeight(const DcnShape& s, const T* grad_output, const T* inp
   }
   DCN_RETURN_IF_ERROR(Convert(s.weight_elements(), buffers.grad_weight_acc, grad_weight, stream));
   if (grad_bias) {
-    BiasPartialKernel<T><<<dim3(CeilDiv(s.out_channels, 32), buffers.bias_splits), dim3(32, 8), 0, stream>>>(
-        grad_output, s.pixels(), s.out_channels, buffers.bias_rows_per_split, buffers.bias_partials);
+    BiasPartialKernel<T>
+        <<<dim3(CeilDiv(s.out_channels, 32), buffers.bias_splits), dim3(32, 8), 0, stream>>>(
+            grad_output, s.pixels(), s.out_channels, buffers.bias_rows_per_split,
+            buffers.bias_partials);
     DCN_RETURN_IF_ERROR(cudaGetLastError());
     BiasFinishKernel<T><<<CeilDiv(s.out_channels, kBlock), kBlock, 0, stream>>>(
         buffers.bias_partials, buffers.bias_splits, s.out_channels, grad_bias);
@@ -541,15 +586,15 @@ cudaError_t BackwardWeight(const DcnShape& s, const T* grad_output, const T* inp
   return cudaSuccess;
 }
 
-#define INSTANTIATE(T)                                                                          \
-  template size_t WorkspaceBytes<T>(Op, const DcnShape&, const Options&);                      \
-  template cudaError_t Forward<T>(const DcnShape&, const T*, const T*, const T*, const T*,     \
-                                  const T*, T*, void*, const Options&, cudaStream_t);           \
-  template cudaError_t BackwardInput<T>(const DcnShape&, const T*, const T*, const T*,         \
-                                        const T*, const T*, T*, T*, T*, void*, const Options&, \
-                                        cudaStream_t);                                         \
-  template cudaError_t BackwardWeight<T>(const DcnShape&, const T*, const T*, const T*,        \
-                                         const T*, T*, T*, void*, const Options&, cudaStream_t);
+#define INSTANTIATE(T)                                                                            \
+  template size_t WorkspaceBytes<T>(Op, const DcnShape&, const Options&);                         \
+  template cudaError_t Forward<T>(const DcnShape&, const T*, const T*, const T*, const T*,        \
+                                  const T*, T*, void*, const Options&, cudaStream_t);             \
+  template cudaError_t BackwardInput<T>(const DcnShape&, const T*, const T*, const T*, const T*,  \
+                                        const T*, T*, T*, T*, void*, const Options&,              \
+                                        cudaStream_t);                                            \
+  template cudaError_t BackwardWeight<T>(const DcnShape&, const T*, const T*, const T*, const T*, \
+                                         T*, T*, void*, const Options&, cudaStream_t);
 INSTANTIATE(__half)
 INSTANTIATE(__nv_bfloat16)
 INSTANTIATE(float)

@@ -25,10 +25,10 @@ namespace tensorflow_dcn {
 namespace cuda {
 namespace mma {
 
-constexpr int kThreads = 256;                 // 8 warps: 2 along M x 4 along N
-constexpr int kTileM = 128, kTileN = 128;     // block tile
-constexpr int kWarpM = 64, kWarpN = 32;       // warp tile: 4 x 4 mma tiles of 16 x 8
-constexpr int kStepBytes = 64;                // K bytes per pipeline stage (2 mma k-steps)
+constexpr int kThreads = 256;              // 8 warps: 2 along M x 4 along N
+constexpr int kTileM = 128, kTileN = 128;  // block tile
+constexpr int kWarpM = 64, kWarpN = 32;    // warp tile: 4 x 4 mma tiles of 16 x 8
+constexpr int kStepBytes = 64;             // K bytes per pipeline stage (2 mma k-steps)
 constexpr int kStages = 4;
 
 // Shared-memory image of one operand's tile for one stage, in the operand's global orientation.
@@ -70,7 +70,8 @@ struct Tile {
       } else {
         T* out = reinterpret_cast<T*>(dst);
         for (int e = 0; e < kChunkElems; ++e) {
-          const bool in = kKContiguous ? (mn < mn_end && k + e < k_end) : (k < k_end && mn + e < mn_end);
+          const bool in =
+              kKContiguous ? (mn < mn_end && k + e < k_end) : (k < k_end && mn + e < mn_end);
           out[e] = in ? src[e] : T(0.0f);
         }
       }
@@ -122,7 +123,8 @@ __device__ void LoadFragmentB(const char* tile, int n, int step, uint32_t (&frag
 
 // One warp tile's k-step: acc[i][j] += A_i * B_j for 4 x 4 subtiles.
 template <typename T, MathMode kMode>
-__device__ void WarpMma(float (&acc)[4][4][4], const uint32_t (&a)[4][4], const uint32_t (&b)[4][2]) {
+__device__ void WarpMma(float (&acc)[4][4][4], const uint32_t (&a)[4][4],
+                        const uint32_t (&b)[4][2]) {
   if constexpr (!std::is_same_v<T, float>) {
 #pragma unroll
     for (int i = 0; i < 4; ++i)
@@ -166,7 +168,8 @@ __device__ void WarpMma(float (&acc)[4][4][4], const uint32_t (&a)[4][4], const 
 
 // Shared memory of the pipeline for operand tiles in the given orientations.
 template <typename T, bool kAK, bool kBK>
-constexpr int kPipelineBytes = kStages * (Tile<T, kAK, kTileM>::kBytes + Tile<T, kBK, kTileN>::kBytes);
+constexpr int kPipelineBytes =
+    kStages * (Tile<T, kAK, kTileM>::kBytes + Tile<T, kBK, kTileN>::kBytes);
 
 // A producer that copies a tile of a matrix in global memory with cp.async.
 template <typename T, bool kKContiguous, int R>
@@ -194,7 +197,8 @@ __device__ __forceinline__ void MmaStep(const char* a_tile, const char* b_tile,
   for (int step = 0; step < 2; ++step) {
     uint32_t af[4][4], bf[4][2];
 #pragma unroll
-    for (int i = 0; i < 4; ++i) LoadFragmentA<T, kAK, kTileM>(a_tile, wm + i * 16, step, af[i], lane);
+    for (int i = 0; i < 4; ++i)
+      LoadFragmentA<T, kAK, kTileM>(a_tile, wm + i * 16, step, af[i], lane);
 #pragma unroll
     for (int p = 0; p < 2; ++p) {
       uint32_t r[4];

@@ -30,11 +30,11 @@ namespace cuda {
 namespace wgmma_sm90a {
 namespace {
 
-constexpr int kRowBytes = 128;                   // one K step of a tile row: the swizzle span
+constexpr int kRowBytes = 128;                    // one K step of a tile row: the swizzle span
 constexpr int kSwizzleAtomBytes = 8 * kRowBytes;  // 8 rows: the period of the 128-byte swizzle
-constexpr int kChunks = kRowBytes / 16;          // 16-byte chunks per row
-constexpr int kProducers = 256;                  // two warpgroups gather and blend
-constexpr int kConsumers = 256;                  // two warpgroups multiply
+constexpr int kChunks = kRowBytes / 16;           // 16-byte chunks per row
+constexpr int kProducers = 256;                   // two warpgroups gather and blend
+constexpr int kConsumers = 256;                   // two warpgroups multiply
 constexpr int kThreads = kProducers + kConsumers;
 constexpr int kWarpgroupM = 64, kWarpgroupN = 128;  // one consumer warpgroup's tile
 // 3 stages: with the sample table the shared memory stays under the 164 KB carve-out, leaving
@@ -46,15 +46,15 @@ constexpr int kStages = 3;
 // 64K register file.
 constexpr int kProducerRegisters = 160, kConsumerRegisters = 96;
 static_assert(kProducers * kProducerRegisters + kConsumers * kConsumerRegisters <= 65536, "");
-constexpr int kMmasPerStep = kRowBytes / 32;     // each wgmma takes 32 bytes of K
+constexpr int kMmasPerStep = kRowBytes / 32;  // each wgmma takes 32 bytes of K
 // Blocks of a cluster: neighbouring pixel tiles of the same channel tile, which share each
 // step's weights: each block copies its share of the B tile and the TMA multicasts it to both.
 constexpr int kCluster = 2;
 
 template <typename T>
-constexpr int kBlockK = kRowBytes / sizeof(T);   // K elements per step
+constexpr int kBlockK = kRowBytes / sizeof(T);  // K elements per step
 template <typename T>
-constexpr int kVector = 16 / sizeof(T);          // elements per 16-byte chunk
+constexpr int kVector = 16 / sizeof(T);  // elements per 16-byte chunk
 
 template <typename T>
 using Chunk = Vec<T, kVector<T>>;
@@ -70,7 +70,7 @@ struct Layout {
   static constexpr int kBBytes = kBlockN * kRowBytes;
   static constexpr int kBAt = kStages * kABytes;
   static constexpr int kFullAt = kBAt + kStages * kBBytes;  // mbarriers: A and B of a stage landed
-  static constexpr int kEmptyAt = kFullAt + kStages * 8;     // mbarriers: a stage was consumed
+  static constexpr int kEmptyAt = kFullAt + kStages * 8;    // mbarriers: a stage was consumed
   static constexpr int kTableAt = kEmptyAt + kStages * 8;
   static constexpr int kTableEntryBytes = 32;
   static_assert(kTableAt % 16 == 0, "table entries are read as 16-byte vectors");
@@ -136,7 +136,8 @@ __device__ __forceinline__ uint32_t ClusterRank() {
 __device__ __forceinline__ void ClusterSync() {
   asm volatile(
       "barrier.cluster.arrive.release.aligned;\n"
-      "barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+      "barrier.cluster.wait.acquire.aligned;\n" ::
+          : "memory");
 }
 
 // Arrives on the barrier at offset `bar` in the shared memory of cluster block `rank`. Used by
@@ -148,7 +149,8 @@ __device__ __forceinline__ void BarrierArriveCluster(uint32_t bar, uint32_t rank
       ".reg .b32 remote;\n"
       "mapa.shared::cluster.u32 remote, %0, %1;\n"
       "mbarrier.arrive.shared::cluster.b64 _, [remote];\n"
-      "}\n" ::"r"(bar), "r"(rank)
+      "}\n" ::"r"(bar),
+      "r"(rank)
       : "memory");
 }
 
@@ -183,19 +185,19 @@ __device__ __forceinline__ void FenceAccumulators(float (&d)[64]) {
   for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
-#define DCN_D8(i)                                                                            \
+#define DCN_D8(i)                                                                             \
   "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), \
       "+f"(d[i + 6]), "+f"(d[i + 7])
 #define DCN_D64 \
   DCN_D8(0), DCN_D8(8), DCN_D8(16), DCN_D8(24), DCN_D8(32), DCN_D8(40), DCN_D8(48), DCN_D8(56)
-#define DCN_D64_REGS                                                \
-  "{%0, %1, %2, %3, %4, %5, %6, %7, "                               \
-  "%8, %9, %10, %11, %12, %13, %14, %15, "                          \
-  "%16, %17, %18, %19, %20, %21, %22, %23, "                        \
-  "%24, %25, %26, %27, %28, %29, %30, %31, "                        \
-  "%32, %33, %34, %35, %36, %37, %38, %39, "                        \
-  "%40, %41, %42, %43, %44, %45, %46, %47, "                        \
-  "%48, %49, %50, %51, %52, %53, %54, %55, "                        \
+#define DCN_D64_REGS                         \
+  "{%0, %1, %2, %3, %4, %5, %6, %7, "        \
+  "%8, %9, %10, %11, %12, %13, %14, %15, "   \
+  "%16, %17, %18, %19, %20, %21, %22, %23, " \
+  "%24, %25, %26, %27, %28, %29, %30, %31, " \
+  "%32, %33, %34, %35, %36, %37, %38, %39, " \
+  "%40, %41, %42, %43, %44, %45, %46, %47, " \
+  "%48, %49, %50, %51, %52, %53, %54, %55, " \
   "%56, %57, %58, %59, %60, %61, %62, %63}"
 
 // d += A * B^T for one 32-byte K slice: A 64 rows, B 128 rows, both K-major in shared memory.
@@ -342,7 +344,7 @@ __device__ __forceinline__ void Produce(const DcnShape& s, const T* input, const
     }
     const int c = c0 + chunk * V;
     // Loads the corner chunks of `tap` into registers.
-    auto issue = [&](int tap, uint4 (&raw)[kUnits][4]) {
+    auto issue = [&](int tap, uint4(&raw)[kUnits][4]) {
 #pragma unroll
       for (int u = 0; u < kUnits; ++u) {
         const int4 corner = *reinterpret_cast<const int4*>(
@@ -350,14 +352,14 @@ __device__ __forceinline__ void Produce(const DcnShape& s, const T* input, const
         const int pixel[4] = {corner.x, corner.y, corner.z, corner.w};
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
-          raw[u][k] = pixel[k] >= 0 ? LoadChunk(image[u] + (pixel[k] * cin + c))
-                                    : make_uint4(0, 0, 0, 0);
+          raw[u][k] =
+              pixel[k] >= 0 ? LoadChunk(image[u] + (pixel[k] * cin + c)) : make_uint4(0, 0, 0, 0);
         }
       }
     };
     // Blends the loaded corners of `tap` into the A tile of step kt once its stage is free (the
     // TMA of the step's weights starts then too) and hands the stage to the consumers.
-    auto finish = [&](int tap, const uint4 (&raw)[kUnits][4]) {
+    auto finish = [&](int tap, const uint4(&raw)[kUnits][4]) {
       const int stage = kt % kStages;
       BarrierWait(empty + 8 * stage, ((kt / kStages) & 1) ^ 1);
       if (threadIdx.x == 0) {
@@ -373,8 +375,8 @@ __device__ __forceinline__ void Produce(const DcnShape& s, const T* input, const
 #pragma unroll
       for (int u = 0; u < kUnits; ++u) {
         const int row = first_row + u * kRowsPerPass;
-        const float4 w4 = *reinterpret_cast<const float4*>(
-            table + (row * taps + tap) * L::kTableEntryBytes + 16);
+        const float4 w4 =
+            *reinterpret_cast<const float4*>(table + (row * taps + tap) * L::kTableEntryBytes + 16);
         const float w[4] = {w4.x, w4.y, w4.z, w4.w};
         Chunk<T> corners[4], out;
 #pragma unroll
@@ -578,8 +580,8 @@ EncodeTiledFn EncodeTiled() {
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
     // cudaGetDriverEntryPointByVersion is newer than the runtime TensorFlow exports.
-    const cudaError_t err = cudaGetDriverEntryPoint("cuTensorMapEncodeTiled", &p,
-                                                    cudaEnableDefault, &status);
+    const cudaError_t err =
+        cudaGetDriverEntryPoint("cuTensorMapEncodeTiled", &p, cudaEnableDefault, &status);
 #pragma GCC diagnostic pop
     if (err != cudaSuccess || status != cudaDriverEntryPointSuccess) {
       cudaGetLastError();
@@ -603,8 +605,8 @@ bool WideTile(const DcnShape& s) { return s.out_channels_per_group() > 128; }
 constexpr int64_t kTilesPerLaunch = int64_t{1} << 20;
 
 template <typename T, int kBlockM, int kBlockN>
-cudaError_t Launch(const DcnShape& s, const T* input, const T* offset, const T* mask,
-                   const T* bias, T* output, T* bt, const Options& o, cudaStream_t stream) {
+cudaError_t Launch(const DcnShape& s, const T* input, const T* offset, const T* mask, const T* bias,
+                   T* output, T* bt, const Options& o, cudaStream_t stream) {
   using L = Layout<kBlockM, kBlockN>;
   const int64_t k_total = s.group_columns();
   CUtensorMap map;
@@ -631,8 +633,8 @@ cudaError_t Launch(const DcnShape& s, const T* input, const T* offset, const T* 
         kTilesPerLaunch, CeilDiv(CeilDiv(s.pixels() - row0, kBlockM), kCluster) * kCluster);
     const dim3 grid(static_cast<unsigned>(tiles),
                     static_cast<unsigned>(CeilDiv(s.out_channels_per_group(), kBlockN)), s.groups);
-    kernel<<<grid, kThreads, smem_bytes, stream>>>(map, s, input, offset, mask, bias, output,
-                                                   row0, pair_stores);
+    kernel<<<grid, kThreads, smem_bytes, stream>>>(map, s, input, offset, mask, bias, output, row0,
+                                                   pair_stores);
     DCN_RETURN_IF_ERROR(cudaGetLastError());
   }
   return cudaSuccess;
@@ -644,8 +646,8 @@ template <typename T>
 bool Supported(const DcnShape& s, const Options& o) {
   if (std::is_same_v<T, float> && !o.allow_tf32) return false;  // strict fp32: not here (yet)
   const int64_t tile_n = WideTile(s) ? 256 : 128;
-  const int64_t smem = WideTile(s) ? Layout<64, 256>::AllocBytes(s.taps())
-                                   : Layout<128, 128>::AllocBytes(s.taps());
+  const int64_t smem =
+      WideTile(s) ? Layout<64, 256>::AllocBytes(s.taps()) : Layout<128, 128>::AllocBytes(s.taps());
   return o.compute_capability == 90 && o.shared_memory_per_block >= smem &&
          s.in_channels_per_group() % kBlockK<T> == 0 &&
          s.channels_per_deformable_group() % kBlockK<T> == 0 && s.groups <= 65535 &&
@@ -695,17 +697,17 @@ cudaError_t Forward(const DcnShape& s, const T* input, const T* offset, const T*
   const int64_t k_total = s.group_columns();
   const dim3 grid(static_cast<unsigned>(CeilDiv(k_total, 32)),
                   static_cast<unsigned>(std::min<int64_t>(CeilDiv(s.out_channels, 32), 65535)));
-  TransposeWeightsKernel<T><<<grid, dim3(32, 8), 0, stream>>>(
-      s.taps(), s.in_channels_per_group(), s.out_channels, weight, bt);
+  TransposeWeightsKernel<T><<<grid, dim3(32, 8), 0, stream>>>(s.taps(), s.in_channels_per_group(),
+                                                              s.out_channels, weight, bt);
   DCN_RETURN_IF_ERROR(cudaGetLastError());
   if (WideTile(s)) return Launch<T, 64, 256>(s, input, offset, mask, bias, output, bt, o, stream);
   return Launch<T, 128, 128>(s, input, offset, mask, bias, output, bt, o, stream);
 }
 
-#define INSTANTIATE(T)                                                                       \
-  template bool Supported<T>(const DcnShape&, const Options&);                              \
-  template size_t WorkspaceBytes<T>(const DcnShape&);                                       \
-  template cudaError_t Forward<T>(const DcnShape&, const T*, const T*, const T*, const T*,  \
+#define INSTANTIATE(T)                                                                     \
+  template bool Supported<T>(const DcnShape&, const Options&);                             \
+  template size_t WorkspaceBytes<T>(const DcnShape&);                                      \
+  template cudaError_t Forward<T>(const DcnShape&, const T*, const T*, const T*, const T*, \
                                   const T*, T*, void*, const Options&, cudaStream_t);
 INSTANTIATE(__half)
 INSTANTIATE(__nv_bfloat16)
