@@ -49,6 +49,33 @@ struct BackwardWeightArgs {
   void *grad_weight, *grad_bias;
 };
 
+// Calls fn(T()) with the element type of `dtype`: the device's own types for half and bfloat16
+// (Eigen's on the host, CUDA's on the GPU), float, double.
+template <typename Half, typename BFloat16, typename Fn>
+auto WithElementType(DType dtype, Fn &&fn) {
+  switch (dtype) {
+    case DType::kHalf:
+      return fn(Half());
+    case DType::kBFloat16:
+      return fn(BFloat16());
+    case DType::kFloat:
+      return fn(float());
+    case DType::kDouble:
+      break;
+  }
+  return fn(double());
+}
+
+// A run's operand as the element type.
+template <typename T>
+const T *Typed(const void *p) {
+  return static_cast<const T *>(p);
+}
+template <typename T>
+T *Typed(void *p) {
+  return static_cast<T *>(p);
+}
+
 // Which kernels the planner may choose, from the environment variable TFDCN_KERNELS:
 //   auto (default)  the fastest implementation that supports the problem on this device
 //   im2col          only the im2col implementations: the simple path the others are tested

@@ -25,31 +25,6 @@ namespace tensorflow_dcn {
 namespace cuda {
 namespace {
 
-// Calls fn(T()) with the CUDA type of `dtype`.
-template <typename Fn>
-auto WithCudaType(DType dtype, Fn&& fn) {
-  switch (dtype) {
-    case DType::kHalf:
-      return fn(__half());
-    case DType::kBFloat16:
-      return fn(__nv_bfloat16());
-    case DType::kFloat:
-      return fn(float());
-    case DType::kDouble:
-      break;
-  }
-  return fn(double());
-}
-
-template <typename T>
-const T* In(const void* p) {
-  return static_cast<const T*>(p);
-}
-template <typename T>
-T* Out(void* p) {
-  return static_cast<T*>(p);
-}
-
 template <typename T>
 constexpr bool kHasTensorCoreKernels = !std::is_same_v<T, double>;
 
@@ -97,27 +72,30 @@ cudaError_t QueryDevice(Options* o) {
 }
 
 Plan MakePlan(Op op, DType dtype, const DcnShape& s, const Options& o) {
-  return WithCudaType(dtype, [&](auto t) { return MakePlanFor<decltype(t)>(op, s, o); });
+  return WithElementType<__half, __nv_bfloat16>(
+      dtype, [&](auto t) { return MakePlanFor<decltype(t)>(op, s, o); });
 }
 
 cudaError_t Forward(const Plan& plan, DType dtype, const DcnShape& s, const ForwardArgs& a,
                     void* workspace, const Options& o, cudaStream_t stream) {
   RecordRun(Op::kForward, plan.implementation);
-  return WithCudaType(dtype, [&](auto t) {
+  return WithElementType<__half, __nv_bfloat16>(dtype, [&](auto t) {
     using T = decltype(t);
     if constexpr (kHasTensorCoreKernels<T>) {
       if (plan.implementation == Implementation::kCudaWgmmaSm90a) {
-        return wgmma_sm90a::Forward(s, In<T>(a.input), In<T>(a.offset), In<T>(a.mask),
-                                    In<T>(a.weight), In<T>(a.bias), Out<T>(a.output), workspace, o,
-                                    stream);
+        return wgmma_sm90a::Forward(s, Typed<T>(a.input), Typed<T>(a.offset), Typed<T>(a.mask),
+                                    Typed<T>(a.weight), Typed<T>(a.bias), Typed<T>(a.output),
+                                    workspace, o, stream);
       }
       if (plan.implementation == Implementation::kCudaFusedSm80) {
-        return fused_sm80::Forward(s, In<T>(a.input), In<T>(a.offset), In<T>(a.mask),
-                                   In<T>(a.weight), In<T>(a.bias), Out<T>(a.output), o, stream);
+        return fused_sm80::Forward(s, Typed<T>(a.input), Typed<T>(a.offset), Typed<T>(a.mask),
+                                   Typed<T>(a.weight), Typed<T>(a.bias), Typed<T>(a.output), o,
+                                   stream);
       }
     }
-    return im2col::Forward(s, In<T>(a.input), In<T>(a.offset), In<T>(a.mask), In<T>(a.weight),
-                           In<T>(a.bias), Out<T>(a.output), workspace, o, stream);
+    return im2col::Forward(s, Typed<T>(a.input), Typed<T>(a.offset), Typed<T>(a.mask),
+                           Typed<T>(a.weight), Typed<T>(a.bias), Typed<T>(a.output), workspace, o,
+                           stream);
   });
 }
 
@@ -125,19 +103,20 @@ cudaError_t BackwardInput(const Plan& plan, DType dtype, const DcnShape& s,
                           const BackwardInputArgs& a, void* workspace, const Options& o,
                           cudaStream_t stream) {
   RecordRun(Op::kBackwardInput, plan.implementation);
-  return WithCudaType(dtype, [&](auto t) {
+  return WithElementType<__half, __nv_bfloat16>(dtype, [&](auto t) {
     using T = decltype(t);
     if constexpr (kHasTensorCoreKernels<T>) {
       if (plan.implementation == Implementation::kCudaFusedSm80) {
-        return fused_sm80::BackwardInput(s, In<T>(a.grad_output), In<T>(a.input), In<T>(a.offset),
-                                         In<T>(a.mask), In<T>(a.weight), Out<T>(a.grad_input),
-                                         Out<T>(a.grad_offset), Out<T>(a.grad_mask), workspace, o,
-                                         stream);
+        return fused_sm80::BackwardInput(s, Typed<T>(a.grad_output), Typed<T>(a.input),
+                                         Typed<T>(a.offset), Typed<T>(a.mask), Typed<T>(a.weight),
+                                         Typed<T>(a.grad_input), Typed<T>(a.grad_offset),
+                                         Typed<T>(a.grad_mask), workspace, o, stream);
       }
     }
-    return im2col::BackwardInput(s, In<T>(a.grad_output), In<T>(a.input), In<T>(a.offset),
-                                 In<T>(a.mask), In<T>(a.weight), Out<T>(a.grad_input),
-                                 Out<T>(a.grad_offset), Out<T>(a.grad_mask), workspace, o, stream);
+    return im2col::BackwardInput(s, Typed<T>(a.grad_output), Typed<T>(a.input), Typed<T>(a.offset),
+                                 Typed<T>(a.mask), Typed<T>(a.weight), Typed<T>(a.grad_input),
+                                 Typed<T>(a.grad_offset), Typed<T>(a.grad_mask), workspace, o,
+                                 stream);
   });
 }
 
@@ -145,10 +124,10 @@ cudaError_t BackwardWeight(const Plan& plan, DType dtype, const DcnShape& s,
                            const BackwardWeightArgs& a, void* workspace, const Options& o,
                            cudaStream_t stream) {
   RecordRun(Op::kBackwardWeight, plan.implementation);
-  return WithCudaType(dtype, [&](auto t) {
+  return WithElementType<__half, __nv_bfloat16>(dtype, [&](auto t) {
     using T = decltype(t);
-    return im2col::BackwardWeight(s, In<T>(a.grad_output), In<T>(a.input), In<T>(a.offset),
-                                  In<T>(a.mask), Out<T>(a.grad_weight), Out<T>(a.grad_bias),
+    return im2col::BackwardWeight(s, Typed<T>(a.grad_output), Typed<T>(a.input), Typed<T>(a.offset),
+                                  Typed<T>(a.mask), Typed<T>(a.grad_weight), Typed<T>(a.grad_bias),
                                   workspace, o, stream);
   });
 }
