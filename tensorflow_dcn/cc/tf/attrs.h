@@ -3,6 +3,7 @@
 #ifndef TENSORFLOW_DCN_CC_TF_ATTRS_H_
 #define TENSORFLOW_DCN_CC_TF_ATTRS_H_
 
+#include <array>
 #include <string>
 #include <utility>
 
@@ -63,6 +64,27 @@ absl::Status ReadAttrs(Context* ctx, Op op, Attrs* a) {
   const std::string message = CheckAttrs(*a);
   if (!message.empty()) return absl::InvalidArgumentError(message);
   return absl::OkStatus();
+}
+
+// The op's operands by name, in the order of its inputs (and of its XLA custom call); absent
+// entries are null. mask and bias are list inputs of length 0 or 1.
+inline const std::array<const char*, 5>& OperandNames(Op op) {
+  static constexpr std::array<const char*, 5> kNames[] = {
+      {"input", "offset", "mask", "weight", "bias"},
+      {"grad_output", "input", "offset", "mask", "weight"},
+      {"grad_output", "input", "offset", "mask", nullptr},
+  };
+  return kNames[static_cast<int>(op)];
+}
+
+// The OperandDims field that holds the operand `name`.
+inline Dims* DimsField(OperandDims* dims, const std::string& name) {
+  if (name == "input") return &dims->input;
+  if (name == "offset") return &dims->offset;
+  if (name == "mask") return &dims->mask;
+  if (name == "weight") return &dims->weight;
+  if (name == "bias") return &dims->bias;
+  return &dims->grad_output;
 }
 
 // Dims of a TensorShape or xla::Shape (anything with dims() and dim_size(i) / dimensions(i)).

@@ -8,6 +8,7 @@
 #endif
 
 #include <algorithm>
+#include <map>
 #include <string>
 
 #include "tensorflow/core/framework/op_kernel.h"
@@ -44,9 +45,6 @@ DType DTypeOf(tensorflow::DataType t) {
   }
 }
 
-const void* DataOrNull(const OpInputList& list) {
-  return list.size() == 0 ? nullptr : list[0].data();
-}
 void* DataOrNull(Tensor* t) { return t == nullptr ? nullptr : t->data(); }
 
 // The workspace of a plan, as a temporary of TensorFlow's allocator.
@@ -120,6 +118,18 @@ struct CudaCore {
 };
 #endif  // GOOGLE_CUDA
 
+// The operands of one call: their tensors by name (null when absent) and dims.
+struct Operands {
+  std::map<std::string, const Tensor*> tensors;
+  OperandDims dims;
+
+  const void* data(const std::string& name) const {
+    const Tensor* t = tensors.at(name);
+    return t == nullptr ? nullptr : t->data();
+  }
+  const Tensor& operator[](const std::string& name) const { return *tensors.at(name); }
+};
+
 // Attributes are read and checked once, when the kernel is built; operands on every call.
 template <typename Core>
 class DcnOpKernel : public tensorflow::OpKernel {
@@ -129,9 +139,16 @@ class DcnOpKernel : public tensorflow::OpKernel {
   }
 
  protected:
-  // The checked problem of the operands the op was given.
-  absl::Status Check(OpKernelContext* ctx, const OperandDims& operands, DcnShape* s) const {
-    const std::string message = CheckProblem(op_, attrs_, operands, s);
+  // The op's operands, and the core's check of the problem they make.
+  absl::Status ReadAndCheck(OpKernelContext* ctx, Operands* o, DcnShape* s) const {
+    for (const char* name : OperandNames(op_)) {
+      if (name == nullptr) continue;
+      OpInputList list;
+      TF_RETURN_IF_ERROR(ctx->input_list(name, &list));
+      o->tensors[name] = list.size() == 0 ? nullptr : &list[0];
+      if (list.size() != 0) *DimsField(&o->dims, name) = DimsOf(list[0].shape());
+    }
+    const std::string message = CheckProblem(op_, attrs_, o->dims, s);
     if (!message.empty()) return absl::InvalidArgumentError(message);
     return absl::OkStatus();
   }
@@ -152,28 +169,15 @@ class ForwardOp : public DcnOpKernel<Core> {
       : DcnOpKernel<Core>(ctx, Op::kForward) {}
 
   void Compute(OpKernelContext* ctx) override {
-    OpInputList masks, biases;
-    const Tensor* weight;
-    OP_REQUIRES_OK(ctx, ctx->input_list("mask", &masks));
-    OP_REQUIRES_OK(ctx, ctx->input_list("bias", &biases));
-    OP_REQUIRES_OK(ctx, ctx->input("weight", &weight));
-    const Tensor& input = ctx->input(0);
-    const Tensor& offset = ctx->input(1);
-    OperandDims operands;
-    operands.input = DimsOf(input.shape());
-    operands.offset = DimsOf(offset.shape());
-    if (masks.size()) operands.mask = DimsOf(masks[0].shape());
-    operands.weight = DimsOf(weight->shape());
-    if (biases.size()) operands.bias = DimsOf(biases[0].shape());
+    Operands o;
     DcnShape s;
-    OP_REQUIRES_OK(ctx, this->Check(ctx, operands, &s));
-
+    OP_REQUIRES_OK(ctx, this->ReadAndCheck(ctx, &o, &s));
     Tensor* output;
     OP_REQUIRES_OK(ctx,
                    ctx->allocate_output(0, {s.batch, s.out_h, s.out_w, s.out_channels}, &output));
     if (s.pixels() == 0) return;
-    const ForwardArgs args{input.data(),   offset.data(),      DataOrNull(masks),
-                           weight->data(), DataOrNull(biases), output->data()};
+    const ForwardArgs args{o.data("input"),  o.data("offset"), o.data("mask"),
+                           o.data("weight"), o.data("bias"),   output->data()};
     OP_REQUIRES_OK(ctx, this->Run(ctx, s, args));
   }
 };
@@ -185,32 +189,19 @@ class BackwardInputOp : public DcnOpKernel<Core> {
       : DcnOpKernel<Core>(ctx, Op::kBackwardInput) {}
 
   void Compute(OpKernelContext* ctx) override {
-    OpInputList masks;
-    const Tensor* weight;
-    OP_REQUIRES_OK(ctx, ctx->input_list("mask", &masks));
-    OP_REQUIRES_OK(ctx, ctx->input("weight", &weight));
-    const Tensor& grad_output = ctx->input(0);
-    const Tensor& input = ctx->input(1);
-    const Tensor& offset = ctx->input(2);
-    OperandDims operands;
-    operands.grad_output = DimsOf(grad_output.shape());
-    operands.input = DimsOf(input.shape());
-    operands.offset = DimsOf(offset.shape());
-    if (masks.size()) operands.mask = DimsOf(masks[0].shape());
-    operands.weight = DimsOf(weight->shape());
+    Operands o;
     DcnShape s;
-    OP_REQUIRES_OK(ctx, this->Check(ctx, operands, &s));
-
+    OP_REQUIRES_OK(ctx, this->ReadAndCheck(ctx, &o, &s));
     Tensor *grad_input, *grad_offset, *grad_mask = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, input.shape(), &grad_input));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, offset.shape(), &grad_offset));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, o["input"].shape(), &grad_input));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, o["offset"].shape(), &grad_offset));
     tensorflow::OpOutputList grad_masks;
     OP_REQUIRES_OK(ctx, ctx->output_list("grad_mask", &grad_masks));
-    if (s.has_mask) OP_REQUIRES_OK(ctx, grad_masks.allocate(0, masks[0].shape(), &grad_mask));
+    if (s.has_mask) OP_REQUIRES_OK(ctx, grad_masks.allocate(0, o["mask"].shape(), &grad_mask));
     if (s.pixels() == 0) return;
-    const BackwardInputArgs args{grad_output.data(),  input.data(),         offset.data(),
-                                 DataOrNull(masks),   weight->data(),       grad_input->data(),
-                                 grad_offset->data(), DataOrNull(grad_mask)};
+    const BackwardInputArgs args{o.data("grad_output"), o.data("input"),      o.data("offset"),
+                                 o.data("mask"),        o.data("weight"),     grad_input->data(),
+                                 grad_offset->data(),   DataOrNull(grad_mask)};
     OP_REQUIRES_OK(ctx, this->Run(ctx, s, args));
   }
 };
@@ -222,19 +213,9 @@ class BackwardWeightOp : public DcnOpKernel<Core> {
       : DcnOpKernel<Core>(ctx, Op::kBackwardWeight) {}
 
   void Compute(OpKernelContext* ctx) override {
-    OpInputList masks;
-    OP_REQUIRES_OK(ctx, ctx->input_list("mask", &masks));
-    const Tensor& grad_output = ctx->input(0);
-    const Tensor& input = ctx->input(1);
-    const Tensor& offset = ctx->input(2);
-    OperandDims operands;
-    operands.grad_output = DimsOf(grad_output.shape());
-    operands.input = DimsOf(input.shape());
-    operands.offset = DimsOf(offset.shape());
-    if (masks.size()) operands.mask = DimsOf(masks[0].shape());
+    Operands o;
     DcnShape s;
-    OP_REQUIRES_OK(ctx, this->Check(ctx, operands, &s));
-
+    OP_REQUIRES_OK(ctx, this->ReadAndCheck(ctx, &o, &s));
     Tensor *grad_weight, *grad_bias = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(
                             0, {s.kernel_h, s.kernel_w, s.in_channels_per_group(), s.out_channels},
@@ -243,8 +224,9 @@ class BackwardWeightOp : public DcnOpKernel<Core> {
     OP_REQUIRES_OK(ctx, ctx->output_list("grad_bias", &grad_biases));
     if (s.has_bias) OP_REQUIRES_OK(ctx, grad_biases.allocate(0, {s.out_channels}, &grad_bias));
     // With an empty batch the gradients are zero: the core writes them.
-    const BackwardWeightArgs args{grad_output.data(), input.data(),        offset.data(),
-                                  DataOrNull(masks),  grad_weight->data(), DataOrNull(grad_bias)};
+    const BackwardWeightArgs args{o.data("grad_output"), o.data("input"),
+                                  o.data("offset"),      o.data("mask"),
+                                  grad_weight->data(),   DataOrNull(grad_bias)};
     OP_REQUIRES_OK(ctx, this->Run(ctx, s, args));
   }
 };

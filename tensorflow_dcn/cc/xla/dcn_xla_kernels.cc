@@ -22,23 +22,6 @@ namespace {
 
 using tensorflow::XlaOpKernelContext;
 
-// The op's operands by name, in the custom call's order; list operands (mask, bias) are absent
-// when empty.
-constexpr const char* kOperandNames[][5] = {
-    {"input", "offset", "mask", "weight", "bias"},
-    {"grad_output", "input", "offset", "mask", "weight"},
-    {"grad_output", "input", "offset", "mask", nullptr},
-};
-
-Dims* OperandSlot(OperandDims* dims, const std::string& name) {
-  if (name == "input") return &dims->input;
-  if (name == "offset") return &dims->offset;
-  if (name == "mask") return &dims->mask;
-  if (name == "weight") return &dims->weight;
-  if (name == "bias") return &dims->bias;
-  return &dims->grad_output;
-}
-
 // Row-major (descending) layout: the layout the core's pointers assume.
 xla::Shape RowMajor(xla::PrimitiveType type, const std::vector<int64_t>& dims) {
   return xla::ShapeUtil::MakeShapeWithDescendingLayout(type, dims);
@@ -61,7 +44,7 @@ class DcnXlaKernel : public tensorflow::XlaOpKernel {
     OperandDims dims;
     std::vector<xla::XlaOp> operands;
     std::vector<xla::Shape> operand_shapes;
-    for (const char* name : kOperandNames[static_cast<int>(op_)]) {
+    for (const char* name : OperandNames(op_)) {
       if (name == nullptr) continue;
       std::vector<xla::XlaOp> handles;
       std::vector<tensorflow::TensorShape> shapes;
@@ -73,7 +56,7 @@ class DcnXlaKernel : public tensorflow::XlaOpKernel {
         operand_shapes.push_back(RowMajor(type, {0}));
         continue;
       }
-      Dims* slot = OperandSlot(&dims, name);
+      Dims* slot = DimsField(&dims, name);
       *slot = DimsOf(shapes[0]);
       operands.push_back(handles[0]);
       operand_shapes.push_back(RowMajor(type, DimsVector(*slot)));
