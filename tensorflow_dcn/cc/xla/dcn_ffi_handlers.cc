@@ -233,78 +233,49 @@ ffi::Error BackwardWeight(Runner&& run, ffi::AnyBuffer grad_output, ffi::AnyBuff
   return run(Op::kBackwardWeight, call, args);
 }
 
-// The bindings: context first, then the operands and results in the custom call's order, then
-// the attribute dictionary.
-template <typename Binding>
-auto ForwardBinding(Binding binding) {
-  return std::move(binding)
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
-      .template Ret<ffi::AnyBuffer>()
-      .template Attrs<ffi::Dictionary>();
+// The bindings: context first, then kArgs operands and kRets results in the custom call's order,
+// then the attribute dictionary.
+template <int kArgs, int kRets, typename Binding>
+auto OpBinding(Binding binding) {
+  if constexpr (kArgs > 0) {
+    return OpBinding<kArgs - 1, kRets>(std::move(binding).template Arg<ffi::AnyBuffer>());
+  } else if constexpr (kRets > 0) {
+    return OpBinding<0, kRets - 1>(std::move(binding).template Ret<ffi::AnyBuffer>());
+  } else {
+    return std::move(binding).template Attrs<ffi::Dictionary>();
+  }
 }
-template <typename Binding>
-auto BackwardInputBinding(Binding binding) {
-  return std::move(binding)
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
-      .template Ret<ffi::AnyBuffer>()
-      .template Ret<ffi::AnyBuffer>()
-      .template Ret<ffi::AnyBuffer>()
-      .template Attrs<ffi::Dictionary>();
-}
-template <typename Binding>
-auto BackwardWeightBinding(Binding binding) {
-  return std::move(binding)
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
-      .template Arg<ffi::AnyBuffer>()
-      .template Ret<ffi::AnyBuffer>()
-      .template Ret<ffi::AnyBuffer>()
-      .template Attrs<ffi::Dictionary>();
+
+// The op function of `kOp`, called with a runner and the decoded operands and results.
+template <Op kOp, typename Runner, typename... Decoded>
+ffi::Error RunOp(Runner&& run, Decoded... decoded) {
+  if constexpr (kOp == Op::kForward) {
+    return Forward(run, decoded...);
+  } else if constexpr (kOp == Op::kBackwardInput) {
+    return BackwardInput(run, decoded...);
+  } else {
+    return BackwardWeight(run, decoded...);
+  }
 }
 
 // "Host": the pool comes first.
-auto HostRunner(ffi::ThreadPool& pool) {
-  return [&pool](Op op, const Call& call, const auto& args) {
-    return RunOnHost(op, call, args, pool);
-  };
-}
+template <Op kOp>
+struct HostHandler {
+  ffi::Error operator()(ffi::ThreadPool pool, auto... decoded) const {
+    auto run = [&pool](Op op, const Call& call, const auto& args) {
+      return RunOnHost(op, call, args, pool);
+    };
+    return RunOp<kOp>(run, decoded...);
+  }
+};
 
-ffi::Error HostForward(ffi::ThreadPool pool, ffi::AnyBuffer input, ffi::AnyBuffer offset,
-                       ffi::AnyBuffer mask, ffi::AnyBuffer weight, ffi::AnyBuffer bias,
-                       ffi::Result<ffi::AnyBuffer> output, ffi::Dictionary attrs) {
-  return Forward(HostRunner(pool), input, offset, mask, weight, bias, output, attrs);
-}
-ffi::Error HostBackwardInput(ffi::ThreadPool pool, ffi::AnyBuffer grad_output, ffi::AnyBuffer input,
-                             ffi::AnyBuffer offset, ffi::AnyBuffer mask, ffi::AnyBuffer weight,
-                             ffi::Result<ffi::AnyBuffer> grad_input,
-                             ffi::Result<ffi::AnyBuffer> grad_offset,
-                             ffi::Result<ffi::AnyBuffer> grad_mask, ffi::Dictionary attrs) {
-  return BackwardInput(HostRunner(pool), grad_output, input, offset, mask, weight, grad_input,
-                       grad_offset, grad_mask, attrs);
-}
-ffi::Error HostBackwardWeight(ffi::ThreadPool pool, ffi::AnyBuffer grad_output,
-                              ffi::AnyBuffer input, ffi::AnyBuffer offset, ffi::AnyBuffer mask,
-                              ffi::Result<ffi::AnyBuffer> grad_weight,
-                              ffi::Result<ffi::AnyBuffer> grad_bias, ffi::Dictionary attrs) {
-  return BackwardWeight(HostRunner(pool), grad_output, input, offset, mask, grad_weight, grad_bias,
-                        attrs);
-}
+auto HostContext() { return ffi::Ffi::Bind().Ctx<ffi::ThreadPool>(); }
 
-XLA_FFI_DEFINE_HANDLER(kHostForward, HostForward,
-                       ForwardBinding(ffi::Ffi::Bind().Ctx<ffi::ThreadPool>()));
-XLA_FFI_DEFINE_HANDLER(kHostBackwardInput, HostBackwardInput,
-                       BackwardInputBinding(ffi::Ffi::Bind().Ctx<ffi::ThreadPool>()));
-XLA_FFI_DEFINE_HANDLER(kHostBackwardWeight, HostBackwardWeight,
-                       BackwardWeightBinding(ffi::Ffi::Bind().Ctx<ffi::ThreadPool>()));
+XLA_FFI_DEFINE_HANDLER(kHostForward, HostHandler<Op::kForward>(), (OpBinding<5, 1>(HostContext())));
+XLA_FFI_DEFINE_HANDLER(kHostBackwardInput, HostHandler<Op::kBackwardInput>(),
+                       (OpBinding<5, 3>(HostContext())));
+XLA_FFI_DEFINE_HANDLER(kHostBackwardWeight, HostHandler<Op::kBackwardWeight>(),
+                       (OpBinding<4, 2>(HostContext())));
 
 // ---------------------------------------------------------------------------------------------
 // CUDA handlers: the CUDA core on XLA's stream and device, workspace from XLA's allocator.
@@ -354,36 +325,16 @@ ffi::Error RunOnGpu(Op op, const Call& call, const Args& args, cudaStream_t stre
   return err == cudaSuccess ? ffi::Error::Success() : CudaError(err, op);
 }
 
-auto CudaRunner(cudaStream_t stream, int32_t device, ffi::ScratchAllocator& scratch) {
-  return [=, &scratch](Op op, const Call& call, const auto& args) {
-    return RunOnGpu(op, call, args, stream, device, scratch);
-  };
-}
-
-ffi::Error CudaForward(cudaStream_t stream, int32_t device, ffi::ScratchAllocator scratch,
-                       ffi::AnyBuffer input, ffi::AnyBuffer offset, ffi::AnyBuffer mask,
-                       ffi::AnyBuffer weight, ffi::AnyBuffer bias,
-                       ffi::Result<ffi::AnyBuffer> output, ffi::Dictionary attrs) {
-  return Forward(CudaRunner(stream, device, scratch), input, offset, mask, weight, bias, output,
-                 attrs);
-}
-ffi::Error CudaBackwardInput(cudaStream_t stream, int32_t device, ffi::ScratchAllocator scratch,
-                             ffi::AnyBuffer grad_output, ffi::AnyBuffer input,
-                             ffi::AnyBuffer offset, ffi::AnyBuffer mask, ffi::AnyBuffer weight,
-                             ffi::Result<ffi::AnyBuffer> grad_input,
-                             ffi::Result<ffi::AnyBuffer> grad_offset,
-                             ffi::Result<ffi::AnyBuffer> grad_mask, ffi::Dictionary attrs) {
-  return BackwardInput(CudaRunner(stream, device, scratch), grad_output, input, offset, mask,
-                       weight, grad_input, grad_offset, grad_mask, attrs);
-}
-ffi::Error CudaBackwardWeight(cudaStream_t stream, int32_t device, ffi::ScratchAllocator scratch,
-                              ffi::AnyBuffer grad_output, ffi::AnyBuffer input,
-                              ffi::AnyBuffer offset, ffi::AnyBuffer mask,
-                              ffi::Result<ffi::AnyBuffer> grad_weight,
-                              ffi::Result<ffi::AnyBuffer> grad_bias, ffi::Dictionary attrs) {
-  return BackwardWeight(CudaRunner(stream, device, scratch), grad_output, input, offset, mask,
-                        grad_weight, grad_bias, attrs);
-}
+template <Op kOp>
+struct CudaHandler {
+  ffi::Error operator()(cudaStream_t stream, int32_t device, ffi::ScratchAllocator scratch,
+                        auto... decoded) const {
+    auto run = [&](Op op, const Call& call, const auto& args) {
+      return RunOnGpu(op, call, args, stream, device, scratch);
+    };
+    return RunOp<kOp>(run, decoded...);
+  }
+};
 
 auto CudaContext() {
   return ffi::Ffi::Bind()
@@ -392,10 +343,11 @@ auto CudaContext() {
       .Ctx<ffi::ScratchAllocator>();
 }
 
-XLA_FFI_DEFINE_HANDLER(kCudaForward, CudaForward, ForwardBinding(CudaContext()));
-XLA_FFI_DEFINE_HANDLER(kCudaBackwardInput, CudaBackwardInput, BackwardInputBinding(CudaContext()));
-XLA_FFI_DEFINE_HANDLER(kCudaBackwardWeight, CudaBackwardWeight,
-                       BackwardWeightBinding(CudaContext()));
+XLA_FFI_DEFINE_HANDLER(kCudaForward, CudaHandler<Op::kForward>(), (OpBinding<5, 1>(CudaContext())));
+XLA_FFI_DEFINE_HANDLER(kCudaBackwardInput, CudaHandler<Op::kBackwardInput>(),
+                       (OpBinding<5, 3>(CudaContext())));
+XLA_FFI_DEFINE_HANDLER(kCudaBackwardWeight, CudaHandler<Op::kBackwardWeight>(),
+                       (OpBinding<4, 2>(CudaContext())));
 
 #endif  // GOOGLE_CUDA
 
