@@ -45,11 +45,12 @@ def standardize_padding(padding):
     return int_pair(padding, "padding", minimum=0)
 
 
-def same_padding(size, kernel, stride, dilation):
-    """Keras/TF 'same' padding along one axis: (before, after); after may exceed before by one."""
+def same_padding(size, kernel, stride, dilation, maximum=max):
+    """Keras/TF 'same' padding along one axis: (before, after); after may exceed before by one.
+    `size` may be a tensor (with maximum=tf.maximum) where it is known only at run time."""
     extent = dilation * (kernel - 1) + 1
     out = -(-size // stride)
-    total = max((out - 1) * stride + extent - size, 0)
+    total = maximum((out - 1) * stride + extent - size, 0)
     return total // 2, total - total // 2
 
 

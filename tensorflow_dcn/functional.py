@@ -21,10 +21,8 @@ def _resolve_padding(padding, inputs, kernel_size, strides, dilation):
                 # Unknown size and stride > 1: the padding depends on the size, so the input is
                 # padded at run time and the op pads nothing along this axis.
                 size = tf.shape(inputs)[axis]
-                extent = d * (k - 1) + 1
-                total = tf.maximum(((size + s - 1) // s - 1) * s + extent - size, 0)
                 pads.append(0)
-                extras.append((total // 2, total - total // 2))
+                extras.append(arguments.same_padding(size, k, s, d, maximum=tf.maximum))
             else:
                 before, after = arguments.same_padding(size, k, s, d)
                 pads.append(before)
