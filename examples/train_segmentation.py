@@ -10,9 +10,10 @@ offsets and mask are predicted from concat(fine, upsampled coarse), as in FaPN:
         [up, Concatenate()([fine, up])])
     fused = fine + aligned
 
-The task is generated here, deterministically from --seed: images with random circles,
-rectangles and triangles (random colours, so the class is the shape), labelled per pixel
-0 = background, 1 = circle, 2 = rectangle, 3 = triangle.
+The task, generated deterministically from --seed by the model-level benchmark's
+`tensorflow_dcn.benchmark.segmentation_model.make_shapes`: images with random circles, rectangles
+and triangles (random colours, so the class is the shape), labelled per pixel 0 = background,
+1 = circle, 2 = rectangle, 3 = triangle.
 
     # CPU, a few seconds:
     PYTHONPATH=. python examples/train_segmentation.py --epochs 2 --steps-per-epoch 5
@@ -52,8 +53,8 @@ import warnings
 
 import numpy as np
 
-NUM_CLASSES = 4
-CLASS_NAMES = ("background", "circle", "rectangle", "triangle")
+from tensorflow_dcn.benchmark.segmentation_model import CLASS_NAMES, NUM_CLASSES, make_shapes
+
 LAYERS = ("tfdcn", "pure_tf")
 RECORDED_STEPS = 5
 
@@ -172,49 +173,8 @@ def parse_args(argv=None):
 
 
 # ----------------------------------------------------------------------------------------------
-# Data
-
-
-def _triangle_mask(yy, xx, cy, cx, radius, angle):
-    """Pixels inside the triangle with vertices at `radius` around (cy, cx), first at `angle`."""
-    angles = angle + np.array([0.0, 2.0, 4.0]) * np.pi / 3.0
-    vy, vx = cy + radius * np.sin(angles), cx + radius * np.cos(angles)
-    signs = []
-    for i in range(3):
-        j = (i + 1) % 3
-        signs.append((vx[j] - vx[i]) * (yy - vy[i]) - (vy[j] - vy[i]) * (xx - vx[i]))
-    signs = np.stack(signs)
-    return np.all(signs >= 0, axis=0) | np.all(signs <= 0, axis=0)
-
-
-def make_shapes(num_images, size, seed):
-    """uint8 images [n, size, size, 3] and uint8 labels [n, size, size], a function of the seed."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
-    images = np.empty((num_images, size, size, 3), np.uint8)
-    labels = np.zeros((num_images, size, size), np.uint8)
-    for i in range(num_images):
-        # Background: a random colour with a gentle gradient; shapes in random colours on top.
-        base = rng.uniform(0.0, 0.5, 3).astype(np.float32)
-        tilt = rng.uniform(-0.2, 0.2, 2).astype(np.float32)
-        image = base + (tilt[0] * yy / size + tilt[1] * xx / size)[..., None]
-        label = labels[i]
-        for _ in range(rng.integers(1, 4)):
-            cls = int(rng.integers(1, NUM_CLASSES))
-            cy, cx = rng.uniform(0.15, 0.85, 2) * size
-            radius = rng.uniform(0.1, 0.25) * size
-            if cls == 1:
-                mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
-            elif cls == 2:
-                half_h, half_w = radius * rng.uniform(0.5, 1.0, 2)
-                mask = (np.abs(yy - cy) <= half_h) & (np.abs(xx - cx) <= half_w)
-            else:
-                mask = _triangle_mask(yy, xx, cy, cx, radius, rng.uniform(0, 2 * np.pi))
-            image[mask] = rng.uniform(0.3, 1.0, 3)
-            label[mask] = cls
-        image += rng.normal(0.0, 0.04, image.shape)
-        images[i] = np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    return images, labels
+# Data: the shapes task of the model-level benchmark (tensorflow_dcn.benchmark.segmentation_model),
+# images with random circles, rectangles and triangles labelled per pixel.
 
 
 def make_dataset(tf, images, labels, global_batch):

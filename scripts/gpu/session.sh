@@ -5,12 +5,13 @@
 # summary last. Independent measurements run side by side, one per GPU.
 #
 #   bash scripts/gpu/session.sh install     # after the chunks are stashed: TF + our wheel
-#   bash scripts/gpu/session.sh tests       # cubins, GPU tests (default and portable kernels)
-#   bash scripts/gpu/session.sh bench       # op/layer and model-level benchmarks
+#   bash scripts/gpu/session.sh testbench   # cubins; GPU tests (default and portable kernels),
+#                                           # op/layer and model-level benchmarks
 #   bash scripts/gpu/session.sh train       # training runs on one GPU, long run, threads
 #   bash scripts/gpu/session.sh mirrored    # MirroredStrategy over every visible GPU
 #
-# Several stages in one call: `session.sh install tests`. Nothing here changes the GPU's settings.
+# Several stages in one call: `session.sh install testbench`. Nothing here changes the GPU's
+# settings.
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${OUT:-/tmp/out}
@@ -42,51 +43,65 @@ run_pytest() {  # name, args...
   return $rc
 }
 
-stage_tests() {
+check_cubins() {
   python3 "$REPO/scripts/gpu/check_cubins.py" "$REPO"/artifacts/tensorflow_dcn-*.whl \
     > "$WORK/cubins.txt" 2>&1
   log "cubins: rc=$? $(tail -1 "$WORK/cubins.txt")"
+}
+
+# The lanes, each for the GPU in CUDA_VISIBLE_DEVICES.
+tests_default() {
   local t="$REPO/tests"
-  # GPU 0: the default kernels; GPU 1: the portable kernels alone (what a driver older than 580
-  # runs), GPU cases only.
-  CUDA_VISIBLE_DEVICES=0 run_pytest tests_default "$t/test_gpu.py" "$t/test_xla.py" \
-    "$t/test_forward.py" "$t/test_gradients.py" "$t/test_validation.py" "$t/test_layer.py" &
-  CUDA_VISIBLE_DEVICES=1 TFDCN_KERNELS=portable run_pytest tests_portable -k "gpu or Gpu" \
-    "$t/test_gpu.py" "$t/test_xla.py" "$t/test_forward.py" "$t/test_gradients.py" &
-  wait
+  run_pytest tests_default "$t/test_gpu.py" "$t/test_xla.py" "$t/test_forward.py" \
+    "$t/test_gradients.py" "$t/test_validation.py" "$t/test_layer.py"
+}
+
+# The portable kernels alone (what a driver older than 580 runs), GPU cases only.
+tests_portable() {
+  local t="$REPO/tests"
+  TFDCN_KERNELS=portable run_pytest tests_portable -k "gpu or Gpu" "$t/test_gpu.py" \
+    "$t/test_xla.py" "$t/test_forward.py" "$t/test_gradients.py"
+}
+
+# The op/layer benchmark, then the portable kernels beside the default ones. From /tmp, so that
+# the installed wheel is imported, not the checkout.
+op_bench() {
+  local b="$WORK/bench"
+  mkdir -p "$b"
+  cd /tmp || return 1
+  timeout 240 python3 -m tensorflow_dcn.benchmark --configs 3,4,5,7 \
+    --dtypes tf32,fp32,fp16,bf16 --repeats 5 --round-ms 30 --torch-python python3 \
+    --out "$b/op" > "$b/op.log" 2>&1
+  log "op benchmark: rc=$? $(tail -4 "$b/op.log" | tr '\n' ' ')"
+  TFDCN_KERNELS=portable timeout 60 python3 -m tensorflow_dcn.benchmark --configs 3,7 \
+    --dtypes tf32,fp16 --impls tfdcn,tfdcn_layer_xla --repeats 5 --round-ms 30 \
+    --out "$b/op_portable" > "$b/op_portable.log" 2>&1
+  log "op benchmark, portable kernels: rc=$? $(tail -1 "$b/op_portable.log")"
 }
 
 MODEL_ARGS=(--warmup-steps 3 --steps 15 --epochs 3)
 
-stage_bench() {
+# The model-level benchmark, one dtype after another, then one report.
+model_bench() {
   local b="$WORK/bench"
   mkdir -p "$b"
-  # GPU 0: the op/layer benchmark, then the portable kernels beside the default ones.
-  (
-    export CUDA_VISIBLE_DEVICES=0
-    cd /tmp  # import the installed wheel, not the checkout
-    timeout 330 python3 -m tensorflow_dcn.benchmark --configs 3,4,5,7 \
-      --dtypes tf32,fp32,fp16,bf16 --repeats 5 --round-ms 30 --torch-python python3 \
-      --out "$b/op" > "$b/op.log" 2>&1
-    log "op benchmark: rc=$? $(tail -3 "$b/op.log" | tr '\n' ' ')"
-    TFDCN_KERNELS=portable timeout 150 python3 -m tensorflow_dcn.benchmark --configs 3,7 \
-      --dtypes tf32,fp16 --impls tfdcn,tfdcn_layer,tfdcn_layer_xla --repeats 5 --round-ms 30 \
-      --out "$b/op_portable" > "$b/op_portable.log" 2>&1
-    log "op benchmark, portable kernels: rc=$? $(tail -1 "$b/op_portable.log")"
-  ) &
-  # GPU 1: the model-level benchmark, one dtype after another, then one report.
-  (
-    export CUDA_VISIBLE_DEVICES=1
-    cd /tmp
-    for dtype in fp32 bf16 fp16; do
-      timeout 240 python3 -m tensorflow_dcn.benchmark model --dtypes "$dtype" "${MODEL_ARGS[@]}" \
-        --out "$b/model-$dtype" > "$b/model-$dtype.log" 2>&1
-      log "model benchmark $dtype: rc=$? $(tail -2 "$b/model-$dtype.log" | tr '\n' ' ')"
-    done
-    python3 -m tensorflow_dcn.benchmark model --merge "$b"/model-*/benchmark.json \
-      --out "$b/model" > "$b/model.log" 2>&1
-    log "model report: rc=$? $(tail -6 "$b/model.log" | tr '\n' ' ')"
-  ) &
+  cd /tmp || return 1
+  for dtype in fp32 bf16 fp16; do
+    timeout 140 python3 -m tensorflow_dcn.benchmark model --dtypes "$dtype" "${MODEL_ARGS[@]}" \
+      --out "$b/model-$dtype" > "$b/model-$dtype.log" 2>&1
+    log "model benchmark $dtype: rc=$? $(tail -2 "$b/model-$dtype.log" | tr '\n' ' ')"
+  done
+  python3 -m tensorflow_dcn.benchmark model --merge "$b"/model-*/benchmark.json \
+    --out "$b/model" > "$b/model.log" 2>&1
+  log "model report: rc=$? $(tail -6 "$b/model.log" | tr '\n' ' ')"
+}
+
+# Tests and benchmarks in one call, two lanes: GPU 0 the default-kernel tests, then the op/layer
+# benchmark; GPU 1 the portable-kernel tests, then the model-level benchmark.
+stage_testbench() {
+  check_cubins
+  (export CUDA_VISIBLE_DEVICES=0; tests_default; op_bench) &
+  (export CUDA_VISIBLE_DEVICES=1; tests_portable; model_bench) &
   wait
 }
 
@@ -112,45 +127,6 @@ stage_train() {
     CUDA_VISIBLE_DEVICES=1 timeout 240 python3 "$REPO/examples/long_run.py" --dtype float16 \
       --jit-compile --steps 10000 --json-out "$r/long_fp16.json" > "$r/long_fp16.log" 2>&1
     log "long run: rc=$? $(grep -E 'ms/step|finite|thread test' "$r/long_fp16.log" | tr '\n' ' ' | cut -c1-400)"
-  ) &
-  wait
-}
-
-# Tests and benchmarks in one call, two lanes: GPU 0 the default-kernel tests then the op/layer
-# benchmark; GPU 1 the portable-kernel tests then the model-level benchmark.
-stage_testbench() {
-  python3 "$REPO/scripts/gpu/check_cubins.py" "$REPO"/artifacts/tensorflow_dcn-*.whl \
-    > "$WORK/cubins.txt" 2>&1
-  log "cubins: rc=$? $(tail -1 "$WORK/cubins.txt")"
-  local t="$REPO/tests" b="$WORK/bench"
-  mkdir -p "$b"
-  (
-    export CUDA_VISIBLE_DEVICES=0
-    run_pytest tests_default "$t/test_gpu.py" "$t/test_xla.py" "$t/test_forward.py" \
-      "$t/test_gradients.py" "$t/test_validation.py" "$t/test_layer.py"
-    cd /tmp  # import the installed wheel, not the checkout
-    timeout 240 python3 -m tensorflow_dcn.benchmark --configs 3,4,5,7 \
-      --dtypes tf32,fp32,fp16,bf16 --repeats 5 --round-ms 30 --torch-python python3 \
-      --out "$b/op" > "$b/op.log" 2>&1
-    log "op benchmark: rc=$? $(tail -4 "$b/op.log" | tr '\n' ' ')"
-    TFDCN_KERNELS=portable timeout 60 python3 -m tensorflow_dcn.benchmark --configs 3,7 \
-      --dtypes tf32,fp16 --impls tfdcn,tfdcn_layer_xla --repeats 5 --round-ms 30 \
-      --out "$b/op_portable" > "$b/op_portable.log" 2>&1
-    log "op benchmark, portable kernels: rc=$? $(tail -1 "$b/op_portable.log")"
-  ) &
-  (
-    export CUDA_VISIBLE_DEVICES=1
-    TFDCN_KERNELS=portable run_pytest tests_portable -k "gpu or Gpu" "$t/test_gpu.py" \
-      "$t/test_xla.py" "$t/test_forward.py" "$t/test_gradients.py"
-    cd /tmp
-    for dtype in fp32 bf16 fp16; do
-      timeout 140 python3 -m tensorflow_dcn.benchmark model --dtypes "$dtype" "${MODEL_ARGS[@]}" \
-        --out "$b/model-$dtype" > "$b/model-$dtype.log" 2>&1
-      log "model benchmark $dtype: rc=$? $(tail -2 "$b/model-$dtype.log" | tr '\n' ' ')"
-    done
-    python3 -m tensorflow_dcn.benchmark model --merge "$b"/model-*/benchmark.json \
-      --out "$b/model" > "$b/model.log" 2>&1
-    log "model report: rc=$? $(tail -6 "$b/model.log" | tr '\n' ' ')"
   ) &
   wait
 }
