@@ -12,6 +12,8 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+from tensorflow_dcn.benchmark import segmentation_model
+
 # The test file may be a symlink (Bazel runfiles): the examples sit next to the real tests/.
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "examples")
 TRAIN = os.path.join(EXAMPLES, "train_segmentation.py")
@@ -201,8 +203,10 @@ class TrainSegmentationTest(ScriptRunner, tf.test.TestCase):
 
 
 class SyntheticDataTest(tf.test.TestCase):
+    """The shapes task the segmentation example and the model-level benchmark train on."""
+
     def test_shapes_are_deterministic_and_labelled(self):
-        module = load_module(TRAIN)
+        module = segmentation_model
         images, labels = module.make_shapes(6, 24, seed=3)
         again, labels_again = module.make_shapes(6, 24, seed=3)
         self.assertAllEqual(images, again)
@@ -214,7 +218,7 @@ class SyntheticDataTest(tf.test.TestCase):
         self.assertGreater(np.mean(labels > 0), 0.0)
 
     def test_triangle_mask(self):
-        module = load_module(TRAIN)
+        module = segmentation_model
         yy, xx = np.mgrid[0:21, 0:21].astype(np.float32)
         mask = module._triangle_mask(yy, xx, 10.0, 10.0, 8.0, angle=0.0)
         self.assertTrue(mask[10, 10])  # the centre
