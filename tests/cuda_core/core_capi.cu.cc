@@ -139,14 +139,18 @@ EXPORT int dcn_run(int dtype, int op, const long long* dims, void** p, void* wor
   auto st = static_cast<cudaStream_t>(stream);
   switch (op) {
     case 0:
-      return tdc::Forward(plan, ToDType(dtype), s, {p[0], p[1], p[2], p[3], p[4], p[5]}, workspace,
-                          o, st);
+      return tdc::Run(plan, ToDType(dtype), s,
+                      tensorflow_dcn::ForwardArgs{p[0], p[1], p[2], p[3], p[4], p[5]}, workspace, o,
+                      st);
     case 1:
-      return tdc::BackwardInput(plan, ToDType(dtype), s,
-                                {p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]}, workspace, o, st);
+      return tdc::Run(
+          plan, ToDType(dtype), s,
+          tensorflow_dcn::BackwardInputArgs{p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]},
+          workspace, o, st);
     default:
-      return tdc::BackwardWeight(plan, ToDType(dtype), s, {p[0], p[1], p[2], p[3], p[4], p[5]},
-                                 workspace, o, st);
+      return tdc::Run(plan, ToDType(dtype), s,
+                      tensorflow_dcn::BackwardWeightArgs{p[0], p[1], p[2], p[3], p[4], p[5]},
+                      workspace, o, st);
   }
 }
 

@@ -71,13 +71,7 @@ struct CpuCore {
                                                  const std::function<void(int64_t, int64_t)>& fn) {
       pool->ParallelFor(units, tsl::thread::ThreadPool::SchedulingParams::Adaptive(cost), fn);
     };
-    if constexpr (std::is_same_v<Args, ForwardArgs>) {
-      cpu::Forward(plan, dtype, s, args, workspace.data(), parallel_for);
-    } else if constexpr (std::is_same_v<Args, BackwardInputArgs>) {
-      cpu::BackwardInput(plan, dtype, s, args, workspace.data(), parallel_for);
-    } else {
-      cpu::BackwardWeight(plan, dtype, s, args, workspace.data(), parallel_for);
-    }
+    cpu::Run(plan, dtype, s, args, workspace.data(), parallel_for);
     return absl::OkStatus();
   }
 };
@@ -97,15 +91,7 @@ struct CudaCore {
     Tensor workspace;
     TF_RETURN_IF_ERROR(AllocateWorkspace(ctx, plan, &workspace));
     const cudaStream_t stream = ctx->eigen_device<Eigen::GpuDevice>().stream();
-    cudaError_t err;
-    if constexpr (std::is_same_v<Args, ForwardArgs>) {
-      err = cuda::Forward(plan, dtype, s, args, workspace.data(), options, stream);
-    } else if constexpr (std::is_same_v<Args, BackwardInputArgs>) {
-      err = cuda::BackwardInput(plan, dtype, s, args, workspace.data(), options, stream);
-    } else {
-      err = cuda::BackwardWeight(plan, dtype, s, args, workspace.data(), options, stream);
-    }
-    return Status(err, op);
+    return Status(cuda::Run(plan, dtype, s, args, workspace.data(), options, stream), op);
   }
 
   // FailedPrecondition when the kernels cannot run on this driver or GPU, else Internal.

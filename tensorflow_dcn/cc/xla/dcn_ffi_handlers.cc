@@ -105,7 +105,9 @@ cpu::ParallelFor PoolParallelFor(ffi::ThreadPool* pool) {
     const int64_t threads = std::max<int64_t>(1, pool->num_threads()) + 1;
     const int64_t min_units =
         std::max<int64_t>(1, kMinCostPerRange / std::max<int64_t>(cost_per_unit, 1));
-    const int64_t ranges = std::clamp<int64_t>(units / min_units, 1, 4 * threads);
+    const int64_t wanted = std::clamp<int64_t>(units / min_units, 1, 4 * threads);
+    const int64_t per_range = (units + wanted - 1) / wanted;
+    const int64_t ranges = (units + per_range - 1) / per_range;  // none of them empty
     if (ranges == 1) {
       fn(0, units);
       return;
@@ -114,7 +116,6 @@ cpu::ParallelFor PoolParallelFor(ffi::ThreadPool* pool) {
       std::atomic<int64_t> next{0}, done{0};
     };
     auto state = std::make_shared<State>();
-    const int64_t per_range = (units + ranges - 1) / ranges;
     auto work = [state, ranges, per_range, units, &fn] {
       for (int64_t r; (r = state->next.fetch_add(1)) < ranges;) {
         fn(r * per_range, std::min(units, (r + 1) * per_range));
@@ -146,13 +147,7 @@ ffi::Error RunOnHost(Op op, const Call& call, const Args& args, ffi::ThreadPool&
   const Plan plan = cpu::MakePlan(op, call.dtype, call.shape, options);
   HostWorkspace workspace(plan.workspace_bytes);
   const cpu::ParallelFor parallel_for = PoolParallelFor(&pool);
-  if constexpr (std::is_same_v<Args, ForwardArgs>) {
-    cpu::Forward(plan, call.dtype, call.shape, args, workspace.data(), parallel_for);
-  } else if constexpr (std::is_same_v<Args, BackwardInputArgs>) {
-    cpu::BackwardInput(plan, call.dtype, call.shape, args, workspace.data(), parallel_for);
-  } else {
-    cpu::BackwardWeight(plan, call.dtype, call.shape, args, workspace.data(), parallel_for);
-  }
+  cpu::Run(plan, call.dtype, call.shape, args, workspace.data(), parallel_for);
   return ffi::Error::Success();
 }
 
@@ -314,14 +309,7 @@ ffi::Error RunOnGpu(Op op, const Call& call, const Args& args, cudaStream_t stre
     }
     workspace = WorkspaceLayout::AlignUp(*memory);
   }
-  cudaError_t err;
-  if constexpr (std::is_same_v<Args, ForwardArgs>) {
-    err = cuda::Forward(plan, call.dtype, call.shape, args, workspace, options, stream);
-  } else if constexpr (std::is_same_v<Args, BackwardInputArgs>) {
-    err = cuda::BackwardInput(plan, call.dtype, call.shape, args, workspace, options, stream);
-  } else {
-    err = cuda::BackwardWeight(plan, call.dtype, call.shape, args, workspace, options, stream);
-  }
+  const cudaError_t err = cuda::Run(plan, call.dtype, call.shape, args, workspace, options, stream);
   return err == cudaSuccess ? ffi::Error::Success() : CudaError(err, op);
 }
 

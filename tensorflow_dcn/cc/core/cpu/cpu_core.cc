@@ -25,8 +25,8 @@ Plan MakePlan(Op op, DType dtype, const DcnShape& s, const Options& o) {
   return plan;
 }
 
-void Forward(const Plan& plan, DType dtype, const DcnShape& s, const ForwardArgs& a,
-             void* workspace, const ParallelFor& parallel_for) {
+void Run(const Plan& plan, DType dtype, const DcnShape& s, const ForwardArgs& a, void* workspace,
+         const ParallelFor& parallel_for) {
   RecordRun(Op::kForward, plan.implementation);
   WithElementType<Eigen::half, Eigen::bfloat16>(dtype, [&](auto t) {
     using T = decltype(t);
@@ -42,8 +42,8 @@ void Forward(const Plan& plan, DType dtype, const DcnShape& s, const ForwardArgs
   });
 }
 
-void BackwardInput(const Plan& plan, DType dtype, const DcnShape& s, const BackwardInputArgs& a,
-                   void* workspace, const ParallelFor& parallel_for) {
+void Run(const Plan& plan, DType dtype, const DcnShape& s, const BackwardInputArgs& a,
+         void* workspace, const ParallelFor& parallel_for) {
   RecordRun(Op::kBackwardInput, plan.implementation);
   WithElementType<Eigen::half, Eigen::bfloat16>(dtype, [&](auto t) {
     using T = decltype(t);
@@ -61,8 +61,8 @@ void BackwardInput(const Plan& plan, DType dtype, const DcnShape& s, const Backw
   });
 }
 
-void BackwardWeight(const Plan& plan, DType dtype, const DcnShape& s, const BackwardWeightArgs& a,
-                    void* workspace, const ParallelFor& parallel_for) {
+void Run(const Plan& plan, DType dtype, const DcnShape& s, const BackwardWeightArgs& a,
+         void* workspace, const ParallelFor& parallel_for) {
   RecordRun(Op::kBackwardWeight, plan.implementation);
   WithElementType<Eigen::half, Eigen::bfloat16>(dtype, [&](auto t) {
     using T = decltype(t);

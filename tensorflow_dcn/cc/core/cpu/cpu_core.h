@@ -30,14 +30,14 @@ struct Options {
 // The implementation and workspace for `op` on a checked problem.
 Plan MakePlan(Op op, DType dtype, const DcnShape& s, const Options& o);
 
-// Run a plan made for the same op, dtype and shape; `workspace` holds plan.workspace_bytes.
-void Forward(const Plan& plan, DType dtype, const DcnShape& s, const ForwardArgs& args,
-             void* workspace, const ParallelFor& parallel_for);
-void BackwardInput(const Plan& plan, DType dtype, const DcnShape& s, const BackwardInputArgs& args,
-                   void* workspace, const ParallelFor& parallel_for);
-void BackwardWeight(const Plan& plan, DType dtype, const DcnShape& s,
-                    const BackwardWeightArgs& args, void* workspace,
-                    const ParallelFor& parallel_for);
+// Run a plan made for the same dtype and shape and for the op of `args`; `workspace` holds
+// plan.workspace_bytes.
+void Run(const Plan& plan, DType dtype, const DcnShape& s, const ForwardArgs& args, void* workspace,
+         const ParallelFor& parallel_for);
+void Run(const Plan& plan, DType dtype, const DcnShape& s, const BackwardInputArgs& args,
+         void* workspace, const ParallelFor& parallel_for);
+void Run(const Plan& plan, DType dtype, const DcnShape& s, const BackwardWeightArgs& args,
+         void* workspace, const ParallelFor& parallel_for);
 
 }  // namespace cpu
 }  // namespace tensorflow_dcn

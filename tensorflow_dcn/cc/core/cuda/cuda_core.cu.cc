@@ -76,8 +76,8 @@ Plan MakePlan(Op op, DType dtype, const DcnShape& s, const Options& o) {
       dtype, [&](auto t) { return MakePlanFor<decltype(t)>(op, s, o); });
 }
 
-cudaError_t Forward(const Plan& plan, DType dtype, const DcnShape& s, const ForwardArgs& a,
-                    void* workspace, const Options& o, cudaStream_t stream) {
+cudaError_t Run(const Plan& plan, DType dtype, const DcnShape& s, const ForwardArgs& a,
+                void* workspace, const Options& o, cudaStream_t stream) {
   RecordRun(Op::kForward, plan.implementation);
   return WithElementType<__half, __nv_bfloat16>(dtype, [&](auto t) {
     using T = decltype(t);
@@ -99,9 +99,8 @@ cudaError_t Forward(const Plan& plan, DType dtype, const DcnShape& s, const Forw
   });
 }
 
-cudaError_t BackwardInput(const Plan& plan, DType dtype, const DcnShape& s,
-                          const BackwardInputArgs& a, void* workspace, const Options& o,
-                          cudaStream_t stream) {
+cudaError_t Run(const Plan& plan, DType dtype, const DcnShape& s, const BackwardInputArgs& a,
+                void* workspace, const Options& o, cudaStream_t stream) {
   RecordRun(Op::kBackwardInput, plan.implementation);
   return WithElementType<__half, __nv_bfloat16>(dtype, [&](auto t) {
     using T = decltype(t);
@@ -120,9 +119,8 @@ cudaError_t BackwardInput(const Plan& plan, DType dtype, const DcnShape& s,
   });
 }
 
-cudaError_t BackwardWeight(const Plan& plan, DType dtype, const DcnShape& s,
-                           const BackwardWeightArgs& a, void* workspace, const Options& o,
-                           cudaStream_t stream) {
+cudaError_t Run(const Plan& plan, DType dtype, const DcnShape& s, const BackwardWeightArgs& a,
+                void* workspace, const Options& o, cudaStream_t stream) {
   RecordRun(Op::kBackwardWeight, plan.implementation);
   return WithElementType<__half, __nv_bfloat16>(dtype, [&](auto t) {
     using T = decltype(t);

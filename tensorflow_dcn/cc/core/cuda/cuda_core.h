@@ -44,15 +44,13 @@ cudaError_t QueryDevice(Options* options);
 // The implementation and workspace for `op` on a checked problem.
 Plan MakePlan(Op op, DType dtype, const DcnShape& s, const Options& o);
 
-// Run a plan made for the same op, dtype, shape and options.
-cudaError_t Forward(const Plan& plan, DType dtype, const DcnShape& s, const ForwardArgs& args,
-                    void* workspace, const Options& o, cudaStream_t stream);
-cudaError_t BackwardInput(const Plan& plan, DType dtype, const DcnShape& s,
-                          const BackwardInputArgs& args, void* workspace, const Options& o,
-                          cudaStream_t stream);
-cudaError_t BackwardWeight(const Plan& plan, DType dtype, const DcnShape& s,
-                           const BackwardWeightArgs& args, void* workspace, const Options& o,
-                           cudaStream_t stream);
+// Run a plan made for the same dtype, shape and options and for the op of `args`.
+cudaError_t Run(const Plan& plan, DType dtype, const DcnShape& s, const ForwardArgs& args,
+                void* workspace, const Options& o, cudaStream_t stream);
+cudaError_t Run(const Plan& plan, DType dtype, const DcnShape& s, const BackwardInputArgs& args,
+                void* workspace, const Options& o, cudaStream_t stream);
+cudaError_t Run(const Plan& plan, DType dtype, const DcnShape& s, const BackwardWeightArgs& args,
+                void* workspace, const Options& o, cudaStream_t stream);
 
 // A message for a CUDA error of `op`: for errors that mean the kernels cannot load on this driver
 // or GPU, what the kernels need and how to fall back; `unavailable` tells which kind it was.
