@@ -14,6 +14,11 @@ load("//third_party/cuda:cuda.bzl", "cuda_clang_object", "cuda_object")
 
 PORTABLE_ARCHS = ["70", "75", "80", "86", "89", "90"]
 PORTABLE_PTX_ARCH = "90"
+
+# sm_90's PTX is raised from clang-16's ISA 7.8 to 8.1 for the vector float atomics of the
+# backward scatter (device_util.cuh). Its PTX then JIT-compiles on drivers >= 530 only, which every
+# GPU newer than sm_90 needs anyway; the cubins are unaffected.
+PORTABLE_PTX_ISA = {"90": "8.1"}
 PORTABLE_MIN_DRIVER = "525"
 SM90A_MIN_DRIVER = "580"
 
@@ -55,6 +60,7 @@ def dcn_cuda_object(src, hdrs):
             copts = _COMMON_COPTS + ["-fvisibility=hidden"] + _PORTABLE_DEFINES,
             gpu_archs = PORTABLE_ARCHS,
             ptx_arch = PORTABLE_PTX_ARCH,
+            ptx_isa = PORTABLE_PTX_ISA,
             tags = ["manual"],
         )
     return name

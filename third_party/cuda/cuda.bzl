@@ -6,7 +6,8 @@ cuda_clang_object  clang (Debian's clang-16) against CUDA 12.9 headers, ptxas an
                    PyPI wheels (third_party/cuda/cuda_configure.bzl): cubins that load on every
                    driver >= 525, sm_70 included. clang-16's own fatbinary step speaks the old
                    `fatbinary --image=` syntax, so the object is made in three steps:
-                     1. per GPU: clang --cuda-device-only -S -> PTX (ISA 7.8), ptxas -> cubin
+                     1. per GPU: clang --cuda-device-only -S -> PTX (ISA 7.8), ptxas -> cubin;
+                        for the GPUs in ptx_isa the PTX's .version line is raised first (below)
                      2. fatbinary --image3 (nvcc 13's: it only packs) -> one fatbin
                      3. clang --cuda-host-only -fcuda-include-gpubinary: the host object that
                         embeds the fatbin and registers its kernels when the library loads
@@ -69,6 +70,19 @@ def _clang(ctx, arguments, inputs, output, what):
         progress_message = "clang %s %s" % (what, ctx.file.src.short_path),
     )
 
+# clang-16 writes PTX ISA 7.8 at most; instructions of a later ISA (sm_90's vector atomics, 8.1)
+# reach the PTX through inline asm that the source enables when TFDCN_PTX_ISA says the version
+# line will be raised, which this does. ptxas 12.9 reads up to ISA 8.8.
+def _raise_ptx_isa(ctx, src_ptx, out_ptx, isa):
+    ctx.actions.run_shell(
+        command = "grep -qx '.version 7.8' \"$1\" && sed 's/^\\.version 7\\.8$/.version %s/' \"$1\" > \"$2\"" % isa,
+        arguments = [src_ptx.path, out_ptx.path],
+        inputs = [src_ptx],
+        outputs = [out_ptx],
+        mnemonic = "PtxIsa",
+        progress_message = "PTX ISA %s %s" % (isa, ctx.file.src.short_path),
+    )
+
 def _clang_impl(ctx):
     src = ctx.file.src
     name = ctx.label.name
@@ -92,14 +106,18 @@ def _clang_impl(ctx):
     images, image_files = [], []
     for arch in ctx.attr.gpu_archs:
         ptx = ctx.actions.declare_file("%s_sm_%s.ptx" % (name, arch))
+        isa = ctx.attr.ptx_isa.get(arch)
+        clang_ptx = ctx.actions.declare_file("%s_sm_%s.isa78.ptx" % (name, arch)) if isa else ptx
         _clang(ctx, common + _CLANG_DEVICE_FLAGS + [
             "--cuda-device-only",
             "--cuda-gpu-arch=sm_" + arch,
             "-S",
             src.path,
             "-o",
-            ptx.path,
-        ], inputs, ptx, "sm_" + arch)
+            clang_ptx.path,
+        ] + (["-DTFDCN_PTX_ISA=" + isa.replace(".", "")] if isa else []), inputs, clang_ptx, "sm_" + arch)
+        if isa:
+            _raise_ptx_isa(ctx, clang_ptx, ptx, isa)
         cubin = ctx.actions.declare_file("%s_sm_%s.cubin" % (name, arch))
         ctx.actions.run(
             executable = ptxas,
@@ -153,6 +171,8 @@ cuda_clang_object = rule(
         "copts": attr.string_list(),
         "gpu_archs": attr.string_list(mandatory = True),
         "ptx_arch": attr.string(),
+        # GPU -> the PTX ISA its PTX is raised to ("8.1"); the source sees -DTFDCN_PTX_ISA=81.
+        "ptx_isa": attr.string_dict(),
         "_cuda12": attr.label(default = "@local_config_cuda//:cuda12"),
     },
 )

@@ -57,13 +57,26 @@ struct alignas(sizeof(T) * V) Vec {
   T e[V];
 };
 
-// The float4 atomicAdd (red.global.add.v4.f32) is sm_90 with PTX ISA 8.1: nvcc builds have it;
-// clang-16, the compiler of the portable build, emits PTX 7.8 and does not declare it.
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && defined(__NVCC__)
+// The vector float atomic (red.global.add.v4.f32) is sm_90 with PTX ISA 8.1: nvcc builds have
+// it; the portable build's clang-16 writes ISA 7.8 unless the build raises it (TFDCN_PTX_ISA).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && \
+    (defined(__NVCC__) || (defined(TFDCN_PTX_ISA) && TFDCN_PTX_ISA >= 81))
+#define TFDCN_VECTOR_FLOAT_ATOMICS 1
 constexpr bool kFloat4Atomics = true;
 #else
 constexpr bool kFloat4Atomics = false;
 #endif
+
+// dst[0..3] += (a, b, c, d) in one vector atomic (only reached where kFloat4Atomics).
+__device__ __forceinline__ void AtomicAdd4(float* dst, float a, float b, float c, float d) {
+#ifdef TFDCN_VECTOR_FLOAT_ATOMICS
+  asm volatile(
+      "{ .reg .u64 g; cvta.to.global.u64 g, %0; red.global.add.v4.f32 [g], {%1, %2, %3, %4}; }" ::
+          "l"(dst),
+      "f"(a), "f"(b), "f"(c), "f"(d)
+      : "memory");
+#endif
+}
 
 // dst[e] += w * g[e] for e < V, atomically per element. On sm_90 four floats go in one vector
 // atomic: a lane holding V consecutive channels would otherwise spread each warp-wide atomic
@@ -73,8 +86,7 @@ __device__ __forceinline__ void ScatterAdd(Acc* dst, Acc w, const Acc (&g)[V]) {
   if constexpr (kFloat4Atomics && std::is_same_v<Acc, float> && V % 4 == 0) {
 #pragma unroll
     for (int e = 0; e < V; e += 4) {
-      atomicAdd(reinterpret_cast<float4*>(dst + e),
-                make_float4(w * g[e], w * g[e + 1], w * g[e + 2], w * g[e + 3]));
+      AtomicAdd4(dst + e, w * g[e], w * g[e + 1], w * g[e + 2], w * g[e + 3]);
     }
   } else {
 #pragma unroll
