@@ -211,9 +211,16 @@ class Problem:
 
 
 def long_run(tf, problem, steps, sample_every, device, on_gpu, jit_compile, learning_rate):
+    # The step index lives in a variable, as an optimizer's iteration count does: a fresh
+    # tf.constant per call would itself grow TensorFlow's memory (host and GPU, about 256 bytes
+    # a call, with or without our op), which this run must not mistake for a leak.
+    with tf.device(device):
+        step_index = tf.Variable(0, dtype=tf.int32, trainable=False)
+
     @tf.function(jit_compile=jit_compile)
-    def step(i):
-        results = problem.forward_backward(tf.stack([i, 0]))
+    def step():
+        step_index.assign_add(1)
+        results = problem.forward_backward(tf.stack([step_index, 0]))
         lr = tf.cast(learning_rate, problem.dtype)
         problem.weight.assign_sub(lr * results["grad_weight"])
         problem.bias.assign_sub(lr * results["grad_bias"])
@@ -244,13 +251,13 @@ def long_run(tf, problem, steps, sample_every, device, on_gpu, jit_compile, lear
         samples.append(record)
 
     with tf.device(device):
-        checksum = step(tf.constant(0))
+        checksum = step()
         if gpu:
             tf.config.experimental.reset_memory_stats(gpu)
         sample(0, checksum)
         start = time.perf_counter()
         for i in range(1, steps + 1):
-            checksum = step(tf.constant(i))
+            checksum = step()
             if i % sample_every == 0 or i == steps:
                 sample(i, checksum)
                 if (i // sample_every) % 10 == 0 or i == steps:
