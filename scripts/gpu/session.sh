@@ -5,12 +5,14 @@
 # summary last. Independent measurements run side by side, one per GPU.
 #
 #   bash scripts/gpu/session.sh install     # after the chunks are stashed: TF + our wheel
-#   bash scripts/gpu/session.sh testbench   # cubins; GPU tests (default and portable kernels),
-#                                           # op/layer and model-level benchmarks
-#   bash scripts/gpu/session.sh train       # training runs on one GPU, long run, threads
-#   bash scripts/gpu/session.sh mirrored    # MirroredStrategy over every visible GPU
+#   bash scripts/gpu/session.sh tests       # cubins; GPU tests (default and portable kernels)
+#   bash scripts/gpu/session.sh bench       # op/layer and model-level (fp32, bf16) benchmarks
+#   bash scripts/gpu/session.sh train       # model-level fp16; training runs on one GPU, long
+#                                           # run, threads
+#   bash scripts/gpu/session.sh mirrored    # MirroredStrategy over every visible GPU (after
+#                                           # train: it compares with the one-GPU float32 run)
 #
-# Several stages in one call: `session.sh install testbench`. Nothing here changes the GPU's
+# Several stages in one call: `session.sh install tests`. Nothing here changes the GPU's
 # settings.
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
@@ -28,8 +30,8 @@ stage_install() {
   . /root/tfenv.sh
   python3 -m pip install -q --no-deps --no-compile --upgrade --target /root/tfsite \
     "$REPO"/artifacts/tensorflow_dcn-*.whl || return 1
-  python3 -c "import tensorflow as tf, tensorflow_dcn as t; print('tf', tf.__version__, \
-'gpus', len(tf.config.list_physical_devices('GPU')), 'tfdcn', t.__file__)"
+  (cd /tmp && python3 -c "import tensorflow as tf, tensorflow_dcn as t; print('tf', \
+tf.__version__, 'gpus', len(tf.config.list_physical_devices('GPU')), 'tfdcn', t.__file__)")
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 }
 
@@ -49,34 +51,41 @@ check_cubins() {
   log "cubins: rc=$? $(tail -1 "$WORK/cubins.txt")"
 }
 
-# The lanes, each for the GPU in CUDA_VISIBLE_DEVICES.
-tests_default() {
+# The test files in two halves of about equal time, run side by side on one GPU.
+TESTS_A=(test_gpu.py test_layer.py)
+TESTS_B=(test_xla.py test_forward.py test_gradients.py test_validation.py)
+
+# The default kernels on GPU 0 (the whole suite), the portable ones alone (what a driver older
+# than 580 runs) on GPU 1 (GPU cases), two pytest processes per GPU.
+stage_tests() {
   local t="$REPO/tests"
-  run_pytest tests_default "$t/test_gpu.py" "$t/test_xla.py" "$t/test_forward.py" \
-    "$t/test_gradients.py" "$t/test_validation.py" "$t/test_layer.py"
+  check_cubins
+  (export CUDA_VISIBLE_DEVICES=0
+   run_pytest tests_default_a "${TESTS_A[@]/#/$t/}" &
+   run_pytest tests_default_b "${TESTS_B[@]/#/$t/}"
+   wait) &
+  local lane0=$!
+  (export CUDA_VISIBLE_DEVICES=1 TFDCN_KERNELS=portable
+   run_pytest tests_portable_a -k "gpu or Gpu" "${TESTS_A[@]/#/$t/}" &
+   run_pytest tests_portable_b -k "gpu or Gpu" "${TESTS_B[@]/#/$t/}"
+   wait) &
+  wait $lane0 $!  # not a bare wait: the result saver runs in the background too
 }
 
-# The portable kernels alone (what a driver older than 580 runs), GPU cases only.
-tests_portable() {
-  local t="$REPO/tests"
-  TFDCN_KERNELS=portable run_pytest tests_portable -k "gpu or Gpu" "$t/test_gpu.py" \
-    "$t/test_xla.py" "$t/test_forward.py" "$t/test_gradients.py"
-}
-
-# The op/layer benchmark, then the portable kernels beside the default ones. From /tmp, so that
-# the installed wheel is imported, not the checkout.
+# The op/layer benchmark, then the portable kernels' op beside it. From /tmp, so that the
+# installed wheel is imported, not the checkout.
 op_bench() {
   local b="$WORK/bench"
   mkdir -p "$b"
   cd /tmp || return 1
-  timeout 240 python3 -m tensorflow_dcn.benchmark --configs 3,4,5,7 \
+  timeout 330 python3 -m tensorflow_dcn.benchmark --configs 3,4,5,7 \
     --dtypes tf32,fp32,fp16,bf16 --repeats 5 --round-ms 30 --torch-python python3 \
     --out "$b/op" > "$b/op.log" 2>&1
-  log "op benchmark: rc=$? $(tail -4 "$b/op.log" | tr '\n' ' ')"
-  TFDCN_KERNELS=portable timeout 60 python3 -m tensorflow_dcn.benchmark --configs 3,7 \
-    --dtypes tf32,fp16 --impls tfdcn,tfdcn_layer_xla --repeats 5 --round-ms 30 \
+  log "op benchmark: rc=$? $(tail -n 4 "$b/op.log" | tr '\n' ' ')"
+  TFDCN_KERNELS=portable timeout 90 python3 -m tensorflow_dcn.benchmark --configs 3,4,5,7 \
+    --dtypes tf32,fp32,fp16,bf16 --impls tfdcn --repeats 5 --round-ms 30 \
     --out "$b/op_portable" > "$b/op_portable.log" 2>&1
-  log "op benchmark, portable kernels: rc=$? $(tail -1 "$b/op_portable.log")"
+  log "op benchmark, portable kernels: rc=$? $(tail -n 1 "$b/op_portable.log")"
 }
 
 MODEL_ARGS=(--warmup-steps 3 --steps 15 --epochs 3)
@@ -86,32 +95,34 @@ model_bench() {
   local b="$WORK/bench"
   mkdir -p "$b"
   cd /tmp || return 1
-  for dtype in fp32 bf16 fp16; do
-    timeout 140 python3 -m tensorflow_dcn.benchmark model --dtypes "$dtype" "${MODEL_ARGS[@]}" \
-      --out "$b/model-$dtype" > "$b/model-$dtype.log" 2>&1
-    log "model benchmark $dtype: rc=$? $(tail -2 "$b/model-$dtype.log" | tr '\n' ' ')"
+  local models=${MODEL_LIST:-conv,pure_tf,tfdcn}
+  for dtype in ${MODEL_DTYPES:-fp32 bf16 fp16}; do
+    timeout "${MODEL_TIMEOUT:-300}" python3 -m tensorflow_dcn.benchmark model --dtypes "$dtype" \
+      --models "$models" "${MODEL_ARGS[@]}" --out "$b/model-$dtype-${models//,/-}" \
+      > "$b/model-$dtype-${models//,/-}.log" 2>&1
+    log "model benchmark $dtype $models: rc=$? $(tail -n 3 "$b/model-$dtype-${models//,/-}.log" | tr '\n' ' ')"
   done
   python3 -m tensorflow_dcn.benchmark model --merge "$b"/model-*/benchmark.json \
     --out "$b/model" > "$b/model.log" 2>&1
-  log "model report: rc=$? $(tail -6 "$b/model.log" | tr '\n' ' ')"
+  log "model report: rc=$? $(tail -n 6 "$b/model.log" | tr '\n' ' ')"
 }
 
-# Tests and benchmarks in one call, two lanes: GPU 0 the default-kernel tests, then the op/layer
-# benchmark; GPU 1 the portable-kernel tests, then the model-level benchmark.
-stage_testbench() {
-  check_cubins
-  (export CUDA_VISIBLE_DEVICES=0; tests_default; op_bench) &
-  (export CUDA_VISIBLE_DEVICES=1; tests_portable; model_bench) &
-  wait
+# GPU 0 the op/layer benchmark, GPU 1 the model-level one in float32 and mixed_bfloat16 (its
+# mixed_float16 rows run in the train stage: each model takes a minute, XLA compilation included).
+stage_bench() {
+  (export CUDA_VISIBLE_DEVICES=0; op_bench) &
+  local lane0=$!
+  (export CUDA_VISIBLE_DEVICES=1 MODEL_DTYPES="fp32 bf16"; model_bench) &
+  wait $lane0 $!
 }
 
-TRAIN_ARGS=(--epochs 3 --steps-per-epoch 60 --batch-size 32 --image-size 256 --channels 64
+TRAIN_ARGS=(--epochs 3 --steps-per-epoch 50 --batch-size 32 --image-size 256 --channels 64
             --layer both --verbose 2)
 
 train_one_gpu() {  # policy, gpu
   local policy=$1 extra=() r="$WORK/train"
   [[ $policy != none ]] && extra=(--compare-float32)
-  CUDA_VISIBLE_DEVICES=$2 timeout 300 python3 "$REPO/examples/train_segmentation.py" \
+  CUDA_VISIBLE_DEVICES=$2 timeout 270 python3 "$REPO/examples/train_segmentation.py" \
     "${TRAIN_ARGS[@]}" --mixed-precision "$policy" "${extra[@]}" \
     --json-out "$r/seg_1gpu_$policy.json" > "$r/seg_1gpu_$policy.log" 2>&1
   log "train $policy: rc=$? $(grep -E 'images/s|^OK|^FAILED' "$r/seg_1gpu_$policy.log" | tr '\n' ' ' | cut -c1-400)"
@@ -120,23 +131,28 @@ train_one_gpu() {  # policy, gpu
 stage_train() {
   local r="$WORK/train"
   mkdir -p "$r"
-  # GPU 0: float32 (TF32 on) then mixed_float16; GPU 1: mixed_bfloat16, then the long run.
-  (train_one_gpu none 0; train_one_gpu mixed_float16 0) &
+  # GPU 0: the mixed_float16 model-level rows, then mixed_float16 training; GPU 1: float32 (TF32
+  # on) and mixed_bfloat16 training, then the long run.
+  (export CUDA_VISIBLE_DEVICES=0 MODEL_DTYPES=fp16; model_bench; train_one_gpu mixed_float16 0) &
+  local lane0=$!
   (
+    train_one_gpu none 1
     train_one_gpu mixed_bfloat16 1
-    CUDA_VISIBLE_DEVICES=1 timeout 240 python3 "$REPO/examples/long_run.py" --dtype float16 \
+    CUDA_VISIBLE_DEVICES=1 timeout 150 python3 "$REPO/examples/long_run.py" --dtype float16 \
       --jit-compile --steps 10000 --json-out "$r/long_fp16.json" > "$r/long_fp16.log" 2>&1
-    log "long run: rc=$? $(grep -E 'ms/step|finite|thread test' "$r/long_fp16.log" | tr '\n' ' ' | cut -c1-400)"
+    log "long run: rc=$? $(grep -E 'ms/step|finite|thread test|FAILED' "$r/long_fp16.log" | tr '\n' ' ' | cut -c1-400)"
   ) &
-  wait
+  wait $lane0 $!
 }
 
 stage_mirrored() {
   local e="$REPO/examples" r="$WORK/train"
   mkdir -p "$r"
-  # The same global batch as the one-GPU float32 run, compiled with XLA on each replica.
+  # The same global batch as the one-GPU float32 run, compiled the default way: Keras turns XLA
+  # off under a tf.distribute strategy (and jit_compile=True there fails in TensorFlow itself:
+  # one XLA program cannot hold the replicas' variables on two GPUs).
   timeout 300 python3 "$e/train_segmentation.py" "${TRAIN_ARGS[@]}" --distribute mirrored \
-    --jit-compile true --compare-losses "$r/seg_1gpu_none.json" \
+    --compare-losses "$r/seg_1gpu_none.json" \
     --json-out "$r/seg_2gpu.json" > "$r/seg_2gpu.log" 2>&1
   log "mirrored: rc=$? $(grep -E 'images/s|max rel diff|^OK|^FAILED' "$r/seg_2gpu.log" | tr '\n' ' ' | cut -c1-400)"
 }

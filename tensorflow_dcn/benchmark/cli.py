@@ -14,7 +14,7 @@ import tensorflow as tf
 from tensorflow_dcn.benchmark import configs as cfg
 from tensorflow_dcn.benchmark.data import make_data
 from tensorflow_dcn.benchmark.environment import environment, load_class, resolve_device
-from tensorflow_dcn.benchmark.report import summary_lines, write_all
+from tensorflow_dcn.benchmark.report import summary_lines, write_all, write_json
 from tensorflow_dcn.benchmark.tf_runner import (
     TensorFlowRunner,
     output_errors,
@@ -282,6 +282,9 @@ def _benchmark(args, header, scratch):
                     }
                 )
                 _progress(len(records), total, started, config, variant, impl, records[-1])
+            # The rows so far: a run cut off by a time limit keeps what it measured.
+            os.makedirs(args.out, exist_ok=True)
+            write_json(os.path.join(args.out, "benchmark.json"), header, records)
         reset_between_configs()
     tf.config.experimental.enable_tensor_float_32_execution(tf32_default)
     return records

@@ -16,7 +16,7 @@ import tempfile
 import time
 
 from tensorflow_dcn.benchmark.environment import environment, load_class, resolve_device
-from tensorflow_dcn.benchmark.model_report import summary_lines, write_all
+from tensorflow_dcn.benchmark.model_report import summary_lines, write_all, write_json
 from tensorflow_dcn.benchmark.segmentation_model import (
     ALIGNED_STRIDES,
     OUTPUT_STRIDE,
@@ -367,5 +367,9 @@ def main(argv):
                     }
                 )
                 _progress(len(records), total, started, job, records[-1])
+                # The rows so far, so that a run cut off by a time limit keeps what it measured
+                # (--merge reads them).
+                os.makedirs(args.out, exist_ok=True)
+                write_json(os.path.join(args.out, "benchmark.json"), header, records)
     _report(args.out, header, records)
     return 0
