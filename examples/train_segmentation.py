@@ -165,6 +165,14 @@ def parse_args(argv=None):
     for name in ("epochs", "steps_per_epoch", "batch_size", "channels"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.distribute == "mirrored" and args.jit_compile == "true":
+        # Any Keras model, ours or not: one XLA program would hold the replicas' variables on
+        # several devices (tensorflow.org/xla/known_issues#tfvariable_on_a_different_device).
+        parser.error(
+            "--jit-compile true with --distribute mirrored: TensorFlow 2.21 cannot XLA-compile a "
+            "MirroredStrategy training step; leave --jit-compile auto (Keras then runs it without "
+            "XLA)"
+        )
     if args.verbose != "auto":
         args.verbose = int(args.verbose)
     if args.loss_rtol is None:

@@ -201,6 +201,15 @@ class TrainSegmentationTest(ScriptRunner, tf.test.TestCase):
         self.assertLess(run["float32_comparison"]["max_prob_diff"], 0.1)
         self.assertGreater(run["float32_comparison"]["max_abs_logit_diff"], 0)
 
+    def test_jit_compile_under_mirrored_strategy_is_a_usage_error(self):
+        # TensorFlow 2.21 cannot XLA-compile a MirroredStrategy step of any Keras model: the
+        # script says so up front instead of failing at the first step.
+        module = load_module(TRAIN)
+        with self.assertRaises(SystemExit) as raised:
+            module.parse_args(["--distribute", "mirrored", "--jit-compile", "true"])
+        self.assertEqual(raised.exception.code, 2)
+        self.assertEqual(module.parse_args(["--distribute", "mirrored"]).jit_compile, "auto")
+
 
 class SyntheticDataTest(tf.test.TestCase):
     """The shapes task the segmentation example and the model-level benchmark train on."""
