@@ -11,6 +11,7 @@
 #                                           # run, threads
 #   bash scripts/gpu/session.sh mirrored    # MirroredStrategy over every visible GPU (after
 #                                           # train: it compares with the one-GPU float32 run)
+#   bash scripts/gpu/session.sh profile     # ncu per kernel over the CUDA core (carry .devbuild)
 #
 # Several stages in one call: `session.sh install tests`. Nothing here changes the GPU's
 # settings.
@@ -155,6 +156,24 @@ stage_mirrored() {
     --compare-losses "$r/seg_1gpu_none.json" \
     --json-out "$r/seg_2gpu.json" > "$r/seg_2gpu.log" 2>&1
   log "mirrored: rc=$? $(grep -E 'images/s|max rel diff|^OK|^FAILED' "$r/seg_2gpu.log" | tr '\n' ' ' | cut -c1-400)"
+}
+
+# Where the time of forward and backward goes, per kernel: ncu over the CUDA core without
+# TensorFlow (tests/cuda_core/check_core.py --profile: 8x64x64x128 and 4x32x32x512 in fp32, TF32
+# and fp16, default, portable and im2col kernels). Needs .devbuild/ (tests/cuda_core/build.sh)
+# carried; torch is the machine's own.
+stage_profile() {
+  local p="$WORK/profile"
+  local metrics=gpu__time_duration.sum,lts__t_sectors_op_red.sum,lts__t_sectors_op_atom.sum
+  metrics+=,lts__throughput.avg.pct_of_peak_sustained_elapsed
+  metrics+=,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active
+  mkdir -p "$p"
+  # Without the TensorFlow environment (its PYTHONPATH and CUDA 12 library names).
+  env -u PYTHONPATH -u LD_LIBRARY_PATH CUDA_VISIBLE_DEVICES=0 \
+    DCN_CORE_LIB="$REPO/.devbuild/libdcn_core.so" timeout 400 \
+    ncu --clock-control none --section SpeedOfLight --metrics "$metrics" \
+    python3 "$REPO/tests/cuda_core/check_core.py" --profile > "$p/ncu.txt" 2>&1
+  log "profile: rc=$? $(grep -c 'gpu__time_duration' "$p/ncu.txt") kernel launches"
 }
 
 [[ -f /root/tfenv.sh ]] && . /root/tfenv.sh

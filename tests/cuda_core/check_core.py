@@ -383,7 +383,7 @@ def bench():
 def profile_once():
     """One forward + backward per kernel choice of two benchmark shapes, for ncu."""
     for cfg in [(8, 64, 64, 128, 128, 3, 1, 1, 1, 1, 1), (4, 32, 32, 512, 512, 3, 1, 1, 1, 1, 1)]:
-        for dtype, tf32 in [(torch.float32, False), (torch.float16, True)]:
+        for dtype, tf32 in [(torch.float32, False), (torch.float32, True), (torch.float16, True)]:
             dim, data = make_problem(cfg, dtype)
             for choice in ("auto", "portable", "im2col"):
                 print(
