@@ -11,7 +11,8 @@
 #                                           # run, threads
 #   bash scripts/gpu/session.sh mirrored    # MirroredStrategy over every visible GPU (after
 #                                           # train: it compares with the one-GPU float32 run)
-#   bash scripts/gpu/session.sh profile     # ncu per kernel over the CUDA core (carry .devbuild)
+#   bash scripts/gpu/session.sh profile     # the CUDA core alone: ncu per kernel, checks, timings
+#                                           # (carry .devbuild)
 #
 # Several stages in one call: `session.sh install tests`. Nothing here changes the GPU's
 # settings.
@@ -158,22 +159,27 @@ stage_mirrored() {
   log "mirrored: rc=$? $(grep -E 'images/s|max rel diff|^OK|^FAILED' "$r/seg_2gpu.log" | tr '\n' ' ' | cut -c1-400)"
 }
 
-# Where the time of forward and backward goes, per kernel: ncu over the CUDA core without
-# TensorFlow (tests/cuda_core/check_core.py --profile: 8x64x64x128 and 4x32x32x512 in fp32, TF32
-# and fp16, default, portable and im2col kernels). Needs .devbuild/ (tests/cuda_core/build.sh)
-# carried; torch is the machine's own.
+# The CUDA core without TensorFlow (tests/cuda_core/check_core.py; needs .devbuild/ from
+# tests/cuda_core/build.sh carried; torch is the machine's own, so the TensorFlow environment is
+# left out): GPU 0 ncu per kernel of one forward + backward (8x64x64x128 and 4x32x32x512 in fp32,
+# TF32 and fp16; default, portable and im2col kernels), GPU 1 the parity checks against float64
+# and the timings, the two backward ops apart, with the sm_90a forward's.
 stage_profile() {
-  local p="$WORK/profile"
+  local p="$WORK/profile" core=(env -u PYTHONPATH -u LD_LIBRARY_PATH
+    DCN_CORE_LIB="$REPO/.devbuild/libdcn_core.so")
   local metrics=gpu__time_duration.sum,lts__t_sectors_op_red.sum,lts__t_sectors_op_atom.sum
   metrics+=,lts__throughput.avg.pct_of_peak_sustained_elapsed
   metrics+=,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active
   mkdir -p "$p"
-  # Without the TensorFlow environment (its PYTHONPATH and CUDA 12 library names).
-  env -u PYTHONPATH -u LD_LIBRARY_PATH CUDA_VISIBLE_DEVICES=0 \
-    DCN_CORE_LIB="$REPO/.devbuild/libdcn_core.so" timeout 400 \
-    ncu --clock-control none --section SpeedOfLight --metrics "$metrics" \
-    python3 "$REPO/tests/cuda_core/check_core.py" --profile > "$p/ncu.txt" 2>&1
-  log "profile: rc=$? $(grep -c 'gpu__time_duration' "$p/ncu.txt") kernel launches"
+  ("${core[@]}" CUDA_VISIBLE_DEVICES=0 timeout 400 \
+     ncu --clock-control none --section SpeedOfLight --metrics "$metrics" \
+     python3 "$REPO/tests/cuda_core/check_core.py" --profile > "$p/ncu.txt" 2>&1
+   log "profile: rc=$? $(grep -c 'gpu__time_duration' "$p/ncu.txt") kernel launches") &
+  local lane0=$!
+  ("${core[@]}" CUDA_VISIBLE_DEVICES=1 timeout 400 \
+     python3 "$REPO/tests/cuda_core/check_core.py" --bench --hopper > "$p/core.txt" 2>&1
+   log "core checks and bench: rc=$? $(grep 'checks done' "$p/core.txt")") &
+  wait $lane0 $!
 }
 
 [[ -f /root/tfenv.sh ]] && . /root/tfenv.sh

@@ -348,10 +348,16 @@ def bench():
                 0, dtype, dim, [x, off, mask, wt, b, y], tf32, choice=choice
             )
 
+            def bwd_input(choice="auto"):
+                run(1, dtype, dim, [gout, x, off, mask, wt, gx, goff, gm], tf32, choice=choice)
+
+            def bwd_weight(choice="auto"):
+                run(2, dtype, dim, [gout, x, off, mask, gw, gb], tf32, choice=choice)
+
             def fwd_bwd(choice="auto"):
                 fwd(choice)
-                run(1, dtype, dim, [gout, x, off, mask, wt, gx, goff, gm], tf32, choice=choice)
-                run(2, dtype, dim, [gout, x, off, mask, gw, gb], tf32, choice=choice)
+                bwd_input(choice)
+                bwd_weight(choice)
 
             xt, ot, mt = (
                 t.permute(0, 3, 1, 2).contiguous().requires_grad_(True) for t in (x, off, mask)
@@ -365,7 +371,8 @@ def bench():
                 tv().backward(go_t)
 
             row = []
-            for fn in (fwd, fwd_bwd, tv, tv_fb, lambda: fwd("im2col"), lambda: fwd_bwd("im2col")):
+            fns = (fwd, fwd_bwd, tv, tv_fb, lambda: fwd("im2col"), lambda: fwd_bwd("im2col"))
+            for fn in fns + (bwd_input, bwd_weight):
                 try:
                     row.append(timeit(fn))
                 except RuntimeError:
@@ -375,7 +382,8 @@ def bench():
                 f"bench {n}x{h}x{w}x{c} {str(dtype):14s} tf32={tf32:d} fwd {row[0]:.3f} | "
                 f"tv {row[2]:.3f} | im2col {row[4]:.3f}   fwd+bwd {row[1]:.3f} | "
                 f"tv {row[3]:.3f} | im2col {row[5]:.3f}   ratio vs tv fwd {row[2] / row[0]:.2f}x "
-                f"fwd+bwd {row[3] / row[1]:.2f}x   workspace {mib:.1f} MiB",
+                f"fwd+bwd {row[3] / row[1]:.2f}x   bwd input {row[6]:.3f} weight {row[7]:.3f}   "
+                f"workspace {mib:.1f} MiB",
                 flush=True,
             )
 
