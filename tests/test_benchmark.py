@@ -297,6 +297,49 @@ def assert_figure_written(test, out_dir, result):
         test.assertIn("benchmark.png skipped", result.stdout)
 
 
+class OpWorkspaceTest(tf.test.TestCase):
+    """The workspace column: fwd+bwd peak minus what the step returns, counted by hand here."""
+
+    def test_peak_minus_output_and_gradients(self):
+        from tensorflow_dcn.benchmark import report
+
+        # 2x16x16x32, 3x3, stride 1: output 2*16*16*32, grad_input the same, offset and mask
+        # 3 * 512 pixels * 9 taps, kernel 9*32*32, bias 32.
+        returned = 2 * 16384 + 3 * 512 * 9 + 9 * 32 * 32 + 32
+        record = dict(config="2x16x16x32", dtype_key="tf32", impl="tfdcn", peak_extra_mib=1.0)
+        self.assertAllClose(report.op_workspace_mib(record), 1.0 - returned * 4 / 2**20)
+        half = dict(record, dtype_key="bf16", impl="torchvision")
+        self.assertAllClose(report.op_workspace_mib(half), 1.0 - returned * 2 / 2**20)
+        self.assertIsNone(report.op_workspace_mib(dict(record, impl="tfdcn_layer")))
+        self.assertIsNone(report.op_workspace_mib(dict(record, peak_extra_mib=None)))
+
+        path = os.path.join(self.get_temp_dir(), "benchmark.md")
+        records = [dict(record, status="ok", level="op"), dict(half, status="ok", level="op")]
+        header = dict(
+            date="2026-11-30",
+            device="gpu",
+            device_name="GPU",
+            tensorflow="2.21.0",
+            tf_cuda="12",
+            tf_cudnn="9",
+            keras="3",
+            tensorflow_dcn="0.1.0",
+            python="3",
+            timing=dict(warmup=1, repeats=1, target_ms=1, max_calls_per_sync=1),
+            command=["benchmark"],
+        )
+        report.write_markdown(path, header, records, ["tf32", "bf16"], ["2x16x16x32"])
+        with open(path) as f:
+            text = f.read()
+        self.assertIn("## Workspace (op level)", text)
+        self.assertIn(
+            f"| 2x16x16x32 | float32+TF32 | 0.2 | {1.0 - returned * 4 / 2**20:.1f} | — |", text
+        )
+        self.assertIn(
+            f"| 2x16x16x32 | bfloat16 | 0.1 | — | {1.0 - returned * 2 / 2**20:.1f} |", text
+        )
+
+
 class BenchmarkCliTest(tf.test.TestCase):
     """One tiny run through every TensorFlow implementation, a baseline layer and a failure."""
 

@@ -66,6 +66,19 @@ class Config:
     def out_width(self):
         return (self.width + 2 * self.pad - self.kernel) // self.stride + 1
 
+    def op_result_elements(self):
+        """Elements one op-level forward+backward returns: the output and the gradients of input,
+        offset, mask, kernel and bias (Cout = Cin)."""
+        pixels = self.batch * self.out_height * self.out_width
+        samples = pixels * self.deformable_groups * self.taps
+        return (
+            pixels * self.channels
+            + self.batch * self.height * self.width * self.channels
+            + 3 * samples  # offset (dy, dx) and mask
+            + self.taps * self.channels * self.channels
+            + self.channels
+        )
+
     def as_dict(self):
         return dict(dataclasses.asdict(self), out_height=self.out_height, out_width=self.out_width)
 
@@ -116,6 +129,10 @@ class DtypeVariant:
     @property
     def label(self):
         return {"fp32": "float32", "tf32": "float32+TF32"}.get(self.key, self.dtype)
+
+    @property
+    def itemsize(self):
+        return 4 if self.dtype == "float32" else 2
 
 
 DTYPES = {

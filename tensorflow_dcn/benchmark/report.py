@@ -4,7 +4,7 @@ import json
 import math
 import os
 
-from tensorflow_dcn.benchmark.configs import COMPARISONS, DTYPES, IMPLS
+from tensorflow_dcn.benchmark.configs import COMPARISONS, DTYPES, IMPLS, parse_config
 
 MATPLOTLIB_PIN = "matplotlib==3.11.2"
 
@@ -156,6 +156,7 @@ def write_markdown(path, header, records, dtype_keys, configs):
                     + " | ".join("—" if v is None else f"{v:.2f}×" for pair in values for v in pair)
                     + " |"
                 )
+    lines += _workspace_lines(records, dtype_keys, configs)
     if failures:
         lines += ["", "## Failures", ""]
         lines += [
@@ -165,6 +166,49 @@ def write_markdown(path, header, records, dtype_keys, configs):
         ]
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
+
+
+WORKSPACE_IMPLS = ("tfdcn", "torchvision")
+
+
+def op_workspace_mib(record):
+    """An op-level record's temporaries: its fwd+bwd peak minus the bytes the step returns (the
+    output and the five gradients); None without a peak (the CPU) or at layer level."""
+    if record.get("impl") not in WORKSPACE_IMPLS or record.get("peak_extra_mib") is None:
+        return None
+    returned = parse_config(record["config"]).op_result_elements()
+    return record["peak_extra_mib"] - returned * DTYPES[record["dtype_key"]].itemsize / 2**20
+
+
+def _workspace_lines(records, dtype_keys, configs):
+    by_key = {(r["config"], r["dtype_key"], r["impl"]): r for r in records}
+    rows = []
+    for config in configs:
+        for key in dtype_keys:
+            values = [
+                op_workspace_mib(by_key.get((config, key, impl), {})) for impl in WORKSPACE_IMPLS
+            ]
+            if any(v is not None for v in values):
+                returned = parse_config(config).op_result_elements() * DTYPES[key].itemsize
+                rows.append(
+                    f"| {config} | {DTYPES[key].label} | {_mib(returned / 2**20)} | "
+                    + " | ".join(_mib(v) for v in values)
+                    + " |"
+                )
+    if not rows:
+        return []
+    return [
+        "",
+        "## Workspace (op level)",
+        "",
+        "The temporaries of one forward+backward: its peak extra memory minus the bytes it "
+        "returns (the output and the gradients of input, offset, mask, kernel and bias).",
+        "",
+        "| config | dtype | returned MiB | "
+        + " | ".join(f"{i} MiB" for i in WORKSPACE_IMPLS)
+        + " |",
+        "|---|---|--:|" + "--:|" * len(WORKSPACE_IMPLS),
+    ] + rows
 
 
 def write_plot(path, records, dtype_keys, configs):
