@@ -232,6 +232,11 @@ class ConfigsTest(tf.test.TestCase):
             configs.parse_config("2x8x8")
         with self.assertRaisesRegex(ValueError, "unknown dtype"):
             configs.select_dtypes("fp8", configs.CPU_DTYPES)
+        # float32 with TF32 off runs before any TF32 variant, the others keep their order.
+        self.assertEqual(
+            [v.key for v in configs.select_dtypes("tf32,bf16,fp32,fp16", ())],
+            ["fp32", "tf32", "bf16", "fp16"],
+        )
         with self.assertRaisesRegex(ValueError, "unknown impl"):
             configs.select_impls("tfdcn,cudnn", configs.IMPLS)
 
