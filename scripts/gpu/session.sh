@@ -53,25 +53,40 @@ check_cubins() {
   log "cubins: rc=$? $(tail -1 "$WORK/cubins.txt")"
 }
 
+# Runs two functions side by side, the first on GPU 0, the second on GPU 1, each in its own
+# subshell, and waits for both: by PID, since the result saver runs in the background too and a
+# bare wait would wait for it until the call's time limit.
+on_both_gpus() {  # lane0, lane1
+  (export CUDA_VISIBLE_DEVICES=0; "$1") &
+  local lane0=$!
+  (export CUDA_VISIBLE_DEVICES=1; "$2") &
+  wait "$lane0" $!
+}
+
 # The test files in two halves of about equal time, run side by side on one GPU.
 TESTS_A=(test_gpu.py test_layer.py)
 TESTS_B=(test_xla.py test_forward.py test_gradients.py test_validation.py)
 
-# The default kernels on GPU 0 (the whole suite), the portable ones alone (what a driver older
-# than 580 runs) on GPU 1 (GPU cases), two pytest processes per GPU.
-stage_tests() {
+# The default kernels (the whole suite), two pytest processes on this lane's GPU.
+tests_default() {
   local t="$REPO/tests"
+  run_pytest tests_default_a "${TESTS_A[@]/#/$t/}" &
+  run_pytest tests_default_b "${TESTS_B[@]/#/$t/}"
+  wait  # in the lane's subshell: only its own pytest
+}
+
+# The portable kernels alone (what a driver older than 580 runs), GPU cases.
+tests_portable() {
+  local t="$REPO/tests"
+  export TFDCN_KERNELS=portable
+  run_pytest tests_portable_a -k "gpu or Gpu" "${TESTS_A[@]/#/$t/}" &
+  run_pytest tests_portable_b -k "gpu or Gpu" "${TESTS_B[@]/#/$t/}"
+  wait
+}
+
+stage_tests() {
   check_cubins
-  (export CUDA_VISIBLE_DEVICES=0
-   run_pytest tests_default_a "${TESTS_A[@]/#/$t/}" &
-   run_pytest tests_default_b "${TESTS_B[@]/#/$t/}"
-   wait) &
-  local lane0=$!
-  (export CUDA_VISIBLE_DEVICES=1 TFDCN_KERNELS=portable
-   run_pytest tests_portable_a -k "gpu or Gpu" "${TESTS_A[@]/#/$t/}" &
-   run_pytest tests_portable_b -k "gpu or Gpu" "${TESTS_B[@]/#/$t/}"
-   wait) &
-  wait $lane0 $!  # not a bare wait: the result saver runs in the background too
+  on_both_gpus tests_default tests_portable
 }
 
 # The op/layer benchmark, then the portable kernels' op beside it. From /tmp, so that the
@@ -111,41 +126,37 @@ model_bench() {
 
 # GPU 0 the op/layer benchmark, GPU 1 the model-level one in float32 and mixed_bfloat16 (its
 # mixed_float16 rows run in the train stage: each model takes a minute, XLA compilation included).
-stage_bench() {
-  (export CUDA_VISIBLE_DEVICES=0; op_bench) &
-  local lane0=$!
-  (export CUDA_VISIBLE_DEVICES=1 MODEL_DTYPES="fp32 bf16"; model_bench) &
-  wait $lane0 $!
-}
+model_bench_fp32_bf16() { MODEL_DTYPES="fp32 bf16" model_bench; }
+
+stage_bench() { on_both_gpus op_bench model_bench_fp32_bf16; }
 
 TRAIN_ARGS=(--epochs 3 --steps-per-epoch 50 --batch-size 32 --image-size 256 --channels 64
             --layer both --verbose 2)
 
-train_one_gpu() {  # policy, gpu
+train_one_gpu() {  # policy
   local policy=$1 extra=() r="$WORK/train"
+  mkdir -p "$r"
   [[ $policy != none ]] && extra=(--compare-float32)
-  CUDA_VISIBLE_DEVICES=$2 timeout 270 python3 "$REPO/examples/train_segmentation.py" \
+  timeout 270 python3 "$REPO/examples/train_segmentation.py" \
     "${TRAIN_ARGS[@]}" --mixed-precision "$policy" "${extra[@]}" \
     --json-out "$r/seg_1gpu_$policy.json" > "$r/seg_1gpu_$policy.log" 2>&1
   log "train $policy: rc=$? $(grep -E 'images/s|^OK|^FAILED' "$r/seg_1gpu_$policy.log" | tr '\n' ' ' | cut -c1-400)"
 }
 
-stage_train() {
+long_run() {
   local r="$WORK/train"
   mkdir -p "$r"
-  # GPU 0: the mixed_float16 model-level rows, then mixed_float16 training; GPU 1: float32 (TF32
-  # on) and mixed_bfloat16 training, then the long run.
-  (export CUDA_VISIBLE_DEVICES=0 MODEL_DTYPES=fp16; model_bench; train_one_gpu mixed_float16 0) &
-  local lane0=$!
-  (
-    train_one_gpu none 1
-    train_one_gpu mixed_bfloat16 1
-    CUDA_VISIBLE_DEVICES=1 timeout 150 python3 "$REPO/examples/long_run.py" --dtype float16 \
-      --jit-compile --steps 10000 --json-out "$r/long_fp16.json" > "$r/long_fp16.log" 2>&1
-    log "long run: rc=$? $(grep -E 'ms/step|finite|thread test|FAILED' "$r/long_fp16.log" | tr '\n' ' ' | cut -c1-400)"
-  ) &
-  wait $lane0 $!
+  timeout 150 python3 "$REPO/examples/long_run.py" --dtype float16 \
+    --jit-compile --steps 10000 --json-out "$r/long_fp16.json" > "$r/long_fp16.log" 2>&1
+  log "long run: rc=$? $(grep -E 'ms/step|finite|thread test|FAILED' "$r/long_fp16.log" | tr '\n' ' ' | cut -c1-400)"
 }
+
+# GPU 0: the mixed_float16 model-level rows, then mixed_float16 training; GPU 1: float32 (TF32
+# on) and mixed_bfloat16 training, then the long run.
+train_lane0() { MODEL_DTYPES=fp16 model_bench; train_one_gpu mixed_float16; }
+train_lane1() { train_one_gpu none; train_one_gpu mixed_bfloat16; long_run; }
+
+stage_train() { on_both_gpus train_lane0 train_lane1; }
 
 stage_mirrored() {
   local e="$REPO/examples" r="$WORK/train"
@@ -164,22 +175,27 @@ stage_mirrored() {
 # left out): GPU 0 ncu per kernel of one forward + backward (8x64x64x128 and 4x32x32x512 in fp32,
 # TF32 and fp16; default, portable and im2col kernels), GPU 1 the parity checks against float64
 # and the timings, the two backward ops apart, with the sm_90a forward's.
-stage_profile() {
-  local p="$WORK/profile" core=(env -u PYTHONPATH -u LD_LIBRARY_PATH
-    DCN_CORE_LIB="$REPO/.devbuild/libdcn_core.so")
+CORE=(env -u PYTHONPATH -u LD_LIBRARY_PATH DCN_CORE_LIB="$REPO/.devbuild/libdcn_core.so")
+PROFILE="$WORK/profile"
+
+core_profile() {
   local metrics=gpu__time_duration.sum,lts__t_sectors_op_red.sum,lts__t_sectors_op_atom.sum
   metrics+=,lts__throughput.avg.pct_of_peak_sustained_elapsed
   metrics+=,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active
-  mkdir -p "$p"
-  ("${core[@]}" CUDA_VISIBLE_DEVICES=0 timeout 400 \
-     ncu --clock-control none --section SpeedOfLight --metrics "$metrics" \
-     python3 "$REPO/tests/cuda_core/check_core.py" --profile > "$p/ncu.txt" 2>&1
-   log "profile: rc=$? $(grep -c 'gpu__time_duration' "$p/ncu.txt") kernel launches") &
-  local lane0=$!
-  ("${core[@]}" CUDA_VISIBLE_DEVICES=1 timeout 400 \
-     python3 "$REPO/tests/cuda_core/check_core.py" --bench --hopper > "$p/core.txt" 2>&1
-   log "core checks and bench: rc=$? $(grep 'checks done' "$p/core.txt")") &
-  wait $lane0 $!
+  "${CORE[@]}" timeout 400 ncu --clock-control none --section SpeedOfLight --metrics "$metrics" \
+    python3 "$REPO/tests/cuda_core/check_core.py" --profile > "$PROFILE/ncu.txt" 2>&1
+  log "profile: rc=$? $(grep -c 'gpu__time_duration' "$PROFILE/ncu.txt") kernel launches"
+}
+
+core_checks() {
+  "${CORE[@]}" timeout 400 python3 "$REPO/tests/cuda_core/check_core.py" --bench --hopper \
+    > "$PROFILE/core.txt" 2>&1
+  log "core checks and bench: rc=$? $(grep 'checks done' "$PROFILE/core.txt")"
+}
+
+stage_profile() {
+  mkdir -p "$PROFILE"
+  on_both_gpus core_profile core_checks
 }
 
 [[ -f /root/tfenv.sh ]] && . /root/tfenv.sh
