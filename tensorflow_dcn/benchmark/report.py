@@ -171,13 +171,17 @@ def write_markdown(path, header, records, dtype_keys, configs):
 WORKSPACE_IMPLS = ("tfdcn", "torchvision")
 
 
+def _returned_mib(config, dtype_key):
+    """MiB an op-level forward+backward returns: the output and the five gradients."""
+    return parse_config(config).op_result_elements() * DTYPES[dtype_key].itemsize / 2**20
+
+
 def op_workspace_mib(record):
-    """An op-level record's temporaries: its fwd+bwd peak minus the bytes the step returns (the
-    output and the five gradients); None without a peak (the CPU) or at layer level."""
+    """An op-level record's temporaries: its fwd+bwd peak minus the bytes the step returns; None
+    without a peak (the CPU) or at layer level."""
     if record.get("impl") not in WORKSPACE_IMPLS or record.get("peak_extra_mib") is None:
         return None
-    returned = parse_config(record["config"]).op_result_elements()
-    return record["peak_extra_mib"] - returned * DTYPES[record["dtype_key"]].itemsize / 2**20
+    return record["peak_extra_mib"] - _returned_mib(record["config"], record["dtype_key"])
 
 
 def _workspace_lines(records, dtype_keys, configs):
@@ -189,9 +193,8 @@ def _workspace_lines(records, dtype_keys, configs):
                 op_workspace_mib(by_key.get((config, key, impl), {})) for impl in WORKSPACE_IMPLS
             ]
             if any(v is not None for v in values):
-                returned = parse_config(config).op_result_elements() * DTYPES[key].itemsize
                 rows.append(
-                    f"| {config} | {DTYPES[key].label} | {_mib(returned / 2**20)} | "
+                    f"| {config} | {DTYPES[key].label} | {_mib(_returned_mib(config, key))} | "
                     + " | ".join(_mib(v) for v in values)
                     + " |"
                 )
