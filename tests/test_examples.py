@@ -36,6 +36,16 @@ TINY_TRAINING = [
 ]
 
 
+def cpu_env():
+    """A script's environment: this process' import path, no GPU, quiet TensorFlow logs."""
+    return dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
+        CUDA_VISIBLE_DEVICES="",
+        TF_CPP_MIN_LOG_LEVEL="2",
+    )
+
+
 def run_script(out_dir, script, *args, expect_rc=0):
     """The script in a subprocess on the CPU, with this process' import path: its JSON summary,
     the CompletedProcess and the summary's path."""
@@ -43,17 +53,11 @@ def run_script(out_dir, script, *args, expect_rc=0):
         raise FileNotFoundError(f"{script} is missing (the examples live next to tests/)")
     handle, json_path = tempfile.mkstemp(suffix=".json", dir=out_dir)
     os.close(handle)
-    env = dict(
-        os.environ,
-        PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
-        CUDA_VISIBLE_DEVICES="",
-        TF_CPP_MIN_LOG_LEVEL="2",
-    )
     result = subprocess.run(
         [sys.executable, script, *args, "--json-out", json_path],
         capture_output=True,
         text=True,
-        env=env,
+        env=cpu_env(),
         timeout=600,
     )
     if result.returncode != expect_rc:
@@ -82,17 +86,11 @@ class ScriptRunner:
 
 class QuickstartTest(tf.test.TestCase):
     def test_trains_saves_and_loads(self):
-        env = dict(
-            os.environ,
-            PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
-            CUDA_VISIBLE_DEVICES="",
-            TF_CPP_MIN_LOG_LEVEL="2",
-        )
         result = subprocess.run(
             [sys.executable, QUICKSTART, "--epochs", "2", "--size", "16"],
             capture_output=True,
             text=True,
-            env=env,
+            env=cpu_env(),
             timeout=600,
         )
         self.assertEqual(result.returncode, 0, result.stderr[-3000:])
