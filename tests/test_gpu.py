@@ -226,8 +226,8 @@ class GpuTest(tf.test.TestCase, parameterized.TestCase):
             self.assertEqual(result.returncode, 0, result.stderr[-4000:])
             ran[mode] = json.loads(result.stdout.split("RAN ", 1)[1])
         self.assertEqual({name.split("/")[1] for name in ran["im2col"]}, {"cuda_im2col"})
-        # These channel counts take the tensor-core kernels for the forward and backward input.
-        for op in ("DCNv2Forward", "DCNv2BackwardInput"):
+        # These channel counts take the tensor-core kernels for the forward and both backwards.
+        for op in ("DCNv2Forward", "DCNv2BackwardInput", "DCNv2BackwardWeight"):
             faster = [
                 name
                 for name in ran["auto"]

@@ -6,9 +6,11 @@
 #
 #   bash scripts/gpu/session.sh install     # after the chunks are stashed: TF + our wheel
 #   bash scripts/gpu/session.sh tests       # cubins; GPU tests (default and portable kernels)
+#   bash scripts/gpu/session.sh check       # cubins; GPU tests (default kernels) beside the core's
+#                                           # checks, timings and profile (carry .devbuild)
 #   bash scripts/gpu/session.sh bench       # op/layer and model-level (fp32, bf16) benchmarks
-#   bash scripts/gpu/session.sh train       # model-level fp16; training runs on one GPU, long
-#                                           # run, threads
+#   bash scripts/gpu/session.sh train       # model-level fp16; training on one GPU (float32,
+#                                           # mixed_float16), long run, threads
 #   bash scripts/gpu/session.sh mirrored    # MirroredStrategy over every visible GPU (after
 #                                           # train: it compares with the one-GPU float32 run)
 #   bash scripts/gpu/session.sh profile     # the CUDA core alone: ncu per kernel, checks, timings
@@ -152,9 +154,10 @@ long_run() {
 }
 
 # GPU 0: the mixed_float16 model-level rows, then mixed_float16 training; GPU 1: float32 (TF32
-# on) and mixed_bfloat16 training, then the long run.
+# on) training (the one-GPU run `mirrored` compares with), then the long run. mixed_bfloat16
+# training: `train_one_gpu mixed_bfloat16`.
 train_lane0() { MODEL_DTYPES=fp16 model_bench; train_one_gpu mixed_float16; }
-train_lane1() { train_one_gpu none; train_one_gpu mixed_bfloat16; long_run; }
+train_lane1() { train_one_gpu none; long_run; }
 
 stage_train() { on_both_gpus train_lane0 train_lane1; }
 
@@ -173,8 +176,8 @@ stage_mirrored() {
 # The CUDA core without TensorFlow (tests/cuda_core/check_core.py; needs .devbuild/ from
 # tests/cuda_core/build.sh carried; torch is the machine's own, so the TensorFlow environment is
 # left out): GPU 0 ncu per kernel of one forward + backward (8x64x64x128 and 4x32x32x512 in fp32,
-# TF32 and fp16; default, portable and im2col kernels), GPU 1 the parity checks against float64
-# and the timings, the two backward ops apart, with the sm_90a forward's.
+# TF32 and fp16; default and im2col kernels), GPU 1 the parity checks against float64
+# and the timings, the two backward ops apart.
 CORE=(env -u PYTHONPATH -u LD_LIBRARY_PATH DCN_CORE_LIB="$REPO/.devbuild/libdcn_core.so")
 PROFILE="$WORK/profile"
 
@@ -182,13 +185,14 @@ core_profile() {
   local metrics=gpu__time_duration.sum,lts__t_sectors_op_red.sum,lts__t_sectors_op_atom.sum
   metrics+=,lts__throughput.avg.pct_of_peak_sustained_elapsed
   metrics+=,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active
-  "${CORE[@]}" timeout 400 ncu --clock-control none --section SpeedOfLight --metrics "$metrics" \
+  "${CORE[@]}" timeout 300 ncu --clock-control none --kernel-name-base demangled \
+    --kernel-name regex:tensorflow_dcn --section SpeedOfLight --metrics "$metrics" \
     python3 "$REPO/tests/cuda_core/check_core.py" --profile > "$PROFILE/ncu.txt" 2>&1
   log "profile: rc=$? $(grep -c 'gpu__time_duration' "$PROFILE/ncu.txt") kernel launches"
 }
 
 core_checks() {
-  "${CORE[@]}" timeout 400 python3 "$REPO/tests/cuda_core/check_core.py" --bench --hopper \
+  "${CORE[@]}" timeout 300 python3 "$REPO/tests/cuda_core/check_core.py" --bench \
     > "$PROFILE/core.txt" 2>&1
   log "core checks and bench: rc=$? $(grep 'checks done' "$PROFILE/core.txt")"
 }
@@ -196,6 +200,14 @@ core_checks() {
 stage_profile() {
   mkdir -p "$PROFILE"
   on_both_gpus core_profile core_checks
+}
+
+# GPU 0 the whole test suite with the default kernels; GPU 1 the core's checks and timings, then
+# its profile.
+core_lane() { mkdir -p "$PROFILE"; core_checks; core_profile; }
+stage_check() {
+  check_cubins
+  on_both_gpus tests_default core_lane
 }
 
 [[ -f /root/tfenv.sh ]] && . /root/tfenv.sh

@@ -389,19 +389,13 @@ def bench():
 
 
 def profile_once():
-    """One forward + backward per kernel choice of two benchmark shapes, for ncu."""
+    """One forward + backward of two benchmark shapes, default and im2col kernels, for ncu."""
     for cfg in [(8, 64, 64, 128, 128, 3, 1, 1, 1, 1, 1), (4, 32, 32, 512, 512, 3, 1, 1, 1, 1, 1)]:
         for dtype, tf32 in [(torch.float32, False), (torch.float32, True), (torch.float16, True)]:
             dim, data = make_problem(cfg, dtype)
-            for choice in ("auto", "portable", "im2col"):
-                print(
-                    "profile",
-                    cfg,
-                    dtype,
-                    choice,
-                    implementation(0, dtype, dim, tf32, choice=choice),
-                    flush=True,
-                )
+            for choice in ("auto", "im2col"):
+                ran = "/".join(implementation(op, dtype, dim, tf32, choice=choice) for op in range(3))
+                print(f"profile {cfg} {dtype} tf32={tf32:d} {choice} ran {ran}", flush=True)
                 ours(cfg, dtype, dim, *data, tf32=tf32, choice=choice)
                 torch.cuda.synchronize()
 

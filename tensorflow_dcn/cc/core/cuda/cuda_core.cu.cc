@@ -50,6 +50,11 @@ Plan MakePlanFor(Op op, const DcnShape& s, const Options& o) {
         plan.workspace_bytes = fused_sm80::BackwardInputWorkspaceBytes<T>(s);
         return plan;
       }
+      if (op == Op::kBackwardWeight && fused_sm80::BackwardWeightSupported<T>(s, o)) {
+        plan.implementation = Implementation::kCudaFusedSm80;
+        plan.workspace_bytes = fused_sm80::BackwardWeightWorkspaceBytes<T>(s);
+        return plan;
+      }
     }
   }
   plan.workspace_bytes = im2col::WorkspaceBytes<T>(op, s, o);
@@ -124,6 +129,14 @@ cudaError_t Run(const Plan& plan, DType dtype, const DcnShape& s, const Backward
   RecordRun(Op::kBackwardWeight, plan.implementation);
   return WithElementType<__half, __nv_bfloat16>(dtype, [&](auto t) {
     using T = decltype(t);
+    if constexpr (kHasTensorCoreKernels<T>) {
+      if (plan.implementation == Implementation::kCudaFusedSm80) {
+        return fused_sm80::BackwardWeight(s, Typed<T>(a.grad_output), Typed<T>(a.input),
+                                          Typed<T>(a.offset), Typed<T>(a.mask),
+                                          Typed<T>(a.grad_weight), Typed<T>(a.grad_bias),
+                                          workspace, o, stream);
+      }
+    }
     return im2col::BackwardWeight(s, Typed<T>(a.grad_output), Typed<T>(a.input), Typed<T>(a.offset),
                                   Typed<T>(a.mask), Typed<T>(a.grad_weight), Typed<T>(a.grad_bias),
                                   workspace, o, stream);

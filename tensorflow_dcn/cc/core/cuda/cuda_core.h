@@ -9,9 +9,9 @@
 // Implementations (plan.h):
 //   cuda_wgmma_sm90a forward for fp16/bf16/TF32 on Hopper (compute capability 9.0) where the
 //                    channel counts allow and the sm_90a module loads (wgmma_sm90a.cuh)
-//   cuda_fused_sm80  implicit-GEMM forward and backward input for fp16/bf16/fp32 on sm_80+ where
-//                    the channel counts allow: no column buffers (fused_sm80.cuh)
-//   cuda_im2col      everything else, and always the backward weight (im2col.cuh): column
+//   cuda_fused_sm80  implicit-GEMM forward, backward input and backward weight for fp16/bf16/fp32
+//                    on sm_80+ where the channel counts allow: no column buffers (fused_sm80.cuh)
+//   cuda_im2col      everything else, and every deterministic backward (im2col.cuh): column
 //                    buffers in chunks of at most 32 MiB
 // Gradients summed in float for half/bfloat16 (grad_input, grad_weight) take a float buffer of
 // their size in the workspace.

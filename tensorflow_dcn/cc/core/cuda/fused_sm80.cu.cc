@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "tensorflow_dcn/cc/core/bilinear.h"
+#include "tensorflow_dcn/cc/core/cuda/im2col.cuh"
 #include "tensorflow_dcn/cc/core/cuda/mma_core.cuh"
 #include "tensorflow_dcn/cc/core/workspace.h"
 
@@ -357,6 +358,140 @@ __global__ void __launch_bounds__(kThreads)
 #endif
 }
 
+// ---------------------------------------------------------------------------------------------
+// Backward weight: grad_weight[(tap, channel)][co] = sum over pixels of
+// column[pixel][(tap, channel)] x grad_output[pixel][co], a GEMM whose K runs over pixels. The A
+// operand (128 columns x one k-step of pixels, MN-contiguous) is gathered by ColumnProducer:
+// each thread keeps one 16-byte column chunk (so one tap and deformable group) and walks its
+// pixel rows step by step, its corner loads in flight during the tensor-core work of the step
+// before; B (grad_output rows) is copied. Blocks split the pixels (grid.y) and add their 128 x
+// 128 partial sums into a float accumulator with atomics; the bias gradient is the im2col
+// implementation's fixed-order reduction.
+// ---------------------------------------------------------------------------------------------
+
+template <typename T>
+struct ColumnProducer {
+  using TileA = mma::Tile<T, false, kTileM>;  // kStepK pixel rows of kTileM columns
+  static constexpr int kRowsPerPass = kThreads / TileA::kChunksPerRow;
+  static constexpr int kUnits = TileA::kStepK / kRowsPerPass;
+  static_assert(kUnits * kRowsPerPass == TileA::kStepK, "each thread fills whole units");
+
+  const DcnShape& s;
+  const T* input;
+  const T* offset;
+  const T* mask;
+  int64_t p_end;
+  int tap, sample, chunk;  // this thread's column chunk: its tap, sample index and 16-byte slot
+  int64_t channel;         // the chunk's first input channel
+  bool column_valid;
+  // Per unit: the pixel of the next step to issue and where it is; the issued step's corners.
+  int64_t pixel[kUnits];
+  OutputPixel at[kUnits];
+  Vector16<T> raw[kUnits][4];
+  float weight[kUnits][4];
+
+  __device__ ColumnProducer(const DcnShape& shape, const T* in, const T* off, const T* m, int group,
+                            int64_t m0, int64_t p_begin, int64_t p_stop)
+      : s(shape), input(in), offset(off), mask(m), p_end(p_stop) {
+    chunk = threadIdx.x % TileA::kChunksPerRow;
+    const int64_t column = m0 + chunk * kVector<T>;  // within the group's (tap, channel) rows
+    const int64_t cpg = s.in_channels_per_group();
+    column_valid = column < s.group_columns();
+    tap = static_cast<int>(column / cpg);
+    channel = group * cpg + column % cpg;
+    sample = static_cast<int>(channel / s.channels_per_deformable_group()) * s.taps() + tap;
+#pragma unroll
+    for (int u = 0; u < kUnits; ++u) {
+      pixel[u] = p_begin + threadIdx.x / TileA::kChunksPerRow + u * kRowsPerPass;
+      at[u] = LocateOutputPixel(s, pixel[u] < p_end ? pixel[u] : 0);
+    }
+  }
+
+  // Starts the gather of the next k-step (steps are issued in order, once each).
+  __device__ void Issue(int, char*) {
+#pragma unroll
+    for (int u = 0; u < kUnits; ++u) {
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        raw[u][k] = Vector16<T>{};
+        weight[u][k] = 0.f;
+      }
+      if (column_valid && pixel[u] < p_end) {
+        BilinearPoint<float> point;
+        float m;
+        MakeSample(s, pixel[u], at[u], sample, offset, mask, &point, &m);
+        Gather g;
+        g.image = input + at[u].n * s.image_elements();
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          g.pixel[k] = point.pixel[k];
+          weight[u][k] = point.weight[k] * m;
+        }
+        IssueCorners(g, s.in_channels, channel, raw[u]);
+      }
+      // The next step's pixel: kStepK further, walked without divisions.
+      pixel[u] += TileA::kStepK;
+      at[u].ox += TileA::kStepK;
+      while (at[u].ox >= s.out_w) {
+        at[u].ox -= static_cast<int>(s.out_w);
+        if (++at[u].oy == s.out_h) {
+          at[u].oy = 0;
+          ++at[u].n;
+        }
+      }
+    }
+  }
+
+  // Blends the issued step's corners into the A tile.
+  __device__ void Finish(char* tile) const {
+#pragma unroll
+    for (int u = 0; u < kUnits; ++u) {
+      Vector16<T> out;
+#pragma unroll
+      for (int e = 0; e < kVector<T>; ++e) {
+        float v = 0.f;
+#pragma unroll
+        for (int k = 0; k < 4; ++k) v += weight[u][k] * static_cast<float>(raw[u][k].e[e]);
+        out.e[e] = FromFloat<T>(v);
+      }
+      const int row = threadIdx.x / TileA::kChunksPerRow + u * kRowsPerPass;
+      *reinterpret_cast<Vector16<T>*>(tile + row * TileA::kRowBytes + chunk * 16) = out;
+    }
+  }
+};
+
+template <typename T, MathMode kMode>
+__global__ void __launch_bounds__(kThreads)
+    WeightKernel(DcnShape s, const T* grad_output, const T* input, const T* offset, const T* mask,
+                 float* grad_weight_acc, int64_t pixels_per_split, int m_tiles,
+                 bool grad_vector_ok) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  extern __shared__ __align__(128) char smem[];
+  const int group = blockIdx.z;
+  const int64_t m0 = int64_t{blockIdx.x % m_tiles} * kTileM;
+  const int64_t n0 = int64_t{blockIdx.x / m_tiles} * kTileN;
+  const int64_t p_begin = int64_t{blockIdx.y} * pixels_per_split;
+  const int64_t p_end = min(s.pixels(), p_begin + pixels_per_split);
+  const int64_t cog = s.out_channels_per_group();
+  ColumnProducer<T> pa(s, input, offset, mask, group, m0, p_begin, p_end);
+  mma::CopyProducer<T, false, kTileN> pb{
+      grad_output + group * cog, s.out_channels, n0, cog, p_begin, p_end, grad_vector_ok};
+  float acc[4][4][4] = {};
+  mma::MainLoop<T, kMode, false, false>(static_cast<int>(CeilDiv(p_end - p_begin, kStepK<T>)),
+                                        pa, pb, smem, acc);
+  const int64_t kg = s.group_columns();
+  float* out = grad_weight_acc + group * cog;
+  mma::ForEachAccumulatorPair(acc, [&](int r, int col, float v0, float v1) {
+    const int64_t m = m0 + r, n = n0 + col;
+    if (m >= kg) return;
+    if (n < cog) atomicAdd(out + m * s.out_channels + n, v0);
+    if (n + 1 < cog) atomicAdd(out + m * s.out_channels + n + 1, v1);
+  });
+#else
+  __trap();
+#endif
+}
+
 MathMode Mode(const Options& o) {
   return o.allow_tf32 ? MathMode::kTensorCore : MathMode::kTensorCore3x;
 }
@@ -406,6 +541,18 @@ struct BackwardInputBuffers {
   }
 };
 
+// The backward weight's workspace: grad_weight in float for half/bfloat16, the bias partials.
+template <typename T>
+struct BackwardWeightBuffers {
+  float* grad_weight_acc = nullptr;  // only when T is not float
+  im2col::BiasGradient<T> bias;
+  BackwardWeightBuffers(const DcnShape& s, WorkspaceLayout* w) : bias(s, w) {
+    if (!std::is_same_v<T, float>) grad_weight_acc = w->Take<float>(s.weight_elements());
+  }
+};
+
+template <typename T>
+constexpr int kWeightSmem = mma::kPipelineBytes<T, false, false>;
 }  // namespace
 
 template <typename T>
@@ -420,6 +567,21 @@ bool BackwardInputSupported(const DcnShape& s, const Options& o) {
   return o.compute_capability >= 80 && !std::is_same_v<T, double> && !o.deterministic &&
          s.in_channels_per_group() % kVector<T> == 0 &&
          s.channels_per_deformable_group() % kVector<T> == 0;
+}
+
+template <typename T>
+bool BackwardWeightSupported(const DcnShape& s, const Options& o) {
+  return o.compute_capability >= 80 && !std::is_same_v<T, double> && !o.deterministic &&
+         o.shared_memory_per_block >= kWeightSmem<T> && s.pixels() > 0 &&
+         s.in_channels_per_group() % kVector<T> == 0 &&
+         s.channels_per_deformable_group() % kVector<T> == 0;
+}
+
+template <typename T>
+size_t BackwardWeightWorkspaceBytes(const DcnShape& s) {
+  WorkspaceLayout w;
+  BackwardWeightBuffers<T> buffers(s, &w);
+  return w.bytes();
 }
 
 template <typename T>
@@ -510,15 +672,63 @@ cudaError_t BackwardInput(const DcnShape& s, const T* grad_output, const T* inpu
   return cudaSuccess;
 }
 
+template <typename T>
+cudaError_t BackwardWeight(const DcnShape& s, const T* grad_output, const T* input,
+                           const T* offset, const T* mask, T* grad_weight, T* grad_bias,
+                           void* workspace, const Options& o, cudaStream_t stream) {
+  WorkspaceLayout layout(workspace);
+  BackwardWeightBuffers<T> buffers(s, &layout);
+  float* grad_weight_acc =
+      buffers.grad_weight_acc ? buffers.grad_weight_acc : reinterpret_cast<float*>(grad_weight);
+  DCN_RETURN_IF_ERROR(
+      cudaMemsetAsync(grad_weight_acc, 0, s.weight_elements() * sizeof(float), stream));
+  const int m_tiles = static_cast<int>(CeilDiv(s.group_columns(), kTileM));
+  const int tiles = m_tiles * static_cast<int>(CeilDiv(s.out_channels_per_group(), kTileN));
+  const bool g_ok = VectorOk(grad_output, s.out_channels, s.out_channels_per_group(), sizeof(T));
+  auto launch = [&](auto kernel) {
+    constexpr auto kernel_fn = decltype(kernel)::value;
+    DCN_RETURN_IF_ERROR(mma::AllowSharedMemory<kernel_fn>(kWeightSmem<T>));
+    // One wave: the pixels split so that every resident block has a share (at least 4 k-steps).
+    int per_sm = 1;
+    DCN_RETURN_IF_ERROR(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel_fn, kThreads,
+                                                                      kWeightSmem<T>));
+    const int64_t wanted = std::max<int64_t>(1, int64_t{per_sm} * o.multiprocessors /
+                                                    (int64_t{tiles} * s.groups));
+    const int64_t splits =
+        std::clamp<int64_t>(wanted, 1, std::min<int64_t>(65535, CeilDiv(s.pixels(), 4 * kStepK<T>)));
+    const int64_t per_split = CeilDiv(CeilDiv(s.pixels(), splits), kStepK<T>) * kStepK<T>;
+    const dim3 grid(tiles, static_cast<unsigned>(CeilDiv(s.pixels(), per_split)), s.groups);
+    kernel_fn<<<grid, kThreads, kWeightSmem<T>, stream>>>(s, grad_output, input, offset, mask,
+                                                          grad_weight_acc, per_split, m_tiles, g_ok);
+    return cudaGetLastError();
+  };
+  cudaError_t err;
+  if (std::is_same_v<T, float> && Mode(o) == MathMode::kTensorCore3x) {
+    err = launch(std::integral_constant<decltype(&WeightKernel<T, MathMode::kTensorCore3x>),
+                                        &WeightKernel<T, MathMode::kTensorCore3x>>());
+  } else {
+    err = launch(std::integral_constant<decltype(&WeightKernel<T, MathMode::kTensorCore>),
+                                        &WeightKernel<T, MathMode::kTensorCore>>());
+  }
+  DCN_RETURN_IF_ERROR(err);
+  if (buffers.grad_weight_acc)
+    DCN_RETURN_IF_ERROR(Convert(s.weight_elements(), buffers.grad_weight_acc, grad_weight, stream));
+  return grad_bias ? buffers.bias.Run(s, grad_output, grad_bias, stream) : cudaSuccess;
+}
+
 #define INSTANTIATE(T)                                                                           \
   template bool ForwardSupported<T>(const DcnShape&, const Options&);                            \
   template bool BackwardInputSupported<T>(const DcnShape&, const Options&);                      \
+  template bool BackwardWeightSupported<T>(const DcnShape&, const Options&);                     \
   template size_t BackwardInputWorkspaceBytes<T>(const DcnShape&);                               \
+  template size_t BackwardWeightWorkspaceBytes<T>(const DcnShape&);                              \
   template cudaError_t Forward<T>(const DcnShape&, const T*, const T*, const T*, const T*,       \
                                   const T*, T*, const Options&, cudaStream_t);                   \
   template cudaError_t BackwardInput<T>(const DcnShape&, const T*, const T*, const T*, const T*, \
                                         const T*, T*, T*, T*, void*, const Options&,             \
-                                        cudaStream_t);
+                                        cudaStream_t);                                           \
+  template cudaError_t BackwardWeight<T>(const DcnShape&, const T*, const T*, const T*, const T*, \
+                                         T*, T*, void*, const Options&, cudaStream_t);
 INSTANTIATE(__half)
 INSTANTIATE(__nv_bfloat16)
 INSTANTIATE(float)

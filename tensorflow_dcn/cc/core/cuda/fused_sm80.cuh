@@ -6,7 +6,9 @@
 //   BackwardInput    column gradients = grad_output x weight^T tile by tile; each tile's epilogue
 //                    scatters them into grad_input (float atomics) and accumulates the offset and
 //                    mask gradients (float atomics). Not deterministic.
-// The backward weight has no fused kernel: the im2col implementation runs it.
+//   BackwardWeight   grad_weight = gather(input)^T x grad_output with K over pixels: the samples
+//                    are produced straight into the A tiles, the pixels split over blocks whose
+//                    partial sums meet in float atomics. Not deterministic.
 #ifndef TENSORFLOW_DCN_CC_CORE_CUDA_FUSED_SM80_CUH_
 #define TENSORFLOW_DCN_CC_CORE_CUDA_FUSED_SM80_CUH_
 
@@ -25,9 +27,13 @@ template <typename T>
 bool ForwardSupported(const DcnShape& s, const Options& o);
 template <typename T>
 bool BackwardInputSupported(const DcnShape& s, const Options& o);
+template <typename T>
+bool BackwardWeightSupported(const DcnShape& s, const Options& o);
 
 template <typename T>
 size_t BackwardInputWorkspaceBytes(const DcnShape& s);
+template <typename T>
+size_t BackwardWeightWorkspaceBytes(const DcnShape& s);
 
 template <typename T>
 cudaError_t Forward(const DcnShape& s, const T* input, const T* offset, const T* mask,
@@ -37,6 +43,10 @@ template <typename T>
 cudaError_t BackwardInput(const DcnShape& s, const T* grad_output, const T* input, const T* offset,
                           const T* mask, const T* weight, T* grad_input, T* grad_offset,
                           T* grad_mask, void* workspace, const Options& o, cudaStream_t stream);
+template <typename T>
+cudaError_t BackwardWeight(const DcnShape& s, const T* grad_output, const T* input,
+                           const T* offset, const T* mask, T* grad_weight, T* grad_bias,
+                           void* workspace, const Options& o, cudaStream_t stream);
 
 }  // namespace fused_sm80
 }  // namespace cuda

@@ -298,39 +298,6 @@ __global__ void __launch_bounds__(kBlock)
   }
 }
 
-// partials[split][co] = sum of grad_output rows of that split, in a fixed order.
-template <typename T>
-__global__ void BiasPartialKernel(const T* grad_output, int64_t pixels, int64_t channels,
-                                  int64_t rows_per_split, AccumulatorOf<T>* partials) {
-  using Acc = AccumulatorOf<T>;
-  __shared__ Acc sums[8][33];
-  const int64_t co = int64_t{blockIdx.x} * 32 + threadIdx.x;
-  const int64_t begin = int64_t{blockIdx.y} * rows_per_split;
-  const int64_t end = min(pixels, begin + rows_per_split);
-  Acc sum = 0;
-  if (co < channels) {
-    for (int64_t p = begin + threadIdx.y; p < end; p += 8)
-      sum += static_cast<Acc>(grad_output[p * channels + co]);
-  }
-  sums[threadIdx.y][threadIdx.x] = sum;
-  __syncthreads();
-  if (threadIdx.y == 0 && co < channels) {
-    Acc total = 0;
-    for (int y = 0; y < 8; ++y) total += sums[y][threadIdx.x];
-    partials[int64_t{blockIdx.y} * channels + co] = total;
-  }
-}
-
-template <typename T>
-__global__ void BiasFinishKernel(const AccumulatorOf<T>* partials, int splits, int64_t channels,
-                                 T* grad_bias) {
-  const int64_t co = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
-  if (co >= channels) return;
-  AccumulatorOf<T> total = 0;
-  for (int sp = 0; sp < splits; ++sp) total += partials[sp * channels + co];
-  grad_bias[co] = FromAcc<T>(total);
-}
-
 // grad_weight_acc (weight layout) += sum over splits of partials[split][group][k][co].
 template <typename Acc>
 __global__ void WeightSplitsKernel(const Acc* partials, int splits, int groups, int64_t group_k,
@@ -395,14 +362,17 @@ struct BackwardInputBuffers {
 template <typename T>
 struct BackwardWeightBuffers {
   using Acc = AccumulatorOf<T>;
-  int64_t ld, chunk, bias_rows_per_split;
-  int splits, bias_splits;
+  int64_t ld, chunk;
+  int splits;
   T* cols;
   Acc* partials;
   Acc* grad_weight_acc;
-  Acc* bias_partials;
+  BiasGradient<T> bias;
   BackwardWeightBuffers(const DcnShape& s, const Options& o, WorkspaceLayout* w)
-      : ld(ColumnStride(s)), chunk(ChunkRows<T>(s)), cols(w->Take<T>(chunk * ld)) {
+      : ld(ColumnStride(s)),
+        chunk(ChunkRows<T>(s)),
+        cols(w->Take<T>(chunk * ld)),
+        bias(s, w) {
     // Split the pixel reduction so that the GEMM fills the GPU about twice.
     const int64_t tiles =
         CeilDiv(s.group_columns(), 128) * CeilDiv(s.out_channels_per_group(), 128) * s.groups;
@@ -411,9 +381,6 @@ struct BackwardWeightBuffers {
     splits = static_cast<int>(std::min<int64_t>(splits, 65535 / s.groups));
     partials = w->Take<Acc>(splits * s.weight_elements());
     grad_weight_acc = w->Take<Acc>(s.weight_elements());
-    bias_splits = static_cast<int>(std::clamp<int64_t>(CeilDiv(s.pixels(), 256), 1, 1024));
-    bias_rows_per_split = CeilDiv(std::max<int64_t>(s.pixels(), 1), bias_splits);
-    bias_partials = w->Take<Acc>(bias_splits * s.out_channels);
   }
 };
 
@@ -424,7 +391,51 @@ size_t BytesOf(const DcnShape& s, const Options& o) {
   return w.bytes();
 }
 
+// partials[split][co] = sum of grad_output rows of that split, in a fixed order.
+template <typename T>
+__global__ void BiasPartialKernel(const T* grad_output, int64_t pixels, int64_t channels,
+                                  int64_t rows_per_split, AccumulatorOf<T>* partials) {
+  using Acc = AccumulatorOf<T>;
+  __shared__ Acc sums[8][33];
+  const int64_t co = int64_t{blockIdx.x} * 32 + threadIdx.x;
+  const int64_t begin = int64_t{blockIdx.y} * rows_per_split;
+  const int64_t end = min(pixels, begin + rows_per_split);
+  Acc sum = 0;
+  if (co < channels) {
+    for (int64_t p = begin + threadIdx.y; p < end; p += 8)
+      sum += static_cast<Acc>(grad_output[p * channels + co]);
+  }
+  sums[threadIdx.y][threadIdx.x] = sum;
+  __syncthreads();
+  if (threadIdx.y == 0 && co < channels) {
+    Acc total = 0;
+    for (int y = 0; y < 8; ++y) total += sums[y][threadIdx.x];
+    partials[int64_t{blockIdx.y} * channels + co] = total;
+  }
+}
+
+template <typename T>
+__global__ void BiasFinishKernel(const AccumulatorOf<T>* partials, int splits, int64_t channels,
+                                 T* grad_bias) {
+  const int64_t co = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+  if (co >= channels) return;
+  AccumulatorOf<T> total = 0;
+  for (int sp = 0; sp < splits; ++sp) total += partials[sp * channels + co];
+  grad_bias[co] = FromAcc<T>(total);
+}
+
 }  // namespace
+
+template <typename T>
+cudaError_t BiasGradient<T>::Run(const DcnShape& s, const T* grad_output, T* grad_bias,
+                                 cudaStream_t stream) const {
+  BiasPartialKernel<T><<<dim3(CeilDiv(s.out_channels, 32), splits), dim3(32, 8), 0, stream>>>(
+      grad_output, s.pixels(), s.out_channels, rows_per_split, partials);
+  DCN_RETURN_IF_ERROR(cudaGetLastError());
+  BiasFinishKernel<T><<<CeilDiv(s.out_channels, kBlock), kBlock, 0, stream>>>(
+      partials, splits, s.out_channels, grad_bias);
+  return cudaGetLastError();
+}
 
 template <typename T>
 size_t WorkspaceBytes(Op op, const DcnShape& s, const Options& o) {
@@ -573,17 +584,7 @@ cudaError_t BackwardWeight(const DcnShape& s, const T* grad_output, const T* inp
     DCN_RETURN_IF_ERROR(cudaGetLastError());
   }
   DCN_RETURN_IF_ERROR(Convert(s.weight_elements(), buffers.grad_weight_acc, grad_weight, stream));
-  if (grad_bias) {
-    BiasPartialKernel<T>
-        <<<dim3(CeilDiv(s.out_channels, 32), buffers.bias_splits), dim3(32, 8), 0, stream>>>(
-            grad_output, s.pixels(), s.out_channels, buffers.bias_rows_per_split,
-            buffers.bias_partials);
-    DCN_RETURN_IF_ERROR(cudaGetLastError());
-    BiasFinishKernel<T><<<CeilDiv(s.out_channels, kBlock), kBlock, 0, stream>>>(
-        buffers.bias_partials, buffers.bias_splits, s.out_channels, grad_bias);
-    DCN_RETURN_IF_ERROR(cudaGetLastError());
-  }
-  return cudaSuccess;
+  return grad_bias ? buffers.bias.Run(s, grad_output, grad_bias, stream) : cudaSuccess;
 }
 
 #define INSTANTIATE(T)                                                                            \
@@ -599,6 +600,10 @@ INSTANTIATE(__half)
 INSTANTIATE(__nv_bfloat16)
 INSTANTIATE(float)
 INSTANTIATE(double)
+template struct BiasGradient<__half>;
+template struct BiasGradient<__nv_bfloat16>;
+template struct BiasGradient<float>;
+template struct BiasGradient<double>;
 #undef INSTANTIATE
 
 }  // namespace im2col

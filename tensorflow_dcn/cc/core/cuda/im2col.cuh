@@ -8,11 +8,29 @@
 
 #include <cstddef>
 
+#include <algorithm>
+
 #include "tensorflow_dcn/cc/core/cuda/cuda_core.h"
+#include "tensorflow_dcn/cc/core/cuda/device_util.cuh"
+#include "tensorflow_dcn/cc/core/workspace.h"
 
 namespace tensorflow_dcn {
 namespace cuda {
 namespace im2col {
+
+// grad_bias = grad_output summed over pixels in a fixed order (per-split partials, then their
+// sum): the backward weight of every implementation computes it this way.
+template <typename T>
+struct BiasGradient {
+  int splits;
+  int64_t rows_per_split;
+  AccumulatorOf<T>* partials;
+  BiasGradient(const DcnShape& s, WorkspaceLayout* w)
+      : splits(static_cast<int>(std::clamp<int64_t>(CeilDiv(s.pixels(), 256), 1, 1024))),
+        rows_per_split(CeilDiv(std::max<int64_t>(s.pixels(), 1), splits)),
+        partials(w->Take<AccumulatorOf<T>>(splits * s.out_channels)) {}
+  cudaError_t Run(const DcnShape& s, const T* grad_output, T* grad_bias, cudaStream_t stream) const;
+};
 
 template <typename T>
 size_t WorkspaceBytes(Op op, const DcnShape& s, const Options& o);
