@@ -13,8 +13,8 @@
 #                                           # mixed_float16), long run, threads
 #   bash scripts/gpu/session.sh mirrored    # MirroredStrategy over every visible GPU (after
 #                                           # train: it compares with the one-GPU float32 run)
-#   bash scripts/gpu/session.sh profile     # the CUDA core alone: ncu per kernel, checks, timings
-#                                           # (carry .devbuild)
+#   bash scripts/gpu/session.sh profile     # the CUDA core alone: sanitizers, ncu per kernel,
+#                                           # checks, timings (carry .devbuild)
 #
 # Several stages in one call: `session.sh install tests`. Nothing here changes the GPU's
 # settings.
@@ -197,9 +197,20 @@ core_checks() {
   log "core checks and bench: rc=$? $(grep 'checks done' "$PROFILE/core.txt")"
 }
 
+# compute-sanitizer memcheck and racecheck over core_smoke (forward and backward weight, every
+# dtype, small shapes).
+core_sanitize() {
+  local smoke="$REPO/.devbuild/core_smoke"
+  { timeout 240 compute-sanitizer --tool memcheck "$smoke"
+    timeout 240 compute-sanitizer --tool racecheck --racecheck-report hazard "$smoke"; } \
+    > "$PROFILE/sanitizers.txt" 2>&1
+  log "sanitizers: rc=$? $(grep -E 'smoke failures|SUMMARY' "$PROFILE/sanitizers.txt" | tr '\n' ' ')"
+}
+
 stage_profile() {
   mkdir -p "$PROFILE"
-  on_both_gpus core_profile core_checks
+  sanitize_then_profile() { core_sanitize; core_profile; }
+  on_both_gpus sanitize_then_profile core_checks
 }
 
 # GPU 0 the whole test suite with the default kernels; GPU 1 the core's checks and timings, then

@@ -372,7 +372,7 @@ def bench():
 
             row = []
             fns = (fwd, fwd_bwd, tv, tv_fb, lambda: fwd("im2col"), lambda: fwd_bwd("im2col"))
-            for fn in fns + (bwd_input, bwd_weight):
+            for fn in fns + (bwd_input, bwd_weight, lambda: bwd_weight("im2col")):
                 try:
                     row.append(timeit(fn))
                 except RuntimeError:
@@ -382,7 +382,8 @@ def bench():
                 f"bench {n}x{h}x{w}x{c} {str(dtype):14s} tf32={tf32:d} fwd {row[0]:.3f} | "
                 f"tv {row[2]:.3f} | im2col {row[4]:.3f}   fwd+bwd {row[1]:.3f} | "
                 f"tv {row[3]:.3f} | im2col {row[5]:.3f}   ratio vs tv fwd {row[2] / row[0]:.2f}x "
-                f"fwd+bwd {row[3] / row[1]:.2f}x   bwd input {row[6]:.3f} weight {row[7]:.3f}   "
+                f"fwd+bwd {row[3] / row[1]:.2f}x   bwd input {row[6]:.3f} weight {row[7]:.3f} "
+                f"(im2col {row[8]:.3f})   "
                 f"workspace {mib:.1f} MiB",
                 flush=True,
             )
@@ -394,7 +395,9 @@ def profile_once():
         for dtype, tf32 in [(torch.float32, False), (torch.float32, True), (torch.float16, True)]:
             dim, data = make_problem(cfg, dtype)
             for choice in ("auto", "im2col"):
-                ran = "/".join(implementation(op, dtype, dim, tf32, choice=choice) for op in range(3))
+                ran = "/".join(
+                    implementation(op, dtype, dim, tf32, choice=choice) for op in (0, 1, 2)
+                )
                 print(f"profile {cfg} {dtype} tf32={tf32:d} {choice} ran {ran}", flush=True)
                 ours(cfg, dtype, dim, *data, tf32=tf32, choice=choice)
                 torch.cuda.synchronize()

@@ -1,9 +1,10 @@
-// A PyTorch-free driver of the CUDA core's forward, small enough to run under compute-sanitizer
-// (memcheck, racecheck): for each dtype and a few small shapes (both tiles of the sm_90a kernel,
-// pixels and channels off the tile sizes, groups, deformable groups, offsets far outside the
-// image and NaN), the auto plan against the portable plan on the same inputs, outputs poisoned
-// before each run. Accuracy against float64 is check_core.py's job; this checks that both plans
-// agree and write every element.
+// A PyTorch-free driver of the CUDA core, small enough to run under compute-sanitizer (memcheck,
+// racecheck): for each dtype and a few small shapes (both tiles of the sm_90a kernel, pixels and
+// channels off the tile sizes, groups, deformable groups, offsets far outside the image and
+// NaN), the forward's auto plan against the portable plan and the backward weight's auto plan
+// (cuda_fused_sm80) against im2col, on the same inputs, results poisoned before each run.
+// Accuracy against float64 is check_core.py's job; this checks that the plans agree and write
+// every element.
 //
 //   .devbuild/core_smoke [profile]  (built by tests/cuda_core/build.sh; `profile`: two
 //                                   benchmark-sized fp16 forwards only, for ncu)
@@ -74,28 +75,47 @@ T* Upload(const std::vector<float>& host) {
   return dev;
 }
 
-// Runs the forward with the given flags on poisoned output; returns the output (as float).
+// Runs `op` with the given flags on poisoned results (operands[first_result...], of the given
+// element counts); returns the results (as float), one after the other.
 template <typename T>
-std::vector<float> Forward(int dtype, const long long* dims, void** operands, size_t out_elems,
-                           int flags, const char** implementation) {
-  T* out = static_cast<T*>(operands[5]);
-  CHECK_CUDA(cudaMemset(out, 0xFF, out_elems * sizeof(T)));  // NaN in every dtype
-  *implementation = dcn_implementation(dtype, 0, dims, flags);
-  const size_t ws_bytes = dcn_workspace_bytes(dtype, 0, dims, flags);
+std::vector<float> Run(int dtype, int op, const long long* dims, void** operands, int first_result,
+                       const std::vector<size_t>& result_elems, int flags,
+                       const char** implementation) {
+  for (size_t r = 0; r < result_elems.size(); ++r) {  // NaN in every dtype
+    CHECK_CUDA(cudaMemset(operands[first_result + r], 0xFF, result_elems[r] * sizeof(T)));
+  }
+  *implementation = dcn_implementation(dtype, op, dims, flags);
+  const size_t ws_bytes = dcn_workspace_bytes(dtype, op, dims, flags);
   void* ws = nullptr;
   CHECK_CUDA(cudaMalloc(&ws, ws_bytes > 0 ? ws_bytes : 1));
-  const int err = dcn_run(dtype, 0, dims, operands, ws, flags, nullptr);
+  const int err = dcn_run(dtype, op, dims, operands, ws, flags, nullptr);
   if (err != 0) {
     std::printf("dcn_run failed: %s\n", dcn_error_string(err));
     std::exit(2);
   }
   CHECK_CUDA(cudaDeviceSynchronize());
   CHECK_CUDA(cudaFree(ws));
-  std::vector<T> host(out_elems);
-  CHECK_CUDA(cudaMemcpy(host.data(), out, out_elems * sizeof(T), cudaMemcpyDeviceToHost));
-  std::vector<float> result(out_elems);
-  for (size_t i = 0; i < out_elems; ++i) result[i] = ToFloat(host[i]);
+  std::vector<float> result;
+  for (size_t r = 0; r < result_elems.size(); ++r) {
+    std::vector<T> host(result_elems[r]);
+    CHECK_CUDA(cudaMemcpy(host.data(), operands[first_result + r], host.size() * sizeof(T),
+                          cudaMemcpyDeviceToHost));
+    for (const T& v : host) result.push_back(ToFloat(v));
+  }
   return result;
+}
+
+// Relative L2 difference and count of non-finite values of two runs' results.
+void Compare(const std::vector<float>& a, const std::vector<float>& b, double* rel,
+             size_t* non_finite) {
+  double diff = 0, norm = 0;
+  *non_finite = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (!std::isfinite(a[i]) || !std::isfinite(b[i])) ++*non_finite;
+    diff += double(a[i] - b[i]) * (a[i] - b[i]);
+    norm += double(b[i]) * b[i];
+  }
+  *rel = std::sqrt(diff / norm);
 }
 
 template <typename T>
@@ -111,7 +131,8 @@ void Check(int dtype, const char* name, const Config& cfg, float tolerance) {
   const size_t taps = size_t(cfg.k) * cfg.k, pixels = size_t(cfg.n) * ho * wo;
   std::vector<float> input(size_t(cfg.n) * cfg.h * cfg.w * cfg.c),
       offset(pixels * cfg.dg * taps * 2), mask(pixels * cfg.dg * taps),
-      weight(taps * (cfg.c / cfg.groups) * cfg.cout), bias(cfg.cout);
+      weight(taps * (cfg.c / cfg.groups) * cfg.cout), bias(cfg.cout),
+      grad_output(pixels * cfg.cout);
   for (float& v : input) v = normal(rng);
   for (size_t i = 0; i < offset.size(); ++i) {
     offset[i] = 6.f * (uniform(rng) - 0.5f);
@@ -122,31 +143,49 @@ void Check(int dtype, const char* name, const Config& cfg, float tolerance) {
   for (float& v : mask) v = uniform(rng);
   for (float& v : weight) v = normal(rng) / std::sqrt(float(taps * cfg.c / cfg.groups));
   for (float& v : bias) v = normal(rng);
-  void* operands[6] = {Upload<T>(input),  Upload<T>(offset), Upload<T>(mask),
-                       Upload<T>(weight), Upload<T>(bias),   nullptr};
+  for (float& v : grad_output) v = normal(rng);
   const size_t out_elems = pixels * cfg.cout;
-  CHECK_CUDA(cudaMalloc(&operands[5], out_elems * sizeof(T)));
+  void* forward[6] = {Upload<T>(input),  Upload<T>(offset), Upload<T>(mask),
+                      Upload<T>(weight), Upload<T>(bias),   nullptr};
+  CHECK_CUDA(cudaMalloc(&forward[5], out_elems * sizeof(T)));
+  void* backward_weight[6] = {
+      Upload<T>(grad_output), forward[0], forward[1], forward[2], nullptr, nullptr};
+  CHECK_CUDA(cudaMalloc(&backward_weight[4], weight.size() * sizeof(T)));
+  CHECK_CUDA(cudaMalloc(&backward_weight[5], bias.size() * sizeof(T)));
 
-  const char *auto_impl, *portable_impl;
-  const std::vector<float> fast = Forward<T>(dtype, dims, operands, out_elems, 1, &auto_impl);
-  const std::vector<float> portable =
-      Forward<T>(dtype, dims, operands, out_elems, 1 | (2 << 2), &portable_impl);
-  double diff = 0, norm = 0;
-  size_t non_finite = 0;
-  for (size_t i = 0; i < out_elems; ++i) {
-    if (!std::isfinite(fast[i]) || !std::isfinite(portable[i])) ++non_finite;
-    diff += double(fast[i] - portable[i]) * (fast[i] - portable[i]);
-    norm += double(portable[i]) * portable[i];
+  // The forward: auto against portable (the sm_90a kernel on Hopper); the backward weight: auto
+  // (cuda_fused_sm80) against im2col. flags: TF32 | choice << 2 (1 im2col, 2 portable).
+  struct Pair {
+    const char* what;
+    int op;
+    void** operands;
+    int first_result;
+    std::vector<size_t> elems;
+    int other_flags;
+  };
+  const Pair pairs[] = {
+      {"forward", 0, forward, 5, {out_elems}, 1 | (2 << 2)},
+      {"backward weight", 2, backward_weight, 4, {weight.size(), bias.size()}, 1 | (1 << 2)},
+  };
+  for (const Pair& pair : pairs) {
+    const char *auto_impl, *other_impl;
+    const std::vector<float> fast =
+        Run<T>(dtype, pair.op, dims, pair.operands, pair.first_result, pair.elems, 1, &auto_impl);
+    const std::vector<float> other = Run<T>(dtype, pair.op, dims, pair.operands, pair.first_result,
+                                            pair.elems, pair.other_flags, &other_impl);
+    double rel;
+    size_t non_finite;
+    Compare(fast, other, &rel, &non_finite);
+    const bool ok = non_finite == 0 && rel <= tolerance;
+    failures += !ok;
+    std::printf(
+        "smoke %-15s %-5s %dx%dx%dx%d cout %d stride %d groups %d dg %d: %s vs %s rel %.2e "
+        "non-finite %zu %s\n",
+        pair.what, name, cfg.n, cfg.h, cfg.w, cfg.c, cfg.cout, cfg.stride, cfg.groups, cfg.dg,
+        auto_impl, other_impl, rel, non_finite, ok ? "ok" : "FAIL");
   }
-  const double rel = std::sqrt(diff / norm);
-  const bool ok = non_finite == 0 && rel <= tolerance;
-  failures += !ok;
-  std::printf(
-      "smoke %-5s %dx%dx%dx%d cout %d stride %d groups %d dg %d: %s vs %s rel %.2e "
-      "non-finite %zu %s\n",
-      name, cfg.n, cfg.h, cfg.w, cfg.c, cfg.cout, cfg.stride, cfg.groups, cfg.dg, auto_impl,
-      portable_impl, rel, non_finite, ok ? "ok" : "FAIL");
-  for (void* p : operands) CHECK_CUDA(cudaFree(p));
+  for (void* p : forward) CHECK_CUDA(cudaFree(p));
+  for (int i : {0, 4, 5}) CHECK_CUDA(cudaFree(backward_weight[i]));
 }
 
 }  // namespace

@@ -131,10 +131,9 @@ cudaError_t Run(const Plan& plan, DType dtype, const DcnShape& s, const Backward
     using T = decltype(t);
     if constexpr (kHasTensorCoreKernels<T>) {
       if (plan.implementation == Implementation::kCudaFusedSm80) {
-        return fused_sm80::BackwardWeight(s, Typed<T>(a.grad_output), Typed<T>(a.input),
-                                          Typed<T>(a.offset), Typed<T>(a.mask),
-                                          Typed<T>(a.grad_weight), Typed<T>(a.grad_bias),
-                                          workspace, o, stream);
+        return fused_sm80::BackwardWeight(
+            s, Typed<T>(a.grad_output), Typed<T>(a.input), Typed<T>(a.offset), Typed<T>(a.mask),
+            Typed<T>(a.grad_weight), Typed<T>(a.grad_bias), workspace, o, stream);
       }
     }
     return im2col::BackwardWeight(s, Typed<T>(a.grad_output), Typed<T>(a.input), Typed<T>(a.offset),

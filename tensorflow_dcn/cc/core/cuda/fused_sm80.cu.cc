@@ -477,8 +477,8 @@ __global__ void __launch_bounds__(kThreads)
   mma::CopyProducer<T, false, kTileN> pb{
       grad_output + group * cog, s.out_channels, n0, cog, p_begin, p_end, grad_vector_ok};
   float acc[4][4][4] = {};
-  mma::MainLoop<T, kMode, false, false>(static_cast<int>(CeilDiv(p_end - p_begin, kStepK<T>)),
-                                        pa, pb, smem, acc);
+  mma::MainLoop<T, kMode, false, false>(static_cast<int>(CeilDiv(p_end - p_begin, kStepK<T>)), pa,
+                                        pb, smem, acc);
   const int64_t kg = s.group_columns();
   float* out = grad_weight_acc + group * cog;
   mma::ForEachAccumulatorPair(acc, [&](int r, int col, float v0, float v1) {
@@ -673,9 +673,9 @@ cudaError_t BackwardInput(const DcnShape& s, const T* grad_output, const T* inpu
 }
 
 template <typename T>
-cudaError_t BackwardWeight(const DcnShape& s, const T* grad_output, const T* input,
-                           const T* offset, const T* mask, T* grad_weight, T* grad_bias,
-                           void* workspace, const Options& o, cudaStream_t stream) {
+cudaError_t BackwardWeight(const DcnShape& s, const T* grad_output, const T* input, const T* offset,
+                           const T* mask, T* grad_weight, T* grad_bias, void* workspace,
+                           const Options& o, cudaStream_t stream) {
   WorkspaceLayout layout(workspace);
   BackwardWeightBuffers<T> buffers(s, &layout);
   float* grad_weight_acc =
@@ -692,14 +692,14 @@ cudaError_t BackwardWeight(const DcnShape& s, const T* grad_output, const T* inp
     int per_sm = 1;
     DCN_RETURN_IF_ERROR(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel_fn, kThreads,
                                                                       kWeightSmem<T>));
-    const int64_t wanted = std::max<int64_t>(1, int64_t{per_sm} * o.multiprocessors /
-                                                    (int64_t{tiles} * s.groups));
-    const int64_t splits =
-        std::clamp<int64_t>(wanted, 1, std::min<int64_t>(65535, CeilDiv(s.pixels(), 4 * kStepK<T>)));
+    const int64_t wanted =
+        std::max<int64_t>(1, int64_t{per_sm} * o.multiprocessors / (int64_t{tiles} * s.groups));
+    const int64_t splits = std::clamp<int64_t>(
+        wanted, 1, std::min<int64_t>(65535, CeilDiv(s.pixels(), 4 * kStepK<T>)));
     const int64_t per_split = CeilDiv(CeilDiv(s.pixels(), splits), kStepK<T>) * kStepK<T>;
     const dim3 grid(tiles, static_cast<unsigned>(CeilDiv(s.pixels(), per_split)), s.groups);
-    kernel_fn<<<grid, kThreads, kWeightSmem<T>, stream>>>(s, grad_output, input, offset, mask,
-                                                          grad_weight_acc, per_split, m_tiles, g_ok);
+    kernel_fn<<<grid, kThreads, kWeightSmem<T>, stream>>>(
+        s, grad_output, input, offset, mask, grad_weight_acc, per_split, m_tiles, g_ok);
     return cudaGetLastError();
   };
   cudaError_t err;
@@ -716,17 +716,17 @@ cudaError_t BackwardWeight(const DcnShape& s, const T* grad_output, const T* inp
   return grad_bias ? buffers.bias.Run(s, grad_output, grad_bias, stream) : cudaSuccess;
 }
 
-#define INSTANTIATE(T)                                                                           \
-  template bool ForwardSupported<T>(const DcnShape&, const Options&);                            \
-  template bool BackwardInputSupported<T>(const DcnShape&, const Options&);                      \
-  template bool BackwardWeightSupported<T>(const DcnShape&, const Options&);                     \
-  template size_t BackwardInputWorkspaceBytes<T>(const DcnShape&);                               \
-  template size_t BackwardWeightWorkspaceBytes<T>(const DcnShape&);                              \
-  template cudaError_t Forward<T>(const DcnShape&, const T*, const T*, const T*, const T*,       \
-                                  const T*, T*, const Options&, cudaStream_t);                   \
-  template cudaError_t BackwardInput<T>(const DcnShape&, const T*, const T*, const T*, const T*, \
-                                        const T*, T*, T*, T*, void*, const Options&,             \
-                                        cudaStream_t);                                           \
+#define INSTANTIATE(T)                                                                            \
+  template bool ForwardSupported<T>(const DcnShape&, const Options&);                             \
+  template bool BackwardInputSupported<T>(const DcnShape&, const Options&);                       \
+  template bool BackwardWeightSupported<T>(const DcnShape&, const Options&);                      \
+  template size_t BackwardInputWorkspaceBytes<T>(const DcnShape&);                                \
+  template size_t BackwardWeightWorkspaceBytes<T>(const DcnShape&);                               \
+  template cudaError_t Forward<T>(const DcnShape&, const T*, const T*, const T*, const T*,        \
+                                  const T*, T*, const Options&, cudaStream_t);                    \
+  template cudaError_t BackwardInput<T>(const DcnShape&, const T*, const T*, const T*, const T*,  \
+                                        const T*, T*, T*, T*, void*, const Options&,              \
+                                        cudaStream_t);                                            \
   template cudaError_t BackwardWeight<T>(const DcnShape&, const T*, const T*, const T*, const T*, \
                                          T*, T*, void*, const Options&, cudaStream_t);
 INSTANTIATE(__half)

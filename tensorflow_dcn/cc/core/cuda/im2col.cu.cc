@@ -369,10 +369,7 @@ struct BackwardWeightBuffers {
   Acc* grad_weight_acc;
   BiasGradient<T> bias;
   BackwardWeightBuffers(const DcnShape& s, const Options& o, WorkspaceLayout* w)
-      : ld(ColumnStride(s)),
-        chunk(ChunkRows<T>(s)),
-        cols(w->Take<T>(chunk * ld)),
-        bias(s, w) {
+      : ld(ColumnStride(s)), chunk(ChunkRows<T>(s)), cols(w->Take<T>(chunk * ld)), bias(s, w) {
     // Split the pixel reduction so that the GEMM fills the GPU about twice.
     const int64_t tiles =
         CeilDiv(s.group_columns(), 128) * CeilDiv(s.out_channels_per_group(), 128) * s.groups;

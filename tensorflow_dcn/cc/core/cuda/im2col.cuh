@@ -6,9 +6,8 @@
 
 #include <cuda_runtime.h>
 
-#include <cstddef>
-
 #include <algorithm>
+#include <cstddef>
 
 #include "tensorflow_dcn/cc/core/cuda/cuda_core.h"
 #include "tensorflow_dcn/cc/core/cuda/device_util.cuh"
