@@ -9,6 +9,7 @@
 #   bash scripts/gpu/session.sh check       # cubins; GPU tests (default kernels) beside the core's
 #                                           # checks, timings and profile (carry .devbuild)
 #   bash scripts/gpu/session.sh bench       # op/layer and model-level (fp32, bf16) benchmarks
+#   bash scripts/gpu/session.sh bench_portable  # the portable kernels' op alone
 #   bash scripts/gpu/session.sh train       # model-level fp16; training on one GPU (float32,
 #                                           # mixed_float16), long run, threads
 #   bash scripts/gpu/session.sh mirrored    # MirroredStrategy over every visible GPU (after
@@ -91,8 +92,7 @@ stage_tests() {
   on_both_gpus tests_default tests_portable
 }
 
-# The op/layer benchmark, then the portable kernels' op beside it. From /tmp, so that the
-# installed wheel is imported, not the checkout.
+# The op/layer benchmark. From /tmp, so that the installed wheel is imported, not the checkout.
 op_bench() {
   local b="$WORK/bench"
   mkdir -p "$b"
@@ -101,6 +101,13 @@ op_bench() {
     --dtypes tf32,fp32,fp16,bf16 --repeats 5 --round-ms 30 --torch-python python3 \
     --out "$b/op" > "$b/op.log" 2>&1
   log "op benchmark: rc=$? $(tail -n 4 "$b/op.log" | tr '\n' ' ')"
+}
+
+# The portable kernels' op alone (what a driver older than 580 runs), to set beside op_bench.
+op_bench_portable() {
+  local b="$WORK/bench"
+  mkdir -p "$b"
+  cd /tmp || return 1
   TFDCN_KERNELS=portable timeout 90 python3 -m tensorflow_dcn.benchmark --configs 3,4,5,7 \
     --dtypes tf32,fp32,fp16,bf16 --impls tfdcn --repeats 5 --round-ms 30 \
     --out "$b/op_portable" > "$b/op_portable.log" 2>&1
@@ -131,6 +138,7 @@ model_bench() {
 model_bench_fp32_bf16() { MODEL_DTYPES="fp32 bf16" model_bench; }
 
 stage_bench() { on_both_gpus op_bench model_bench_fp32_bf16; }
+stage_bench_portable() { op_bench_portable; }
 
 TRAIN_ARGS=(--epochs 3 --steps-per-epoch 50 --batch-size 32 --image-size 256 --channels 64
             --layer both --verbose 2)
@@ -153,11 +161,11 @@ long_run() {
   log "long run: rc=$? $(grep -E 'ms/step|finite|thread test|FAILED' "$r/long_fp16.log" | tr '\n' ' ' | cut -c1-400)"
 }
 
-# GPU 0: the mixed_float16 model-level rows, then mixed_float16 training; GPU 1: float32 (TF32
-# on) training (the one-GPU run `mirrored` compares with), then the long run. mixed_bfloat16
-# training: `train_one_gpu mixed_bfloat16`.
-train_lane0() { MODEL_DTYPES=fp16 model_bench; train_one_gpu mixed_float16; }
-train_lane1() { train_one_gpu none; long_run; }
+# GPU 0: the mixed_float16 model-level rows; GPU 1: float32 (TF32 on) training (the one-GPU run
+# `mirrored` compares with), the long run, mixed_float16 training. mixed_bfloat16 training:
+# `train_one_gpu mixed_bfloat16`.
+train_lane0() { MODEL_DTYPES=fp16 model_bench; }
+train_lane1() { train_one_gpu none; long_run; train_one_gpu mixed_float16; }
 
 stage_train() { on_both_gpus train_lane0 train_lane1; }
 

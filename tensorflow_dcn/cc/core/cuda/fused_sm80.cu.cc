@@ -47,6 +47,40 @@ __device__ __forceinline__ void IssueCorners(const Gather& g, int64_t channels, 
   }
 }
 
+// The software pipeline of the gathering kernels (forward, backward weight): kStages steps in
+// flight. issue(kt) starts step kt into stage kt % kStages: the corner chunks by cp.async into a
+// staging area, the bilinear weights into shared memory, the B tile by cp.async. blend(kt)
+// turns step kt's corners into A tile kt % 2; each thread blends the units whose corners it
+// copied, so only the A tile needs a barrier. Iteration kt multiplies step kt while blending step
+// kt + 1 (independent instructions the scheduler interleaves), then one barrier, then the issue of
+// step kt + kStages into the stage step kt just freed.
+template <typename T, MathMode kMode, int kStages, bool kAK, typename Issue, typename Blend>
+__device__ __forceinline__ void GatherMainLoop(int ktiles, const char* a_tiles, int a_tile_bytes,
+                                               const char* b_tiles, int b_tile_bytes, Issue&& issue,
+                                               Blend&& blend, float (&acc)[4][4][4]) {
+  static_assert(kStages >= 3, "a step's weights must be written a barrier before its blend");
+#pragma unroll
+  for (int st = 0; st < kStages; ++st) {
+    if (st < ktiles) issue(st);
+    CpAsyncCommit();
+  }
+  CpAsyncWait<kStages - 1>();
+  __syncthreads();  // the prologue's weights are visible
+  if (ktiles > 0) blend(0);
+  __syncthreads();
+  for (int kt = 0; kt < ktiles; ++kt) {
+    CpAsyncWait<kStages - 2>();  // this thread's copies for step kt + 1 have landed
+    mma::MmaStep<T, kMode, kAK, false>(a_tiles + (kt % 2) * a_tile_bytes,
+                                       b_tiles + (kt % kStages) * b_tile_bytes, acc);
+    if (kt + 1 < ktiles) blend(kt + 1);
+    // A tile (kt + 1) % 2 is complete, step kt's A tile, staging, weights and B stage are free.
+    __syncthreads();
+    if (kt + kStages < ktiles) issue(kt + kStages);
+    CpAsyncCommit();
+  }
+  CpAsyncWait<0>();
+}
+
 // ---------------------------------------------------------------------------------------------
 // Forward: A[pixel][(tap, channel)] (128 pixels x one 64-byte k-step of one tap's channels) is
 // gathered asynchronously. For step kt + kStages - 1, each thread cp.async-copies the four corner
@@ -74,7 +108,6 @@ __global__ void __launch_bounds__(kThreads, 1)
     ForwardKernel(DcnShape s, const T* input, const T* offset, const T* mask, const T* weight,
                   const T* bias, T* output, int64_t row0, bool weight_vector_ok) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  static_assert(kStages >= 3, "a step's weights must be written a barrier before its blend");
   using L = ForwardLayout<T, kStages>;
   constexpr int V = kVector<T>;
   constexpr int kChunks = kStepK<T> / V;  // 16-byte chunks per row and step
@@ -209,30 +242,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
   };
 
-  // Software pipeline: kStages steps in flight; iteration kt multiplies step kt while blending
-  // step kt + 1 (independent instructions the scheduler interleaves), then one barrier, then the
-  // issue of step kt + kStages into the stage step kt just freed.
-#pragma unroll
-  for (int st = 0; st < kStages; ++st) {
-    if (st < ktiles) issue(st);
-    CpAsyncCommit();
-  }
-  CpAsyncWait<kStages - 1>();
-  __syncthreads();  // the prologue's weights are visible
-  blend(0);
-  __syncthreads();
   float acc[4][4][4] = {};
-  for (int kt = 0; kt < ktiles; ++kt) {
-    CpAsyncWait<kStages - 2>();  // this thread's copies for step kt + 1 have landed
-    mma::MmaStep<T, kMode, true, false>(smem + L::kAAt + (kt % 2) * L::TileA::kBytes,
-                                        smem + L::kBAt + (kt % kStages) * L::TileB::kBytes, acc);
-    if (kt + 1 < ktiles) blend(kt + 1);
-    // A tile (kt + 1) % 2 is complete, step kt's A tile, staging, weights and B stage are free.
-    __syncthreads();
-    if (kt + kStages < ktiles) issue(kt + kStages);
-    CpAsyncCommit();
-  }
-  CpAsyncWait<0>();
+  GatherMainLoop<T, kMode, kStages, true>(ktiles, smem + L::kAAt, L::TileA::kBytes, smem + L::kBAt,
+                                          L::TileB::kBytes, issue, blend, acc);
 
   T* out = output + group * cog;
   const T* b = bias ? bias + group * cog : nullptr;
@@ -361,77 +373,100 @@ __global__ void __launch_bounds__(kThreads)
 // ---------------------------------------------------------------------------------------------
 // Backward weight: grad_weight[(tap, channel)][co] = sum over pixels of
 // column[pixel][(tap, channel)] x grad_output[pixel][co], a GEMM whose K runs over pixels. The A
-// operand (128 columns x one k-step of pixels, MN-contiguous) is gathered by ColumnProducer:
-// each thread keeps one 16-byte column chunk (so one tap and deformable group) and walks its
-// pixel rows step by step, its corner loads in flight during the tensor-core work of the step
-// before; B (grad_output rows) is copied. Blocks split the pixels (grid.y) and add their 128 x
-// 128 partial sums into a float accumulator with atomics; the bias gradient is the im2col
-// implementation's fixed-order reduction.
+// operand (one k-step of pixels x 128 columns, MN-contiguous) is gathered through the same
+// pipeline as the forward's: each thread keeps one 16-byte column chunk (so one tap and
+// deformable group) and walks its pixel rows step by step; B (grad_output rows) is copied. The
+// pixels are split over blocks (grid.y), whose 128 x 128 partial sums meet in a float
+// accumulator through atomics; the bias gradient is the im2col implementation's fixed-order
+// reduction.
 // ---------------------------------------------------------------------------------------------
 
-template <typename T>
-struct ColumnProducer {
-  using TileA = mma::Tile<T, false, kTileM>;  // kStepK pixel rows of kTileM columns
-  static constexpr int kRowsPerPass = kThreads / TileA::kChunksPerRow;
-  static constexpr int kUnits = TileA::kStepK / kRowsPerPass;
-  static_assert(kUnits * kRowsPerPass == TileA::kStepK, "each thread fills whole units");
+static_assert(kWeightTileOutChannels == kTileN, "the planner's view of the weight tile");
 
-  const DcnShape& s;
-  const T* input;
-  const T* offset;
-  const T* mask;
-  int64_t p_end;
-  int tap, sample, chunk;  // this thread's column chunk: its tap, sample index and 16-byte slot
-  int64_t channel;         // the chunk's first input channel
-  bool column_valid;
-  // Per unit: the pixel of the next step to issue and where it is; the issued step's corners.
+template <typename T, int kStages>
+struct WeightLayout {
+  using TileA = mma::Tile<T, false, kTileM>;        // kStepK pixel rows of kTileM columns
+  using TileB = mma::Tile<T, false, kTileN>;        // kStepK pixel rows of kTileN output channels
+  static constexpr int kUnits = TileA::kChunks;     // (pixel row, 16-byte column chunk) per step
+  static constexpr int kStaging = 4 * kUnits * 16;  // [corner][unit] 16 bytes
+  static constexpr int kWeights = kUnits * 16;      // [unit] float4
+  static constexpr int kWeightsAt = kStages * kStaging;
+  static constexpr int kBAt = kWeightsAt + kStages * kWeights;
+  static constexpr int kAAt = kBAt + kStages * TileB::kBytes;
+  static constexpr int kBytes = kAAt + 2 * TileA::kBytes;
+};
+
+template <typename T, MathMode kMode, int kStages>
+__global__ void __launch_bounds__(kThreads, 1)
+    WeightKernel(DcnShape s, const T* grad_output, const T* input, const T* offset, const T* mask,
+                 float* grad_weight_acc, int64_t pixels_per_split, int m_tiles,
+                 bool grad_vector_ok) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  using L = WeightLayout<T, kStages>;
+  constexpr int kChunksPerRow = L::TileA::kChunksPerRow;
+  constexpr int kRowsPerPass = kThreads / kChunksPerRow;
+  constexpr int kUnits = L::kUnits / kThreads;  // per thread
+  static_assert(kUnits * kThreads == L::kUnits, "each thread fills whole units");
+  extern __shared__ __align__(128) char smem[];
+
+  const int group = blockIdx.z;
+  const int64_t m0 = int64_t{blockIdx.x % m_tiles} * kTileM;
+  const int64_t n0 = int64_t{blockIdx.x / m_tiles} * kTileN;
+  const int64_t p_begin = int64_t{blockIdx.y} * pixels_per_split;
+  const int64_t p_end = min(s.pixels(), p_begin + pixels_per_split);
+  const int64_t cog = s.out_channels_per_group(), cpg = s.in_channels_per_group();
+
+  // This thread's column chunk: its tap, input channel and sample index (fixed for the kernel).
+  const int chunk = threadIdx.x % kChunksPerRow;
+  const int64_t column = m0 + chunk * kVector<T>;  // within the group's (tap, channel) rows
+  const bool column_valid = column < s.group_columns();
+  const int tap = static_cast<int>(column / cpg);
+  const int64_t channel = group * cpg + column % cpg;
+  const int sample = static_cast<int>(channel / s.channels_per_deformable_group()) * s.taps() + tap;
+  // Per unit: the pixel of the next step to issue, where it is (walked without divisions) and its
+  // sample's offset and mask, loaded one step ahead.
   int64_t pixel[kUnits];
   OutputPixel at[kUnits];
-  Vector16<T> raw[kUnits][4];
-  float weight[kUnits][4];
-
-  __device__ ColumnProducer(const DcnShape& shape, const T* in, const T* off, const T* m, int group,
-                            int64_t m0, int64_t p_begin, int64_t p_stop)
-      : s(shape), input(in), offset(off), mask(m), p_end(p_stop) {
-    chunk = threadIdx.x % TileA::kChunksPerRow;
-    const int64_t column = m0 + chunk * kVector<T>;  // within the group's (tap, channel) rows
-    const int64_t cpg = s.in_channels_per_group();
-    column_valid = column < s.group_columns();
-    tap = static_cast<int>(column / cpg);
-    channel = group * cpg + column % cpg;
-    sample = static_cast<int>(channel / s.channels_per_deformable_group()) * s.taps() + tap;
-#pragma unroll
-    for (int u = 0; u < kUnits; ++u) {
-      pixel[u] = p_begin + threadIdx.x / TileA::kChunksPerRow + u * kRowsPerPass;
-      at[u] = LocateOutputPixel(s, pixel[u] < p_end ? pixel[u] : 0);
+  float pre_dy[kUnits], pre_dx[kUnits], pre_m[kUnits];
+  auto prefetch = [&](int u) {
+    pre_dy[u] = pre_dx[u] = pre_m[u] = 0.f;
+    if (column_valid && pixel[u] < p_end) {
+      const T* off = offset + pixel[u] * s.offset_channels() + 2 * sample;
+      pre_dy[u] = static_cast<float>(off[0]);
+      pre_dx[u] = static_cast<float>(off[1]);
+      pre_m[u] = mask ? static_cast<float>(mask[pixel[u] * s.mask_channels() + sample]) : 1.f;
     }
+  };
+#pragma unroll
+  for (int u = 0; u < kUnits; ++u) {
+    pixel[u] = p_begin + threadIdx.x / kChunksPerRow + u * kRowsPerPass;
+    at[u] = LocateOutputPixel(s, pixel[u] < p_end ? pixel[u] : 0);
+    prefetch(u);
   }
 
-  // Starts the gather of the next k-step (steps are issued in order, once each).
-  __device__ void Issue(int, char*) {
+  auto issue = [&](int kt) {
+    const int stage = kt % kStages;
+    char* staging = smem + stage * L::kStaging;
 #pragma unroll
     for (int u = 0; u < kUnits; ++u) {
+      const int unit = threadIdx.x + u * kThreads;
+      BilinearPoint<float> point;
+      const bool valid = column_valid && pixel[u] < p_end;
+      if (valid) MakeTapPoint(s, at[u], tap, pre_dy[u], pre_dx[u], &point);
+      const T* image = input + at[u].n * s.image_elements() + channel;
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
-        raw[u][k] = Vector16<T>{};
-        weight[u][k] = 0.f;
+        const bool read = valid && point.pixel[k] >= 0;
+        CpAsync16Cached(staging + (k * L::kUnits + unit) * 16,
+                        image + (read ? point.pixel[k] * s.in_channels : 0), read);
       }
-      if (column_valid && pixel[u] < p_end) {
-        BilinearPoint<float> point;
-        float m;
-        MakeSample(s, pixel[u], at[u], sample, offset, mask, &point, &m);
-        Gather g;
-        g.image = input + at[u].n * s.image_elements();
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-          g.pixel[k] = point.pixel[k];
-          weight[u][k] = point.weight[k] * m;
-        }
-        IssueCorners(g, s.in_channels, channel, raw[u]);
-      }
-      // The next step's pixel: kStepK further, walked without divisions.
-      pixel[u] += TileA::kStepK;
-      at[u].ox += TileA::kStepK;
+      const float m = pre_m[u];
+      *reinterpret_cast<float4*>(smem + L::kWeightsAt + stage * L::kWeights + unit * 16) =
+          valid ? make_float4(point.weight[0] * m, point.weight[1] * m, point.weight[2] * m,
+                              point.weight[3] * m)
+                : make_float4(0.f, 0.f, 0.f, 0.f);
+      pixel[u] += kStepK<T>;
+      at[u].ox += kStepK<T>;
       while (at[u].ox >= s.out_w) {
         at[u].ox -= static_cast<int>(s.out_w);
         if (++at[u].oy == s.out_h) {
@@ -439,46 +474,45 @@ struct ColumnProducer {
           ++at[u].n;
         }
       }
+      prefetch(u);
     }
-  }
+    L::TileB::Load(smem + L::kBAt + stage * L::TileB::kBytes, grad_output + group * cog,
+                   s.out_channels, n0, cog, p_begin + int64_t{kt} * kStepK<T>, p_end,
+                   grad_vector_ok);
+  };
 
-  // Blends the issued step's corners into the A tile.
-  __device__ void Finish(char* tile) const {
+  auto blend = [&](int kt) {
+    const int stage = kt % kStages;
+    const char* staging = smem + stage * L::kStaging;
+    char* a_tile = smem + L::kAAt + (kt % 2) * L::TileA::kBytes;
 #pragma unroll
     for (int u = 0; u < kUnits; ++u) {
+      const int unit = threadIdx.x + u * kThreads;
+      const float4 w =
+          *reinterpret_cast<const float4*>(smem + L::kWeightsAt + stage * L::kWeights + unit * 16);
+      const float wk[4] = {w.x, w.y, w.z, w.w};
+      Vector16<T> raw[4];
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        raw[k] = *reinterpret_cast<const Vector16<T>*>(staging + (k * L::kUnits + unit) * 16);
+      }
       Vector16<T> out;
 #pragma unroll
       for (int e = 0; e < kVector<T>; ++e) {
         float v = 0.f;
 #pragma unroll
-        for (int k = 0; k < 4; ++k) v += weight[u][k] * static_cast<float>(raw[u][k].e[e]);
+        for (int k = 0; k < 4; ++k) v += wk[k] * static_cast<float>(raw[k].e[e]);
         out.e[e] = FromFloat<T>(v);
       }
-      const int row = threadIdx.x / TileA::kChunksPerRow + u * kRowsPerPass;
-      *reinterpret_cast<Vector16<T>*>(tile + row * TileA::kRowBytes + chunk * 16) = out;
+      const int row = threadIdx.x / kChunksPerRow + u * kRowsPerPass;
+      *reinterpret_cast<Vector16<T>*>(a_tile + row * L::TileA::kRowBytes + chunk * 16) = out;
     }
-  }
-};
+  };
 
-template <typename T, MathMode kMode>
-__global__ void __launch_bounds__(kThreads)
-    WeightKernel(DcnShape s, const T* grad_output, const T* input, const T* offset, const T* mask,
-                 float* grad_weight_acc, int64_t pixels_per_split, int m_tiles,
-                 bool grad_vector_ok) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  extern __shared__ __align__(128) char smem[];
-  const int group = blockIdx.z;
-  const int64_t m0 = int64_t{blockIdx.x % m_tiles} * kTileM;
-  const int64_t n0 = int64_t{blockIdx.x / m_tiles} * kTileN;
-  const int64_t p_begin = int64_t{blockIdx.y} * pixels_per_split;
-  const int64_t p_end = min(s.pixels(), p_begin + pixels_per_split);
-  const int64_t cog = s.out_channels_per_group();
-  ColumnProducer<T> pa(s, input, offset, mask, group, m0, p_begin, p_end);
-  mma::CopyProducer<T, false, kTileN> pb{
-      grad_output + group * cog, s.out_channels, n0, cog, p_begin, p_end, grad_vector_ok};
   float acc[4][4][4] = {};
-  mma::MainLoop<T, kMode, false, false>(static_cast<int>(CeilDiv(p_end - p_begin, kStepK<T>)), pa,
-                                        pb, smem, acc);
+  GatherMainLoop<T, kMode, kStages, false>(static_cast<int>(CeilDiv(p_end - p_begin, kStepK<T>)),
+                                           smem + L::kAAt, L::TileA::kBytes, smem + L::kBAt,
+                                           L::TileB::kBytes, issue, blend, acc);
   const int64_t kg = s.group_columns();
   float* out = grad_weight_acc + group * cog;
   mma::ForEachAccumulatorPair(acc, [&](int r, int col, float v0, float v1) {
@@ -511,12 +545,34 @@ cudaError_t ForEachPixelLaunch(int64_t pixels, Launch&& launch) {
   return cudaSuccess;
 }
 
-// Pipeline depth of the forward kernel that fits the device's shared memory, or 0.
-template <typename T>
-int ForwardStages(const Options& o) {
-  if (o.shared_memory_per_block >= ForwardLayout<T, 4>::kBytes) return 4;
-  if (o.shared_memory_per_block >= ForwardLayout<T, 3>::kBytes) return 3;
+// Pipeline depth of a gathering kernel (its shared-memory Layout) that fits the device, or 0.
+template <template <typename, int> class Layout, typename T>
+int StagesThatFit(const Options& o) {
+  if (o.shared_memory_per_block >= Layout<T, 4>::kBytes) return 4;
+  if (o.shared_memory_per_block >= Layout<T, 3>::kBytes) return 3;
   return 0;
+}
+
+template <auto kFn>
+using Constant = std::integral_constant<decltype(kFn), kFn>;
+
+// Calls launch(kernel constant, shared-memory bytes) with the instance of a gathering kernel that
+// fits the device (4 or 3 stages) in the math mode the options ask for; kernel(mode, stages)
+// names the instance.
+template <typename T, template <typename, int> class Layout, typename Kernel, typename Launch>
+cudaError_t LaunchGather(const Options& o, Kernel&& kernel, Launch&& launch) {
+  auto with_stages = [&](auto mode) {
+    if (StagesThatFit<Layout, T>(o) == 4) {
+      return launch(kernel(mode, std::integral_constant<int, 4>()), Layout<T, 4>::kBytes);
+    }
+    return launch(kernel(mode, std::integral_constant<int, 3>()), Layout<T, 3>::kBytes);
+  };
+  if constexpr (std::is_same_v<T, float>) {
+    if (Mode(o) == MathMode::kTensorCore3x) {
+      return with_stages(std::integral_constant<MathMode, MathMode::kTensorCore3x>());
+    }
+  }
+  return with_stages(std::integral_constant<MathMode, MathMode::kTensorCore>());
 }
 
 // offset/mask gradients from the float sums ([sample][3]: m*d/dy, m*d/dx, d/dm).
@@ -551,14 +607,28 @@ struct BackwardWeightBuffers {
   }
 };
 
-template <typename T>
-constexpr int kWeightSmem = mma::kPipelineBytes<T, false, false>;
+// The pixel splits of the backward weight: each of `tiles` output tiles reduces `steps` k-steps,
+// `slots` blocks run at a time. Minimises waves x (steps per split + a block's fixed cost, about
+// kSplitOverheadSteps), so that the last wave is not mostly idle.
+constexpr int64_t kSplitOverheadSteps = 8;
+int64_t ChooseSplits(int64_t tiles, int64_t steps, int64_t slots) {
+  int64_t best = 1, best_cost = INT64_MAX;
+  for (int64_t splits = 1; splits <= std::min<int64_t>(steps, 65535); ++splits) {
+    const int64_t cost =
+        CeilDiv(tiles * splits, slots) * (CeilDiv(steps, splits) + kSplitOverheadSteps);
+    if (cost < best_cost) {
+      best = splits;
+      best_cost = cost;
+    }
+  }
+  return best;
+}
 }  // namespace
 
 template <typename T>
 bool ForwardSupported(const DcnShape& s, const Options& o) {
-  return o.compute_capability >= 80 && !std::is_same_v<T, double> && ForwardStages<T>(o) > 0 &&
-         s.in_channels_per_group() % kStepK<T> == 0 &&
+  return o.compute_capability >= 80 && !std::is_same_v<T, double> &&
+         StagesThatFit<ForwardLayout, T>(o) > 0 && s.in_channels_per_group() % kStepK<T> == 0 &&
          s.channels_per_deformable_group() % kStepK<T> == 0;
 }
 
@@ -572,7 +642,7 @@ bool BackwardInputSupported(const DcnShape& s, const Options& o) {
 template <typename T>
 bool BackwardWeightSupported(const DcnShape& s, const Options& o) {
   return o.compute_capability >= 80 && !std::is_same_v<T, double> && !o.deterministic &&
-         o.shared_memory_per_block >= kWeightSmem<T> && s.pixels() > 0 &&
+         StagesThatFit<WeightLayout, T>(o) > 0 && s.pixels() > 0 &&
          s.in_channels_per_group() % kVector<T> == 0 &&
          s.channels_per_deformable_group() % kVector<T> == 0;
 }
@@ -606,23 +676,12 @@ cudaError_t Forward(const DcnShape& s, const T* input, const T* offset, const T*
                                                         output, row0, w_ok);
     });
   };
-  auto with_stages = [&](auto mode) {
-    constexpr MathMode kMode = decltype(mode)::value;
-    if (ForwardStages<T>(o) == 4) {
-      return launch(std::integral_constant<decltype(&ForwardKernel<T, kMode, 4>),
-                                           &ForwardKernel<T, kMode, 4>>(),
-                    ForwardLayout<T, 4>::kBytes);
-    }
-    return launch(std::integral_constant<decltype(&ForwardKernel<T, kMode, 3>),
-                                         &ForwardKernel<T, kMode, 3>>(),
-                  ForwardLayout<T, 3>::kBytes);
-  };
-  if constexpr (std::is_same_v<T, float>) {
-    if (Mode(o) == MathMode::kTensorCore3x) {
-      return with_stages(std::integral_constant<MathMode, MathMode::kTensorCore3x>());
-    }
-  }
-  return with_stages(std::integral_constant<MathMode, MathMode::kTensorCore>());
+  return LaunchGather<T, ForwardLayout>(
+      o,
+      [](auto mode, auto stages) {
+        return Constant<&ForwardKernel<T, decltype(mode)::value, decltype(stages)::value>>();
+      },
+      launch);
 }
 
 template <typename T>
@@ -655,11 +714,9 @@ cudaError_t BackwardInput(const DcnShape& s, const T* grad_output, const T* inpu
   };
   cudaError_t err;
   if (std::is_same_v<T, float> && Mode(o) == MathMode::kTensorCore3x) {
-    err = launch(std::integral_constant<decltype(&InputKernel<T, MathMode::kTensorCore3x>),
-                                        &InputKernel<T, MathMode::kTensorCore3x>>());
+    err = launch(Constant<&InputKernel<T, MathMode::kTensorCore3x>>());
   } else {
-    err = launch(std::integral_constant<decltype(&InputKernel<T, MathMode::kTensorCore>),
-                                        &InputKernel<T, MathMode::kTensorCore>>());
+    err = launch(Constant<&InputKernel<T, MathMode::kTensorCore>>());
   }
   DCN_RETURN_IF_ERROR(err);
   if (samples > 0) {
@@ -685,31 +742,27 @@ cudaError_t BackwardWeight(const DcnShape& s, const T* grad_output, const T* inp
   const int m_tiles = static_cast<int>(CeilDiv(s.group_columns(), kTileM));
   const int tiles = m_tiles * static_cast<int>(CeilDiv(s.out_channels_per_group(), kTileN));
   const bool g_ok = VectorOk(grad_output, s.out_channels, s.out_channels_per_group(), sizeof(T));
-  auto launch = [&](auto kernel) {
+  auto launch = [&](auto kernel, int smem_bytes) {
     constexpr auto kernel_fn = decltype(kernel)::value;
-    DCN_RETURN_IF_ERROR(mma::AllowSharedMemory<kernel_fn>(kWeightSmem<T>));
-    // One wave: the pixels split so that every resident block has a share (at least 4 k-steps).
+    DCN_RETURN_IF_ERROR(mma::AllowSharedMemory<kernel_fn>(smem_bytes));
     int per_sm = 1;
-    DCN_RETURN_IF_ERROR(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel_fn, kThreads,
-                                                                      kWeightSmem<T>));
-    const int64_t wanted =
-        std::max<int64_t>(1, int64_t{per_sm} * o.multiprocessors / (int64_t{tiles} * s.groups));
-    const int64_t splits = std::clamp<int64_t>(
-        wanted, 1, std::min<int64_t>(65535, CeilDiv(s.pixels(), 4 * kStepK<T>)));
-    const int64_t per_split = CeilDiv(CeilDiv(s.pixels(), splits), kStepK<T>) * kStepK<T>;
+    DCN_RETURN_IF_ERROR(
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel_fn, kThreads, smem_bytes));
+    const int64_t steps = CeilDiv(s.pixels(), kStepK<T>);
+    const int64_t splits = ChooseSplits(int64_t{tiles} * s.groups, steps,
+                                        std::max(1, per_sm) * int64_t{o.multiprocessors});
+    const int64_t per_split = CeilDiv(steps, splits) * kStepK<T>;
     const dim3 grid(tiles, static_cast<unsigned>(CeilDiv(s.pixels(), per_split)), s.groups);
-    kernel_fn<<<grid, kThreads, kWeightSmem<T>, stream>>>(
-        s, grad_output, input, offset, mask, grad_weight_acc, per_split, m_tiles, g_ok);
+    kernel_fn<<<grid, kThreads, smem_bytes, stream>>>(s, grad_output, input, offset, mask,
+                                                      grad_weight_acc, per_split, m_tiles, g_ok);
     return cudaGetLastError();
   };
-  cudaError_t err;
-  if (std::is_same_v<T, float> && Mode(o) == MathMode::kTensorCore3x) {
-    err = launch(std::integral_constant<decltype(&WeightKernel<T, MathMode::kTensorCore3x>),
-                                        &WeightKernel<T, MathMode::kTensorCore3x>>());
-  } else {
-    err = launch(std::integral_constant<decltype(&WeightKernel<T, MathMode::kTensorCore>),
-                                        &WeightKernel<T, MathMode::kTensorCore>>());
-  }
+  const cudaError_t err = LaunchGather<T, WeightLayout>(
+      o,
+      [](auto mode, auto stages) {
+        return Constant<&WeightKernel<T, decltype(mode)::value, decltype(stages)::value>>();
+      },
+      launch);
   DCN_RETURN_IF_ERROR(err);
   if (buffers.grad_weight_acc)
     DCN_RETURN_IF_ERROR(Convert(s.weight_elements(), buffers.grad_weight_acc, grad_weight, stream));

@@ -8,7 +8,8 @@
 //                    mask gradients (float atomics). Not deterministic.
 //   BackwardWeight   grad_weight = gather(input)^T x grad_output with K over pixels: the samples
 //                    are produced straight into the A tiles, the pixels split over blocks whose
-//                    partial sums meet in float atomics. Not deterministic.
+//                    partial sums meet in float atomics. Not deterministic. Each block covers
+//                    kWeightTileOutChannels output channels and gathers its columns itself.
 #ifndef TENSORFLOW_DCN_CC_CORE_CUDA_FUSED_SM80_CUH_
 #define TENSORFLOW_DCN_CC_CORE_CUDA_FUSED_SM80_CUH_
 
@@ -29,6 +30,7 @@ template <typename T>
 bool BackwardInputSupported(const DcnShape& s, const Options& o);
 template <typename T>
 bool BackwardWeightSupported(const DcnShape& s, const Options& o);
+inline constexpr int kWeightTileOutChannels = 128;
 
 template <typename T>
 size_t BackwardInputWorkspaceBytes(const DcnShape& s);
