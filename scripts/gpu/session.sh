@@ -14,6 +14,7 @@
 #                                           # mixed_float16), long run, threads
 #   bash scripts/gpu/session.sh mirrored    # MirroredStrategy over every visible GPU (after
 #                                           # train: it compares with the one-GPU float32 run)
+#   bash scripts/gpu/session.sh train_nojit # one GPU, float32, XLA off: the mirrored baseline
 #   bash scripts/gpu/session.sh profile     # the CUDA core alone: sanitizers, ncu per kernel,
 #                                           # checks, timings (carry .devbuild)
 #
@@ -114,7 +115,8 @@ op_bench_portable() {
   log "op benchmark, portable kernels: rc=$? $(tail -n 1 "$b/op_portable.log")"
 }
 
-MODEL_ARGS=(--warmup-steps 3 --steps 15 --epochs 3)
+# 5 epochs of 50 steps (about 0.5 s each): 3 of 15 steps varied by up to 10% epoch to epoch.
+MODEL_ARGS=(--warmup-steps 3 --steps 50 --epochs 5)
 
 # The model-level benchmark, one dtype after another, then one report.
 model_bench() {
@@ -168,6 +170,16 @@ train_lane0() { MODEL_DTYPES=fp16 model_bench; }
 train_lane1() { train_one_gpu none; long_run; train_one_gpu mixed_float16; }
 
 stage_train() { on_both_gpus train_lane0 train_lane1; }
+
+# One GPU with XLA off: what the MirroredStrategy run scales against (Keras compiles without XLA
+# under a strategy, so the one-GPU default run is not a like-for-like baseline).
+stage_train_nojit() {
+  local r="$WORK/train"
+  mkdir -p "$r"
+  timeout 270 python3 "$REPO/examples/train_segmentation.py" "${TRAIN_ARGS[@]}" \
+    --jit-compile false --json-out "$r/seg_1gpu_none_nojit.json" > "$r/seg_1gpu_none_nojit.log" 2>&1
+  log "train float32, XLA off: rc=$? $(grep -E 'images/s|^OK|^FAILED' "$r/seg_1gpu_none_nojit.log" | tr '\n' ' ' | cut -c1-400)"
+}
 
 stage_mirrored() {
   local e="$REPO/examples" r="$WORK/train"
