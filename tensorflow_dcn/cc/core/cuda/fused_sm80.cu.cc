@@ -47,6 +47,20 @@ __device__ __forceinline__ void IssueCorners(const Gather& g, int64_t channels, 
   }
 }
 
+// Shared memory of a gathering kernel: per stage the corner staging and the bilinear weights,
+// then per stage the B tile, then the double-buffered A tile.
+template <int kStages, typename TileA_, typename TileB_, int kStagingBytes, int kWeightsBytes>
+struct GatherLayout {
+  using TileA = TileA_;
+  using TileB = TileB_;
+  static constexpr int kStaging = kStagingBytes;
+  static constexpr int kWeights = kWeightsBytes;
+  static constexpr int kWeightsAt = kStages * kStaging;
+  static constexpr int kBAt = kWeightsAt + kStages * kWeights;
+  static constexpr int kAAt = kBAt + kStages * TileB::kBytes;
+  static constexpr int kBytes = kAAt + 2 * TileA::kBytes;
+};
+
 // The software pipeline of the gathering kernels (forward, backward weight): kStages steps in
 // flight. issue(kt) starts step kt into stage kt % kStages: the corner chunks by cp.async into a
 // staging area, the bilinear weights into shared memory, the B tile by cp.async. blend(kt)
@@ -91,17 +105,11 @@ __device__ __forceinline__ void GatherMainLoop(int ktiles, const char* a_tiles, 
 // offset and mask are prefetched one sample ahead.
 // ---------------------------------------------------------------------------------------------
 
+// ForwardLayout: the corner staging is [row][corner][step bytes], the weights [row][corner].
 template <typename T, int kStages>
-struct ForwardLayout {
-  using TileA = mma::Tile<T, true, kTileM>;
-  using TileB = mma::Tile<T, false, kTileN>;
-  static constexpr int kStaging = kTileM * 4 * mma::kStepBytes;  // [row][corner][step bytes]
-  static constexpr int kWeights = kTileM * 4 * sizeof(float);    // [row][corner]
-  static constexpr int kWeightsAt = kStages * kStaging;
-  static constexpr int kBAt = kWeightsAt + kStages * kWeights;
-  static constexpr int kAAt = kBAt + kStages * TileB::kBytes;
-  static constexpr int kBytes = kAAt + 2 * TileA::kBytes;
-};
+struct ForwardLayout
+    : GatherLayout<kStages, mma::Tile<T, true, kTileM>, mma::Tile<T, false, kTileN>,
+                   kTileM * 4 * mma::kStepBytes, kTileM * 4 * sizeof(float)> {};
 
 template <typename T, MathMode kMode, int kStages>
 __global__ void __launch_bounds__(kThreads, 1)
@@ -383,17 +391,16 @@ __global__ void __launch_bounds__(kThreads)
 
 static_assert(kWeightTileOutChannels == kTileN, "the planner's view of the weight tile");
 
+// WeightLayout: A holds kStepK pixel rows of kTileM columns, B kStepK pixel rows of kTileN output
+// channels; a unit is one (pixel row, 16-byte column chunk) of a step; the corner staging is
+// [corner][unit] 16 bytes, the weights [unit] float4.
+template <typename T>
+constexpr int kWeightUnits = mma::Tile<T, false, kTileM>::kChunks;
 template <typename T, int kStages>
-struct WeightLayout {
-  using TileA = mma::Tile<T, false, kTileM>;        // kStepK pixel rows of kTileM columns
-  using TileB = mma::Tile<T, false, kTileN>;        // kStepK pixel rows of kTileN output channels
-  static constexpr int kUnits = TileA::kChunks;     // (pixel row, 16-byte column chunk) per step
-  static constexpr int kStaging = 4 * kUnits * 16;  // [corner][unit] 16 bytes
-  static constexpr int kWeights = kUnits * 16;      // [unit] float4
-  static constexpr int kWeightsAt = kStages * kStaging;
-  static constexpr int kBAt = kWeightsAt + kStages * kWeights;
-  static constexpr int kAAt = kBAt + kStages * TileB::kBytes;
-  static constexpr int kBytes = kAAt + 2 * TileA::kBytes;
+struct WeightLayout
+    : GatherLayout<kStages, mma::Tile<T, false, kTileM>, mma::Tile<T, false, kTileN>,
+                   4 * kWeightUnits<T> * 16, kWeightUnits<T> * 16> {
+  static constexpr int kUnits = kWeightUnits<T>;
 };
 
 template <typename T, MathMode kMode, int kStages>
