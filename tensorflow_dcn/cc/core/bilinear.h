@@ -131,15 +131,28 @@ DCN_HOST_DEVICE bool MakeTapPoint(const DcnShape& s, const OutputPixel& at, int 
   return MakeBilinearPoint(y, x, s.in_h, s.in_w, point);
 }
 
-// Sets up sample `i` (= deformable group * taps + tap) of output pixel `p` at `at`: its position
-// from the offset, its bilinear point and its mask value (1 without a mask).
+// The displacement and mask value (1 without a mask) of sample `i` (= deformable group * taps +
+// tap) of output pixel `p`.
+template <typename Acc>
+struct SampleOffset {
+  Acc dy, dx, m;
+};
+template <typename Acc, typename T>
+DCN_HOST_DEVICE SampleOffset<Acc> ReadSampleOffset(const DcnShape& s, int64_t p, int i,
+                                                   const T* offset, const T* mask) {
+  const T* off = offset + p * s.offset_channels() + 2 * i;
+  return {static_cast<Acc>(off[0]), static_cast<Acc>(off[1]),
+          mask ? static_cast<Acc>(mask[p * s.mask_channels() + i]) : Acc(1)};
+}
+
+// Sets up sample `i` of output pixel `p` at `at`: its position from the offset, its bilinear
+// point and its mask value.
 template <typename Acc, typename T>
 DCN_HOST_DEVICE bool MakeSample(const DcnShape& s, int64_t p, const OutputPixel& at, int i,
                                 const T* offset, const T* mask, BilinearPoint<Acc>* point, Acc* m) {
-  const T* off = offset + p * s.offset_channels() + 2 * i;
-  *m = mask ? static_cast<Acc>(mask[p * s.mask_channels() + i]) : Acc(1);
-  return MakeTapPoint(s, at, i % s.taps(), static_cast<Acc>(off[0]), static_cast<Acc>(off[1]),
-                      point);
+  const SampleOffset<Acc> o = ReadSampleOffset<Acc>(s, p, i, offset, mask);
+  *m = o.m;
+  return MakeTapPoint(s, at, i % s.taps(), o.dy, o.dx, point);
 }
 
 // Column index of input channel c at tap t in a column row laid out [group][tap][channel in

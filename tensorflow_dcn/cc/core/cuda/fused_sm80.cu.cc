@@ -47,6 +47,22 @@ __device__ __forceinline__ void IssueCorners(const Gather& g, int64_t channels, 
   }
 }
 
+// One 16-byte chunk of a sample: its four corner vectors blended with the bilinear weights (the
+// mask folded in), summed in float.
+template <typename T>
+__device__ __forceinline__ Vector16<T> BlendCorners(const float4& w, const Vector16<T> (&raw)[4]) {
+  const float wk[4] = {w.x, w.y, w.z, w.w};
+  Vector16<T> out;
+#pragma unroll
+  for (int e = 0; e < kVector<T>; ++e) {
+    float v = 0.f;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) v += wk[k] * static_cast<float>(raw[k].e[e]);
+    out.e[e] = FromFloat<T>(v);
+  }
+  return out;
+}
+
 // Shared memory of a gathering kernel: per stage the corner staging and the bilinear weights,
 // then per stage the B tile, then the double-buffered A tile.
 template <int kStages, typename TileA_, typename TileB_, int kStagingBytes, int kWeightsBytes>
@@ -152,20 +168,15 @@ __global__ void __launch_bounds__(kThreads, 1)
   int issue_d_end = (first_d + 1) * cpd;
   // Offset and mask of the next sample, loaded one sample ahead; corners and weights of the
   // current one.
-  float pre_dy[kUnits], pre_dx[kUnits], pre_m[kUnits];
+  SampleOffset<float> pre[kUnits];
   int corner[kUnits][4];
   float corner_weight[kUnits][4];
   auto prefetch = [&](int d, int t) {
     const int i = d * s.taps() + t;
 #pragma unroll
     for (int u = 0; u < kUnits; ++u) {
-      pre_dy[u] = pre_dx[u] = pre_m[u] = 0.f;
-      if (pixel[u] < s.pixels()) {
-        const T* off = offset + pixel[u] * s.offset_channels() + 2 * i;
-        pre_dy[u] = static_cast<float>(off[0]);
-        pre_dx[u] = static_cast<float>(off[1]);
-        pre_m[u] = mask ? static_cast<float>(mask[pixel[u] * s.mask_channels() + i]) : 1.f;
-      }
+      pre[u] = {0.f, 0.f, 0.f};
+      if (pixel[u] < s.pixels()) pre[u] = ReadSampleOffset<float>(s, pixel[u], i, offset, mask);
     }
   };
   prefetch(first_d, 0);
@@ -177,11 +188,11 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
       for (int u = 0; u < kUnits; ++u) {
         BilinearPoint<float> point;
-        MakeTapPoint(s, at[u], issue_tap, pre_dy[u], pre_dx[u], &point);
+        MakeTapPoint(s, at[u], issue_tap, pre[u].dy, pre[u].dx, &point);
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
           corner[u][k] = point.pixel[k];
-          corner_weight[u][k] = point.weight[k] * pre_m[u];
+          corner_weight[u][k] = point.weight[k] * pre[u].m;
         }
       }
       if (issue_d_end < group_c0 + cpg) {
@@ -231,22 +242,14 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int u = 0; u < kUnits; ++u) {
       const float4 w = *reinterpret_cast<const float4*>(smem + L::kWeightsAt + stage * L::kWeights +
                                                         row[u] * 16);
-      const float wk[4] = {w.x, w.y, w.z, w.w};
       Vector16<T> raw[4];
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
         raw[k] = *reinterpret_cast<const Vector16<T>*>(
             staging + (row[u] * 4 + k) * mma::kStepBytes + chunk * 16);
       }
-      Vector16<T> out;
-#pragma unroll
-      for (int e = 0; e < V; ++e) {
-        float v = 0.f;
-#pragma unroll
-        for (int k = 0; k < 4; ++k) v += wk[k] * static_cast<float>(raw[k].e[e]);
-        out.e[e] = FromFloat<T>(v);
-      }
-      *reinterpret_cast<Vector16<T>*>(a_tile + row[u] * L::TileA::kRowBytes + chunk * 16) = out;
+      *reinterpret_cast<Vector16<T>*>(a_tile + row[u] * L::TileA::kRowBytes + chunk * 16) =
+          BlendCorners(w, raw);
     }
   };
 
@@ -434,14 +437,11 @@ __global__ void __launch_bounds__(kThreads, 1)
   // sample's offset and mask, loaded one step ahead.
   int64_t pixel[kUnits];
   OutputPixel at[kUnits];
-  float pre_dy[kUnits], pre_dx[kUnits], pre_m[kUnits];
+  SampleOffset<float> pre[kUnits];
   auto prefetch = [&](int u) {
-    pre_dy[u] = pre_dx[u] = pre_m[u] = 0.f;
+    pre[u] = {0.f, 0.f, 0.f};
     if (column_valid && pixel[u] < p_end) {
-      const T* off = offset + pixel[u] * s.offset_channels() + 2 * sample;
-      pre_dy[u] = static_cast<float>(off[0]);
-      pre_dx[u] = static_cast<float>(off[1]);
-      pre_m[u] = mask ? static_cast<float>(mask[pixel[u] * s.mask_channels() + sample]) : 1.f;
+      pre[u] = ReadSampleOffset<float>(s, pixel[u], sample, offset, mask);
     }
   };
 #pragma unroll
@@ -459,7 +459,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       const int unit = threadIdx.x + u * kThreads;
       BilinearPoint<float> point;
       const bool valid = column_valid && pixel[u] < p_end;
-      if (valid) MakeTapPoint(s, at[u], tap, pre_dy[u], pre_dx[u], &point);
+      if (valid) MakeTapPoint(s, at[u], tap, pre[u].dy, pre[u].dx, &point);
       const T* image = input + at[u].n * s.image_elements() + channel;
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
@@ -467,7 +467,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         CpAsync16Cached(staging + (k * L::kUnits + unit) * 16,
                         image + (read ? point.pixel[k] * s.in_channels : 0), read);
       }
-      const float m = pre_m[u];
+      const float m = pre[u].m;
       *reinterpret_cast<float4*>(smem + L::kWeightsAt + stage * L::kWeights + unit * 16) =
           valid ? make_float4(point.weight[0] * m, point.weight[1] * m, point.weight[2] * m,
                               point.weight[3] * m)
@@ -497,22 +497,14 @@ __global__ void __launch_bounds__(kThreads, 1)
       const int unit = threadIdx.x + u * kThreads;
       const float4 w =
           *reinterpret_cast<const float4*>(smem + L::kWeightsAt + stage * L::kWeights + unit * 16);
-      const float wk[4] = {w.x, w.y, w.z, w.w};
       Vector16<T> raw[4];
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
         raw[k] = *reinterpret_cast<const Vector16<T>*>(staging + (k * L::kUnits + unit) * 16);
       }
-      Vector16<T> out;
-#pragma unroll
-      for (int e = 0; e < kVector<T>; ++e) {
-        float v = 0.f;
-#pragma unroll
-        for (int k = 0; k < 4; ++k) v += wk[k] * static_cast<float>(raw[k].e[e]);
-        out.e[e] = FromFloat<T>(v);
-      }
       const int row = threadIdx.x / kChunksPerRow + u * kRowsPerPass;
-      *reinterpret_cast<Vector16<T>*>(a_tile + row * L::TileA::kRowBytes + chunk * 16) = out;
+      *reinterpret_cast<Vector16<T>*>(a_tile + row * L::TileA::kRowBytes + chunk * 16) =
+          BlendCorners(w, raw);
     }
   };
 
@@ -616,13 +608,16 @@ struct BackwardWeightBuffers {
 
 // The pixel splits of the backward weight: each of `tiles` output tiles reduces `steps` k-steps,
 // `slots` blocks run at a time. Minimises waves x (steps per split + a block's fixed cost, about
-// kSplitOverheadSteps), so that the last wave is not mostly idle.
+// kSplitOverheadSteps), so that the last wave is not mostly idle. It runs on every call: the
+// search stops once the waves alone cost more than the best found (the cost's lower bound,
+// waves x (1 + kSplitOverheadSteps), only grows with the splits).
 constexpr int64_t kSplitOverheadSteps = 8;
 int64_t ChooseSplits(int64_t tiles, int64_t steps, int64_t slots) {
   int64_t best = 1, best_cost = INT64_MAX;
   for (int64_t splits = 1; splits <= std::min<int64_t>(steps, 65535); ++splits) {
-    const int64_t cost =
-        CeilDiv(tiles * splits, slots) * (CeilDiv(steps, splits) + kSplitOverheadSteps);
+    const int64_t waves = CeilDiv(tiles * splits, slots);
+    if (waves * (1 + kSplitOverheadSteps) >= best_cost) break;
+    const int64_t cost = waves * (CeilDiv(steps, splits) + kSplitOverheadSteps);
     if (cost < best_cost) {
       best = splits;
       best_cost = cost;
