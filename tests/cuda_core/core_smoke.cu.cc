@@ -152,8 +152,13 @@ void Check(int dtype, const char* name, const Config& cfg, float tolerance) {
       Upload<T>(grad_output), forward[0], forward[1], forward[2], nullptr, nullptr};
   CHECK_CUDA(cudaMalloc(&backward_weight[4], weight.size() * sizeof(T)));
   CHECK_CUDA(cudaMalloc(&backward_weight[5], bias.size() * sizeof(T)));
+  void* backward_input[8] = {backward_weight[0], forward[0], forward[1], forward[2],
+                             forward[3],         nullptr,    nullptr,    nullptr};
+  CHECK_CUDA(cudaMalloc(&backward_input[5], input.size() * sizeof(T)));
+  CHECK_CUDA(cudaMalloc(&backward_input[6], offset.size() * sizeof(T)));
+  CHECK_CUDA(cudaMalloc(&backward_input[7], mask.size() * sizeof(T)));
 
-  // The forward: auto against portable (the sm_90a kernel on Hopper); the backward weight: auto
+  // The forward: auto against portable (the sm_90a kernel on Hopper); the backward ops: auto
   // (cuda_fused_sm80) against im2col. flags: TF32 | choice << 2 (1 im2col, 2 portable).
   struct Pair {
     const char* what;
@@ -165,6 +170,8 @@ void Check(int dtype, const char* name, const Config& cfg, float tolerance) {
   };
   const Pair pairs[] = {
       {"forward", 0, forward, 5, {out_elems}, 1 | (2 << 2)},
+      {"backward input", 1, backward_input, 5, {input.size(), offset.size(), mask.size()},
+       1 | (1 << 2)},
       {"backward weight", 2, backward_weight, 4, {weight.size(), bias.size()}, 1 | (1 << 2)},
   };
   for (const Pair& pair : pairs) {
@@ -186,6 +193,7 @@ void Check(int dtype, const char* name, const Config& cfg, float tolerance) {
   }
   for (void* p : forward) CHECK_CUDA(cudaFree(p));
   for (int i : {0, 4, 5}) CHECK_CUDA(cudaFree(backward_weight[i]));
+  for (int i : {5, 6, 7}) CHECK_CUDA(cudaFree(backward_input[i]));
 }
 
 }  // namespace

@@ -33,7 +33,7 @@ bool BackwardWeightSupported(const DcnShape& s, const Options& o);
 inline constexpr int kWeightTileOutChannels = 128;
 
 template <typename T>
-size_t BackwardInputWorkspaceBytes(const DcnShape& s);
+size_t BackwardInputWorkspaceBytes(const DcnShape& s, const Options& o);
 template <typename T>
 size_t BackwardWeightWorkspaceBytes(const DcnShape& s);
 
