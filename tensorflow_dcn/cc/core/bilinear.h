@@ -30,7 +30,6 @@ struct BilinearPoint {
   int pixel[4];
   Acc weight[4];
   Acc ly, lx;  // fractional parts, for the coordinate derivatives
-  int y0, x0;  // the cell's top-left corner (meaningful only when some corner is inside)
 };
 
 // Sets up the sample at (y, x) in an image of height x width. Returns false (and leaves every
@@ -46,7 +45,6 @@ DCN_HOST_DEVICE bool MakeBilinearPoint(Acc y, Acc x, int64_t height, int64_t wid
       p->weight[k] = Acc(0);
     }
     p->ly = p->lx = Acc(0);
-    p->y0 = p->x0 = 0;
     return false;
   }
   const Acc fy = FloorOf(y), fx = FloorOf(x);
@@ -65,8 +63,6 @@ DCN_HOST_DEVICE bool MakeBilinearPoint(Acc y, Acc x, int64_t height, int64_t wid
   p->weight[3] = (p->pixel[3] >= 0) ? ly * lx : Acc(0);
   p->ly = ly;
   p->lx = lx;
-  p->y0 = y0;
-  p->x0 = x0;
   return true;
 }
 

@@ -47,7 +47,7 @@ Plan MakePlanFor(Op op, const DcnShape& s, const Options& o) {
       }
       if (op == Op::kBackwardInput && fused_sm80::BackwardInputSupported<T>(s, o)) {
         plan.implementation = Implementation::kCudaFusedSm80;
-        plan.workspace_bytes = fused_sm80::BackwardInputWorkspaceBytes<T>(s, o);
+        plan.workspace_bytes = fused_sm80::BackwardInputWorkspaceBytes<T>(s);
         return plan;
       }
       // The fused backward weight gathers the columns again for every tile of output channels:

@@ -13,8 +13,9 @@
 //                    on sm_80+ where the channel counts allow: no column buffers (fused_sm80.cuh)
 //   cuda_im2col      everything else, and every deterministic backward (im2col.cuh): column
 //                    buffers in chunks of at most 32 MiB
-// Gradients summed in float for half/bfloat16 (grad_input, grad_weight) take a float buffer of
-// their size in the workspace.
+// Gradients summed in float for half/bfloat16 take a float buffer in the workspace: of their
+// size, but for cuda_fused_sm80's grad_input, which takes one for a pass of images (8 MiB at
+// most with the offset and mask sums).
 #ifndef TENSORFLOW_DCN_CC_CORE_CUDA_CUDA_CORE_H_
 #define TENSORFLOW_DCN_CC_CORE_CUDA_CUDA_CORE_H_
 

@@ -98,19 +98,6 @@ __device__ __forceinline__ unsigned SharedAddress(const void* p) {
   return static_cast<unsigned>(__cvta_generic_to_shared(p));
 }
 
-// *p += v in shared memory, atomically (a compare-and-swap loop in the hardware's terms). Stated
-// in PTX so that the compiler never falls back to a generic atomic that tests the address space.
-__device__ __forceinline__ void SharedAtomicAdd(float* p, float v) {
-  asm volatile("red.shared.add.f32 [%0], %1;\n" ::"r"(SharedAddress(p)), "f"(v) : "memory");
-}
-
-// *p += v in global memory, atomically, without reading back.
-__device__ __forceinline__ void GlobalAtomicAdd(float* p, float v) {
-  asm volatile(
-      "{ .reg .u64 g; cvta.to.global.u64 g, %0; red.global.add.f32 [g], %1; }" ::"l"(p), "f"(v)
-      : "memory");
-}
-
 __device__ __forceinline__ void CpAsync16(void* smem, const void* global) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(SharedAddress(smem)),
                "l"(global));

@@ -278,7 +278,8 @@ __global__ void __launch_bounds__(kThreads, 1)
 // 128 x 128 tile (both operands K-contiguous, copied), then an epilogue over the tile's
 // (pixel, 16-byte channel chunk) units: scatter to the sample's four corners in grad_input and
 // the offset / mask gradient sums, reduced over the 16 lanes of a half-warp when they share a
-// sample.
+// sample. A launch covers the pixels of images [n_begin, ...) up to p_end; the float buffers
+// hold those images only.
 // ---------------------------------------------------------------------------------------------
 
 constexpr int kEpilogueStride = kTileN + 4;  // floats per row of the staged tile
@@ -287,7 +288,7 @@ template <typename T, MathMode kMode>
 __global__ void __launch_bounds__(kThreads)
     InputKernel(DcnShape s, const T* grad_output, const T* input, const T* offset, const T* mask,
                 const T* weight, float* grad_input_acc, float* coord_acc, int64_t row0,
-                bool grad_vector_ok, bool weight_vector_ok) {
+                int64_t n_begin, int64_t p_end, bool grad_vector_ok, bool weight_vector_ok) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   constexpr int V = kVector<T>;
   constexpr int kChunks = kTileN / V;
@@ -296,7 +297,7 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t m0 = row0 + int64_t{blockIdx.x} * kTileM, n0 = int64_t{blockIdx.y} * kTileN;
   const int64_t cog = s.out_channels_per_group(), kg = s.group_columns();
   mma::CopyProducer<T, true, kTileM> pa{
-      grad_output + group * cog, s.out_channels, m0, s.pixels(), 0, cog, grad_vector_ok};
+      grad_output + group * cog, s.out_channels, m0, p_end, 0, cog, grad_vector_ok};
   mma::CopyProducer<T, true, kTileN> pb{weight + group * cog, s.out_channels, n0, kg, 0, cog,
                                         weight_vector_ok};
   float acc[4][4][4] = {};
@@ -315,7 +316,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int id = threadIdx.x; id < kTileM * kChunks; id += kThreads) {
     const int r = id / kChunks, chunk = id % kChunks;
     const int64_t p = m0 + r, column = n0 + chunk * V;
-    const bool active = p < s.pixels() && column < kg;
+    const bool active = p < p_end && column < kg;
     const int t = static_cast<int>(column / cpg);
     const int c = group * cpg + static_cast<int>(column % cpg);
     const int i = active ? c / cpd * s.taps() + t : -1;
@@ -351,7 +352,7 @@ __global__ void __launch_bounds__(kThreads)
         sum_dy += gc[e] * dy;
         sum_dx += gc[e] * dx;
       }
-      AccumulatorOf<T>* grad_image = grad_input_acc + at.n * s.image_elements();
+      float* grad_image = grad_input_acc + (at.n - n_begin) * s.image_elements();
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
         if (point.pixel[k] < 0) continue;
@@ -370,250 +371,12 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
     if (active && (!shared || (lane & 15) == 0)) {
-      float* coord = coord_acc + (p * mask_channels + i) * 3;
+      float* coord =
+          coord_acc + ((p - n_begin * s.out_pixels_per_image()) * mask_channels + i) * 3;
       atomicAdd(coord, m * sum_dy);
       atomicAdd(coord + 1, m * sum_dx);
       atomicAdd(coord + 2, sum_value);
     }
-  }
-#else
-  __trap();
-#endif
-}
-
-// ---------------------------------------------------------------------------------------------
-// Backward input over a spatial window: a block takes a window of 128 output pixels of one image
-// (win_h x win_w) and `channels` input channels of one group, and walks the taps, a tile of
-// 128 / channels taps at a time. Per tile, the same GEMM as above (rows fetched by pointer) gives
-// the column gradients; then
-//   1. from the accumulators, each thread sets up the samples of its rows (8 rows x 16 columns
-//      of one tap and deformable group), sums their offset and mask gradients (float atomics, as
-//      above), and one thread per (row, 32 columns) writes the sample's four corners to a
-//      table; the tile goes to shared memory;
-//   2. the corners are scattered into a float image of the window's input footprint (plus a
-//      margin for the offsets) in shared memory. Float atomics there are compare-and-swap loops
-//      (slow), so there are none: a sample's four corners differ in the parities of x and y,
-//      and each (channel pair, parity class) has one owner thread, which adds its corners in
-//      program order. A corner beyond the window goes to global memory directly.
-// Last, the window's sums reach global memory, one vector atomic per 4 channels of a pixel.
-// Neighbouring pixels and taps share corners, so most of the scatter stays on chip: the tile
-// kernel above sends every corner to L2 as an atomic, which bounds it.
-// ---------------------------------------------------------------------------------------------
-
-// The corner table of a tile: per 32 columns (one sample per row), parity class and row, the
-// corner's code and weight. Codes: a window corner's float offset (>= 0), a corner beyond the
-// window -(pixel + 2), no corner -1.
-constexpr int kCornerClasses = 4;  // (y & 1) | (x & 1) << 1
-constexpr int kCornerTableBytes = kTileN / 32 * kCornerClasses * kTileM * 8;
-constexpr int kNoCorner = -1;
-__device__ __forceinline__ int CornerEntry(int column, int corner_class, int row) {
-  return ((column >> 5) * kCornerClasses + corner_class) * kTileM + row;
-}
-
-// The window kernel's geometry, planned on the host (PlanInputWindow).
-struct InputWindow {
-  int width_log2;        // window width 1 << width_log2 output pixels, height kTileM >> it
-  int tiles_x, tiles_y;  // windows per image along x and y
-  int channels_log2;     // input channels per block: 32, 64 or 128
-  int margin;            // input pixels of the accumulator beyond the taps' footprint, each side
-  int acc_h, acc_w;      // the accumulator's extent in input pixels
-  int64_t images_per_launch;  // bounds the float buffers of the workspace
-
-  DCN_HOST_DEVICE int channels() const { return 1 << channels_log2; }
-  DCN_HOST_DEVICE int taps_per_tile() const { return kTileN >> channels_log2; }
-  // Floats per accumulator pixel: 4 beyond the channels spread neighbouring pixels over banks.
-  DCN_HOST_DEVICE int pixel_stride() const { return channels() + 4; }
-  // Shared memory: the GEMM pipeline (the staged tile reuses it), the corner table, the window.
-  template <typename T>
-  int SharedBytes() const {
-    return mma::kPipelineBytes<T, true, true> + kCornerTableBytes +
-           acc_h * acc_w * pixel_stride() * 4;
-  }
-};
-
-
-template <typename T, MathMode kMode>
-__global__ void __launch_bounds__(kThreads, 1)
-    WindowInputKernel(DcnShape s, InputWindow w, const T* grad_output, const T* input,
-                      const T* offset, const T* mask, const T* weight, float* grad_input_acc,
-                      float* coord_acc, int64_t n_begin, bool grad_vector_ok,
-                      bool weight_vector_ok) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  constexpr int kPipeline = mma::kPipelineBytes<T, true, true>;
-  static_assert(kPipeline >= kTileM * kEpilogueStride * 4, "the staged tile fits the pipeline");
-  extern __shared__ __align__(128) char smem[];
-  float* staged = reinterpret_cast<float*>(smem);
-  int2* table = reinterpret_cast<int2*>(smem + kPipeline);
-  float* window = reinterpret_cast<float*>(smem + kPipeline + kCornerTableBytes);
-  const int win_w = 1 << w.width_log2, channels = w.channels();
-  const int windows = w.tiles_x * w.tiles_y;
-  const int n_local = blockIdx.x / windows, tile = blockIdx.x % windows;
-  const int64_t n = n_begin + n_local;
-  const int oy0 = tile / w.tiles_x * (kTileM >> w.width_log2), ox0 = tile % w.tiles_x * win_w;
-  const int iy0 = oy0 * s.stride_h - s.pad_h - w.margin;
-  const int ix0 = ox0 * s.stride_w - s.pad_w - w.margin;
-  const int group = blockIdx.z, c0 = blockIdx.y * channels;
-  const int64_t cog = s.out_channels_per_group();
-  const int cpg = static_cast<int>(s.in_channels_per_group());
-  const int cpd = static_cast<int>(s.channels_per_deformable_group());
-  const int taps = s.taps(), out_w = static_cast<int>(s.out_w), in_w = static_cast<int>(s.in_w);
-  const int taps_per_tile = w.taps_per_tile();
-  const int pixel_stride = w.pixel_stride();
-  const int window_floats = w.acc_h * w.acc_w * pixel_stride;
-  for (int f = threadIdx.x * 4; f < window_floats; f += kThreads * 4) {
-    *reinterpret_cast<float4*>(window + f) = make_float4(0.f, 0.f, 0.f, 0.f);
-  }
-
-  // The output pixel (within the image) of tile row r, or -1 beyond the image's edge.
-  auto pixel_of = [&](int r) {
-    const int oy = oy0 + (r >> w.width_log2), ox = ox0 + (r & (win_w - 1));
-    return oy < s.out_h && ox < out_w ? oy * out_w + ox : -1;
-  };
-  const T* grad_image = grad_output + n * s.out_pixels_per_image() * s.out_channels + group * cog;
-  const T* image = input + n * s.image_elements();
-  float* grad_image_acc = grad_input_acc + n_local * s.image_elements() + group * cpg + c0;
-  float* coord_image = coord_acc + n_local * s.out_pixels_per_image() * s.mask_channels() * 3;
-  // Phase 1: this thread's columns are col0 + 8j + e, within one warp's 32: one tap, one sample.
-  const int col0 = mma::AccumulatorColumn(0);
-  const int c = group * cpg + c0 + (col0 & (channels - 1));  // the channel of column col0
-  const int lane = threadIdx.x & 31;
-  // Phase 2: this thread's channel pair (within the block's) and corner class.
-  const int pairs = channels / 2;
-  const int own_c = threadIdx.x % pairs * 2, own_class = threadIdx.x / pairs;
-
-  for (int tap0 = 0; tap0 < taps; tap0 += taps_per_tile) {
-    auto grad_row = [&](int r) -> const T* {
-      const int pixel = pixel_of(r);
-      return pixel >= 0 ? grad_image + int64_t{pixel} * s.out_channels : nullptr;
-    };
-    auto weight_row = [&](int r) -> const T* {
-      const int t = tap0 + (r >> w.channels_log2);
-      return t < taps ? weight + (int64_t{t} * cpg + c0 + (r & (channels - 1))) * s.out_channels +
-                            group * cog
-                      : nullptr;
-    };
-    mma::RowsProducer<T, kTileM, decltype(grad_row)> pa{grad_row, cog, grad_vector_ok};
-    mma::RowsProducer<T, kTileN, decltype(weight_row)> pb{weight_row, cog, weight_vector_ok};
-    float acc[4][4][4] = {};
-    mma::MainLoop<T, kMode, true, true>(static_cast<int>(CeilDiv(cog, kStepK<T>)), pa, pb, smem,
-                                        acc);
-
-    // Phase 1 (the pipeline is drained: its memory now holds the staged tile).
-    mma::ForEachAccumulatorPair(acc, [&](int r, int col, float v0, float v1) {
-      *reinterpret_cast<float2*>(staged + r * kEpilogueStride + col) = make_float2(v0, v1);
-    });
-    const int tap = tap0 + (col0 >> w.channels_log2);
-    if (tap < taps) {  // the same for the whole warp
-      const int sample = c / cpd * taps + tap;
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int r = mma::AccumulatorRow(i, h), pixel = pixel_of(r);
-          float sum_value = 0.f, sum_dy = 0.f, sum_dx = 0.f, m = 0.f;
-          BilinearPoint<float> point;
-          point.pixel[0] = point.pixel[1] = point.pixel[2] = point.pixel[3] = -1;
-          point.y0 = point.x0 = 0;  // the corners' classes: all four, also without a sample
-          if (pixel >= 0) {
-            const OutputPixel at{n, oy0 + (r >> w.width_log2), ox0 + (r & (win_w - 1))};
-            MakeSample(s, n * s.out_pixels_per_image() + pixel, at, sample, offset, mask, &point,
-                       &m);
-            Vec<T, 2> raw[4][4];  // [corner][j]: channels c + 8j, c + 8j + 1
-#pragma unroll
-            for (int k = 0; k < 4; ++k) {
-#pragma unroll
-              for (int j = 0; j < 4; ++j) {
-                raw[k][j] = Vec<T, 2>{};
-                if (point.pixel[k] >= 0) {
-                  raw[k][j] = *reinterpret_cast<const Vec<T, 2>*>(
-                      image + int64_t{point.pixel[k]} * s.in_channels + c + 8 * j);
-                }
-              }
-            }
-#pragma unroll
-            for (int j = 0; j < 4; ++j) {
-#pragma unroll
-              for (int e = 0; e < 2; ++e) {
-                float v[4], dy, dx;
-#pragma unroll
-                for (int k = 0; k < 4; ++k) v[k] = static_cast<float>(raw[k][j].e[e]);
-                const float g = acc[i][j][2 * h + e];
-                BilinearCoordinateGrad(point, v, &dy, &dx);
-                sum_value += g * BilinearValue(point, v);
-                sum_dy += g * dy;
-                sum_dx += g * dx;
-              }
-            }
-          }
-          if ((lane & 3) == 0) {  // the row's table entries of these 32 columns
-#pragma unroll
-            for (int k = 0; k < 4; ++k) {
-              const int y = point.y0 + (k >> 1), x = point.x0 + (k & 1);
-              const int wy = y - iy0, wx = x - ix0;
-              int code = kNoCorner;
-              if (point.pixel[k] >= 0) {
-                code = static_cast<unsigned>(wy) < static_cast<unsigned>(w.acc_h) &&
-                               static_cast<unsigned>(wx) < static_cast<unsigned>(w.acc_w)
-                           ? (wy * w.acc_w + wx) * pixel_stride
-                           : -(point.pixel[k] + 2);
-              }
-              table[CornerEntry(col0, (y & 1) | (x & 1) << 1, r)] =
-                  make_int2(code, __float_as_int(point.weight[k] * m));
-            }
-          }
-          // The 4 lanes of a row hold its 16 of the warp's columns, all of one sample.
-#pragma unroll
-          for (int delta = 1; delta < 4; delta <<= 1) {
-            sum_value += __shfl_xor_sync(0xffffffffu, sum_value, delta);
-            sum_dy += __shfl_xor_sync(0xffffffffu, sum_dy, delta);
-            sum_dx += __shfl_xor_sync(0xffffffffu, sum_dx, delta);
-          }
-          if (pixel >= 0 && (lane & 3) == 0) {
-            float* coord = coord_image + (int64_t{pixel} * s.mask_channels() + sample) * 3;
-            GlobalAtomicAdd(coord, m * sum_dy);
-            GlobalAtomicAdd(coord + 1, m * sum_dx);
-            GlobalAtomicAdd(coord + 2, sum_value);
-          }
-        }
-      }
-    }
-    __syncthreads();  // the staged tile and the table are complete
-
-    // Phase 2: the owner of (channel pair own_c, class own_class) adds its corners, tap by tap,
-    // row by row.
-    for (int t = 0; t < taps_per_tile && tap0 + t < taps && own_class < kCornerClasses; ++t) {
-      const int column = t * channels + own_c;
-#pragma unroll 4
-      for (int r = 0; r < kTileM; ++r) {
-        const int2 entry = table[CornerEntry(column, own_class, r)];
-        const float wk = __int_as_float(entry.y);
-        const float2 g = *reinterpret_cast<const float2*>(staged + r * kEpilogueStride + column);
-        if (entry.x >= 0) {
-          float2* dst = reinterpret_cast<float2*>(window + entry.x + own_c);
-          float2 v = *dst;
-          v.x += wk * g.x;
-          v.y += wk * g.y;
-          *dst = v;
-        } else if (entry.x != kNoCorner) {
-          float* dst = grad_image_acc + int64_t{-entry.x - 2} * s.in_channels + own_c;
-          GlobalAtomicAdd(dst, wk * g.x);
-          GlobalAtomicAdd(dst + 1, wk * g.y);
-        }
-      }
-    }
-    __syncthreads();  // the pipeline may take its memory back
-  }
-
-  // The window's sums to global memory: pixels inside the image, 4 channels at a time.
-  const int chunks = channels / 4;
-  for (int id = threadIdx.x; id < w.acc_h * w.acc_w * chunks; id += kThreads) {
-    const int at = id / chunks, q = id % chunks;
-    const int y = iy0 + at / w.acc_w, x = ix0 + at % w.acc_w;
-    if (y < 0 || y >= s.in_h || x < 0 || x >= in_w) continue;
-    const float4 v = *reinterpret_cast<const float4*>(window + at * pixel_stride + 4 * q);
-    if (v.x == 0.f && v.y == 0.f && v.z == 0.f && v.w == 0.f) continue;  // nothing landed there
-    const float sums[4] = {v.x, v.y, v.z, v.w};
-    ScatterAdd<4>(grad_image_acc + (int64_t{y} * in_w + x) * s.in_channels + 4 * q, 1.f, sums);
   }
 #else
   __trap();
@@ -772,11 +535,12 @@ MathMode Mode(const Options& o) {
 // 64-bit tile origin stays in row0.
 constexpr int64_t kTilesPerLaunch = int64_t{1} << 20;
 
-// Calls launch(row0, tiles) for launches of at most kTilesPerLaunch pixel tiles, checking each.
+// Calls launch(row0, tiles) for launches of at most kTilesPerLaunch pixel tiles over pixels
+// [begin, end), checking each.
 template <typename Launch>
-cudaError_t ForEachPixelLaunch(int64_t pixels, Launch&& launch) {
-  for (int64_t row0 = 0; row0 < pixels; row0 += kTilesPerLaunch * kTileM) {
-    launch(row0, std::min(kTilesPerLaunch, CeilDiv(pixels - row0, kTileM)));
+cudaError_t ForEachPixelLaunch(int64_t begin, int64_t end, Launch&& launch) {
+  for (int64_t row0 = begin; row0 < end; row0 += kTilesPerLaunch * kTileM) {
+    launch(row0, std::min(kTilesPerLaunch, CeilDiv(end - row0, kTileM)));
     const cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess) return err;
   }
@@ -824,7 +588,7 @@ __global__ void CoordFinishKernel(int64_t samples, const float* coord, T* grad_o
   if (grad_mask) grad_mask[i] = FromFloat<T>(coord[3 * i + 2]);
 }
 
-// The backward input's workspace for `images` images at a time: grad_input in float for
+// The backward input's float buffers, for `images` images at a time: grad_input in float for
 // half/bfloat16, the coordinate sums.
 template <typename T>
 struct BackwardInputBuffers {
@@ -836,46 +600,16 @@ struct BackwardInputBuffers {
   }
 };
 
-// The window kernel's float buffers take at most this much, a launch per so many images (at
-// least one): the workspace does not grow with the batch. 12 MiB keeps the launches of the
-// benchmark's shapes whole waves of blocks on an H200.
-constexpr int64_t kWindowBuffersBytes = int64_t{12} << 20;
-
-// The window kernel's geometry for this problem and device, or false where it does not apply:
-// each warp's 32 columns must be one tap of one deformable group, and the accumulator must fit
-// in shared memory beside the GEMM pipeline (a margin of 1 input pixel, else none; 128 channels
-// per block, else 64, else 32).
+// The backward input runs a pass per so many images (at least one) that its float buffers take
+// at most kInputBuffersBytes: the workspace does not grow with the batch.
+constexpr int64_t kInputBuffersBytes = int64_t{8} << 20;
 template <typename T>
-bool PlanInputWindow(const DcnShape& s, const Options& o, InputWindow* w) {
-  // Warp-wide columns of one tap and sample; corner codes hold -(pixel index + 2) in an int.
-  const int64_t cpg = s.in_channels_per_group();
-  if (cpg % 32 != 0 || s.channels_per_deformable_group() % 32 != 0 || s.pixels() == 0 ||
-      s.in_h * s.in_w >= (int64_t{1} << 30)) {
-    return false;
-  }
-  w->width_log2 = s.out_w > 8 ? 4 : 3;
-  const int64_t win_w = int64_t{1} << w->width_log2, win_h = kTileM / win_w;
-  w->tiles_x = static_cast<int>(CeilDiv(s.out_w, win_w));
-  w->tiles_y = static_cast<int>(CeilDiv(s.out_h, win_h));
-  for (int channels_log2 = 7; channels_log2 >= 5; --channels_log2) {
-    if (cpg % (int64_t{1} << channels_log2) != 0) continue;
-    for (int margin = 1; margin >= 0; --margin) {
-      const int64_t acc_h = (win_h - 1) * s.stride_h + (s.kernel_h - 1) * s.dilation_h + 1 + 2 * margin;
-      const int64_t acc_w = (win_w - 1) * s.stride_w + (s.kernel_w - 1) * s.dilation_w + 1 + 2 * margin;
-      if (acc_h * acc_w > (int64_t{1} << 20)) continue;
-      w->channels_log2 = channels_log2;
-      w->margin = margin;
-      w->acc_h = static_cast<int>(acc_h);
-      w->acc_w = static_cast<int>(acc_w);
-      if (w->SharedBytes<T>() > o.shared_memory_per_block) continue;
-      WorkspaceLayout one_image;
-      BackwardInputBuffers<T> buffers(s, 1, &one_image);
-      w->images_per_launch =
-          std::max<int64_t>(1, std::min<int64_t>(s.batch, kWindowBuffersBytes / one_image.bytes()));
-      return true;
-    }
-  }
-  return false;
+int64_t ImagesPerPass(const DcnShape& s) {
+  if (s.batch == 0) return 0;
+  WorkspaceLayout one_image;
+  BackwardInputBuffers<T> buffers(s, 1, &one_image);
+  return std::max<int64_t>(
+      1, std::min<int64_t>(s.batch, kInputBuffersBytes / std::max<size_t>(one_image.bytes(), 1)));
 }
 
 // The backward weight's workspace: grad_weight in float for half/bfloat16, the bias partials.
@@ -939,11 +673,9 @@ size_t BackwardWeightWorkspaceBytes(const DcnShape& s) {
 }
 
 template <typename T>
-size_t BackwardInputWorkspaceBytes(const DcnShape& s, const Options& o) {
-  InputWindow window;
+size_t BackwardInputWorkspaceBytes(const DcnShape& s) {
   WorkspaceLayout w;
-  BackwardInputBuffers<T> buffers(
-      s, PlanInputWindow<T>(s, o, &window) ? window.images_per_launch : s.batch, &w);
+  BackwardInputBuffers<T> buffers(s, ImagesPerPass<T>(s), &w);
   return w.bytes();
 }
 
@@ -956,7 +688,7 @@ cudaError_t Forward(const DcnShape& s, const T* input, const T* offset, const T*
     constexpr auto kernel_fn = decltype(kernel)::value;
     const cudaError_t err = mma::AllowSharedMemory<kernel_fn>(smem_bytes);
     if (err != cudaSuccess) return err;
-    return ForEachPixelLaunch(s.pixels(), [&](int64_t row0, int64_t tiles) {
+    return ForEachPixelLaunch(0, s.pixels(), [&](int64_t row0, int64_t tiles) {
       const dim3 grid(tiles, CeilDiv(s.out_channels_per_group(), kTileN), s.groups);
       kernel_fn<<<grid, kThreads, smem_bytes, stream>>>(s, input, offset, mask, weight, bias,
                                                         output, row0, w_ok);
@@ -970,95 +702,52 @@ cudaError_t Forward(const DcnShape& s, const T* input, const T* offset, const T*
       launch);
 }
 
-// The tile kernel's launches over the whole batch: column gradients to grad_input_acc and
-// coord_acc.
 template <typename T>
-cudaError_t LaunchTileInput(const DcnShape& s, const T* grad_output, const T* input,
-                            const T* offset, const T* mask, const T* weight,
-                            float* grad_input_acc, float* coord_acc, const Options& o,
-                            cudaStream_t stream) {
+cudaError_t BackwardInput(const DcnShape& s, const T* grad_output, const T* input, const T* offset,
+                          const T* mask, const T* weight, T* grad_input, T* grad_offset,
+                          T* grad_mask, void* workspace, const Options& o, cudaStream_t stream) {
+  const int64_t images = ImagesPerPass<T>(s);
+  WorkspaceLayout layout(workspace);
+  BackwardInputBuffers<T> buffers(s, images, &layout);
+  if (std::is_same_v<T, float>) {
+    DCN_RETURN_IF_ERROR(
+        cudaMemsetAsync(grad_input, 0, s.input_elements() * sizeof(float), stream));
+  }
   // The epilogue stages the 128 x 128 float tile in the pipeline's shared memory.
   constexpr int kSmem = std::max(mma::kPipelineBytes<T, true, true>,
                                  static_cast<int>(kTileM * kEpilogueStride * sizeof(float)));
   const bool g_ok = VectorOk(grad_output, s.out_channels, s.out_channels_per_group(), sizeof(T));
   const bool w_ok = VectorOk(weight, s.out_channels, s.out_channels_per_group(), sizeof(T));
-  auto launch = [&](auto kernel) {
-    constexpr auto kernel_fn = decltype(kernel)::value;
-    DCN_RETURN_IF_ERROR(mma::AllowSharedMemory<kernel_fn>(kSmem));
-    return ForEachPixelLaunch(s.pixels(), [&](int64_t row0, int64_t tiles) {
-      const dim3 grid(tiles, CeilDiv(s.group_columns(), kTileN), s.groups);
-      kernel_fn<<<grid, kThreads, kSmem, stream>>>(s, grad_output, input, offset, mask, weight,
-                                                   grad_input_acc, coord_acc, row0, g_ok, w_ok);
-    });
-  };
-  if (std::is_same_v<T, float> && Mode(o) == MathMode::kTensorCore3x) {
-    return launch(Constant<&InputKernel<T, MathMode::kTensorCore3x>>());
-  }
-  return launch(Constant<&InputKernel<T, MathMode::kTensorCore>>());
-}
-
-// The window kernel's launch for images [n_begin, n_begin + images).
-template <typename T>
-cudaError_t LaunchWindowInput(const DcnShape& s, const InputWindow& window, int64_t n_begin,
-                              int64_t images, const T* grad_output, const T* input,
-                              const T* offset, const T* mask, const T* weight,
-                              float* grad_input_acc, float* coord_acc, const Options& o,
-                              cudaStream_t stream) {
-  const int smem = window.SharedBytes<T>();
-  const bool g_ok = VectorOk(grad_output, s.out_channels, s.out_channels_per_group(), sizeof(T));
-  const bool w_ok = VectorOk(weight, s.out_channels, s.out_channels_per_group(), sizeof(T));
-  auto launch = [&](auto kernel) {
-    constexpr auto kernel_fn = decltype(kernel)::value;
-    DCN_RETURN_IF_ERROR(mma::AllowSharedMemory<kernel_fn>(o.shared_memory_per_block));
-    const dim3 grid(static_cast<unsigned>(images * window.tiles_x * window.tiles_y),
-                    static_cast<unsigned>(s.in_channels_per_group() >> window.channels_log2),
-                    s.groups);
-    kernel_fn<<<grid, kThreads, smem, stream>>>(s, window, grad_output, input, offset, mask,
-                                                weight, grad_input_acc, coord_acc, n_begin, g_ok,
-                                                w_ok);
-    return cudaGetLastError();
-  };
-  if (std::is_same_v<T, float> && Mode(o) == MathMode::kTensorCore3x) {
-    return launch(Constant<&WindowInputKernel<T, MathMode::kTensorCore3x>>());
-  }
-  return launch(Constant<&WindowInputKernel<T, MathMode::kTensorCore>>());
-}
-
-template <typename T>
-cudaError_t BackwardInput(const DcnShape& s, const T* grad_output, const T* input, const T* offset,
-                          const T* mask, const T* weight, T* grad_input, T* grad_offset,
-                          T* grad_mask, void* workspace, const Options& o, cudaStream_t stream) {
-  InputWindow window;
-  const bool windowed = PlanInputWindow<T>(s, o, &window);
-  // Images per pass: the float buffers hold that many.
-  const int64_t images = windowed ? window.images_per_launch : std::max<int64_t>(s.batch, 1);
-  WorkspaceLayout layout(workspace);
-  BackwardInputBuffers<T> buffers(s, images, &layout);
   const int64_t samples_per_image = s.out_pixels_per_image() * s.mask_channels();
-  if (std::is_same_v<T, float>) {
-    DCN_RETURN_IF_ERROR(
-        cudaMemsetAsync(grad_input, 0, s.input_elements() * sizeof(float), stream));
-  }
   for (int64_t n_begin = 0; n_begin < s.batch; n_begin += images) {
     const int64_t count = std::min(images, s.batch - n_begin);
+    // This pass's pixels, and its part of grad_input and of the buffers.
+    const int64_t p_begin = n_begin * s.out_pixels_per_image();
+    const int64_t p_end = p_begin + count * s.out_pixels_per_image();
     T* grad_input_part = grad_input + n_begin * s.image_elements();
-    float* grad_input_acc = buffers.grad_input_acc
-                                ? buffers.grad_input_acc
-                                : reinterpret_cast<float*>(grad_input_part);
+    float* grad_input_acc = buffers.grad_input_acc ? buffers.grad_input_acc
+                                                   : reinterpret_cast<float*>(grad_input_part);
     if (buffers.grad_input_acc) {
-      DCN_RETURN_IF_ERROR(cudaMemsetAsync(
-          grad_input_acc, 0, count * s.image_elements() * sizeof(float), stream));
+      DCN_RETURN_IF_ERROR(cudaMemsetAsync(grad_input_acc, 0,
+                                          count * s.image_elements() * sizeof(float), stream));
     }
     const int64_t samples = count * samples_per_image;
     DCN_RETURN_IF_ERROR(
         cudaMemsetAsync(buffers.coord_acc, 0, samples * 3 * sizeof(float), stream));
-    if (windowed) {
-      DCN_RETURN_IF_ERROR(LaunchWindowInput(s, window, n_begin, count, grad_output, input, offset,
-                                            mask, weight, grad_input_acc, buffers.coord_acc, o,
-                                            stream));
+    auto launch = [&](auto kernel) {
+      constexpr auto kernel_fn = decltype(kernel)::value;
+      DCN_RETURN_IF_ERROR(mma::AllowSharedMemory<kernel_fn>(kSmem));
+      return ForEachPixelLaunch(p_begin, p_end, [&](int64_t row0, int64_t tiles) {
+        const dim3 grid(tiles, CeilDiv(s.group_columns(), kTileN), s.groups);
+        kernel_fn<<<grid, kThreads, kSmem, stream>>>(s, grad_output, input, offset, mask, weight,
+                                                     grad_input_acc, buffers.coord_acc, row0,
+                                                     n_begin, p_end, g_ok, w_ok);
+      });
+    };
+    if (std::is_same_v<T, float> && Mode(o) == MathMode::kTensorCore3x) {
+      DCN_RETURN_IF_ERROR(launch(Constant<&InputKernel<T, MathMode::kTensorCore3x>>()));
     } else {
-      DCN_RETURN_IF_ERROR(LaunchTileInput(s, grad_output, input, offset, mask, weight,
-                                          grad_input_acc, buffers.coord_acc, o, stream));
+      DCN_RETURN_IF_ERROR(launch(Constant<&InputKernel<T, MathMode::kTensorCore>>()));
     }
     if (samples > 0) {
       const int64_t sample0 = n_begin * samples_per_image;
@@ -1119,7 +808,7 @@ cudaError_t BackwardWeight(const DcnShape& s, const T* grad_output, const T* inp
   template bool ForwardSupported<T>(const DcnShape&, const Options&);                             \
   template bool BackwardInputSupported<T>(const DcnShape&, const Options&);                       \
   template bool BackwardWeightSupported<T>(const DcnShape&, const Options&);                      \
-  template size_t BackwardInputWorkspaceBytes<T>(const DcnShape&, const Options&);                \
+  template size_t BackwardInputWorkspaceBytes<T>(const DcnShape&);                                \
   template size_t BackwardWeightWorkspaceBytes<T>(const DcnShape&);                               \
   template cudaError_t Forward<T>(const DcnShape&, const T*, const T*, const T*, const T*,        \
                                   const T*, T*, const Options&, cudaStream_t);                    \

@@ -5,7 +5,9 @@
 //                    memory per block: sm_80 and sm_90, not sm_86/sm_89).
 //   BackwardInput    column gradients = grad_output x weight^T tile by tile; each tile's epilogue
 //                    scatters them into grad_input (float atomics) and accumulates the offset and
-//                    mask gradients (float atomics). Not deterministic.
+//                    mask gradients (float atomics). Not deterministic. A pass per group of images
+//                    whose float buffers fit in 8 MiB (fp16/bf16 grad_input in float, the offset
+//                    and mask sums): the workspace does not grow with the batch.
 //   BackwardWeight   grad_weight = gather(input)^T x grad_output with K over pixels: the samples
 //                    are produced straight into the A tiles, the pixels split over blocks whose
 //                    partial sums meet in float atomics. Not deterministic. Each block covers
@@ -33,7 +35,7 @@ bool BackwardWeightSupported(const DcnShape& s, const Options& o);
 inline constexpr int kWeightTileOutChannels = 128;
 
 template <typename T>
-size_t BackwardInputWorkspaceBytes(const DcnShape& s, const Options& o);
+size_t BackwardInputWorkspaceBytes(const DcnShape& s);
 template <typename T>
 size_t BackwardWeightWorkspaceBytes(const DcnShape& s);
 

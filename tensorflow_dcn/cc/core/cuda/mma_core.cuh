@@ -1,6 +1,6 @@
 // The tensor-core block engine shared by the plain GEMM (gemm.cu.cc) and the fused DCNv2 kernels
-// (fused_sm80.cu.cc): a 128 x 128 block tile computed by 8 warps with mma.sync, fed by a pipeline of
-// shared-memory stages that "producers" fill.
+// (fused_sm80.cu.cc): a 128 x 128 block tile computed by 8 warps with mma.sync, fed by a pipeline
+// of shared-memory stages that "producers" fill.
 //
 // A producer fills one operand's tile for one k-step of kStepBytes bytes of K:
 //   Issue(kt, tile)  starts k-step kt: cp.async straight into the stage, or global loads into
@@ -51,45 +51,30 @@ struct Tile {
   // aligned, the rest element by element.
   static __device__ void Load(char* tile, const T* g, int64_t ld, int64_t mn0, int64_t mn_end,
                               int64_t k0, int64_t k_end, bool vector_ok) {
-    if constexpr (kKContiguous) {
-      LoadRows(
-          tile, [&](int r) { return mn0 + r < mn_end ? g + (mn0 + r) * ld : nullptr; }, k0, k_end,
-          vector_ok);
-    } else {
-      for (int id = threadIdx.x; id < kChunks; id += kThreads) {
-        const int r = id / kChunksPerRow, q = id % kChunksPerRow;
-        const int64_t k = k0 + r, mn = mn0 + q * kChunkElems;
-        CopyChunk(tile + r * kRowBytes + q * 16, g + k * ld + mn, k < k_end,
-                  mn_end - mn, vector_ok);
-      }
-    }
-  }
-
-  // The K-contiguous tile whose row r starts at row_of(r) (a pointer to K index 0, or null for
-  // a row of zeros), K range from k0; elements at K >= k_end are zero.
-  template <typename RowOf>
-  static __device__ void LoadRows(char* tile, RowOf&& row_of, int64_t k0, int64_t k_end,
-                                  bool vector_ok) {
-    static_assert(kKContiguous, "rows are K-contiguous");
     for (int id = threadIdx.x; id < kChunks; id += kThreads) {
       const int r = id / kChunksPerRow, q = id % kChunksPerRow;
-      const T* row = row_of(r);
-      const int64_t k = k0 + q * kChunkElems;
-      CopyChunk(tile + r * kRowBytes + q * 16, row ? row + k : nullptr, row != nullptr, k_end - k,
-                vector_ok);
-    }
-  }
-
- private:
-  // One 16-byte chunk: the first `count` elements of src when `in` (cp.async when whole and
-  // vector_ok), zeros elsewhere.
-  static __device__ __forceinline__ void CopyChunk(char* dst, const T* src, bool in, int64_t count,
-                                                   bool vector_ok) {
-    if (in && vector_ok && count >= kChunkElems) {
-      CpAsync16(dst, src);
-    } else {
-      T* out = reinterpret_cast<T*>(dst);
-      for (int e = 0; e < kChunkElems; ++e) out[e] = in && e < count ? src[e] : T(0.0f);
+      char* dst = tile + r * kRowBytes + q * 16;
+      int64_t mn, k;
+      if (kKContiguous) {
+        mn = mn0 + r;
+        k = k0 + q * kChunkElems;
+      } else {
+        k = k0 + r;
+        mn = mn0 + q * kChunkElems;
+      }
+      const T* src = g + (kKContiguous ? mn * ld + k : k * ld + mn);
+      const bool whole = kKContiguous ? (mn < mn_end && k + kChunkElems <= k_end)
+                                      : (k < k_end && mn + kChunkElems <= mn_end);
+      if (vector_ok && whole) {
+        CpAsync16(dst, src);
+      } else {
+        T* out = reinterpret_cast<T*>(dst);
+        for (int e = 0; e < kChunkElems; ++e) {
+          const bool in =
+              kKContiguous ? (mn < mn_end && k + e < k_end) : (k < k_end && mn + e < mn_end);
+          out[e] = in ? src[e] : T(0.0f);
+        }
+      }
     }
   }
 };
@@ -201,21 +186,6 @@ struct CopyProducer {
   __device__ void Finish(char*) const {}
 };
 
-// A producer that copies K-contiguous rows found by pointer: row_of(r) points at row r's first
-// element (K index 0), or is null for a row of zeros; K ends at k_end.
-template <typename T, int R, typename RowOf>
-struct RowsProducer {
-  RowOf row_of;
-  int64_t k_end;
-  bool vector_ok;
-
-  __device__ void Issue(int kt, char* tile) const {
-    Tile<T, true, R>::LoadRows(tile, row_of, int64_t{kt} * Tile<T, true, R>::kStepK, k_end,
-                               vector_ok);
-  }
-  __device__ void Finish(char*) const {}
-};
-
 // acc += the k-step held in a_tile x b_tile (kAK / kBK: whether the A / B tiles are K-contiguous
 // in shared memory, see Tile).
 template <typename T, MathMode kMode, bool kAK, bool kBK>
@@ -281,28 +251,20 @@ __device__ __forceinline__ void MainLoop(int ktiles, ProducerA& pa, ProducerB& p
   __syncthreads();
 }
 
-// Where this thread's accumulators sit in the block tile: acc[i][j][2 * h + e] is row
-// AccumulatorRow(i, h), column AccumulatorColumn(j) + e.
-__device__ __forceinline__ int AccumulatorRow(int i, int h) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  return (warp >> 2) * kWarpM + i * 16 + (lane >> 2) + h * 8;
-}
-__device__ __forceinline__ int AccumulatorColumn(int j) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  return (warp & 3) * kWarpN + j * 8 + 2 * (lane & 3);
-}
-
 // Calls fn(row, col, v0, v1) for each pair of accumulators this thread holds: block-tile row
 // `row`, columns col and col + 1.
 template <typename Fn>
 __device__ __forceinline__ void ForEachAccumulatorPair(const float (&acc)[4][4][4], Fn&& fn) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int wm = (warp >> 2) * kWarpM, wn = (warp & 3) * kWarpN;
+  const int g = lane >> 2, t = lane & 3;
 #pragma unroll
   for (int i = 0; i < 4; ++i)
 #pragma unroll
     for (int j = 0; j < 4; ++j)
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        fn(AccumulatorRow(i, h), AccumulatorColumn(j), acc[i][j][2 * h], acc[i][j][2 * h + 1]);
+        fn(wm + i * 16 + g + h * 8, wn + j * 8 + 2 * t, acc[i][j][2 * h], acc[i][j][2 * h + 1]);
       }
 }
 
