@@ -9,6 +9,8 @@
 #   bash scripts/gpu/session.sh check       # cubins; GPU tests (default kernels) beside the core's
 #                                           # checks, timings and profile (carry .devbuild)
 #   bash scripts/gpu/session.sh bench       # op/layer and model-level (fp32, bf16) benchmarks
+#   bash scripts/gpu/session.sh op_core     # op/layer benchmark beside the core's checks and
+#                                           # timings (carry .devbuild): a kernel change's run
 #   bash scripts/gpu/session.sh bench_portable  # the portable kernels' op alone
 #   bash scripts/gpu/session.sh train       # model-level fp16; training on one GPU (float32,
 #                                           # mixed_float16), long run, threads
@@ -231,6 +233,12 @@ stage_profile() {
   mkdir -p "$PROFILE"
   sanitize_then_profile() { core_sanitize; core_profile; }
   on_both_gpus sanitize_then_profile core_checks
+}
+
+# GPU 0 the op/layer benchmark; GPU 1 the core's checks and timings.
+stage_op_core() {
+  mkdir -p "$PROFILE"
+  on_both_gpus op_bench core_checks
 }
 
 # GPU 0 the whole test suite with the default kernels; GPU 1 the core's checks and timings, then

@@ -14,7 +14,7 @@
 //   cuda_im2col      everything else, and every deterministic backward (im2col.cuh): column
 //                    buffers in chunks of at most 32 MiB
 // Gradients summed in float for half/bfloat16 take a float buffer in the workspace: of their
-// size, but for cuda_fused_sm80's grad_input, which takes one for a pass of images (8 MiB at
+// size, but for cuda_fused_sm80's grad_input, which takes one for a pass of images (16 MiB at
 // most with the offset and mask sums).
 #ifndef TENSORFLOW_DCN_CC_CORE_CUDA_CUDA_CORE_H_
 #define TENSORFLOW_DCN_CC_CORE_CUDA_CUDA_CORE_H_
