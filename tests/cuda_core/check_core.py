@@ -161,6 +161,16 @@ TOLERANCE = {
 NAMES = ("output", "grad_input", "grad_offset", "grad_mask", "grad_weight", "grad_bias")
 
 
+def strict_fp32_tolerance(cfg):
+    """Float32 (3xTF32) sums of K products: the relative error grows about as sqrt(K) times the
+    unit roundoff. The longest sums: the forward's over taps x channels per group, the weight
+    gradient's over pixels. H200: 2.09e-5 for the forward with K = 9216, ours and im2col alike."""
+    n, h, w, c, cout, k, s, p, d, g, dg = cfg
+    _, ho, wo = dims(cfg)
+    longest = max(k * k * c // g, cout // g, n * ho * wo)
+    return max(TOLERANCE[torch.float32], 3e-7 * longest**0.5)
+
+
 def compare(label, got, want, tol):
     worst = 0.0
     for name, a, e in zip(NAMES, got, want):
@@ -189,7 +199,7 @@ CONFIGS = [
     (3, 20, 18, 256, 130, 1, 1, 0, 1, 1, 1),
     # The fused backward input in fp16/bf16 takes one image per pass here (its float buffers are
     # bounded): two passes.
-    (2, 40, 40, 1024, 32, 3, 1, 1, 1, 1, 1),
+    (2, 48, 48, 1024, 32, 3, 1, 1, 1, 1, 1),
 ]
 
 
@@ -216,6 +226,8 @@ def check_parity(quick):
             want = reference(cfg, *data)
             got = ours(cfg, dtype, dim, *data, tf32=tf32, det=det, choice=choice)
             tol = TOLERANCE["tf32" if (dtype == torch.float32 and tf32) else dtype]
+            if dtype == torch.float32 and not tf32:
+                tol = strict_fp32_tolerance(cfg)
             label = f"{cfg} {str(dtype):14s} tf32={tf32:d} det={det:d} {choice:8s}"
             worst = compare(label, got, want, tol)
             ran = "/".join(implementation(op, dtype, dim, tf32, det, choice) for op in range(3))
