@@ -170,7 +170,11 @@ void Check(int dtype, const char* name, const Config& cfg, float tolerance) {
   };
   const Pair pairs[] = {
       {"forward", 0, forward, 5, {out_elems}, 1 | (2 << 2)},
-      {"backward input", 1, backward_input, 5, {input.size(), offset.size(), mask.size()},
+      {"backward input",
+       1,
+       backward_input,
+       5,
+       {input.size(), offset.size(), mask.size()},
        1 | (1 << 2)},
       {"backward weight", 2, backward_weight, 4, {weight.size(), bias.size()}, 1 | (1 << 2)},
   };

@@ -371,8 +371,7 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
     if (active && (!shared || (lane & 15) == 0)) {
-      float* coord =
-          coord_acc + ((p - n_begin * s.out_pixels_per_image()) * mask_channels + i) * 3;
+      float* coord = coord_acc + ((p - n_begin * s.out_pixels_per_image()) * mask_channels + i) * 3;
       atomicAdd(coord, m * sum_dy);
       atomicAdd(coord + 1, m * sum_dx);
       atomicAdd(coord + 2, sum_value);
@@ -712,8 +711,7 @@ cudaError_t BackwardInput(const DcnShape& s, const T* grad_output, const T* inpu
   WorkspaceLayout layout(workspace);
   BackwardInputBuffers<T> buffers(s, images, &layout);
   if (std::is_same_v<T, float>) {
-    DCN_RETURN_IF_ERROR(
-        cudaMemsetAsync(grad_input, 0, s.input_elements() * sizeof(float), stream));
+    DCN_RETURN_IF_ERROR(cudaMemsetAsync(grad_input, 0, s.input_elements() * sizeof(float), stream));
   }
   // The epilogue stages the 128 x 128 float tile in the pipeline's shared memory.
   constexpr int kSmem = std::max(mma::kPipelineBytes<T, true, true>,
@@ -727,15 +725,14 @@ cudaError_t BackwardInput(const DcnShape& s, const T* grad_output, const T* inpu
     const int64_t p_begin = n_begin * s.out_pixels_per_image();
     const int64_t p_end = p_begin + count * s.out_pixels_per_image();
     T* grad_input_part = grad_input + n_begin * s.image_elements();
-    float* grad_input_acc = buffers.grad_input_acc ? buffers.grad_input_acc
-                                                   : reinterpret_cast<float*>(grad_input_part);
+    float* grad_input_acc =
+        buffers.grad_input_acc ? buffers.grad_input_acc : reinterpret_cast<float*>(grad_input_part);
     if (buffers.grad_input_acc) {
-      DCN_RETURN_IF_ERROR(cudaMemsetAsync(grad_input_acc, 0,
-                                          count * s.image_elements() * sizeof(float), stream));
+      DCN_RETURN_IF_ERROR(
+          cudaMemsetAsync(grad_input_acc, 0, count * s.image_elements() * sizeof(float), stream));
     }
     const int64_t samples = count * samples_per_image;
-    DCN_RETURN_IF_ERROR(
-        cudaMemsetAsync(buffers.coord_acc, 0, samples * 3 * sizeof(float), stream));
+    DCN_RETURN_IF_ERROR(cudaMemsetAsync(buffers.coord_acc, 0, samples * 3 * sizeof(float), stream));
     auto launch = [&](auto kernel) {
       constexpr auto kernel_fn = decltype(kernel)::value;
       DCN_RETURN_IF_ERROR(mma::AllowSharedMemory<kernel_fn>(kSmem));
