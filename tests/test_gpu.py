@@ -239,12 +239,12 @@ class GpuTest(tf.test.TestCase, parameterized.TestCase):
         for key in simple.files:
             util.assert_near(self, fused[key], simple[key], dtypes[key.split("-")[2]], msg=key)
 
-    def test_sm90a_forward_is_planned_falls_back_and_matches_oracle(self):
-        # On compute capability 9.0 the forward in fp16, bf16 and TF32 runs cuda_wgmma_sm90a where
-        # channels per group and per deformable group are multiples of 128 bytes;
-        # TFDCN_KERNELS=portable, strict float32 and an sm_90a module that does not load
-        # (TFDCN_SIMULATE_SM90A_UNAVAILABLE=1) run cuda_fused_sm80 instead. Every mode matches the
-        # float64 oracle. The choice is read per process, hence subprocesses.
+    def test_sm90a_kernels_are_planned_fall_back_and_match_oracle(self):
+        # On compute capability 9.0 the forward and the backward weight in fp16, bf16 and TF32 run
+        # cuda_wgmma_sm90a where channels per group and per deformable group are multiples of
+        # 128 bytes; TFDCN_KERNELS=portable, strict float32 and an sm_90a module that does not
+        # load (TFDCN_SIMULATE_SM90A_UNAVAILABLE=1) run the portable kernels instead. Every mode
+        # matches the float64 oracle. The choice is read per process, hence subprocesses.
         script = textwrap.dedent("""
             import sys
             import numpy as np
@@ -252,19 +252,28 @@ class GpuTest(tf.test.TestCase, parameterized.TestCase):
             tf.config.set_soft_device_placement(False)
             import op_test_util as util
             import tensorflow_dcn as tfdcn
+            from tensorflow_dcn import ops
 
             results = {}
             for i, config in enumerate(util.SM90A_CONFIGS):
                 for dtype, tf32 in ((tf.float16, False), (tf.bfloat16, False), (tf.float32, True),
                                     (tf.float32, False)):
                     tf.config.experimental.enable_tensor_float_32_execution(tf32)
-                    tfdcn.implementations_run(reset=True)
                     operands = util.as_dtype(util.make_problem(config), dtype)
-                    out = util.forward(operands, config.attrs, "gpu")
-                    ran = tfdcn.implementations_run(reset=True)
                     key = f"{i}-{dtype.name}-{'tf32' if tf32 else 'strict'}"
-                    results[key] = tf.cast(out, tf.float64).numpy()
-                    results["ran-" + key] = np.array(sorted(ran))
+                    tfdcn.implementations_run(reset=True)
+                    out = util.forward(operands, config.attrs, "gpu")
+                    results["forward-" + key] = tf.cast(out, tf.float64).numpy()
+                    ran = tfdcn.implementations_run(reset=True)
+                    results["ran-forward-" + key] = np.array(sorted(ran))
+                    with tf.device("/GPU:0"):
+                        grad_weight, _ = ops.dcn_v2_backward_weight(
+                            util.gradient_probe(config, dtype), operands["input"],
+                            operands["offset"], mask=operands["mask"],
+                            with_bias=operands["bias"] is not None, **config.attrs)
+                    results["weight-" + key] = tf.cast(grad_weight, tf.float64).numpy()
+                    ran = tfdcn.implementations_run(reset=True)
+                    results["ran-weight-" + key] = np.array(sorted(ran))
             np.savez(sys.argv[1], **results)
             """)
         details = tf.config.experimental.get_device_details(util.GPUS[0])
@@ -288,15 +297,26 @@ class GpuTest(tf.test.TestCase, parameterized.TestCase):
             )
             self.assertEqual(result.returncode, 0, result.stderr[-4000:])
             runs[mode] = np.load(path)
-        for key in [k for k in runs["auto"].files if k.startswith("ran-")]:
-            strict_float32 = key.endswith("float32-strict")
-            expected = "cuda_wgmma_sm90a" if hopper and not strict_float32 else "cuda_fused_sm80"
-            self.assertEqual(list(runs["auto"][key]), [f"DCNv2Forward/{expected}"], key)
-            for mode in ("portable", "unavailable"):
-                self.assertEqual(
-                    list(runs[mode][key]), ["DCNv2Forward/cuda_fused_sm80"], f"{mode} {key}"
-                )
-        # Each output against the float64 oracle (TF32 with half's tolerance, as above).
+        for i, config in enumerate(util.SM90A_CONFIGS):
+            # The portable backward weight: cuda_fused_sm80 up to one tile of 128 outputs per
+            # group, im2col beyond.
+            portable = {
+                "DCNv2Forward": "cuda_fused_sm80",
+                "DCNv2BackwardWeight": "cuda_fused_sm80"
+                if config.out_channels // config.groups <= 128
+                else "cuda_im2col",
+            }
+            for kind in ("float16-strict", "bfloat16-strict", "float32-tf32", "float32-strict"):
+                for op, part in (("DCNv2Forward", "forward"), ("DCNv2BackwardWeight", "weight")):
+                    key = f"ran-{part}-{i}-{kind}"
+                    fast = hopper and kind != "float32-strict"
+                    expected = "cuda_wgmma_sm90a" if fast else portable[op]
+                    self.assertEqual(list(runs["auto"][key]), [f"{op}/{expected}"], key)
+                    for mode in ("portable", "unavailable"):
+                        self.assertEqual(
+                            list(runs[mode][key]), [f"{op}/{portable[op]}"], f"{mode} {key}"
+                        )
+        # Each result against the float64 oracle (TF32 with half's tolerance, as above).
         for i, config in enumerate(util.SM90A_CONFIGS):
             for dtype, kind in (
                 (tf.float16, "strict"),
@@ -305,13 +325,23 @@ class GpuTest(tf.test.TestCase, parameterized.TestCase):
                 (tf.float32, "strict"),
             ):
                 operands = util.as_dtype(util.make_problem(config), dtype)
-                expected = oracle.deform_conv2d(**operands, **config.attrs)
+                expected = {
+                    "forward": oracle.deform_conv2d(**operands, **config.attrs),
+                    "weight": oracle.gradients(
+                        util.gradient_probe(config, dtype), **operands, **config.attrs
+                    )["weight"],
+                }
                 tolerance_dtype = tf.float16 if kind == "tf32" else dtype
                 for mode in runs:
-                    key = f"{i}-{dtype.name}-{kind}"
-                    util.assert_near(
-                        self, runs[mode][key], expected, tolerance_dtype, msg=f"{mode} {key}"
-                    )
+                    for part in ("forward", "weight"):
+                        key = f"{part}-{i}-{dtype.name}-{kind}"
+                        util.assert_near(
+                            self,
+                            runs[mode][key],
+                            expected[part],
+                            tolerance_dtype,
+                            msg=f"{mode} {key}",
+                        )
 
     def test_tensor_beyond_2_31_elements(self):
         if os.environ.get("TFDCN_RUN_HUGE") != "1" and gpu_memory_bytes() < HUGE_TEST_MIN_GPU_BYTES:

@@ -214,12 +214,12 @@ core_profile() {
 }
 
 core_checks() {
-  "${CORE[@]}" timeout 300 python3 "$REPO/tests/cuda_core/check_core.py" --bench \
+  "${CORE[@]}" timeout 400 python3 "$REPO/tests/cuda_core/check_core.py" --hopper --bench \
     > "$PROFILE/core.txt" 2>&1
   log "core checks and bench: rc=$? $(grep 'checks done' "$PROFILE/core.txt")"
 }
 
-# compute-sanitizer memcheck and racecheck over core_smoke (forward and backward weight, every
+# compute-sanitizer memcheck and racecheck over core_smoke (forward and backward ops, every
 # dtype, small shapes).
 core_sanitize() {
   local smoke="$REPO/.devbuild/core_smoke"

@@ -8,8 +8,9 @@ plans as a binding does (cuda::MakePlan) and reports which implementation the pl
 References: torchvision.ops.deform_conv2d in float64 (forward and autograd gradients) and
 torch.matmul in float64 for the GEMM engine. Sample positions are kept off integers so that
 torchvision's one-sided derivatives agree with ours (they differ only at p = -1 exactly).
---hopper checks the sm_90a forward (cuda_wgmma_sm90a) against float64 over varied shapes, its
-fallback, and times it against cuda_fused_sm80 and torchvision (table last).
+--hopper checks the sm_90a kernels (cuda_wgmma_sm90a: the forward and the backward weight)
+against float64 over varied shapes, and their fallback, and times the forward against
+cuda_fused_sm80 and torchvision (table last).
 """
 
 import argparse
@@ -419,7 +420,7 @@ def profile_once():
 
 
 # ---------------------------------------------------------------------------------------------
-# The sm_90a forward (cuda_wgmma_sm90a): accuracy, plan choice, fallback, timing.
+# The sm_90a kernels (cuda_wgmma_sm90a): accuracy, plan choice, fallback, timing.
 # ---------------------------------------------------------------------------------------------
 
 HOPPER_TOLERANCE = {
@@ -491,9 +492,18 @@ def error_pattern(got, want, tile_m=64, tile_n=128):
     )
 
 
+def backward_weight_ours(dtype, dim, x, off, mask, gout, wt, b, choice="auto"):
+    x, off, mask, gout = [t.to(dtype).contiguous() for t in (x, off, mask, gout)]
+    gw = torch.full(wt.shape, float("nan"), dtype=dtype, device="cuda")  # poisoned
+    gb = torch.full(b.shape, float("nan"), dtype=dtype, device="cuda")
+    run(2, dtype, dim, [gout, x, off, mask, gw, gb], True, choice=choice)
+    torch.cuda.synchronize()
+    return gw, gb
+
+
 def hopper_problem(cfg, seed, offsets="random"):
     dim, data = make_problem(cfg, torch.float64, seed=seed)
-    x, off, mask, wt, b, _ = data
+    x, off, mask, wt, b, gout = data
     if offsets == "zero":  # a plain GEMM through the gather: samples at pixels, mask 1
         off, mask = torch.zeros_like(off), torch.ones_like(mask)
     elif offsets == "wild":  # far outside the image, NaN and infinities: those samples read zero
@@ -503,19 +513,23 @@ def hopper_problem(cfg, seed, offsets="random"):
         flat[1::11] = float("inf")
         flat[2::13] = -float("inf")
         flat[3::17] = 1e30
-    return dim, x, off, mask, wt, b
+    return dim, x, off, mask, wt, b, gout
 
 
 def check_hopper_case(cfg, offsets, problem, dtype, name):
-    """The forward of the auto plan (cuda_wgmma_sm90a) and the portable plan against float64."""
-    dim, x, off, mask, wt, b = problem
-    x_, off_, mask_, wt_, b_ = [t.to(dtype).to(torch.float64) for t in (x, off, mask, wt, b)]
+    """The forward and the backward weight of the auto plan (cuda_wgmma_sm90a) and the portable
+    plan against float64."""
+    dim, x, off, mask, wt, b, gout = problem
+    x_, off_, mask_, wt_, b_, gout_ = [
+        t.to(dtype).to(torch.float64) for t in (x, off, mask, wt, b, gout)
+    ]
     # The reference reads NaN/Inf/huge offsets as what they mean: a sample far outside.
     off_ref = torch.where(
         torch.isfinite(off_) & (off_.abs() < 1e6), off_, torch.full_like(off_, 1e6)
     )
-    want = reference_forward(cfg, x_, off_ref, mask_, wt_, b_)
+    want, _, _, _, gw_want, gb_want = reference(cfg, x_, off_ref, mask_, wt_, b_, gout_)
     impl = implementation(0, dtype, dim)
+    weight_impl = implementation(2, dtype, dim)
     row = []
     for choice in ("auto", "portable"):
         got = forward_ours(dtype, dim, x_, off_, mask_, wt_, b_, choice=choice)
@@ -527,11 +541,26 @@ def check_hopper_case(cfg, offsets, problem, dtype, name):
                 f"{label} ({implementation(0, dtype, dim, choice=choice)}): rel err {rel:.2e}"
             )
             print(f"  {label}: {error_pattern(got, want)}", flush=True)
-    if impl != "cuda_wgmma_sm90a":
-        FAILURES.append(f"hopper {cfg} {name}: auto planned {impl}, not cuda_wgmma_sm90a")
+    weight_tolerance = TOLERANCE["tf32" if dtype == torch.float32 else dtype]
+    for choice in ("auto", "portable"):
+        got = backward_weight_ours(dtype, dim, x_, off_, mask_, gout_, wt_, b_, choice=choice)
+        rel = max(
+            ((g.double() - e).norm() / e.norm()).item() for g, e in zip(got, (gw_want, gb_want))
+        )
+        row.append(rel)
+        label = f"hopper {cfg} {offsets:6s} {name} {choice} grad_weight"
+        if not rel <= weight_tolerance:
+            FAILURES.append(
+                f"{label} ({implementation(2, dtype, dim, choice=choice)}): rel err {rel:.2e}"
+            )
+            print(f"  {label}: {error_pattern(got[0], gw_want)}", flush=True)
+    for op_impl, what in ((impl, "forward"), (weight_impl, "backward weight")):
+        if op_impl != "cuda_wgmma_sm90a":
+            FAILURES.append(f"hopper {cfg} {name}: auto planned {op_impl} for the {what}")
     print(
-        f"hopper {cfg} {offsets:6s} {name}: {impl} rel {row[0]:.2e} | "
-        f"cuda_fused_sm80 rel {row[1]:.2e}",
+        f"hopper {cfg} {offsets:6s} {name}: forward {impl} rel {row[0]:.2e} | "
+        f"cuda_fused_sm80 rel {row[1]:.2e}; grad_weight {weight_impl} rel {row[2]:.2e} | "
+        f"{implementation(2, dtype, dim, choice='portable')} rel {row[3]:.2e}",
         flush=True,
     )
 
@@ -565,17 +594,21 @@ def check_hopper():
         ((1, 8, 8, 64, 64, 3, 1, 1, 1, 1, 1), torch.float64, True, "float64"),
     ]:
         dim, _, _ = dims(cfg)
-        impl = implementation(0, dtype, dim, tf32)
-        ok = impl != "cuda_wgmma_sm90a"
+        impl = "/".join(implementation(op, dtype, dim, tf32) for op in (0, 2))
+        ok = "cuda_wgmma_sm90a" not in impl
         print(f"hopper not taken ({why}): {impl} {'ok' if ok else 'FAIL'}", flush=True)
         if not ok:
             FAILURES.append(f"hopper: {why} planned {impl}")
     dim, _, _ = dims(HOPPER_CONFIGS[0])
     for choice in ("portable", "im2col"):
-        impl = implementation(0, torch.float16, dim, choice=choice)
+        impl = "/".join(implementation(op, torch.float16, dim, choice=choice) for op in (0, 2))
         print(f"hopper choice {choice}: {impl}", flush=True)
-        if impl == "cuda_wgmma_sm90a":
+        if "cuda_wgmma_sm90a" in impl:
             FAILURES.append(f"hopper: choice {choice} planned {impl}")
+    impl = implementation(2, torch.float16, dim, det=True)
+    print(f"hopper deterministic backward weight: {impl}", flush=True)
+    if impl == "cuda_wgmma_sm90a":
+        FAILURES.append("hopper: the deterministic backward weight planned cuda_wgmma_sm90a")
     # The fallback when the module does not load, simulated in a fresh process.
     env = dict(os.environ, TFDCN_SIMULATE_SM90A_UNAVAILABLE="1")
     result = subprocess.run(
@@ -593,15 +626,19 @@ def check_hopper():
 def fallback_probe():
     """Run with TFDCN_SIMULATE_SM90A_UNAVAILABLE=1: the planner must fall back, correctly."""
     cfg = HOPPER_CONFIGS[0]
-    dim, x, off, mask, wt, b = hopper_problem(cfg, 0)
+    dim, x, off, mask, wt, b, _ = hopper_problem(cfg, 0)
     dtype = torch.float16
     x_, off_, mask_, wt_, b_ = [t.to(dtype).to(torch.float64) for t in (x, off, mask, wt, b)]
     want = reference_forward(cfg, x_, off_, mask_, wt_, b_)
     got = forward_ours(dtype, dim, x_, off_, mask_, wt_, b_)
     rel = ((got.double() - want).norm() / want.norm()).item()
-    impl = implementation(0, dtype, dim)
+    impl = "/".join(implementation(op, dtype, dim) for op in (0, 2))
     available = bool(LIB.dcn_sm90a_available())
-    ok = not available and impl == "cuda_fused_sm80" and rel <= HOPPER_TOLERANCE[dtype]
+    ok = (
+        not available
+        and impl == "cuda_fused_sm80/cuda_fused_sm80"
+        and rel <= HOPPER_TOLERANCE[dtype]
+    )
     print(
         f"fallback probe: available {available}, planned {impl}, rel {rel:.2e}: "
         f"{'fallback ok' if ok else 'FAIL'}"
@@ -743,7 +780,7 @@ def main():
     parser.add_argument("--bench", action="store_true")
     parser.add_argument("--profile", action="store_true", help="one fwd+bwd per dtype (for ncu)")
     parser.add_argument(
-        "--hopper", action="store_true", help="the sm_90a forward: checks, then its timings last"
+        "--hopper", action="store_true", help="the sm_90a kernels: checks, then forward timings"
     )
     parser.add_argument(
         "--only-hopper", action="store_true", help="--hopper without the other checks"

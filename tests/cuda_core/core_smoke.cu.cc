@@ -1,8 +1,9 @@
 // A PyTorch-free driver of the CUDA core, small enough to run under compute-sanitizer (memcheck,
 // racecheck): for each dtype and a few small shapes (both tiles of the sm_90a kernel, pixels and
 // channels off the tile sizes, groups, deformable groups, offsets far outside the image and
-// NaN), the forward's auto plan against the portable plan and the backward weight's auto plan
-// (cuda_fused_sm80) against im2col, on the same inputs, results poisoned before each run.
+// NaN), the forward's auto plan against the portable plan and the backward ops' auto plans
+// (the backward weight's is cuda_wgmma_sm90a on Hopper) against im2col, on the same inputs,
+// results poisoned before each run.
 // Accuracy against float64 is check_core.py's job; this checks that the plans agree and write
 // every element.
 //
@@ -159,7 +160,7 @@ void Check(int dtype, const char* name, const Config& cfg, float tolerance) {
   CHECK_CUDA(cudaMalloc(&backward_input[7], mask.size() * sizeof(T)));
 
   // The forward: auto against portable (the sm_90a kernel on Hopper); the backward ops: auto
-  // (cuda_fused_sm80) against im2col. flags: TF32 | choice << 2 (1 im2col, 2 portable).
+  // against im2col. flags: TF32 | choice << 2 (1 im2col, 2 portable).
   struct Pair {
     const char* what;
     int op;

@@ -34,10 +34,10 @@ Plan MakePlanFor(Op op, const DcnShape& s, const Options& o) {
   if constexpr (kHasTensorCoreKernels<T>) {
     // Whether the sm_90a module loads (older drivers, other GPUs) is asked only for problems
     // the kernel supports.
-    if (o.choice == KernelChoice::kAuto && op == Op::kForward && wgmma_sm90a::Supported<T>(s, o) &&
+    if (o.choice == KernelChoice::kAuto && wgmma_sm90a::Supported<T>(op, s, o) &&
         wgmma_sm90a::Available()) {
       plan.implementation = Implementation::kCudaWgmmaSm90a;
-      plan.workspace_bytes = wgmma_sm90a::WorkspaceBytes<T>(s);
+      plan.workspace_bytes = wgmma_sm90a::WorkspaceBytes<T>(op, s);
       return plan;
     }
     if (o.choice == KernelChoice::kAuto || o.choice == KernelChoice::kPortable) {
@@ -135,6 +135,11 @@ cudaError_t Run(const Plan& plan, DType dtype, const DcnShape& s, const Backward
   return WithElementType<__half, __nv_bfloat16>(dtype, [&](auto t) {
     using T = decltype(t);
     if constexpr (kHasTensorCoreKernels<T>) {
+      if (plan.implementation == Implementation::kCudaWgmmaSm90a) {
+        return wgmma_sm90a::BackwardWeight(
+            s, Typed<T>(a.grad_output), Typed<T>(a.input), Typed<T>(a.offset), Typed<T>(a.mask),
+            Typed<T>(a.grad_weight), Typed<T>(a.grad_bias), workspace, o, stream);
+      }
       if (plan.implementation == Implementation::kCudaFusedSm80) {
         return fused_sm80::BackwardWeight(
             s, Typed<T>(a.grad_output), Typed<T>(a.input), Typed<T>(a.offset), Typed<T>(a.mask),

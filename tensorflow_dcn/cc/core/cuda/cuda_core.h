@@ -7,15 +7,17 @@
 // (launch errors included). The pointers are of the DType the plan was made for.
 //
 // Implementations (plan.h):
-//   cuda_wgmma_sm90a forward for fp16/bf16/TF32 on Hopper (compute capability 9.0) where the
-//                    channel counts allow and the sm_90a module loads (wgmma_sm90a.cuh)
+//   cuda_wgmma_sm90a forward and backward weight for fp16/bf16/TF32 on Hopper (compute
+//                    capability 9.0) where the channel counts allow and the sm_90a module loads
+//                    (wgmma_sm90a.cuh)
 //   cuda_fused_sm80  implicit-GEMM forward, backward input and backward weight for fp16/bf16/fp32
 //                    on sm_80+ where the channel counts allow: no column buffers (fused_sm80.cuh)
 //   cuda_im2col      everything else, and every deterministic backward (im2col.cuh): column
 //                    buffers in chunks of at most 32 MiB
 // Gradients summed in float for half/bfloat16 take a float buffer in the workspace: of their
 // size, but for cuda_fused_sm80's grad_input, which takes one for a pass of images (16 MiB at
-// most with the offset and mask sums).
+// most with the offset and mask sums). cuda_wgmma_sm90a's backward weight takes grad_output
+// transposed for a chunk of pixels (8 MiB at most).
 #ifndef TENSORFLOW_DCN_CC_CORE_CUDA_CUDA_CORE_H_
 #define TENSORFLOW_DCN_CC_CORE_CUDA_CUDA_CORE_H_
 

@@ -18,6 +18,26 @@ namespace cuda {
 // Host-side helpers of the launchers.
 constexpr int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// The pixel splits of a backward weight whose blocks sum over pixels: each of `tiles` output
+// tiles reduces `steps` K steps, `slots` blocks run at a time. Minimises waves x (steps per split
+// + a block's fixed cost, about kSplitOverheadSteps), so that the last wave is not mostly idle.
+// It runs on every call: the search stops once the waves alone cost more than the best found
+// (the cost's lower bound, waves x (1 + kSplitOverheadSteps), only grows with the splits).
+constexpr int64_t kSplitOverheadSteps = 8;
+inline int64_t ChooseSplits(int64_t tiles, int64_t steps, int64_t slots) {
+  int64_t best = 1, best_cost = INT64_MAX;
+  for (int64_t splits = 1; splits <= (steps < 65535 ? steps : 65535); ++splits) {
+    const int64_t waves = CeilDiv(tiles * splits, slots);
+    if (waves * (1 + kSplitOverheadSteps) >= best_cost) break;
+    const int64_t cost = waves * (CeilDiv(steps, splits) + kSplitOverheadSteps);
+    if (cost < best_cost) {
+      best = splits;
+      best_cost = cost;
+    }
+  }
+  return best;
+}
+
 #define DCN_RETURN_IF_ERROR(expr)                 \
   do {                                            \
     const cudaError_t dcn_err_ = (expr);          \

@@ -18,6 +18,7 @@
 
 #include "tensorflow_dcn/cc/core/bilinear.h"
 #include "tensorflow_dcn/cc/core/cuda/device_util.cuh"
+#include "tensorflow_dcn/cc/core/cuda/im2col.cuh"
 #include "tensorflow_dcn/cc/core/cuda/mma_core.cuh"
 #include "tensorflow_dcn/cc/core/workspace.h"
 
@@ -61,11 +62,13 @@ using Chunk = Vec<T, kVector<T>>;
 
 // Shared memory of a block tile, from a 1024-byte aligned base (the swizzle's period): per stage
 // the A tile (kBlockM rows) and the B tile (kBlockN rows) of 128 bytes each, the barriers, then
-// the sample table: per tile row and tap the four corner pixels and weights (32 bytes).
+// (the forward's) sample table: per tile row and tap the four corner pixels and weights (32
+// bytes).
 template <int kBlockM, int kBlockN>
 struct Layout {
   static_assert((kBlockM == 128 && kBlockN == 128) || (kBlockM == 64 && kBlockN == 256),
                 "two consumer warpgroups of 64 x 128 cover the tile");
+  static constexpr int kM = kBlockM, kN = kBlockN;
   static constexpr int kABytes = kBlockM * kRowBytes;
   static constexpr int kBBytes = kBlockN * kRowBytes;
   static constexpr int kBAt = kStages * kABytes;
@@ -267,6 +270,114 @@ __device__ __forceinline__ uint4 LoadChunk(const void* p) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The pipeline of both kernels: producers fill a stage's A tile and start the TMA copy of its B
+// tile; consumer warpgroups multiply it and hand the stage back.
+// ---------------------------------------------------------------------------------------------
+
+// Thread 0, before the cluster sync: the barriers of every stage.
+template <typename L>
+__device__ __forceinline__ void InitBarriers(uint32_t smem_addr) {
+  for (int st = 0; st < kStages; ++st) {
+    // Full: every producer thread arrives, and the TMA thread once more with its bytes.
+    BarrierInit(smem_addr + L::kFullAt + 8 * st, kProducers + 1);
+    // Empty: one arrival per consumer warpgroup of each block of the cluster.
+    BarrierInit(smem_addr + L::kEmptyAt + 8 * st, kCluster * kConsumers / 128);
+  }
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+
+// A producer thread: waits until the stage of K step kt is free in both blocks of the cluster
+// (their consumers arrive on both blocks' empty barriers).
+template <typename L>
+__device__ __forceinline__ void WaitStageFree(uint32_t smem_addr, int kt) {
+  BarrierWait(smem_addr + L::kEmptyAt + 8 * (kt % kStages), ((kt / kStages) & 1) ^ 1);
+}
+
+// One producer thread, once the stage of step kt is free: copies this block's share of the
+// step's B tile, the box at (k, row0 + its share's first row), into both blocks of the cluster;
+// the peer's share lands here too.
+template <typename L>
+__device__ __forceinline__ void LoadBTile(const CUtensorMap* map, uint32_t smem_addr, int kt, int k,
+                                          int row0) {
+  constexpr int kShare = L::kN / kCluster;
+  const int stage = kt % kStages;
+  const uint32_t full = smem_addr + L::kFullAt + 8 * stage;
+  const int rank = static_cast<int>(ClusterRank());
+  BarrierArriveExpectTx(full, L::kBBytes);
+  TmaLoad2dMulticast(smem_addr + L::kBAt + stage * L::kBBytes + rank * kShare * kRowBytes, map, k,
+                     row0 + rank * kShare, full, (1 << kCluster) - 1);
+}
+
+// Every producer thread, after its stores to the A tile of step kt: hands the stage over.
+template <typename L>
+__device__ __forceinline__ void PublishStage(uint32_t smem_addr, int kt) {
+  FenceProxyAsync();
+  BarrierArrive(smem_addr + L::kFullAt + 8 * (kt % kStages));
+}
+
+// The part of the block tile a consumer warpgroup covers: 64 rows x 128 columns from (row0,
+// col0).
+template <typename L>
+struct WarpgroupTile {
+  int row0, col0;
+  __device__ explicit WarpgroupTile(int warpgroup)
+      : row0(L::kM == 128 ? kWarpgroupM * warpgroup : 0),
+        col0(L::kM == 128 ? 0 : kWarpgroupN * warpgroup) {}
+};
+
+// Consumer warpgroup: acc = its part of the block tile, summed over `ktiles` K steps.
+template <typename T, typename L>
+__device__ __forceinline__ void MultiplySteps(float (&acc)[64], uint32_t smem_addr,
+                                              WarpgroupTile<L> tile, int ktiles) {
+  const int t = threadIdx.x - kProducers;
+  const uint32_t a_addr = smem_addr + tile.row0 * kRowBytes;
+  const uint32_t b_addr = smem_addr + L::kBAt + tile.col0 * kRowBytes;
+  const uint32_t full = smem_addr + L::kFullAt, empty = smem_addr + L::kEmptyAt;
+#pragma unroll
+  for (int i = 0; i < 64; ++i) acc[i] = 0.f;
+  for (int kt = 0; kt < ktiles; ++kt) {
+    const int stage = kt % kStages;
+    BarrierWait(full + 8 * stage, (kt / kStages) & 1);
+    const uint64_t da = MatrixDescriptor(a_addr + stage * L::kABytes);
+    const uint64_t db = MatrixDescriptor(b_addr + stage * L::kBBytes);
+    WgmmaFence();
+#pragma unroll
+    for (int k = 0; k < kMmasPerStep; ++k) {
+      // 32 bytes further along K: 2 in the descriptor's 16-byte address units.
+      Wgmma<T>(acc, da + 2 * k, db + 2 * k);
+    }
+    WgmmaCommit();
+    // The previous step's multiplies are done: its stage goes back to the producers of both
+    // blocks (either one's TMA writes the stage in both). One thread signals per warpgroup: the
+    // wgmma group it waited for is the whole warpgroup's.
+    WgmmaWait<1>();
+    if (kt > 0 && t % 128 == 0) {
+#pragma unroll
+      for (int r = 0; r < kCluster; ++r) BarrierArriveCluster(empty + 8 * ((kt - 1) % kStages), r);
+    }
+  }
+  WgmmaWait<0>();
+  FenceAccumulators(acc);
+}
+
+// fn(row, column, v0, v1) for the accumulator pairs of a consumer thread, at positions within
+// its warpgroup's 64 x 128 part: acc[4j + 2h + e] holds row 16 * warp + lane / 4 + 8h, column
+// 8j + 2 (lane % 4) + e.
+template <typename Fn>
+__device__ __forceinline__ void ForEachAccumulatorPair(const float (&acc)[64], Fn&& fn) {
+  const int t = threadIdx.x - kProducers;
+  const int warp = (t % 128) / 32, lane = t % 32;
+#pragma unroll
+  for (int j = 0; j < kWarpgroupN / 8; ++j) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      fn(16 * warp + lane / 4 + 8 * h, 8 * j + 2 * (lane % 4), acc[4 * j + 2 * h],
+         acc[4 * j + 2 * h + 1]);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The forward kernel.
 // ---------------------------------------------------------------------------------------------
 
@@ -331,9 +442,6 @@ __device__ __forceinline__ void Produce(const DcnShape& s, const T* input, const
     const int64_t p = m0 + first_row + u * kRowsPerPass;
     image[u] = input + LocateOutputPixel(s, p < s.pixels() ? p : 0).n * s.image_elements();
   }
-  const uint32_t b_addr = smem_addr + L::kBAt;
-  const uint32_t full = smem_addr + L::kFullAt, empty = smem_addr + L::kEmptyAt;
-  const int rank = static_cast<int>(ClusterRank());
   int kt = 0, table_d = -1;
   for (int c0 = group * cpg; c0 < (group + 1) * cpg; c0 += kBlockK<T>) {
     if (c0 / cpd != table_d) {
@@ -360,18 +468,9 @@ __device__ __forceinline__ void Produce(const DcnShape& s, const T* input, const
     // Blends the loaded corners of `tap` into the A tile of step kt once its stage is free (the
     // TMA of the step's weights starts then too) and hands the stage to the consumers.
     auto finish = [&](int tap, const uint4(&raw)[kUnits][4]) {
-      const int stage = kt % kStages;
-      BarrierWait(empty + 8 * stage, ((kt / kStages) & 1) ^ 1);
-      if (threadIdx.x == 0) {
-        // The stage is free in both blocks (their consumers arrive on both empty barriers):
-        // copy this block's share of the weights into both; the peer's share lands here too.
-        BarrierArriveExpectTx(full + 8 * stage, L::kBBytes);
-        const int share = kBlockN / kCluster;
-        TmaLoad2dMulticast(b_addr + stage * L::kBBytes + rank * share * kRowBytes, weights,
-                           kt * kBlockK<T>, b_row0 + rank * share, full + 8 * stage,
-                           (1 << kCluster) - 1);
-      }
-      char* a_tile = smem + stage * L::kABytes;
+      WaitStageFree<L>(smem_addr, kt);
+      if (threadIdx.x == 0) LoadBTile<L>(weights, smem_addr, kt, kt * kBlockK<T>, b_row0);
+      char* a_tile = smem + (kt % kStages) * L::kABytes;
 #pragma unroll
       for (int u = 0; u < kUnits; ++u) {
         const int row = first_row + u * kRowsPerPass;
@@ -394,8 +493,7 @@ __device__ __forceinline__ void Produce(const DcnShape& s, const T* input, const
         }
         *reinterpret_cast<Chunk<T>*>(a_tile + row * kRowBytes + swizzled) = out;
       }
-      FenceProxyAsync();
-      BarrierArrive(full + 8 * stage);
+      PublishStage<L>(smem_addr, kt);
       ++kt;
     };
     uint4 raw[kUnits][4];
@@ -421,73 +519,36 @@ __device__ __forceinline__ void Produce(const DcnShape& s, const T* input, const
   }
 }
 
-// Consumer warpgroup: its 64 x 128 part of the tile, over every K step, then the epilogue.
+// Consumer warpgroup: its part of the tile over every K step, then the epilogue.
 template <typename T, int kBlockM, int kBlockN>
 __device__ __forceinline__ void Consume(const DcnShape& s, const T* bias, T* output,
                                         uint32_t smem_addr, int64_t m0, int64_t n0, int group,
                                         int ktiles, bool pair_stores) {
   using L = Layout<kBlockM, kBlockN>;
-  const int t = threadIdx.x - kProducers;
-  const int warpgroup = t / 128;
-  const int row0 = kBlockM == 128 ? kWarpgroupM * warpgroup : 0;
-  const int col0 = kBlockM == 128 ? 0 : kWarpgroupN * warpgroup;
-  const uint32_t a_addr = smem_addr + row0 * kRowBytes;
-  const uint32_t b_addr = smem_addr + L::kBAt + col0 * kRowBytes;
-  const uint32_t full = smem_addr + L::kFullAt, empty = smem_addr + L::kEmptyAt;
-
+  const WarpgroupTile<L> tile((threadIdx.x - kProducers) / 128);
   float acc[64];
-#pragma unroll
-  for (int i = 0; i < 64; ++i) acc[i] = 0.f;
-  for (int kt = 0; kt < ktiles; ++kt) {
-    const int stage = kt % kStages;
-    BarrierWait(full + 8 * stage, (kt / kStages) & 1);
-    const uint64_t da = MatrixDescriptor(a_addr + stage * L::kABytes);
-    const uint64_t db = MatrixDescriptor(b_addr + stage * L::kBBytes);
-    WgmmaFence();
-#pragma unroll
-    for (int k = 0; k < kMmasPerStep; ++k) {
-      // 32 bytes further along K: 2 in the descriptor's 16-byte address units.
-      Wgmma<T>(acc, da + 2 * k, db + 2 * k);
-    }
-    WgmmaCommit();
-    // The previous step's multiplies are done: its stage goes back to the producers of both
-    // blocks (either one's TMA writes the stage in both). One thread signals per warpgroup: the
-    // wgmma group it waited for is the whole warpgroup's.
-    WgmmaWait<1>();
-    if (kt > 0 && t % 128 == 0) {
-#pragma unroll
-      for (int r = 0; r < kCluster; ++r) BarrierArriveCluster(empty + 8 * ((kt - 1) % kStages), r);
-    }
-  }
-  WgmmaWait<0>();
-  FenceAccumulators(acc);
-
-  const int warp = (t % 128) / 32, lane = t % 32;
+  MultiplySteps<T>(acc, smem_addr, tile, ktiles);
   const int64_t cog = s.out_channels_per_group();
   T* out = output + group * cog;
   const T* b = bias ? bias + group * cog : nullptr;
-#pragma unroll
-  for (int j = 0; j < kWarpgroupN / 8; ++j) {
-    const int64_t n = n0 + col0 + 8 * j + 2 * (lane % 4);
-    const float b0 = (b && n < cog) ? static_cast<float>(b[n]) : 0.f;
-    const float b1 = (b && n + 1 < cog) ? static_cast<float>(b[n + 1]) : 0.f;
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int64_t p = m0 + row0 + 16 * warp + lane / 4 + 8 * h;
-      if (p >= s.pixels() || n >= cog) continue;
-      const float v0 = acc[4 * j + 2 * h] + b0, v1 = acc[4 * j + 2 * h + 1] + b1;
-      T* o = out + p * s.out_channels + n;
-      if (pair_stores && n + 1 < cog) {
-        Vec<T, 2> pair;
-        pair.e[0] = FromFloat<T>(v0);
-        pair.e[1] = FromFloat<T>(v1);
-        *reinterpret_cast<Vec<T, 2>*>(o) = pair;
-      } else {
-        o[0] = FromFloat<T>(v0);
-        if (n + 1 < cog) o[1] = FromFloat<T>(v1);
-      }
+  ForEachAccumulatorPair(acc, [&](int row, int col, float v0, float v1) {
+    const int64_t p = m0 + tile.row0 + row, n = n0 + tile.col0 + col;
+    if (p >= s.pixels() || n >= cog) return;
+    if (b) {
+      v0 += static_cast<float>(b[n]);
+      if (n + 1 < cog) v1 += static_cast<float>(b[n + 1]);
     }
-  }
+    T* o = out + p * s.out_channels + n;
+    if (pair_stores && n + 1 < cog) {
+      Vec<T, 2> pair;
+      pair.e[0] = FromFloat<T>(v0);
+      pair.e[1] = FromFloat<T>(v1);
+      *reinterpret_cast<Vec<T, 2>*>(o) = pair;
+    } else {
+      o[0] = FromFloat<T>(v0);
+      if (n + 1 < cog) o[1] = FromFloat<T>(v1);
+    }
+  });
 }
 
 // Block (x: pixel tile, y: channel tile, z: group). `weights` maps the transposed weights
@@ -503,15 +564,7 @@ __global__ void __cluster_dims__(kCluster, 1, 1) __launch_bounds__(kThreads, 1)
   const uint32_t raw_addr = SharedAddress(smem_raw);
   const uint32_t smem_addr = (raw_addr + kSwizzleAtomBytes - 1) & ~uint32_t{kSwizzleAtomBytes - 1};
   char* smem = smem_raw + (smem_addr - raw_addr);
-  if (threadIdx.x == 0) {
-    for (int st = 0; st < kStages; ++st) {
-      // Full: every producer thread arrives, and the TMA thread once more with its bytes.
-      BarrierInit(smem_addr + L::kFullAt + 8 * st, kProducers + 1);
-      // Empty: one arrival per consumer warpgroup of each block of the cluster.
-      BarrierInit(smem_addr + L::kEmptyAt + 8 * st, kCluster * kConsumers / 128);
-    }
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-  }
+  if (threadIdx.x == 0) InitBarriers<L>(smem_addr);
   ClusterSync();  // the peer's barriers are initialised before any multicast or remote arrive
 
   const int group = blockIdx.z;
@@ -533,34 +586,227 @@ __global__ void __cluster_dims__(kCluster, 1, 1) __launch_bounds__(kThreads, 1)
 #endif
 }
 
-// The weights [taps][Cin/groups][Cout] as the B operand [Cout][K steps][kBlockK], K steps in the
-// producers' order (channel slab of kBlockK, then tap): bt[n][(slab * taps + tap) * kBlockK + i]
-// = weight[tap][slab * kBlockK + i][n]; fp32 rounded to TF32.
+// ---------------------------------------------------------------------------------------------
+// The backward weight kernel.
+// ---------------------------------------------------------------------------------------------
+//
+// grad_weight[k][n] = sum over pixels p of column(p, k) x grad_output[p][n], k = tap x Cin/groups
+// + channel (the weight's row within a group). A block tile is kBlockM rows k x kBlockN output
+// channels; its K steps run over kBlockK pixels. Both operands are transposed on the way (wgmma
+// reads TF32 K-major only; one layout serves every dtype): the producers store the gathered
+// columns as A rows of pixels, and the B tiles are grad_output transposed into the workspace, by
+// TMA. Blocks split the pixels and add their tiles into a float grad_weight with atomics.
+
+// Row `row` of a K-major A tile at `lane`'s 4 bytes (the pixels 4 / sizeof(T) x lane..): the
+// values as wgmma reads them (fp16/bf16 rounded to nearest, fp32 to nearest TF32). A warp's 32
+// lanes fill the row's 128 bytes, one bank each.
 template <typename T>
-__global__ void TransposeWeightsKernel(int taps, int64_t cpg, int64_t cout, const T* weight,
-                                       T* bt) {
+__device__ __forceinline__ void StoreRowWord(char* tile, int row, int lane,
+                                             const float (&v)[4 / sizeof(T)]) {
+  uint32_t word;
+  if constexpr (std::is_same_v<T, float>) {
+    word = ToTf32(__float_as_uint(v[0]));
+  } else {
+    Vec<T, 2> pair;
+    pair.e[0] = FromFloat<T>(v[0]);
+    pair.e[1] = FromFloat<T>(v[1]);
+    word = *reinterpret_cast<const uint32_t*>(&pair);
+  }
+  *reinterpret_cast<uint32_t*>(tile + row * kRowBytes + ((lane / 4) ^ (row % 8)) * 16 +
+                               (lane % 4) * 4) = word;
+}
+
+// Producer thread of the backward weight. Warp w fills rows [kRows w, kRows (w + 1)) of each
+// step's A tile: one tap and deformable group, as kRows divides the channels per group and per
+// deformable group. Each lane samples kPix neighbouring pixels of the step, at the warp's tap,
+// and blends their corners for the warp's channels. Pixels [q_begin, q_end) of the chunk that
+// starts at pixel chunk_begin; rows beyond the group's K read zero.
+template <typename T, int kBlockM, int kBlockN>
+__device__ __forceinline__ void ProduceColumns(const DcnShape& s, const T* input, const T* offset,
+                                               const T* mask, const CUtensorMap* grad_output_t,
+                                               char* smem, uint32_t smem_addr, int k0, int group,
+                                               int64_t chunk_begin, int q_begin, int q_end,
+                                               int steps, int b_row0) {
+  using L = Layout<kBlockM, kBlockN>;
+  constexpr int V = kVector<T>;
+  constexpr int kPix = 4 / sizeof(T);
+  constexpr int kRows = kBlockM / (kProducers / 32);
+  constexpr int kRowChunks = kRows / V;  // 16-byte chunks of channels per lane and pixel
+  static_assert(kRowChunks >= 1 && kPix * 32 == kBlockK<T>, "a warp fills whole rows");
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int cpg = static_cast<int>(s.in_channels_per_group());
+  const int taps = s.taps();
+  const int cin = static_cast<int>(s.in_channels);
+  const int k = k0 + warp * kRows;
+  const bool rows_valid = k < taps * cpg;
+  const int tap = k / cpg;
+  const int c = group * cpg + (k - tap * cpg);  // the input channel of the warp's first row
+  const int sample = static_cast<int>(c / s.channels_per_deformable_group()) * taps + tap;
+  for (int kt = 0; kt < steps; ++kt) {
+    const int q0 = q_begin + kt * kBlockK<T>;
+    int pixel[kPix][4];
+    float w[kPix][4];
+    const T* image[kPix];
+#pragma unroll
+    for (int j = 0; j < kPix; ++j) {
+      const int q = q0 + kPix * lane + j;
+      image[j] = input + c;
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        pixel[j][e] = -1;
+        w[j][e] = 0.f;
+      }
+      if (rows_valid && q < q_end) {
+        const int64_t p = chunk_begin + q;
+        const OutputPixel at = LocateOutputPixel(s, p);
+        BilinearPoint<float> point;
+        float m;
+        MakeSample(s, p, at, sample, offset, mask, &point, &m);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          pixel[j][e] = point.pixel[e];
+          w[j][e] = point.weight[e] * m;
+        }
+        image[j] += at.n * s.image_elements();
+      }
+    }
+    Chunk<T> corners[kRowChunks][kPix][4];
+#pragma unroll
+    for (int u = 0; u < kRowChunks; ++u) {
+#pragma unroll
+      for (int j = 0; j < kPix; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const uint4 raw = pixel[j][e] >= 0 ? LoadChunk(image[j] + (pixel[j][e] * cin + u * V))
+                                             : make_uint4(0, 0, 0, 0);
+          corners[u][j][e] = *reinterpret_cast<const Chunk<T>*>(&raw);
+        }
+      }
+    }
+    WaitStageFree<L>(smem_addr, kt);
+    if (threadIdx.x == 0) LoadBTile<L>(grad_output_t, smem_addr, kt, q0, b_row0);
+    char* a_tile = smem + (kt % kStages) * L::kABytes;
+#pragma unroll
+    for (int u = 0; u < kRowChunks; ++u) {
+#pragma unroll
+      for (int e = 0; e < V / 2; ++e) {
+        float even[kPix], odd[kPix];  // channels 2e and 2e + 1 of the chunk
+#pragma unroll
+        for (int j = 0; j < kPix; ++j) {
+          even[j] = odd[j] = 0.f;
+#pragma unroll
+          for (int corner = 0; corner < 4; ++corner) {
+            const float2 x = PairToFloat2(corners[u][j][corner], e);
+            even[j] += w[j][corner] * x.x;
+            odd[j] += w[j][corner] * x.y;
+          }
+        }
+        const int row = warp * kRows + u * V + 2 * e;
+        StoreRowWord<T>(a_tile, row, lane, even);
+        StoreRowWord<T>(a_tile, row + 1, lane, odd);
+      }
+    }
+    PublishStage<L>(smem_addr, kt);
+  }
+}
+
+// Block (x: tile of rows k, y: pixel split, z: group x channel tile); a cluster's two blocks are
+// neighbouring row tiles and share each step's B tile. Adds the sums over pixels [q_begin,
+// q_end) of the chunk that starts at chunk_begin into grad_weight_acc (weight layout, float);
+// `grad_output_t` maps the chunk's grad_output transposed, [Cout][pixels].
+template <typename T, int kBlockM, int kBlockN>
+__global__ void __cluster_dims__(kCluster, 1, 1) __launch_bounds__(kThreads, 1)
+    WeightKernel(const __grid_constant__ CUtensorMap grad_output_t, DcnShape s, const T* input,
+                 const T* offset, const T* mask, float* grad_weight_acc, int64_t chunk_begin,
+                 int chunk_pixels, int pixels_per_split, int channel_tiles) {
+#if defined(DCN_WGMMA_SM90A_DEVICE)
+  using L = Layout<kBlockM, kBlockN>;
+  extern __shared__ char smem_raw[];
+  const uint32_t raw_addr = SharedAddress(smem_raw);
+  const uint32_t smem_addr = (raw_addr + kSwizzleAtomBytes - 1) & ~uint32_t{kSwizzleAtomBytes - 1};
+  char* smem = smem_raw + (smem_addr - raw_addr);
+  if (threadIdx.x == 0) InitBarriers<L>(smem_addr);
+  ClusterSync();  // the peer's barriers are initialised before any multicast or remote arrive
+
+  const int cog = static_cast<int>(s.out_channels_per_group());
+  const int group = blockIdx.z / channel_tiles;
+  const int n0 = (blockIdx.z % channel_tiles) * kBlockN;
+  const int k0 = blockIdx.x * kBlockM;
+  const int q_begin = blockIdx.y * pixels_per_split;
+  const int q_end = min(chunk_pixels, q_begin + pixels_per_split);
+  const int steps = (q_end - q_begin + kBlockK<T> - 1) / kBlockK<T>;
+  if (threadIdx.x < kProducers) {
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kProducerRegisters));
+    ProduceColumns<T, kBlockM, kBlockN>(s, input, offset, mask, &grad_output_t, smem, smem_addr, k0,
+                                        group, chunk_begin, q_begin, q_end, steps,
+                                        group * cog + n0);
+  } else {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegisters));
+    const WarpgroupTile<L> tile((threadIdx.x - kProducers) / 128);
+    float acc[64];
+    MultiplySteps<T>(acc, smem_addr, tile, steps);
+    const int64_t k_total = s.group_columns();
+    float* out = grad_weight_acc + group * cog;
+    ForEachAccumulatorPair(acc, [&](int row, int col, float v0, float v1) {
+      const int64_t k = k0 + tile.row0 + row;
+      const int n = n0 + tile.col0 + col;
+      if (k >= k_total) return;
+      float* o = out + k * s.out_channels + n;
+      if (n < cog) atomicAdd(o, v0);
+      if (n + 1 < cog) atomicAdd(o + 1, v1);
+    });
+  }
+  ClusterSync();  // neither block leaves while the other may still arrive on its barriers
+#else
+  __trap();
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------
+// The B operands, K-major.
+// ---------------------------------------------------------------------------------------------
+
+// dst[n * ld + order(k)] = src[k * cols + n] for k < rows, n < cols (src row-major [K][N]); fp32
+// rounded to TF32.
+template <typename T, typename Order>
+__global__ void TransposeKernel(int64_t rows, int64_t cols, const T* src, T* dst, int64_t ld,
+                                Order order) {
   __shared__ T tile[32][33];
-  const int64_t k_total = taps * cpg;
   const int64_t k0 = int64_t{blockIdx.x} * 32;
-  for (int64_t n0 = int64_t{blockIdx.y} * 32; n0 < cout; n0 += int64_t{gridDim.y} * 32) {
+  for (int64_t n0 = int64_t{blockIdx.y} * 32; n0 < cols; n0 += int64_t{gridDim.y} * 32) {
     for (int i = threadIdx.y; i < 32; i += blockDim.y) {
       const int64_t k = k0 + i, n = n0 + threadIdx.x;
-      tile[i][threadIdx.x] = (k < k_total && n < cout) ? weight[k * cout + n] : T(0.f);
+      tile[i][threadIdx.x] = (k < rows && n < cols) ? src[k * cols + n] : T(0.f);
     }
     __syncthreads();
     for (int i = threadIdx.y; i < 32; i += blockDim.y) {
       const int64_t n = n0 + i, k = k0 + threadIdx.x;
-      if (n < cout && k < k_total) {
-        const int64_t tap = k / cpg, c = k - tap * cpg;
-        const int64_t slab = c / kBlockK<T>, in_slab = c - slab * kBlockK<T>;
+      if (n < cols && k < rows) {
         T v = tile[threadIdx.x][i];
         if constexpr (std::is_same_v<T, float>) v = __uint_as_float(ToTf32(__float_as_uint(v)));
-        bt[n * k_total + (slab * taps + tap) * kBlockK<T> + in_slab] = v;
+        dst[n * ld + order(k)] = v;
       }
     }
     __syncthreads();
   }
 }
+
+// The forward's K order of the weights: channel slab of kBlockK, then tap (the producers'
+// order): k = tap * cpg + slab * kBlockK + i goes to (slab * taps + tap) * kBlockK + i.
+template <typename T>
+struct SlabMajorOrder {
+  int taps;
+  int64_t cpg;
+  __device__ int64_t operator()(int64_t k) const {
+    const int64_t tap = k / cpg, c = k - tap * cpg;
+    const int64_t slab = c / kBlockK<T>;
+    return (slab * taps + tap) * kBlockK<T> + (c - slab * kBlockK<T>);
+  }
+};
+
+struct SameOrder {
+  __device__ int64_t operator()(int64_t k) const { return k; }
+};
 
 // ---------------------------------------------------------------------------------------------
 // Host side.
@@ -602,25 +848,43 @@ CUtensorMapDataType TensorMapType() {
 // The tile: 64 x 256 when a group has more than 128 output channels, else 128 x 128.
 bool WideTile(const DcnShape& s) { return s.out_channels_per_group() > 128; }
 
-constexpr int64_t kTilesPerLaunch = int64_t{1} << 20;
-
-template <typename T, int kBlockM, int kBlockN>
-cudaError_t Launch(const DcnShape& s, const T* input, const T* offset, const T* mask, const T* bias,
-                   T* output, T* bt, const Options& o, cudaStream_t stream) {
-  using L = Layout<kBlockM, kBlockN>;
-  const int64_t k_total = s.group_columns();
-  CUtensorMap map;
-  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(k_total),
-                              static_cast<cuuint64_t>(s.out_channels)};
-  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(k_total) * sizeof(T)};
-  const cuuint32_t box[2] = {kBlockK<T>, kBlockN / kCluster};  // one block's share
+// A tensor map of the K-major B operand [rows][ld] in boxes of one block's share of a step's B
+// tile (kBlockK x box_rows), 128-byte swizzled; K beyond k_extent reads zero.
+template <typename T>
+cudaError_t EncodeKMajor(CUtensorMap* map, const T* base, int64_t k_extent, int64_t rows,
+                         int64_t ld, int box_rows) {
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(k_extent), static_cast<cuuint64_t>(rows)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(ld) * sizeof(T)};
+  const cuuint32_t box[2] = {kBlockK<T>, static_cast<cuuint32_t>(box_rows)};
   const cuuint32_t element_strides[2] = {1, 1};
-  if (EncodeTiled()(&map, TensorMapType<T>(), 2, bt, dims, strides, box, element_strides,
-                    CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+  if (EncodeTiled()(map, TensorMapType<T>(), 2, const_cast<T*>(base), dims, strides, box,
+                    element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
                     CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
                     CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS) {
     return cudaErrorInvalidValue;
   }
+  return cudaSuccess;
+}
+
+template <typename T, typename Order>
+cudaError_t Transpose(int64_t rows, int64_t cols, const T* src, T* dst, int64_t ld, Order order,
+                      cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(CeilDiv(rows, 32)),
+                  static_cast<unsigned>(std::min<int64_t>(CeilDiv(cols, 32), 65535)));
+  TransposeKernel<T><<<grid, dim3(32, 8), 0, stream>>>(rows, cols, src, dst, ld, order);
+  return cudaGetLastError();
+}
+
+constexpr int64_t kTilesPerLaunch = int64_t{1} << 20;
+
+template <typename T, int kBlockM, int kBlockN>
+cudaError_t LaunchForward(const DcnShape& s, const T* input, const T* offset, const T* mask,
+                          const T* bias, T* output, const T* bt, const Options& o,
+                          cudaStream_t stream) {
+  using L = Layout<kBlockM, kBlockN>;
+  const int64_t k_total = s.group_columns();
+  CUtensorMap map;
+  DCN_RETURN_IF_ERROR(EncodeKMajor(&map, bt, k_total, s.out_channels, k_total, kBlockN / kCluster));
   constexpr auto kernel = &ForwardKernel<T, kBlockM, kBlockN>;
   // The limit once per device, at the device's maximum: launches take what their taps need.
   DCN_RETURN_IF_ERROR(mma::AllowSharedMemory<kernel>(o.shared_memory_per_block));
@@ -640,18 +904,94 @@ cudaError_t Launch(const DcnShape& s, const T* input, const T* offset, const T* 
   return cudaSuccess;
 }
 
+// The backward weight's workspace: grad_output transposed for one chunk of pixels (at most
+// kGradOutputChunkBytes, so that it does not grow with the batch), grad_weight in float for
+// half/bfloat16, the bias partials.
+constexpr int64_t kGradOutputChunkBytes = int64_t{8} << 20;
+
+template <typename T>
+int64_t GradOutputChunkPixels(const DcnShape& s) {
+  const int64_t steps = kGradOutputChunkBytes / (s.out_channels * int64_t{sizeof(T)}) / kBlockK<T>;
+  return std::min(CeilDiv(s.pixels(), kBlockK<T>), std::max<int64_t>(1, steps)) * kBlockK<T>;
+}
+
+template <typename T>
+struct BackwardWeightBuffers {
+  int64_t chunk_pixels;  // a multiple of kBlockK
+  T* grad_output_t;
+  float* grad_weight_acc = nullptr;  // only when T is not float
+  im2col::BiasGradient<T> bias;
+  BackwardWeightBuffers(const DcnShape& s, WorkspaceLayout* w)
+      : chunk_pixels(GradOutputChunkPixels<T>(s)),
+        grad_output_t(w->Take<T>(chunk_pixels * s.out_channels)),
+        bias(s, w) {
+    if (!std::is_same_v<T, float>) grad_weight_acc = w->Take<float>(s.weight_elements());
+  }
+};
+
+template <typename T, int kBlockM, int kBlockN>
+cudaError_t LaunchWeight(const DcnShape& s, const T* grad_output, const T* input, const T* offset,
+                         const T* mask, float* grad_weight_acc,
+                         const BackwardWeightBuffers<T>& buffers, const Options& o,
+                         cudaStream_t stream) {
+  using L = Layout<kBlockM, kBlockN>;
+  constexpr auto kernel = &WeightKernel<T, kBlockM, kBlockN>;
+  DCN_RETURN_IF_ERROR(mma::AllowSharedMemory<kernel>(o.shared_memory_per_block));
+  const int smem_bytes = static_cast<int>(L::AllocBytes(0));
+  // Whole clusters: a row tile past the group's K computes nothing but copies its share.
+  const int64_t row_tiles = CeilDiv(CeilDiv(s.group_columns(), kBlockM), kCluster) * kCluster;
+  const int64_t channel_tiles = CeilDiv(s.out_channels_per_group(), kBlockN);
+  for (int64_t begin = 0; begin < s.pixels(); begin += buffers.chunk_pixels) {
+    const int64_t pixels = std::min(buffers.chunk_pixels, s.pixels() - begin);
+    DCN_RETURN_IF_ERROR(Transpose(pixels, s.out_channels, grad_output + begin * s.out_channels,
+                                  buffers.grad_output_t, buffers.chunk_pixels, SameOrder(),
+                                  stream));
+    CUtensorMap map;
+    DCN_RETURN_IF_ERROR(EncodeKMajor(&map, buffers.grad_output_t, pixels, s.out_channels,
+                                     buffers.chunk_pixels, kBlockN / kCluster));
+    const int64_t steps = CeilDiv(pixels, kBlockK<T>);
+    const int64_t splits =
+        ChooseSplits(row_tiles * channel_tiles * s.groups, steps, o.multiprocessors);
+    const int64_t per_split = CeilDiv(steps, splits) * kBlockK<T>;
+    const dim3 grid(static_cast<unsigned>(row_tiles),
+                    static_cast<unsigned>(CeilDiv(pixels, per_split)),
+                    static_cast<unsigned>(channel_tiles * s.groups));
+    kernel<<<grid, kThreads, smem_bytes, stream>>>(
+        map, s, input, offset, mask, grad_weight_acc, begin, static_cast<int>(pixels),
+        static_cast<int>(per_split), static_cast<int>(channel_tiles));
+    DCN_RETURN_IF_ERROR(cudaGetLastError());
+  }
+  return cudaSuccess;
+}
+
+// What both kernels need: compute capability 9.0, fp16/bf16 or fp32 as TF32, channels per group
+// and per deformable group multiples of one K step's 128 bytes, the tile's shared memory.
+template <typename T>
+bool Fits(const DcnShape& s, const Options& o, int64_t smem_bytes) {
+  if (std::is_same_v<T, float> && !o.allow_tf32) return false;  // strict fp32: not here (yet)
+  const int64_t tile_n = WideTile(s) ? 256 : 128;
+  return o.compute_capability == 90 && o.shared_memory_per_block >= smem_bytes &&
+         s.in_channels_per_group() % kBlockK<T> == 0 &&
+         s.channels_per_deformable_group() % kBlockK<T> == 0 &&
+         s.groups * CeilDiv(s.out_channels_per_group(), tile_n) <= 65535;
+}
+
 }  // namespace
 
 template <typename T>
-bool Supported(const DcnShape& s, const Options& o) {
-  if (std::is_same_v<T, float> && !o.allow_tf32) return false;  // strict fp32: not here (yet)
-  const int64_t tile_n = WideTile(s) ? 256 : 128;
-  const int64_t smem =
-      WideTile(s) ? Layout<64, 256>::AllocBytes(s.taps()) : Layout<128, 128>::AllocBytes(s.taps());
-  return o.compute_capability == 90 && o.shared_memory_per_block >= smem &&
-         s.in_channels_per_group() % kBlockK<T> == 0 &&
-         s.channels_per_deformable_group() % kBlockK<T> == 0 && s.groups <= 65535 &&
-         CeilDiv(s.out_channels_per_group(), tile_n) <= 65535;
+bool Supported(Op op, const DcnShape& s, const Options& o) {
+  const auto smem = [&](int taps) {
+    return WideTile(s) ? Layout<64, 256>::AllocBytes(taps) : Layout<128, 128>::AllocBytes(taps);
+  };
+  switch (op) {
+    case Op::kForward:
+      return Fits<T>(s, o, smem(s.taps()));  // the sample table of every tap
+    case Op::kBackwardWeight:
+      return Fits<T>(s, o, smem(0)) && !o.deterministic && s.pixels() > 0;
+    case Op::kBackwardInput:
+      break;
+  }
+  return false;
 }
 
 bool Available() {
@@ -681,9 +1021,10 @@ bool Available() {
 }
 
 template <typename T>
-size_t WorkspaceBytes(const DcnShape& s) {
+size_t WorkspaceBytes(Op op, const DcnShape& s) {
   WorkspaceLayout w;
-  w.Take<T>(s.weight_elements());
+  if (op == Op::kForward) w.Take<T>(s.weight_elements());
+  if (op == Op::kBackwardWeight) BackwardWeightBuffers<T> buffers(s, &w);
   return w.bytes();
 }
 
@@ -695,20 +1036,41 @@ cudaError_t Forward(const DcnShape& s, const T* input, const T* offset, const T*
   WorkspaceLayout layout(workspace);
   T* bt = layout.Take<T>(s.weight_elements());
   const int64_t k_total = s.group_columns();
-  const dim3 grid(static_cast<unsigned>(CeilDiv(k_total, 32)),
-                  static_cast<unsigned>(std::min<int64_t>(CeilDiv(s.out_channels, 32), 65535)));
-  TransposeWeightsKernel<T><<<grid, dim3(32, 8), 0, stream>>>(s.taps(), s.in_channels_per_group(),
-                                                              s.out_channels, weight, bt);
-  DCN_RETURN_IF_ERROR(cudaGetLastError());
-  if (WideTile(s)) return Launch<T, 64, 256>(s, input, offset, mask, bias, output, bt, o, stream);
-  return Launch<T, 128, 128>(s, input, offset, mask, bias, output, bt, o, stream);
+  DCN_RETURN_IF_ERROR(Transpose(k_total, s.out_channels, weight, bt, k_total,
+                                SlabMajorOrder<T>{s.taps(), s.in_channels_per_group()}, stream));
+  if (WideTile(s)) {
+    return LaunchForward<T, 64, 256>(s, input, offset, mask, bias, output, bt, o, stream);
+  }
+  return LaunchForward<T, 128, 128>(s, input, offset, mask, bias, output, bt, o, stream);
 }
 
-#define INSTANTIATE(T)                                                                     \
-  template bool Supported<T>(const DcnShape&, const Options&);                             \
-  template size_t WorkspaceBytes<T>(const DcnShape&);                                      \
-  template cudaError_t Forward<T>(const DcnShape&, const T*, const T*, const T*, const T*, \
-                                  const T*, T*, void*, const Options&, cudaStream_t);
+template <typename T>
+cudaError_t BackwardWeight(const DcnShape& s, const T* grad_output, const T* input, const T* offset,
+                           const T* mask, T* grad_weight, T* grad_bias, void* workspace,
+                           const Options& o, cudaStream_t stream) {
+  WorkspaceLayout layout(workspace);
+  BackwardWeightBuffers<T> buffers(s, &layout);
+  float* grad_weight_acc =
+      buffers.grad_weight_acc ? buffers.grad_weight_acc : reinterpret_cast<float*>(grad_weight);
+  DCN_RETURN_IF_ERROR(
+      cudaMemsetAsync(grad_weight_acc, 0, s.weight_elements() * sizeof(float), stream));
+  constexpr auto launch = [](bool wide) {
+    return wide ? &LaunchWeight<T, 64, 256> : &LaunchWeight<T, 128, 128>;
+  };
+  DCN_RETURN_IF_ERROR(launch(WideTile(s))(s, grad_output, input, offset, mask, grad_weight_acc,
+                                          buffers, o, stream));
+  if (buffers.grad_weight_acc)
+    DCN_RETURN_IF_ERROR(Convert(s.weight_elements(), buffers.grad_weight_acc, grad_weight, stream));
+  return grad_bias ? buffers.bias.Run(s, grad_output, grad_bias, stream) : cudaSuccess;
+}
+
+#define INSTANTIATE(T)                                                                            \
+  template bool Supported<T>(Op, const DcnShape&, const Options&);                                \
+  template size_t WorkspaceBytes<T>(Op, const DcnShape&);                                         \
+  template cudaError_t Forward<T>(const DcnShape&, const T*, const T*, const T*, const T*,        \
+                                  const T*, T*, void*, const Options&, cudaStream_t);             \
+  template cudaError_t BackwardWeight<T>(const DcnShape&, const T*, const T*, const T*, const T*, \
+                                         T*, T*, void*, const Options&, cudaStream_t);
 INSTANTIATE(__half)
 INSTANTIATE(__nv_bfloat16)
 INSTANTIATE(float)
