@@ -240,11 +240,12 @@ class GpuTest(tf.test.TestCase, parameterized.TestCase):
             util.assert_near(self, fused[key], simple[key], dtypes[key.split("-")[2]], msg=key)
 
     def test_sm90a_kernels_are_planned_fall_back_and_match_oracle(self):
-        # On compute capability 9.0 the forward and the backward weight in fp16, bf16 and TF32 run
-        # cuda_wgmma_sm90a where channels per group and per deformable group are multiples of
-        # 128 bytes; TFDCN_KERNELS=portable, strict float32 and an sm_90a module that does not
-        # load (TFDCN_SIMULATE_SM90A_UNAVAILABLE=1) run the portable kernels instead. Every mode
-        # matches the float64 oracle. The choice is read per process, hence subprocesses.
+        # On compute capability 9.0 the forward and the backward weight in fp16, bf16, TF32 and
+        # strict float32 (as 3xTF32) run cuda_wgmma_sm90a where channels per group and per
+        # deformable group are multiples of 128 bytes; TFDCN_KERNELS=portable and an sm_90a
+        # module that does not load (TFDCN_SIMULATE_SM90A_UNAVAILABLE=1) run the portable
+        # kernels instead. Every mode matches the float64 oracle (strict float32 with float32's
+        # tolerance). The choice is read per process, hence subprocesses.
         script = textwrap.dedent("""
             import sys
             import numpy as np
@@ -309,8 +310,7 @@ class GpuTest(tf.test.TestCase, parameterized.TestCase):
             for kind in ("float16-strict", "bfloat16-strict", "float32-tf32", "float32-strict"):
                 for op, part in (("DCNv2Forward", "forward"), ("DCNv2BackwardWeight", "weight")):
                     key = f"ran-{part}-{i}-{kind}"
-                    fast = hopper and kind != "float32-strict"
-                    expected = "cuda_wgmma_sm90a" if fast else portable[op]
+                    expected = "cuda_wgmma_sm90a" if hopper else portable[op]
                     self.assertEqual(list(runs["auto"][key]), [f"{op}/{expected}"], key)
                     for mode in ("portable", "unavailable"):
                         self.assertEqual(

@@ -120,7 +120,7 @@ void Compare(const std::vector<float>& a, const std::vector<float>& b, double* r
 }
 
 template <typename T>
-void Check(int dtype, const char* name, const Config& cfg, float tolerance) {
+void Check(int dtype, const char* name, const Config& cfg, float tolerance, bool tf32 = true) {
   const int ho = (cfg.h + 2 * cfg.pad - cfg.k) / cfg.stride + 1;
   const int wo = (cfg.w + 2 * cfg.pad - cfg.k) / cfg.stride + 1;
   const long long dims[19] = {cfg.n, cfg.h,      cfg.w,      cfg.c,      ho,      wo,      cfg.cout,
@@ -170,19 +170,19 @@ void Check(int dtype, const char* name, const Config& cfg, float tolerance) {
     int other_flags;
   };
   const Pair pairs[] = {
-      {"forward", 0, forward, 5, {out_elems}, 1 | (2 << 2)},
+      {"forward", 0, forward, 5, {out_elems}, tf32 | (2 << 2)},
       {"backward input",
        1,
        backward_input,
        5,
        {input.size(), offset.size(), mask.size()},
-       1 | (1 << 2)},
-      {"backward weight", 2, backward_weight, 4, {weight.size(), bias.size()}, 1 | (1 << 2)},
+       tf32 | (1 << 2)},
+      {"backward weight", 2, backward_weight, 4, {weight.size(), bias.size()}, tf32 | (1 << 2)},
   };
   for (const Pair& pair : pairs) {
     const char *auto_impl, *other_impl;
-    const std::vector<float> fast =
-        Run<T>(dtype, pair.op, dims, pair.operands, pair.first_result, pair.elems, 1, &auto_impl);
+    const std::vector<float> fast = Run<T>(dtype, pair.op, dims, pair.operands, pair.first_result,
+                                           pair.elems, tf32, &auto_impl);
     const std::vector<float> other = Run<T>(dtype, pair.op, dims, pair.operands, pair.first_result,
                                             pair.elems, pair.other_flags, &other_impl);
     double rel;
@@ -231,6 +231,7 @@ int main(int argc, char** argv) {
     Check<__half>(0, "fp16", c, 5e-3f);
     Check<__nv_bfloat16>(1, "bf16", c, 3e-2f);
     Check<float>(2, "tf32", c, 5e-3f);
+    Check<float>(2, "fp32", c, 1e-5f, /*tf32=*/false);  // 3xTF32 on Hopper
   }
   std::printf("smoke failures: %d\n", failures);
   return failures ? 1 : 0;

@@ -37,7 +37,7 @@ Plan MakePlanFor(Op op, const DcnShape& s, const Options& o) {
     if (o.choice == KernelChoice::kAuto && wgmma_sm90a::Supported<T>(op, s, o) &&
         wgmma_sm90a::Available()) {
       plan.implementation = Implementation::kCudaWgmmaSm90a;
-      plan.workspace_bytes = wgmma_sm90a::WorkspaceBytes<T>(op, s);
+      plan.workspace_bytes = wgmma_sm90a::WorkspaceBytes<T>(op, s, o);
       return plan;
     }
     if (o.choice == KernelChoice::kAuto || o.choice == KernelChoice::kPortable) {

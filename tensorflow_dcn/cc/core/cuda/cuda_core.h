@@ -7,9 +7,9 @@
 // (launch errors included). The pointers are of the DType the plan was made for.
 //
 // Implementations (plan.h):
-//   cuda_wgmma_sm90a forward and backward weight for fp16/bf16/TF32 on Hopper (compute
-//                    capability 9.0) where the channel counts allow and the sm_90a module loads
-//                    (wgmma_sm90a.cuh)
+//   cuda_wgmma_sm90a forward and backward weight for fp16/bf16/fp32 (TF32, or 3xTF32 with TF32
+//                    off) on Hopper (compute capability 9.0) where the channel counts allow and
+//                    the sm_90a module loads (wgmma_sm90a.cuh)
 //   cuda_fused_sm80  implicit-GEMM forward, backward input and backward weight for fp16/bf16/fp32
 //                    on sm_80+ where the channel counts allow: no column buffers (fused_sm80.cuh)
 //   cuda_im2col      everything else, and every deterministic backward (im2col.cuh): column

@@ -5,8 +5,8 @@
 // arrive.expect_tx / try_wait.parity), cp.async.bulk.tensor with .multicast::cluster (TMA,
 // completing on an mbarrier in each destination block), barrier.cluster, fence.proxy.async (the
 // producers' generic stores become visible to wgmma, which reads shared memory through the async
-// proxy), and wgmma.mma_async m64n128k16 (f16, bf16) / m64n128k8 (tf32) with both operands in
-// shared memory.
+// proxy), and wgmma.mma_async m64n128k16 (f16, bf16) / m64n128k8 (tf32, also for 3xTF32) with both
+// operands in shared memory.
 #include "tensorflow_dcn/cc/core/cuda/wgmma_sm90a.cuh"
 
 #include <cuda.h>  // CUtensorMap and the encoder's types only: libcuda is not linked
@@ -38,10 +38,6 @@ constexpr int kProducers = 256;                   // two warpgroups gather and b
 constexpr int kConsumers = 256;                   // two warpgroups multiply
 constexpr int kThreads = kProducers + kConsumers;
 constexpr int kWarpgroupM = 64, kWarpgroupN = 128;  // one consumer warpgroup's tile
-// 3 stages: with the sample table the shared memory stays under the 164 KB carve-out, leaving
-// room in L1 for the corners of a channel slab, reused across its taps (measured: the L1 hit
-// rate is only ~19%; docs/notes/2026-11-30-wgmma-sm90a.md).
-constexpr int kStages = 3;
 // Registers per thread by role (setmaxnreg): the producers hold the corner chunks of 4 rows (of
 // 2 rows for two taps on the 64-row tile), the consumers 64 accumulators; 256 x (160 + 96) = the
 // 64K register file.
@@ -61,19 +57,26 @@ template <typename T>
 using Chunk = Vec<T, kVector<T>>;
 
 // Shared memory of a block tile, from a 1024-byte aligned base (the swizzle's period): per stage
-// the A tile (kBlockM rows) and the B tile (kBlockN rows) of 128 bytes each, the barriers, then
-// (the forward's) sample table: per tile row and tap the four corner pixels and weights (32
-// bytes).
-template <int kBlockM, int kBlockN>
+// the A tile (kBlockM rows) and the B tile (kBlockN rows) of 128 bytes each, in kParts parts
+// (fp32 as 3xTF32: a TF32 "big" part and the TF32 of what it leaves, the "small" part; the
+// products big x big + big x small + small x big keep fp32's accuracy), the barriers, then (the
+// forward's) sample table: per tile row and tap the four corner pixels and weights (32 bytes).
+template <int kBlockM, int kBlockN, int kOperandParts = 1>
 struct Layout {
   static_assert((kBlockM == 128 && kBlockN == 128) || (kBlockM == 64 && kBlockN == 256),
                 "two consumer warpgroups of 64 x 128 cover the tile");
-  static constexpr int kM = kBlockM, kN = kBlockN;
-  static constexpr int kABytes = kBlockM * kRowBytes;
+  static constexpr int kM = kBlockM, kN = kBlockN, kParts = kOperandParts;
+  // 3 stages: with the sample table the shared memory stays under the 164 KB carve-out, leaving
+  // room in L1 for the corners of a channel slab, reused across its taps (measured: the L1 hit
+  // rate is only ~19%; docs/notes/2026-11-30-wgmma-sm90a.md). Two parts take twice the bytes:
+  // 2 stages.
+  static constexpr int kStages = kParts == 1 ? 3 : 2;
+  static constexpr int kABytes = kBlockM * kRowBytes;  // one part
   static constexpr int kBBytes = kBlockN * kRowBytes;
-  static constexpr int kBAt = kStages * kABytes;
-  static constexpr int kFullAt = kBAt + kStages * kBBytes;  // mbarriers: A and B of a stage landed
-  static constexpr int kEmptyAt = kFullAt + kStages * 8;    // mbarriers: a stage was consumed
+  static constexpr int kAStageBytes = kParts * kABytes, kBStageBytes = kParts * kBBytes;
+  static constexpr int kBAt = kStages * kAStageBytes;
+  static constexpr int kFullAt = kBAt + kStages * kBStageBytes;  // mbarriers: A and B landed
+  static constexpr int kEmptyAt = kFullAt + kStages * 8;         // mbarriers: a stage was consumed
   static constexpr int kTableAt = kEmptyAt + kStages * 8;
   static constexpr int kTableEntryBytes = 32;
   static_assert(kTableAt % 16 == 0, "table entries are read as 16-byte vectors");
@@ -252,16 +255,32 @@ __device__ __forceinline__ float2 PairToFloat2(const Chunk<T>& c, int e) {
   }
 }
 
-// The operand value wgmma reads: fp16/bf16 rounded to nearest, fp32 rounded to nearest TF32
-// (wgmma itself would drop the low mantissa bits).
-template <typename T>
-__device__ __forceinline__ void StorePair(Chunk<T>* c, int e, float2 v) {
+// v as wgmma reads it, in each operand part: fp16/bf16 rounded to nearest; fp32 rounded to
+// nearest TF32 (wgmma itself would drop the low mantissa bits) and, with two parts, the TF32 of
+// what that leaves.
+template <typename T, int kParts>
+__device__ __forceinline__ void ToOperand(float v, T (&parts)[kParts]) {
   if constexpr (std::is_same_v<T, float>) {
-    c->e[2 * e] = __uint_as_float(ToTf32(__float_as_uint(v.x)));
-    c->e[2 * e + 1] = __uint_as_float(ToTf32(__float_as_uint(v.y)));
+    uint32_t big, small;
+    SplitTf32(__float_as_uint(v), &big, &small);
+    parts[0] = __uint_as_float(big);
+    if constexpr (kParts == 2) parts[1] = __uint_as_float(small);
   } else {
-    c->e[2 * e] = FromFloat<T>(v.x);
-    c->e[2 * e + 1] = FromFloat<T>(v.y);
+    static_assert(kParts == 1, "3xTF32 is for fp32 alone");
+    parts[0] = FromFloat<T>(v);
+  }
+}
+
+// Elements 2e and 2e + 1 of a chunk of each operand part.
+template <typename T, int kParts>
+__device__ __forceinline__ void StorePair(Chunk<T> (&c)[kParts], int e, float2 v) {
+  T x[kParts], y[kParts];
+  ToOperand(v.x, x);
+  ToOperand(v.y, y);
+#pragma unroll
+  for (int part = 0; part < kParts; ++part) {
+    c[part].e[2 * e] = x[part];
+    c[part].e[2 * e + 1] = y[part];
   }
 }
 
@@ -277,7 +296,7 @@ __device__ __forceinline__ uint4 LoadChunk(const void* p) {
 // Thread 0, before the cluster sync: the barriers of every stage.
 template <typename L>
 __device__ __forceinline__ void InitBarriers(uint32_t smem_addr) {
-  for (int st = 0; st < kStages; ++st) {
+  for (int st = 0; st < L::kStages; ++st) {
     // Full: every producer thread arrives, and the TMA thread once more with its bytes.
     BarrierInit(smem_addr + L::kFullAt + 8 * st, kProducers + 1);
     // Empty: one arrival per consumer warpgroup of each block of the cluster.
@@ -290,29 +309,33 @@ __device__ __forceinline__ void InitBarriers(uint32_t smem_addr) {
 // (their consumers arrive on both blocks' empty barriers).
 template <typename L>
 __device__ __forceinline__ void WaitStageFree(uint32_t smem_addr, int kt) {
-  BarrierWait(smem_addr + L::kEmptyAt + 8 * (kt % kStages), ((kt / kStages) & 1) ^ 1);
+  BarrierWait(smem_addr + L::kEmptyAt + 8 * (kt % L::kStages), ((kt / L::kStages) & 1) ^ 1);
 }
 
-// One producer thread, once the stage of step kt is free: copies this block's share of the
-// step's B tile, the box at (k, row0 + its share's first row), into both blocks of the cluster;
-// the peer's share lands here too.
+// One producer thread, once the stage of step kt is free: copies this block's share of each
+// part of the step's B tile, the box at (k, part x part_rows + row0 + its share's first row),
+// into both blocks of the cluster; the peer's share lands here too.
 template <typename L>
 __device__ __forceinline__ void LoadBTile(const CUtensorMap* map, uint32_t smem_addr, int kt, int k,
-                                          int row0) {
+                                          int row0, int part_rows) {
   constexpr int kShare = L::kN / kCluster;
-  const int stage = kt % kStages;
+  const int stage = kt % L::kStages;
   const uint32_t full = smem_addr + L::kFullAt + 8 * stage;
   const int rank = static_cast<int>(ClusterRank());
-  BarrierArriveExpectTx(full, L::kBBytes);
-  TmaLoad2dMulticast(smem_addr + L::kBAt + stage * L::kBBytes + rank * kShare * kRowBytes, map, k,
-                     row0 + rank * kShare, full, (1 << kCluster) - 1);
+  BarrierArriveExpectTx(full, L::kBStageBytes);
+#pragma unroll
+  for (int part = 0; part < L::kParts; ++part) {
+    TmaLoad2dMulticast(smem_addr + L::kBAt + stage * L::kBStageBytes + part * L::kBBytes +
+                           rank * kShare * kRowBytes,
+                       map, k, part * part_rows + row0 + rank * kShare, full, (1 << kCluster) - 1);
+  }
 }
 
 // Every producer thread, after its stores to the A tile of step kt: hands the stage over.
 template <typename L>
 __device__ __forceinline__ void PublishStage(uint32_t smem_addr, int kt) {
   FenceProxyAsync();
-  BarrierArrive(smem_addr + L::kFullAt + 8 * (kt % kStages));
+  BarrierArrive(smem_addr + L::kFullAt + 8 * (kt % L::kStages));
 }
 
 // The part of the block tile a consumer warpgroup covers: 64 rows x 128 columns from (row0,
@@ -336,14 +359,19 @@ __device__ __forceinline__ void MultiplySteps(float (&acc)[64], uint32_t smem_ad
 #pragma unroll
   for (int i = 0; i < 64; ++i) acc[i] = 0.f;
   for (int kt = 0; kt < ktiles; ++kt) {
-    const int stage = kt % kStages;
-    BarrierWait(full + 8 * stage, (kt / kStages) & 1);
-    const uint64_t da = MatrixDescriptor(a_addr + stage * L::kABytes);
-    const uint64_t db = MatrixDescriptor(b_addr + stage * L::kBBytes);
+    const int stage = kt % L::kStages;
+    BarrierWait(full + 8 * stage, (kt / L::kStages) & 1);
+    const uint32_t a = a_addr + stage * L::kAStageBytes, b = b_addr + stage * L::kBStageBytes;
+    const uint64_t da = MatrixDescriptor(a), db = MatrixDescriptor(b);
     WgmmaFence();
 #pragma unroll
     for (int k = 0; k < kMmasPerStep; ++k) {
-      // 32 bytes further along K: 2 in the descriptor's 16-byte address units.
+      // 32 bytes further along K: 2 in the descriptor's 16-byte address units. 3xTF32: the small
+      // products first.
+      if constexpr (L::kParts == 2) {
+        Wgmma<T>(acc, da + 2 * k, MatrixDescriptor(b + L::kBBytes) + 2 * k);
+        Wgmma<T>(acc, MatrixDescriptor(a + L::kABytes) + 2 * k, db + 2 * k);
+      }
       Wgmma<T>(acc, da + 2 * k, db + 2 * k);
     }
     WgmmaCommit();
@@ -353,7 +381,9 @@ __device__ __forceinline__ void MultiplySteps(float (&acc)[64], uint32_t smem_ad
     WgmmaWait<1>();
     if (kt > 0 && t % 128 == 0) {
 #pragma unroll
-      for (int r = 0; r < kCluster; ++r) BarrierArriveCluster(empty + 8 * ((kt - 1) % kStages), r);
+      for (int r = 0; r < kCluster; ++r) {
+        BarrierArriveCluster(empty + 8 * ((kt - 1) % L::kStages), r);
+      }
     }
   }
   WgmmaWait<0>();
@@ -417,11 +447,11 @@ __device__ __forceinline__ void FillSampleTable(const DcnShape& s, const T* offs
 // within a slab over the taps, so that the corners a slab reads at one tap are in L1 when its
 // other taps read them again. A slab lies in one deformable group (cpd is a multiple of
 // kBlockK); the sample table is refilled when the deformable group changes.
-template <typename T, int kBlockM, int kBlockN>
+template <typename T, int kBlockM, int kBlockN, int kParts>
 __device__ __forceinline__ void Produce(const DcnShape& s, const T* input, const T* offset,
                                         const T* mask, const CUtensorMap* weights, char* smem,
                                         uint32_t smem_addr, int64_t m0, int b_row0, int group) {
-  using L = Layout<kBlockM, kBlockN>;
+  using L = Layout<kBlockM, kBlockN, kParts>;
   constexpr int V = kVector<T>;
   constexpr int kRowsPerPass = kProducers / kChunks;
   constexpr int kUnits = kBlockM / kRowsPerPass;
@@ -469,15 +499,18 @@ __device__ __forceinline__ void Produce(const DcnShape& s, const T* input, const
     // TMA of the step's weights starts then too) and hands the stage to the consumers.
     auto finish = [&](int tap, const uint4(&raw)[kUnits][4]) {
       WaitStageFree<L>(smem_addr, kt);
-      if (threadIdx.x == 0) LoadBTile<L>(weights, smem_addr, kt, kt * kBlockK<T>, b_row0);
-      char* a_tile = smem + (kt % kStages) * L::kABytes;
+      if (threadIdx.x == 0) {
+        LoadBTile<L>(weights, smem_addr, kt, kt * kBlockK<T>, b_row0,
+                     static_cast<int>(s.out_channels));
+      }
+      char* a_tile = smem + (kt % L::kStages) * L::kAStageBytes;
 #pragma unroll
       for (int u = 0; u < kUnits; ++u) {
         const int row = first_row + u * kRowsPerPass;
         const float4 w4 =
             *reinterpret_cast<const float4*>(table + (row * taps + tap) * L::kTableEntryBytes + 16);
         const float w[4] = {w4.x, w4.y, w4.z, w4.w};
-        Chunk<T> corners[4], out;
+        Chunk<T> corners[4], out[kParts];
 #pragma unroll
         for (int k = 0; k < 4; ++k) corners[k] = *reinterpret_cast<const Chunk<T>*>(&raw[u][k]);
 #pragma unroll
@@ -489,9 +522,13 @@ __device__ __forceinline__ void Produce(const DcnShape& s, const T* input, const
             v.x += w[k] * x.x;
             v.y += w[k] * x.y;
           }
-          StorePair(&out, e, v);
+          StorePair(out, e, v);
         }
-        *reinterpret_cast<Chunk<T>*>(a_tile + row * kRowBytes + swizzled) = out;
+#pragma unroll
+        for (int part = 0; part < kParts; ++part) {
+          *reinterpret_cast<Chunk<T>*>(a_tile + part * L::kABytes + row * kRowBytes + swizzled) =
+              out[part];
+        }
       }
       PublishStage<L>(smem_addr, kt);
       ++kt;
@@ -520,11 +557,11 @@ __device__ __forceinline__ void Produce(const DcnShape& s, const T* input, const
 }
 
 // Consumer warpgroup: its part of the tile over every K step, then the epilogue.
-template <typename T, int kBlockM, int kBlockN>
+template <typename T, int kBlockM, int kBlockN, int kParts>
 __device__ __forceinline__ void Consume(const DcnShape& s, const T* bias, T* output,
                                         uint32_t smem_addr, int64_t m0, int64_t n0, int group,
                                         int ktiles, bool pair_stores) {
-  using L = Layout<kBlockM, kBlockN>;
+  using L = Layout<kBlockM, kBlockN, kParts>;
   const WarpgroupTile<L> tile((threadIdx.x - kProducers) / 128);
   float acc[64];
   MultiplySteps<T>(acc, smem_addr, tile, ktiles);
@@ -553,13 +590,13 @@ __device__ __forceinline__ void Consume(const DcnShape& s, const T* bias, T* out
 
 // Block (x: pixel tile, y: channel tile, z: group). `weights` maps the transposed weights
 // [Cout][taps * Cin/groups]; `pair_stores`: output pairs are aligned for one store.
-template <typename T, int kBlockM, int kBlockN>
+template <typename T, int kBlockM, int kBlockN, int kParts>
 __global__ void __cluster_dims__(kCluster, 1, 1) __launch_bounds__(kThreads, 1)
     ForwardKernel(const __grid_constant__ CUtensorMap weights, DcnShape s, const T* input,
                   const T* offset, const T* mask, const T* bias, T* output, int64_t row0,
                   bool pair_stores) {
 #if defined(DCN_WGMMA_SM90A_DEVICE)
-  using L = Layout<kBlockM, kBlockN>;
+  using L = Layout<kBlockM, kBlockN, kParts>;
   extern __shared__ char smem_raw[];
   const uint32_t raw_addr = SharedAddress(smem_raw);
   const uint32_t smem_addr = (raw_addr + kSwizzleAtomBytes - 1) & ~uint32_t{kSwizzleAtomBytes - 1};
@@ -574,11 +611,12 @@ __global__ void __cluster_dims__(kCluster, 1, 1) __launch_bounds__(kThreads, 1)
   if (threadIdx.x < kProducers) {
     asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kProducerRegisters));
     const int b_row0 = static_cast<int>(group * s.out_channels_per_group() + n0);
-    Produce<T, kBlockM, kBlockN>(s, input, offset, mask, &weights, smem, smem_addr, m0, b_row0,
-                                 group);
+    Produce<T, kBlockM, kBlockN, kParts>(s, input, offset, mask, &weights, smem, smem_addr, m0,
+                                         b_row0, group);
   } else {
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegisters));
-    Consume<T, kBlockM, kBlockN>(s, bias, output, smem_addr, m0, n0, group, ktiles, pair_stores);
+    Consume<T, kBlockM, kBlockN, kParts>(s, bias, output, smem_addr, m0, n0, group, ktiles,
+                                         pair_stores);
   }
   ClusterSync();  // neither block leaves while the other may still arrive on its barriers
 #else
@@ -597,23 +635,26 @@ __global__ void __cluster_dims__(kCluster, 1, 1) __launch_bounds__(kThreads, 1)
 // columns as A rows of pixels, and the B tiles are grad_output transposed into the workspace, by
 // TMA. Blocks split the pixels and add their tiles into a float grad_weight with atomics.
 
-// Row `row` of a K-major A tile at `lane`'s 4 bytes (the pixels 4 / sizeof(T) x lane..): the
-// values as wgmma reads them (fp16/bf16 rounded to nearest, fp32 to nearest TF32). A warp's 32
-// lanes fill the row's 128 bytes, one bank each.
-template <typename T>
-__device__ __forceinline__ void StoreRowWord(char* tile, int row, int lane,
+// Row `row` of a K-major A tile at `lane`'s 4 bytes (the pixels 4 / sizeof(T) x lane..), in
+// each operand part (part_bytes apart): the values as wgmma reads them. A warp's 32 lanes fill
+// the row's 128 bytes, one bank each.
+template <typename T, int kParts>
+__device__ __forceinline__ void StoreRowWord(char* tile, int part_bytes, int row, int lane,
                                              const float (&v)[4 / sizeof(T)]) {
-  uint32_t word;
+  char* word = tile + row * kRowBytes + ((lane / 4) ^ (row % 8)) * 16 + (lane % 4) * 4;
   if constexpr (std::is_same_v<T, float>) {
-    word = ToTf32(__float_as_uint(v[0]));
+    float parts[kParts];
+    ToOperand(v[0], parts);
+#pragma unroll
+    for (int part = 0; part < kParts; ++part) {
+      *reinterpret_cast<float*>(word + part * part_bytes) = parts[part];
+    }
   } else {
     Vec<T, 2> pair;
-    pair.e[0] = FromFloat<T>(v[0]);
-    pair.e[1] = FromFloat<T>(v[1]);
-    word = *reinterpret_cast<const uint32_t*>(&pair);
+    ToOperand(v[0], reinterpret_cast<T(&)[1]>(pair.e[0]));
+    ToOperand(v[1], reinterpret_cast<T(&)[1]>(pair.e[1]));
+    *reinterpret_cast<Vec<T, 2>*>(word) = pair;
   }
-  *reinterpret_cast<uint32_t*>(tile + row * kRowBytes + ((lane / 4) ^ (row % 8)) * 16 +
-                               (lane % 4) * 4) = word;
 }
 
 // Producer thread of the backward weight. Warp w fills rows [kRows w, kRows (w + 1)) of each
@@ -621,13 +662,13 @@ __device__ __forceinline__ void StoreRowWord(char* tile, int row, int lane,
 // deformable group. Each lane samples kPix neighbouring pixels of the step, at the warp's tap,
 // and blends their corners for the warp's channels. Pixels [q_begin, q_end) of the chunk that
 // starts at pixel chunk_begin; rows beyond the group's K read zero.
-template <typename T, int kBlockM, int kBlockN>
+template <typename T, int kBlockM, int kBlockN, int kParts>
 __device__ __forceinline__ void ProduceColumns(const DcnShape& s, const T* input, const T* offset,
                                                const T* mask, const CUtensorMap* grad_output_t,
                                                char* smem, uint32_t smem_addr, int k0, int group,
                                                int64_t chunk_begin, int q_begin, int q_end,
                                                int steps, int b_row0) {
-  using L = Layout<kBlockM, kBlockN>;
+  using L = Layout<kBlockM, kBlockN, kParts>;
   constexpr int V = kVector<T>;
   constexpr int kPix = 4 / sizeof(T);
   constexpr int kRows = kBlockM / (kProducers / 32);
@@ -684,8 +725,10 @@ __device__ __forceinline__ void ProduceColumns(const DcnShape& s, const T* input
       }
     }
     WaitStageFree<L>(smem_addr, kt);
-    if (threadIdx.x == 0) LoadBTile<L>(grad_output_t, smem_addr, kt, q0, b_row0);
-    char* a_tile = smem + (kt % kStages) * L::kABytes;
+    if (threadIdx.x == 0) {
+      LoadBTile<L>(grad_output_t, smem_addr, kt, q0, b_row0, static_cast<int>(s.out_channels));
+    }
+    char* a_tile = smem + (kt % L::kStages) * L::kAStageBytes;
 #pragma unroll
     for (int u = 0; u < kRowChunks; ++u) {
 #pragma unroll
@@ -702,8 +745,8 @@ __device__ __forceinline__ void ProduceColumns(const DcnShape& s, const T* input
           }
         }
         const int row = warp * kRows + u * V + 2 * e;
-        StoreRowWord<T>(a_tile, row, lane, even);
-        StoreRowWord<T>(a_tile, row + 1, lane, odd);
+        StoreRowWord<T, kParts>(a_tile, L::kABytes, row, lane, even);
+        StoreRowWord<T, kParts>(a_tile, L::kABytes, row + 1, lane, odd);
       }
     }
     PublishStage<L>(smem_addr, kt);
@@ -714,13 +757,13 @@ __device__ __forceinline__ void ProduceColumns(const DcnShape& s, const T* input
 // neighbouring row tiles and share each step's B tile. Adds the sums over pixels [q_begin,
 // q_end) of the chunk that starts at chunk_begin into grad_weight_acc (weight layout, float);
 // `grad_output_t` maps the chunk's grad_output transposed, [Cout][pixels].
-template <typename T, int kBlockM, int kBlockN>
+template <typename T, int kBlockM, int kBlockN, int kParts>
 __global__ void __cluster_dims__(kCluster, 1, 1) __launch_bounds__(kThreads, 1)
     WeightKernel(const __grid_constant__ CUtensorMap grad_output_t, DcnShape s, const T* input,
                  const T* offset, const T* mask, float* grad_weight_acc, int64_t chunk_begin,
                  int chunk_pixels, int pixels_per_split, int channel_tiles) {
 #if defined(DCN_WGMMA_SM90A_DEVICE)
-  using L = Layout<kBlockM, kBlockN>;
+  using L = Layout<kBlockM, kBlockN, kParts>;
   extern __shared__ char smem_raw[];
   const uint32_t raw_addr = SharedAddress(smem_raw);
   const uint32_t smem_addr = (raw_addr + kSwizzleAtomBytes - 1) & ~uint32_t{kSwizzleAtomBytes - 1};
@@ -737,9 +780,9 @@ __global__ void __cluster_dims__(kCluster, 1, 1) __launch_bounds__(kThreads, 1)
   const int steps = (q_end - q_begin + kBlockK<T> - 1) / kBlockK<T>;
   if (threadIdx.x < kProducers) {
     asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kProducerRegisters));
-    ProduceColumns<T, kBlockM, kBlockN>(s, input, offset, mask, &grad_output_t, smem, smem_addr, k0,
-                                        group, chunk_begin, q_begin, q_end, steps,
-                                        group * cog + n0);
+    ProduceColumns<T, kBlockM, kBlockN, kParts>(s, input, offset, mask, &grad_output_t, smem,
+                                                smem_addr, k0, group, chunk_begin, q_begin, q_end,
+                                                steps, group * cog + n0);
   } else {
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegisters));
     const WarpgroupTile<L> tile((threadIdx.x - kProducers) / 128);
@@ -766,9 +809,9 @@ __global__ void __cluster_dims__(kCluster, 1, 1) __launch_bounds__(kThreads, 1)
 // The B operands, K-major.
 // ---------------------------------------------------------------------------------------------
 
-// dst[n * ld + order(k)] = src[k * cols + n] for k < rows, n < cols (src row-major [K][N]); fp32
-// rounded to TF32.
-template <typename T, typename Order>
+// dst[n * ld + order(k)] = src[k * cols + n] for k < rows, n < cols (src row-major [K][N]) as
+// wgmma reads it (ToOperand); with two operand parts the small part goes to row cols + n.
+template <typename T, typename Order, int kParts>
 __global__ void TransposeKernel(int64_t rows, int64_t cols, const T* src, T* dst, int64_t ld,
                                 Order order) {
   __shared__ T tile[32][33];
@@ -782,9 +825,11 @@ __global__ void TransposeKernel(int64_t rows, int64_t cols, const T* src, T* dst
     for (int i = threadIdx.y; i < 32; i += blockDim.y) {
       const int64_t n = n0 + i, k = k0 + threadIdx.x;
       if (n < cols && k < rows) {
-        T v = tile[threadIdx.x][i];
-        if constexpr (std::is_same_v<T, float>) v = __uint_as_float(ToTf32(__float_as_uint(v)));
-        dst[n * ld + order(k)] = v;
+        T parts[kParts];
+        ToOperand(static_cast<float>(tile[threadIdx.x][i]), parts);
+#pragma unroll
+        for (int part = 0; part < kParts; ++part)
+          dst[(part * cols + n) * ld + order(k)] = parts[part];
       }
     }
     __syncthreads();
@@ -848,6 +893,22 @@ CUtensorMapDataType TensorMapType() {
 // The tile: 64 x 256 when a group has more than 128 output channels, else 128 x 128.
 bool WideTile(const DcnShape& s) { return s.out_channels_per_group() > 128; }
 
+// Operand parts: fp32 with TF32 off runs as 3xTF32.
+template <typename T>
+int OperandParts(const Options& o) {
+  return std::is_same_v<T, float> && !o.allow_tf32 ? 2 : 1;
+}
+
+// Calls fn(std::integral_constant<int, parts>) for the problem's operand parts: the kernels'
+// template argument.
+template <typename T, typename Fn>
+auto WithOperandParts(const Options& o, Fn&& fn) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (OperandParts<T>(o) == 2) return fn(std::integral_constant<int, 2>());
+  }
+  return fn(std::integral_constant<int, 1>());
+}
+
 // A tensor map of the K-major B operand [rows][ld] in boxes of one block's share of a step's B
 // tile (kBlockK x box_rows), 128-byte swizzled; K beyond k_extent reads zero.
 template <typename T>
@@ -866,26 +927,28 @@ cudaError_t EncodeKMajor(CUtensorMap* map, const T* base, int64_t k_extent, int6
   return cudaSuccess;
 }
 
-template <typename T, typename Order>
+template <int kParts, typename T, typename Order>
 cudaError_t Transpose(int64_t rows, int64_t cols, const T* src, T* dst, int64_t ld, Order order,
                       cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(CeilDiv(rows, 32)),
                   static_cast<unsigned>(std::min<int64_t>(CeilDiv(cols, 32), 65535)));
-  TransposeKernel<T><<<grid, dim3(32, 8), 0, stream>>>(rows, cols, src, dst, ld, order);
+  TransposeKernel<T, Order, kParts>
+      <<<grid, dim3(32, 8), 0, stream>>>(rows, cols, src, dst, ld, order);
   return cudaGetLastError();
 }
 
 constexpr int64_t kTilesPerLaunch = int64_t{1} << 20;
 
-template <typename T, int kBlockM, int kBlockN>
+template <typename T, int kBlockM, int kBlockN, int kParts>
 cudaError_t LaunchForward(const DcnShape& s, const T* input, const T* offset, const T* mask,
                           const T* bias, T* output, const T* bt, const Options& o,
                           cudaStream_t stream) {
-  using L = Layout<kBlockM, kBlockN>;
+  using L = Layout<kBlockM, kBlockN, kParts>;
   const int64_t k_total = s.group_columns();
   CUtensorMap map;
-  DCN_RETURN_IF_ERROR(EncodeKMajor(&map, bt, k_total, s.out_channels, k_total, kBlockN / kCluster));
-  constexpr auto kernel = &ForwardKernel<T, kBlockM, kBlockN>;
+  DCN_RETURN_IF_ERROR(
+      EncodeKMajor(&map, bt, k_total, kParts * s.out_channels, k_total, kBlockN / kCluster));
+  constexpr auto kernel = &ForwardKernel<T, kBlockM, kBlockN, kParts>;
   // The limit once per device, at the device's maximum: launches take what their taps need.
   DCN_RETURN_IF_ERROR(mma::AllowSharedMemory<kernel>(o.shared_memory_per_block));
   const int smem_bytes = static_cast<int>(L::AllocBytes(s.taps()));  // fits (Supported)
@@ -905,37 +968,38 @@ cudaError_t LaunchForward(const DcnShape& s, const T* input, const T* offset, co
 }
 
 // The backward weight's workspace: grad_output transposed for one chunk of pixels (at most
-// kGradOutputChunkBytes, so that it does not grow with the batch), grad_weight in float for
-// half/bfloat16, the bias partials.
+// kGradOutputChunkBytes with its parts, so that it does not grow with the batch), grad_weight in
+// float for half/bfloat16, the bias partials.
 constexpr int64_t kGradOutputChunkBytes = int64_t{8} << 20;
 
 template <typename T>
-int64_t GradOutputChunkPixels(const DcnShape& s) {
-  const int64_t steps = kGradOutputChunkBytes / (s.out_channels * int64_t{sizeof(T)}) / kBlockK<T>;
+int64_t GradOutputChunkPixels(const DcnShape& s, int parts) {
+  const int64_t steps =
+      kGradOutputChunkBytes / (parts * s.out_channels * int64_t{sizeof(T)}) / kBlockK<T>;
   return std::min(CeilDiv(s.pixels(), kBlockK<T>), std::max<int64_t>(1, steps)) * kBlockK<T>;
 }
 
 template <typename T>
 struct BackwardWeightBuffers {
-  int64_t chunk_pixels;  // a multiple of kBlockK
-  T* grad_output_t;
+  int64_t chunk_pixels;              // a multiple of kBlockK
+  T* grad_output_t;                  // [parts x Cout][chunk_pixels]
   float* grad_weight_acc = nullptr;  // only when T is not float
   im2col::BiasGradient<T> bias;
-  BackwardWeightBuffers(const DcnShape& s, WorkspaceLayout* w)
-      : chunk_pixels(GradOutputChunkPixels<T>(s)),
-        grad_output_t(w->Take<T>(chunk_pixels * s.out_channels)),
+  BackwardWeightBuffers(const DcnShape& s, int parts, WorkspaceLayout* w)
+      : chunk_pixels(GradOutputChunkPixels<T>(s, parts)),
+        grad_output_t(w->Take<T>(parts * chunk_pixels * s.out_channels)),
         bias(s, w) {
     if (!std::is_same_v<T, float>) grad_weight_acc = w->Take<float>(s.weight_elements());
   }
 };
 
-template <typename T, int kBlockM, int kBlockN>
+template <typename T, int kBlockM, int kBlockN, int kParts>
 cudaError_t LaunchWeight(const DcnShape& s, const T* grad_output, const T* input, const T* offset,
                          const T* mask, float* grad_weight_acc,
                          const BackwardWeightBuffers<T>& buffers, const Options& o,
                          cudaStream_t stream) {
-  using L = Layout<kBlockM, kBlockN>;
-  constexpr auto kernel = &WeightKernel<T, kBlockM, kBlockN>;
+  using L = Layout<kBlockM, kBlockN, kParts>;
+  constexpr auto kernel = &WeightKernel<T, kBlockM, kBlockN, kParts>;
   DCN_RETURN_IF_ERROR(mma::AllowSharedMemory<kernel>(o.shared_memory_per_block));
   const int smem_bytes = static_cast<int>(L::AllocBytes(0));
   // Whole clusters: a row tile past the group's K computes nothing but copies its share.
@@ -943,11 +1007,11 @@ cudaError_t LaunchWeight(const DcnShape& s, const T* grad_output, const T* input
   const int64_t channel_tiles = CeilDiv(s.out_channels_per_group(), kBlockN);
   for (int64_t begin = 0; begin < s.pixels(); begin += buffers.chunk_pixels) {
     const int64_t pixels = std::min(buffers.chunk_pixels, s.pixels() - begin);
-    DCN_RETURN_IF_ERROR(Transpose(pixels, s.out_channels, grad_output + begin * s.out_channels,
-                                  buffers.grad_output_t, buffers.chunk_pixels, SameOrder(),
-                                  stream));
+    DCN_RETURN_IF_ERROR(
+        Transpose<kParts>(pixels, s.out_channels, grad_output + begin * s.out_channels,
+                          buffers.grad_output_t, buffers.chunk_pixels, SameOrder(), stream));
     CUtensorMap map;
-    DCN_RETURN_IF_ERROR(EncodeKMajor(&map, buffers.grad_output_t, pixels, s.out_channels,
+    DCN_RETURN_IF_ERROR(EncodeKMajor(&map, buffers.grad_output_t, pixels, kParts * s.out_channels,
                                      buffers.chunk_pixels, kBlockN / kCluster));
     const int64_t steps = CeilDiv(pixels, kBlockK<T>);
     const int64_t splits =
@@ -964,34 +1028,29 @@ cudaError_t LaunchWeight(const DcnShape& s, const T* grad_output, const T* input
   return cudaSuccess;
 }
 
-// What both kernels need: compute capability 9.0, fp16/bf16 or fp32 as TF32, channels per group
-// and per deformable group multiples of one K step's 128 bytes, the tile's shared memory.
-template <typename T>
-bool Fits(const DcnShape& s, const Options& o, int64_t smem_bytes) {
-  if (std::is_same_v<T, float> && !o.allow_tf32) return false;  // strict fp32: not here (yet)
-  const int64_t tile_n = WideTile(s) ? 256 : 128;
-  return o.compute_capability == 90 && o.shared_memory_per_block >= smem_bytes &&
+// What both kernels need: compute capability 9.0, channels per group and per deformable group
+// multiples of one K step's 128 bytes, the tile's shared memory (table_rows x taps entries of
+// the forward's sample table).
+template <typename T, int kParts>
+bool Fits(const DcnShape& s, const Options& o, int table_taps) {
+  const bool wide = WideTile(s);
+  const int64_t smem = wide ? Layout<64, 256, kParts>::AllocBytes(table_taps)
+                            : Layout<128, 128, kParts>::AllocBytes(table_taps);
+  return o.compute_capability == 90 && o.shared_memory_per_block >= smem &&
          s.in_channels_per_group() % kBlockK<T> == 0 &&
          s.channels_per_deformable_group() % kBlockK<T> == 0 &&
-         s.groups * CeilDiv(s.out_channels_per_group(), tile_n) <= 65535;
+         s.groups * CeilDiv(s.out_channels_per_group(), wide ? 256 : 128) <= 65535;
 }
 
 }  // namespace
 
 template <typename T>
 bool Supported(Op op, const DcnShape& s, const Options& o) {
-  const auto smem = [&](int taps) {
-    return WideTile(s) ? Layout<64, 256>::AllocBytes(taps) : Layout<128, 128>::AllocBytes(taps);
-  };
-  switch (op) {
-    case Op::kForward:
-      return Fits<T>(s, o, smem(s.taps()));  // the sample table of every tap
-    case Op::kBackwardWeight:
-      return Fits<T>(s, o, smem(0)) && !o.deterministic && s.pixels() > 0;
-    case Op::kBackwardInput:
-      break;
-  }
-  return false;
+  if (op == Op::kBackwardInput) return false;
+  if (op == Op::kBackwardWeight && (o.deterministic || s.pixels() == 0)) return false;
+  const int table_taps = op == Op::kForward ? s.taps() : 0;  // the forward's sample table
+  return WithOperandParts<T>(
+      o, [&](auto parts) { return Fits<T, decltype(parts)::value>(s, o, table_taps); });
 }
 
 bool Available() {
@@ -1010,7 +1069,7 @@ bool Available() {
   if (!(checked.load(std::memory_order_acquire) & bit)) {
     // Loads the module if it can: an sm_90a cubin needs an sm_90 GPU and a recent driver.
     cudaFuncAttributes attributes;
-    if (cudaFuncGetAttributes(&attributes, ForwardKernel<__half, 128, 128>) == cudaSuccess) {
+    if (cudaFuncGetAttributes(&attributes, ForwardKernel<__half, 128, 128, 1>) == cudaSuccess) {
       loaded.fetch_or(bit, std::memory_order_release);
     } else {
       cudaGetLastError();  // not sticky: clear it so that no later check reports it
@@ -1021,10 +1080,11 @@ bool Available() {
 }
 
 template <typename T>
-size_t WorkspaceBytes(Op op, const DcnShape& s) {
+size_t WorkspaceBytes(Op op, const DcnShape& s, const Options& o) {
   WorkspaceLayout w;
-  if (op == Op::kForward) w.Take<T>(s.weight_elements());
-  if (op == Op::kBackwardWeight) BackwardWeightBuffers<T> buffers(s, &w);
+  const int parts = OperandParts<T>(o);
+  if (op == Op::kForward) w.Take<T>(parts * s.weight_elements());
+  if (op == Op::kBackwardWeight) BackwardWeightBuffers<T> buffers(s, parts, &w);
   return w.bytes();
 }
 
@@ -1033,15 +1093,19 @@ cudaError_t Forward(const DcnShape& s, const T* input, const T* offset, const T*
                     const T* weight, const T* bias, T* output, void* workspace, const Options& o,
                     cudaStream_t stream) {
   if (s.pixels() == 0) return cudaSuccess;
-  WorkspaceLayout layout(workspace);
-  T* bt = layout.Take<T>(s.weight_elements());
-  const int64_t k_total = s.group_columns();
-  DCN_RETURN_IF_ERROR(Transpose(k_total, s.out_channels, weight, bt, k_total,
-                                SlabMajorOrder<T>{s.taps(), s.in_channels_per_group()}, stream));
-  if (WideTile(s)) {
-    return LaunchForward<T, 64, 256>(s, input, offset, mask, bias, output, bt, o, stream);
-  }
-  return LaunchForward<T, 128, 128>(s, input, offset, mask, bias, output, bt, o, stream);
+  return WithOperandParts<T>(o, [&](auto parts) {
+    constexpr int kParts = decltype(parts)::value;
+    WorkspaceLayout layout(workspace);
+    T* bt = layout.Take<T>(kParts * s.weight_elements());
+    const int64_t k_total = s.group_columns();
+    DCN_RETURN_IF_ERROR(Transpose<kParts>(k_total, s.out_channels, weight, bt, k_total,
+                                          SlabMajorOrder<T>{s.taps(), s.in_channels_per_group()},
+                                          stream));
+    constexpr auto launch = [](bool wide) {
+      return wide ? &LaunchForward<T, 64, 256, kParts> : &LaunchForward<T, 128, 128, kParts>;
+    };
+    return launch(WideTile(s))(s, input, offset, mask, bias, output, bt, o, stream);
+  });
 }
 
 template <typename T>
@@ -1049,16 +1113,19 @@ cudaError_t BackwardWeight(const DcnShape& s, const T* grad_output, const T* inp
                            const T* mask, T* grad_weight, T* grad_bias, void* workspace,
                            const Options& o, cudaStream_t stream) {
   WorkspaceLayout layout(workspace);
-  BackwardWeightBuffers<T> buffers(s, &layout);
+  BackwardWeightBuffers<T> buffers(s, OperandParts<T>(o), &layout);
   float* grad_weight_acc =
       buffers.grad_weight_acc ? buffers.grad_weight_acc : reinterpret_cast<float*>(grad_weight);
   DCN_RETURN_IF_ERROR(
       cudaMemsetAsync(grad_weight_acc, 0, s.weight_elements() * sizeof(float), stream));
-  constexpr auto launch = [](bool wide) {
-    return wide ? &LaunchWeight<T, 64, 256> : &LaunchWeight<T, 128, 128>;
-  };
-  DCN_RETURN_IF_ERROR(launch(WideTile(s))(s, grad_output, input, offset, mask, grad_weight_acc,
-                                          buffers, o, stream));
+  DCN_RETURN_IF_ERROR(WithOperandParts<T>(o, [&](auto parts) {
+    constexpr int kParts = decltype(parts)::value;
+    constexpr auto launch = [](bool wide) {
+      return wide ? &LaunchWeight<T, 64, 256, kParts> : &LaunchWeight<T, 128, 128, kParts>;
+    };
+    return launch(WideTile(s))(s, grad_output, input, offset, mask, grad_weight_acc, buffers, o,
+                               stream);
+  }));
   if (buffers.grad_weight_acc)
     DCN_RETURN_IF_ERROR(Convert(s.weight_elements(), buffers.grad_weight_acc, grad_weight, stream));
   return grad_bias ? buffers.bias.Run(s, grad_output, grad_bias, stream) : cudaSuccess;
@@ -1066,7 +1133,7 @@ cudaError_t BackwardWeight(const DcnShape& s, const T* grad_output, const T* inp
 
 #define INSTANTIATE(T)                                                                            \
   template bool Supported<T>(Op, const DcnShape&, const Options&);                                \
-  template size_t WorkspaceBytes<T>(Op, const DcnShape&);                                         \
+  template size_t WorkspaceBytes<T>(Op, const DcnShape&, const Options&);                         \
   template cudaError_t Forward<T>(const DcnShape&, const T*, const T*, const T*, const T*,        \
                                   const T*, T*, void*, const Options&, cudaStream_t);             \
   template cudaError_t BackwardWeight<T>(const DcnShape&, const T*, const T*, const T*, const T*, \

@@ -1,5 +1,7 @@
 // The Hopper implementation of the CUDA core's forward and backward weight (sm_90a only): fp16,
-// bf16, and fp32 as TF32, with wgmma tensor cores and the TMA copy engine.
+// bf16, and fp32 as TF32 or, with TF32 off, as 3xTF32 (each operand a TF32 "big" part plus the
+// TF32 of what it leaves; three products per step keep fp32's accuracy), with wgmma tensor cores
+// and the TMA copy engine.
 //
 // Both kernels are warp-specialised GEMMs whose A operand is gathered:
 //   producers (2 warpgroups)  gather the four corner vectors of the bilinear samples of one K
@@ -18,8 +20,8 @@
 // slabs (128 bytes of channels), and within a slab over the taps: the corners one tap of a slab
 // reads are mostly in L1 when its other taps read them. The samples (corner pixels and weights)
 // of the tile's pixels and taps are worked out once per deformable group into a table in shared
-// memory. B: the weights, copied into the workspace as [Cout][K] in that K order (rounded to TF32
-// for fp32).
+// memory. B: the weights, copied into the workspace as [Cout][K] in that K order (as TF32 for
+// fp32; with 3xTF32 the small parts follow as rows Cout..2 Cout).
 //
 // Backward weight: rows k = tap x Cin/groups + channel (the weight's rows) x output channels, K
 // = output pixels, split over blocks that add their tiles into a float grad_weight with atomics
@@ -44,8 +46,8 @@ namespace cuda {
 namespace wgmma_sm90a {
 
 // Whether a kernel here runs op on this problem on this device (can_implement): compute
-// capability 9.0, T in {__half, __nv_bfloat16, float}, float only with TF32 allowed, channels per
-// group and per deformable group multiples of 128 bytes (64 fp16/bf16 or 32 fp32 channels), the
+// capability 9.0, T in {__half, __nv_bfloat16, float} (float with TF32 off as 3xTF32), channels
+// per group and per deformable group multiples of 128 bytes (64 fp16/bf16 or 32 fp32 channels), the
 // tile's shared memory (the forward's sample table, 32 bytes per tile row and tap, included); the
 // backward weight not in deterministic mode. No backward input here.
 template <typename T>
@@ -57,7 +59,7 @@ bool Supported(Op op, const DcnShape& s, const Options& o);
 bool Available();
 
 template <typename T>
-size_t WorkspaceBytes(Op op, const DcnShape& s);
+size_t WorkspaceBytes(Op op, const DcnShape& s, const Options& o);
 
 template <typename T>
 cudaError_t Forward(const DcnShape& s, const T* input, const T* offset, const T* mask,
