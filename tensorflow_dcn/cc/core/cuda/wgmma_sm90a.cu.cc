@@ -305,6 +305,19 @@ __device__ __forceinline__ void InitBarriers(uint32_t smem_addr) {
   asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
 }
 
+// The start of both kernels: returns the dynamic shared memory from its first 1024-byte aligned
+// byte (the swizzle's period; its shared address in smem_addr) once the stages' barriers are
+// initialised and the cluster is synchronised, so that the peer's barriers are ready before any
+// multicast or remote arrive.
+template <typename L>
+__device__ __forceinline__ char* StartTile(char* smem_raw, uint32_t* smem_addr) {
+  const uint32_t raw_addr = SharedAddress(smem_raw);
+  *smem_addr = (raw_addr + kSwizzleAtomBytes - 1) & ~uint32_t{kSwizzleAtomBytes - 1};
+  if (threadIdx.x == 0) InitBarriers<L>(*smem_addr);
+  ClusterSync();
+  return smem_raw + (*smem_addr - raw_addr);
+}
+
 // A producer thread: waits until the stage of K step kt is free in both blocks of the cluster
 // (their consumers arrive on both blocks' empty barriers).
 template <typename L>
@@ -596,11 +609,8 @@ __global__ void __cluster_dims__(kCluster, 1, 1) __launch_bounds__(kThreads, 1)
 #if defined(DCN_WGMMA_SM90A_DEVICE)
   using L = Layout<kBlockM, kBlockN, kParts>;
   extern __shared__ char smem_raw[];
-  const uint32_t raw_addr = SharedAddress(smem_raw);
-  const uint32_t smem_addr = (raw_addr + kSwizzleAtomBytes - 1) & ~uint32_t{kSwizzleAtomBytes - 1};
-  char* smem = smem_raw + (smem_addr - raw_addr);
-  if (threadIdx.x == 0) InitBarriers<L>(smem_addr);
-  ClusterSync();  // the peer's barriers are initialised before any multicast or remote arrive
+  uint32_t smem_addr;
+  char* smem = StartTile<L>(smem_raw, &smem_addr);
 
   const int group = blockIdx.z;
   const int64_t m0 = row0 + int64_t{blockIdx.x} * kBlockM;
@@ -763,11 +773,8 @@ __global__ void __cluster_dims__(kCluster, 1, 1) __launch_bounds__(kThreads, 1)
 #if defined(DCN_WGMMA_SM90A_DEVICE)
   using L = Layout<kBlockM, kBlockN, kParts>;
   extern __shared__ char smem_raw[];
-  const uint32_t raw_addr = SharedAddress(smem_raw);
-  const uint32_t smem_addr = (raw_addr + kSwizzleAtomBytes - 1) & ~uint32_t{kSwizzleAtomBytes - 1};
-  char* smem = smem_raw + (smem_addr - raw_addr);
-  if (threadIdx.x == 0) InitBarriers<L>(smem_addr);
-  ClusterSync();  // the peer's barriers are initialised before any multicast or remote arrive
+  uint32_t smem_addr;
+  char* smem = StartTile<L>(smem_raw, &smem_addr);
 
   const int cog = static_cast<int>(s.out_channels_per_group());
   const int group = blockIdx.z / channel_tiles;
