@@ -658,10 +658,10 @@ __device__ __forceinline__ void StoreRowWord(char* tile, int part_bytes, int row
       *reinterpret_cast<float*>(word + part * part_bytes) = parts[part];
     }
   } else {
-    Vec<T, 2> pair;
-    ToOperand(v[0], reinterpret_cast<T(&)[1]>(pair.e[0]));
-    ToOperand(v[1], reinterpret_cast<T(&)[1]>(pair.e[1]));
-    *reinterpret_cast<Vec<T, 2>*>(word) = pair;
+    T first[1], second[1];  // two pixels of one part (fp16/bf16 have one)
+    ToOperand(v[0], first);
+    ToOperand(v[1], second);
+    *reinterpret_cast<Vec<T, 2>*>(word) = Vec<T, 2>{{first[0], second[0]}};
   }
 }
 
