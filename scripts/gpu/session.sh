@@ -46,7 +46,7 @@ tf.__version__, 'gpus', len(tf.config.list_physical_devices('GPU')), 'tfdcn', t.
 # pytest on the installed wheel, from outside the checkout (as `make test` does).
 run_pytest() {  # name, args...
   local name=$1; shift
-  (cd /tmp && timeout 420 python3 -m pytest -q -p no:cacheprovider "$@") \
+  (cd /tmp && timeout 420 python3 -m pytest -q -rs -p no:cacheprovider "$@") \
     > "$WORK/$name.log" 2>&1
   local rc=$?
   log "$name: rc=$rc $(tail -1 "$WORK/$name.log")"
