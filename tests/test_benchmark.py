@@ -687,6 +687,33 @@ class ModelBenchmarkCliTest(tf.test.TestCase):
         self.assertEqual(r["optimizer"], "LossScaleOptimizer")
         self.assertTrue(np.isfinite(r["loss_last"]))
 
+    def test_deterministic_tf32_off_repeats_bit_for_bit(self):
+        # --deterministic --tf32 off: two runs of the same model give the same losses exactly,
+        # and the report says how the runs were made.
+        losses = []
+        for run in ("a", "b"):
+            out_dir = os.path.join(self.get_temp_dir(), f"model_deterministic_{run}")
+            records, _ = run_benchmark(
+                out_dir,
+                *TINY_MODEL,
+                "--models",
+                "tfdcn",
+                "--tf32",
+                "off",
+                "--deterministic",
+                level=("model",),
+            )
+            header, (r,) = records[0], records[1:]
+            self.assertEqual(r["status"], "ok", f"{r['error']} {r.get('log_tail')}")
+            self.assertEqual(
+                (header["training"]["tf32"], header["training"]["deterministic"]), ("off", True)
+            )
+            self.assertFalse(r["tf32"])
+            losses.append((r["loss_first"], r["loss_last"]))
+            with open(os.path.join(out_dir, "benchmark.md")) as f:
+                self.assertIn("TF32 off, op determinism on.", f.read())
+        self.assertEqual(losses[0], losses[1])
+
     def test_unusable_baseline_is_a_usage_error(self):
         result = subprocess.run(
             [

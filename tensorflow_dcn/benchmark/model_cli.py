@@ -113,6 +113,19 @@ def _parse_args(argv):
         "a GPU when every layer supports it, never on a CPU)",
     )
     parser.add_argument(
+        "--tf32",
+        choices=("on", "off"),
+        default="on",
+        help="float32 matmuls and convolutions in TF32 (tf.config.experimental."
+        "enable_tensor_float_32_execution; default on, TensorFlow's default on a GPU)",
+    )
+    parser.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="tf.config.experimental.enable_op_determinism() in every model's process: "
+        "bit-reproducible steps, slower (to compare the models' losses step by step)",
+    )
+    parser.add_argument(
         "--norm",
         choices=("batch", "group"),
         default="batch",
@@ -199,6 +212,8 @@ def _header(args, argv):
         },
         "training": {
             "jit_compile": args.jit_compile,
+            "tf32": args.tf32,
+            "deterministic": args.deterministic,
             "steps_per_execution": 1,
             "warmup_steps": args.warmup_steps,
             "steps": args.steps,
@@ -352,6 +367,8 @@ def main(argv):
                     "device": args.device,
                     "baseline": args.baseline,
                     "jit_compile": args.jit_compile,
+                    "tf32": args.tf32,
+                    "deterministic": args.deterministic,
                     "norm": args.norm,
                     "learning_rate": args.learning_rate,
                     "distinct_batches": args.distinct_batches,

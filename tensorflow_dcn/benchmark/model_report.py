@@ -116,7 +116,10 @@ def _header_lines(header):
         f"SparseCategoricalCrossentropy(from_logits=True), jit_compile={training['jit_compile']})` "
         "(`auto`: Keras' default, XLA on a GPU when every layer has supports_jit, off on a CPU; "
         "the XLA column shows what Keras resolved), mixed_float16 with the LossScaleOptimizer "
-        "Keras adds, steps_per_execution 1, `model.fit(verbose=0)` on a tf.data pipeline.",
+        "Keras adds, steps_per_execution 1, `model.fit(verbose=0)` on a tf.data pipeline"
+        + (", TF32 off" if training.get("tf32") == "off" else "")
+        + (", op determinism on" if training.get("deterministic") else "")
+        + ".",
         f"- Timing: one process per row; a first fit of {training['warmup_steps']} steps "
         f"(tracing, compilation) untimed, then {training['epochs']} epochs of "
         f"{training['steps']} steps, each ended by a device sync; ms/step is the median over the "

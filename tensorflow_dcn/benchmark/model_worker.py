@@ -73,6 +73,9 @@ def measure(job):
             tf.config.experimental.set_memory_growth(gpu, True)
     else:
         tf.config.set_visible_devices([], "GPU")
+    tf.config.experimental.enable_tensor_float_32_execution(job["tf32"] == "on")
+    if job["deterministic"]:
+        tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(job["seed"])
     keras.mixed_precision.set_global_policy(_policy(job["dtype_key"]))
     model = build_model(
