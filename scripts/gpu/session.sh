@@ -19,6 +19,9 @@
 #   bash scripts/gpu/session.sh train_nojit # one GPU, float32, XLA off: the mirrored baseline
 #   bash scripts/gpu/session.sh profile     # the CUDA core alone: sanitizers, ncu per kernel,
 #                                           # checks, timings (carry .devbuild)
+#   bash scripts/gpu/session.sh core        # the core's checks and timings alone (carry .devbuild)
+#   bash scripts/gpu/session.sh probe       # ncu's full set (stalls, memory tables, SASS) of one
+#                                           # launch per kernel in PROBE (GPU 0; carry .devbuild)
 #
 # Several stages in one call: `session.sh install tests`. Nothing here changes the GPU's
 # settings.
@@ -61,8 +64,15 @@ check_cubins() {
 
 # Runs two functions side by side, the first on GPU 0, the second on GPU 1, each in its own
 # subshell, and waits for both: by PID, since the result saver runs in the background too and a
-# bare wait would wait for it until the call's time limit.
+# bare wait would wait for it until the call's time limit. With one GPU (kind nvidia-h200), one
+# after the other on it.
+GPUS=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
 on_both_gpus() {  # lane0, lane1
+  if ((GPUS < 2)); then
+    (export CUDA_VISIBLE_DEVICES=0; "$1")
+    (export CUDA_VISIBLE_DEVICES=0; "$2")
+    return
+  fi
   (export CUDA_VISIBLE_DEVICES=0; "$1") &
   local lane0=$!
   (export CUDA_VISIBLE_DEVICES=1; "$2") &
@@ -233,6 +243,35 @@ stage_profile() {
   mkdir -p "$PROFILE"
   sanitize_then_profile() { core_sanitize; core_profile; }
   on_both_gpus sanitize_then_profile core_checks
+}
+
+# ncu's full section set, with per-instruction SASS, of one launch of each kernel that PROBE
+# names (';'-separated regexes over demangled names; default: the fused TF32 backward input and
+# the sm_90a TF32 backward weight) during check_core.py --profile.
+core_probe() {
+  local regexes regex i=0
+  IFS=';' read -ra regexes <<< "${PROBE:-InputKernel<float, .*0>;WeightKernel<float, 128, 128, 1>}"
+  for regex in "${regexes[@]}"; do
+    i=$((i + 1))
+    "${CORE[@]}" timeout 200 ncu --clock-control none --kernel-name-base demangled \
+      --kernel-name "regex:$regex" --launch-count 1 --set full --import-source no \
+      -o "$PROFILE/probe$i" python3 "$REPO/tests/cuda_core/check_core.py" --profile \
+      > "$PROFILE/probe$i.run.txt" 2>&1
+    ncu -i "$PROFILE/probe$i.ncu-rep" --page details > "$PROFILE/probe$i.details.txt" 2>&1
+    ncu -i "$PROFILE/probe$i.ncu-rep" --page source --csv --print-source sass \
+      > "$PROFILE/probe$i.sass.csv" 2>&1
+    log "probe $i ($regex): $(grep -m1 -E 'Duration' "$PROFILE/probe$i.details.txt")"
+  done
+}
+
+stage_core() {
+  mkdir -p "$PROFILE"
+  core_checks
+}
+
+stage_probe() {
+  mkdir -p "$PROFILE"
+  (export CUDA_VISIBLE_DEVICES=0; core_probe)
 }
 
 # GPU 0 the op/layer benchmark; GPU 1 the core's checks and timings.
