@@ -275,14 +275,46 @@ __global__ void __launch_bounds__(kThreads, 1)
 
 // ---------------------------------------------------------------------------------------------
 // Backward input: column gradients grad_output[pixel][co] x weight[(tap, channel)][co]^T per
-// 128 x 128 tile (both operands K-contiguous, copied), then an epilogue over the tile's
-// (pixel, 16-byte channel chunk) units: scatter to the sample's four corners in grad_input and
-// the offset / mask gradient sums, reduced over the 16 lanes of a half-warp when they share a
-// sample. A launch covers the pixels of images [n_begin, ...) up to p_end; the float buffers
+// 128 x 128 tile (both operands K-contiguous, copied), then an epilogue over the tile: each
+// thread keeps one quad of 4 columns (so one tap, channel range and sample index) and walks the
+// rows 8 apart, a warp taking one row per step. Per row it scatters the quad to the sample's four
+// corners in grad_input (one vector float atomic per corner: a warp's atomics cover whole
+// sectors) and sums the offset / mask gradients over the lanes that share the sample. The row
+// walk carries its position (no division per row) and reads the next row's offset and mask one
+// row ahead. A launch covers the pixels of images [n_begin, ...) up to p_end; the float buffers
 // hold those images only.
 // ---------------------------------------------------------------------------------------------
 
-constexpr int kEpilogueStride = kTileN + 4;  // floats per row of the staged tile
+constexpr int kQuad = 4;                                   // columns per thread in the epilogue
+constexpr int kRowsPerStep = kThreads / (kTileN / kQuad);  // rows the block's warps take per step
+constexpr int kEpilogueStride = kTileN + 8;  // floats per staged row: conflict-free pair stores
+static_assert(kTileN / kQuad == 32, "one warp per row of the tile");
+
+// The four corner quads of channels [c, c + 4) of a sample (zero outside), loads issued together.
+template <typename T>
+__device__ __forceinline__ void LoadCornerQuads(const int (&pixel)[4], const T* image,
+                                                int64_t channels, int c, Vec<T, kQuad> (&raw)[4]) {
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    raw[k] = Vec<T, kQuad>{};
+    if (pixel[k] >= 0)
+      raw[k] = *reinterpret_cast<const Vec<T, kQuad>*>(image + pixel[k] * channels + c);
+  }
+}
+
+// Sums v over the aligned groups of lanes (1, 2, 4, .. 32) that share `key`, the widest such that
+// every group shares it; returns the group width (its first lane holds the sums).
+__device__ __forceinline__ int SumOverSharedKey(int key, float (&v)[3]) {
+  int width = 1;
+#pragma unroll
+  for (int delta = 1; delta < 32; delta <<= 1) {
+    if (!__all_sync(0xffffffffu, key == __shfl_xor_sync(0xffffffffu, key, delta))) break;
+#pragma unroll
+    for (int e = 0; e < 3; ++e) v[e] += __shfl_xor_sync(0xffffffffu, v[e], delta);
+    width = 2 * delta;
+  }
+  return width;
+}
 
 template <typename T, MathMode kMode>
 __global__ void __launch_bounds__(kThreads)
@@ -290,8 +322,6 @@ __global__ void __launch_bounds__(kThreads)
                 const T* weight, float* grad_input_acc, float* coord_acc, int64_t row0,
                 int64_t n_begin, int64_t p_end, bool grad_vector_ok, bool weight_vector_ok) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  constexpr int V = kVector<T>;
-  constexpr int kChunks = kTileN / V;
   extern __shared__ __align__(128) char smem[];
   const int group = blockIdx.z;
   const int64_t m0 = row0 + int64_t{blockIdx.x} * kTileM, n0 = int64_t{blockIdx.y} * kTileN;
@@ -309,72 +339,70 @@ __global__ void __launch_bounds__(kThreads)
   });
   __syncthreads();
 
+  // This thread's quad of columns: its tap, first input channel and sample index.
+  const int quad = threadIdx.x % (kTileN / kQuad);
+  const int64_t column = n0 + quad * kQuad;
+  const bool column_active = column < kg;
   const int cpg = static_cast<int>(s.in_channels_per_group());
-  const int cpd = static_cast<int>(s.channels_per_deformable_group());
+  const int t = static_cast<int>(column / cpg);
+  const int c = group * cpg + static_cast<int>(column % cpg);
+  const int i = c / static_cast<int>(s.channels_per_deformable_group()) * s.taps() + t;
   const int mask_channels = static_cast<int>(s.mask_channels());
-  const int lane = threadIdx.x & 31;
-  for (int id = threadIdx.x; id < kTileM * kChunks; id += kThreads) {
-    const int r = id / kChunks, chunk = id % kChunks;
-    const int64_t p = m0 + r, column = n0 + chunk * V;
-    const bool active = p < p_end && column < kg;
-    const int t = static_cast<int>(column / cpg);
-    const int c = group * cpg + static_cast<int>(column % cpg);
-    const int i = active ? c / cpd * s.taps() + t : -1;
-    float sum_value = 0.f, sum_dy = 0.f, sum_dx = 0.f, m = 0.f;
+  const int out_h = static_cast<int>(s.out_h), out_w = static_cast<int>(s.out_w);
+
+  int r = threadIdx.x / (kTileN / kQuad);
+  int64_t p = m0 + r;
+  OutputPixel at = LocateOutputPixel(s, p);
+  SampleOffset<float> next{};
+  if (column_active && p < p_end) next = ReadSampleOffset<float>(s, p, i, offset, mask);
+  for (; r < kTileM; r += kRowsPerStep, p += kRowsPerStep) {
+    const bool active = column_active && p < p_end;
+    const SampleOffset<float> o = next;
+    if (column_active && p + kRowsPerStep < p_end && r + kRowsPerStep < kTileM) {
+      next = ReadSampleOffset<float>(s, p + kRowsPerStep, i, offset, mask);
+    }
+    float sums[3] = {};  // d/dy, d/dx (without the mask), value
     if (active) {
       BilinearPoint<float> point;
-      const OutputPixel at = LocateOutputPixel(s, p);
-      MakeSample(s, p, at, i, offset, mask, &point, &m);
-      const T* image = input + at.n * s.image_elements();
-      Vector16<T> raw[4];
-      Gather g;
+      MakeTapPoint(s, at, t, o.dy, o.dx, &point);
+      Vec<T, kQuad> raw[4];
+      LoadCornerQuads(point.pixel, input + at.n * s.image_elements(), s.in_channels, c, raw);
+      const float4 q =
+          *reinterpret_cast<const float4*>(staged + r * kEpilogueStride + quad * kQuad);
+      const float gc[kQuad] = {q.x, q.y, q.z, q.w};
 #pragma unroll
-      for (int k = 0; k < 4; ++k) g.pixel[k] = point.pixel[k];
-      g.image = image;
-      IssueCorners(g, s.in_channels, c, raw);
-      float gc[V];
-#pragma unroll
-      for (int e = 0; e < V; e += 4) {
-        const float4 q =
-            *reinterpret_cast<const float4*>(staged + r * kEpilogueStride + chunk * V + e);
-        gc[e] = q.x;
-        gc[e + 1] = q.y;
-        gc[e + 2] = q.z;
-        gc[e + 3] = q.w;
-      }
-#pragma unroll
-      for (int e = 0; e < V; ++e) {
+      for (int e = 0; e < kQuad; ++e) {
         float v[4], dy, dx;
 #pragma unroll
         for (int k = 0; k < 4; ++k) v[k] = static_cast<float>(raw[k].e[e]);
         BilinearCoordinateGrad(point, v, &dy, &dx);
-        sum_value += gc[e] * BilinearValue(point, v);
-        sum_dy += gc[e] * dy;
-        sum_dx += gc[e] * dx;
+        sums[0] += gc[e] * dy;
+        sums[1] += gc[e] * dx;
+        sums[2] += gc[e] * BilinearValue(point, v);
       }
       float* grad_image = grad_input_acc + (at.n - n_begin) * s.image_elements();
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
         if (point.pixel[k] < 0) continue;
-        ScatterAdd<V>(grad_image + point.pixel[k] * s.in_channels + c, point.weight[k] * m, gc);
+        ScatterAdd<kQuad>(grad_image + point.pixel[k] * s.in_channels + c, point.weight[k] * o.m,
+                          gc);
       }
     }
-    // The 16 lanes of a half-warp hold 16 chunks of one row: one sample when they share i.
-    const int key = active ? r * mask_channels + i : -1;
-    const bool shared = __all_sync(0xffffffffu, key == __shfl_sync(0xffffffffu, key, lane & 16));
-    if (shared) {
-#pragma unroll
-      for (int delta = 8; delta > 0; delta >>= 1) {
-        sum_value += __shfl_xor_sync(0xffffffffu, sum_value, delta);
-        sum_dy += __shfl_xor_sync(0xffffffffu, sum_dy, delta);
-        sum_dx += __shfl_xor_sync(0xffffffffu, sum_dx, delta);
-      }
-    }
-    if (active && (!shared || (lane & 15) == 0)) {
+    const int width = SumOverSharedKey(active ? r * mask_channels + i : -1, sums);
+    if (active && (threadIdx.x & (width - 1)) == 0) {
       float* coord = coord_acc + ((p - n_begin * s.out_pixels_per_image()) * mask_channels + i) * 3;
-      atomicAdd(coord, m * sum_dy);
-      atomicAdd(coord + 1, m * sum_dx);
-      atomicAdd(coord + 2, sum_value);
+      atomicAdd(coord, o.m * sums[0]);
+      atomicAdd(coord + 1, o.m * sums[1]);
+      atomicAdd(coord + 2, sums[2]);
+    }
+    // The next row's position, kRowsPerStep output pixels on.
+    at.ox += kRowsPerStep;
+    while (at.ox >= out_w) {
+      at.ox -= out_w;
+      if (++at.oy == out_h) {
+        at.oy = 0;
+        ++at.n;
+      }
     }
   }
 #else
@@ -635,8 +663,7 @@ bool ForwardSupported(const DcnShape& s, const Options& o) {
 template <typename T>
 bool BackwardInputSupported(const DcnShape& s, const Options& o) {
   return o.compute_capability >= 80 && !std::is_same_v<T, double> && !o.deterministic &&
-         s.in_channels_per_group() % kVector<T> == 0 &&
-         s.channels_per_deformable_group() % kVector<T> == 0;
+         s.in_channels_per_group() % kQuad == 0 && s.channels_per_deformable_group() % kQuad == 0;
 }
 
 template <typename T>
