@@ -20,6 +20,7 @@
 #   bash scripts/gpu/session.sh profile     # the CUDA core alone: sanitizers, ncu per kernel,
 #                                           # checks, timings (carry .devbuild)
 #   bash scripts/gpu/session.sh core        # the core's checks and timings alone (carry .devbuild)
+#   bash scripts/gpu/session.sh sanitize    # memcheck and racecheck over core_smoke (carry .devbuild)
 #   bash scripts/gpu/session.sh probe       # ncu's full set (stalls, memory tables, SASS) of one
 #                                           # launch per kernel in PROBE (GPU 0; carry .devbuild)
 #
@@ -262,6 +263,11 @@ core_probe() {
       > "$PROFILE/probe$i.sass.csv" 2>&1
     log "probe $i ($regex): $(grep -m1 -E 'Duration' "$PROFILE/probe$i.details.txt")"
   done
+}
+
+stage_sanitize() {
+  mkdir -p "$PROFILE"
+  core_sanitize
 }
 
 stage_core() {
