@@ -465,6 +465,7 @@ MODEL_RECORD_KEYS = {
     "memory_kind",
     "loss_first",
     "loss_last",
+    "epoch_losses",
     "steps",
     "warmup_s",
 }
@@ -709,7 +710,7 @@ class ModelBenchmarkCliTest(tf.test.TestCase):
                 (header["training"]["tf32"], header["training"]["deterministic"]), ("off", True)
             )
             self.assertFalse(r["tf32"])
-            losses.append((r["loss_first"], r["loss_last"]))
+            losses.append((r["loss_first"], r["epoch_losses"]))
             with open(os.path.join(out_dir, "benchmark.md")) as f:
                 self.assertIn("TF32 off, op determinism on.", f.read())
         self.assertEqual(losses[0], losses[1])

@@ -9,6 +9,8 @@
 #   bash scripts/gpu/session.sh check       # cubins; GPU tests (default kernels) beside the core's
 #                                           # checks, timings and profile (carry .devbuild)
 #   bash scripts/gpu/session.sh bench       # op/layer and model-level (fp32, bf16) benchmarks
+#                                           # (OP_DTYPES: the op benchmark's dtypes)
+#   bash scripts/gpu/session.sh determinism # the DCN models' losses, fp32, TF32 off, deterministic
 #   bash scripts/gpu/session.sh op_core     # op/layer benchmark beside the core's checks and
 #                                           # timings (carry .devbuild): a kernel change's run
 #   bash scripts/gpu/session.sh bench_portable  # the portable kernels' op alone
@@ -112,8 +114,8 @@ op_bench() {
   mkdir -p "$b"
   cd /tmp || return 1
   timeout 420 python3 -m tensorflow_dcn.benchmark --configs 3,4,5,7 \
-    --dtypes tf32,fp32,fp16,bf16 --repeats 5 --round-ms 30 --torch-python python3 \
-    --out "$b/op" > "$b/op.log" 2>&1
+    --dtypes "${OP_DTYPES:-tf32,fp32,fp16,bf16}" --repeats 5 --round-ms 30 \
+    --torch-python python3 --out "$b/op" > "$b/op.log" 2>&1
   log "op benchmark: rc=$? $(tail -n 4 "$b/op.log" | tr '\n' ' ')"
 }
 
@@ -153,7 +155,20 @@ model_bench() {
 model_bench_fp32_bf16() { MODEL_DTYPES="fp32 bf16" model_bench; }
 
 stage_bench() { on_both_gpus op_bench model_bench_fp32_bf16; }
+
+# The two DCN models' losses side by side with every source of run-to-run variation off: float32
+# with TF32 off and op determinism (their per-epoch losses are in the JSON, `epoch_losses`).
+stage_determinism() {
+  local b="$WORK/bench"
+  mkdir -p "$b"
+  cd /tmp || return 1
+  timeout 420 python3 -m tensorflow_dcn.benchmark model --dtypes fp32 --models pure_tf,tfdcn \
+    --tf32 off --deterministic "${MODEL_ARGS[@]}" --out "$b/model-deterministic" \
+    > "$b/model-deterministic.log" 2>&1
+  log "model benchmark, deterministic fp32: rc=$? $(tail -n 4 "$b/model-deterministic.log" | tr '\n' ' ')"
+}
 stage_bench_portable() { op_bench_portable; }
+stage_op() { op_bench; }
 
 TRAIN_ARGS=(--epochs 3 --steps-per-epoch 50 --batch-size 32 --image-size 256 --channels 64
             --layer both --verbose 2)

@@ -43,6 +43,7 @@ RECORD_FIELDS = (
     "memory_kind",
     "loss_first",
     "loss_last",
+    "epoch_losses",
     "trained",
     "steps",
     "warmup_s",

@@ -156,6 +156,7 @@ def measure(job):
         "memory_kind": "gpu_allocator_peak" if on_gpu else "process_peak_rss",
         "loss_first": first_loss.loss,
         "loss_last": timer.losses[-1],
+        "epoch_losses": timer.losses,
         "trained": bool(math.isfinite(timer.losses[-1]) and timer.losses[-1] < first_loss.loss),
         "steps": job["warmup_steps"] + job["epochs"] * job["steps"],
         "warmup_s": warmup_seconds,
