@@ -30,7 +30,11 @@ def _dcn_v2_forward_grad(op, grad_output):
     grad_input, grad_offset, grad_masks = raw.dc_nv2_backward_input(
         grad_output, input, offset, masks, weight, **attrs
     )
-    grad_weight, grad_biases = raw.dc_nv2_backward_weight(
-        grad_output, input, offset, masks, num_grad_biases=num_biases, **attrs
-    )
+    # One after the other: in a graph, both are ready at once, and TensorFlow would run their
+    # kernels' host side in parallel with both workspaces allocated (their GPU work shares one
+    # stream either way); in order, the peak is the larger workspace, not the sum.
+    with tf.control_dependencies([grad_input]):
+        grad_weight, grad_biases = raw.dc_nv2_backward_weight(
+            grad_output, input, offset, masks, num_grad_biases=num_biases, **attrs
+        )
     return [grad_input, grad_offset] + list(grad_masks) + [grad_weight] + list(grad_biases)

@@ -210,6 +210,23 @@ class RegisteredGradientTest(tf.test.TestCase, parameterized.TestCase):
             self.assertIsNotNone(value, name)
             util.assert_near(self, value, expected[name], tf.float64, msg=name)
 
+    def test_backward_weight_runs_after_backward_input(self):
+        # So that the two backward ops' workspaces are never allocated at once.
+        config = util.Config(batch=1, height=5, width=5)
+        operands = {k: v for k, v in util.make_problem(config).items() if v is not None}
+
+        @tf.function
+        def gradients(operands):
+            with tf.GradientTape() as tape:
+                tape.watch(operands)
+                loss = tf.reduce_sum(ops.dcn_v2_forward(**operands, **config.attrs))
+            return tape.gradient(loss, operands)
+
+        graph = gradients.get_concrete_function(operands).graph
+        by_type = {op.type: op for op in graph.get_operations()}
+        backward_weight = by_type["DCNv2BackwardWeight"]
+        self.assertIn(by_type["DCNv2BackwardInput"], backward_weight.control_inputs)
+
     @parameterized.named_parameters(util.with_devices([("", {})]))
     def test_absent_mask_and_bias_have_no_gradient_outputs(self, device):
         attrs = dict(kernel_h=3, kernel_w=3)
