@@ -23,6 +23,8 @@
 #                                           # checks, timings (carry .devbuild)
 #   bash scripts/gpu/session.sh core        # the core's checks and timings alone (carry .devbuild)
 #   bash scripts/gpu/session.sh sanitize    # memcheck and racecheck over core_smoke (carry .devbuild)
+#   bash scripts/gpu/session.sh compare     # builds of the core side by side (carry .devbuild with
+#                                           # variants.tar.xz)
 #   bash scripts/gpu/session.sh probe       # ncu's full set (stalls, memory tables, SASS) of one
 #                                           # launch per kernel in PROBE (GPU 0; carry .devbuild)
 #
@@ -288,6 +290,26 @@ stage_sanitize() {
 stage_core() {
   mkdir -p "$PROFILE"
   core_checks
+}
+
+# Builds of the CUDA core side by side: .devbuild/variants.tar.xz holds variants/<name>.so (see
+# docs/DEVELOPING.md). Each build's checks and timings in turn, then its timings again in the
+# reverse order (a drift of the clocks cancels in the medians), then one table per timing.
+stage_compare() {
+  local dir="$WORK/compare" names=() runs=() name i
+  mkdir -p "$dir"
+  tar xJf "$REPO/.devbuild/variants.tar.xz" -C "$dir" || return 1
+  for name in "$dir"/variants/*.so; do names+=("$(basename "$name" .so)"); done
+  run_variant() {  # name, pass, check_core's arguments
+    env -u PYTHONPATH -u LD_LIBRARY_PATH DCN_CORE_LIB="$dir/variants/$1.so" timeout 200 \
+      python3 "$REPO/tests/cuda_core/check_core.py" "${@:3}" > "$dir/$1-$2.txt" 2>&1
+    log "compare $1 ($2): rc=$? $(grep 'checks done' "$dir/$1-$2.txt")"
+    runs+=("$1=$dir/$1-$2.txt")
+  }
+  for name in "${names[@]}"; do run_variant "$name" 1 --bench; done
+  for ((i = ${#names[@]} - 1; i >= 0; i--)); do run_variant "${names[i]}" 2 --bench-only; done
+  python3 "$REPO/tests/cuda_core/compare_bench.py" "${runs[@]}" > "$dir/compare.md"
+  log "compare: table in compare/compare.md"
 }
 
 stage_probe() {

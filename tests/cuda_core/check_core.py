@@ -2,6 +2,7 @@
 
     bash tests/cuda_core/build.sh            # here: nvcc -> .devbuild/libdcn_core.so
     python3 tests/cuda_core/check_core.py [--quick] [--sanitize] [--bench] [--hopper]
+    python3 tests/cuda_core/compare_bench.py A=a.txt B=b.txt ...   # builds side by side
 
 The core is called through ctypes (tests/cuda_core/core_capi.cu.cc) on PyTorch tensors; every run
 plans as a binding does (cuda::MakePlan) and reports which implementation the plan names.
@@ -793,6 +794,9 @@ def main():
         "--sanitize", action="store_true", help="small cases only (compute-sanitizer)"
     )
     parser.add_argument("--bench", action="store_true")
+    parser.add_argument(
+        "--bench-only", action="store_true", help="the timings without the checks (comparisons)"
+    )
     parser.add_argument("--profile", action="store_true", help="one fwd+bwd per dtype (for ncu)")
     parser.add_argument(
         "--hopper", action="store_true", help="the sm_90a kernels: checks, then forward timings"
@@ -804,6 +808,9 @@ def main():
     args = parser.parse_args()
     if args.profile:
         profile_once()
+        return
+    if args.bench_only:
+        bench()
         return
     if args.fallback_probe:
         fallback_probe()
