@@ -293,7 +293,8 @@ stage_core() {
 }
 
 # Builds of the CUDA core side by side: .devbuild/variants.tar.xz holds variants/<name>.so (see
-# docs/DEVELOPING.md). Each build's checks and timings in turn, then its timings again in the
+# docs/DEVELOPING.md). Each build's checks and timings in turn (check_core.py's COMPARE_ARGS,
+# default --bench; --hopper --bench adds the sm_90a checks), then its timings again in the
 # reverse order (a drift of the clocks cancels in the medians), then one table per timing.
 stage_compare() {
   local dir="$WORK/compare" names=() runs=() name i
@@ -306,7 +307,9 @@ stage_compare() {
     log "compare $1 ($2): rc=$? $(grep 'checks done' "$dir/$1-$2.txt")"
     runs+=("$1=$dir/$1-$2.txt")
   }
-  for name in "${names[@]}"; do run_variant "$name" 1 --bench; done
+  local first_pass
+  read -ra first_pass <<< "${COMPARE_ARGS:---bench}"
+  for name in "${names[@]}"; do run_variant "$name" 1 "${first_pass[@]}"; done
   for ((i = ${#names[@]} - 1; i >= 0; i--)); do run_variant "${names[i]}" 2 --bench-only; done
   python3 "$REPO/tests/cuda_core/compare_bench.py" "${runs[@]}" > "$dir/compare.md"
   log "compare: table in compare/compare.md"
