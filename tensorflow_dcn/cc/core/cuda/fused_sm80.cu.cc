@@ -1,6 +1,6 @@
 // See fused_sm80.cuh. All three kernels run the tensor-core block engine of mma_core.cuh; what is
 // DCN-specific is how operand tiles are produced (bilinear gathers, one 16-byte channel vector per
-// unit of work) and the backward-input epilogue.
+// unit of work) and the backward-input epilogue (four channels per lane).
 #include "tensorflow_dcn/cc/core/cuda/fused_sm80.cuh"
 
 #include <algorithm>
@@ -26,26 +26,6 @@ constexpr int kStepK = mma::Tile<T, true, kTileM>::kStepK;  // K elements per pi
 
 template <typename T>
 using Vector16 = Vec<T, kVector<T>>;
-
-// The corners of one sample (pixel index within the image, -1 outside) and its image.
-struct Gather {
-  int pixel[4];
-  const void* image;
-};
-
-// The four corner vectors of channels [c, c + kVector) of a sample, loads issued together.
-template <typename T>
-__device__ __forceinline__ void IssueCorners(const Gather& g, int64_t channels, int64_t c,
-                                             Vector16<T> (&raw)[4]) {
-#pragma unroll
-  for (int k = 0; k < 4; ++k) {
-    raw[k] = Vector16<T>{};
-    if (g.pixel[k] >= 0) {
-      raw[k] = *reinterpret_cast<const Vector16<T>*>(static_cast<const T*>(g.image) +
-                                                     g.pixel[k] * channels + c);
-    }
-  }
-}
 
 // One 16-byte chunk of a sample: its four corner vectors blended with the bilinear weights (the
 // mask folded in), summed in float.
