@@ -9,12 +9,12 @@
 //                             128-byte-swizzled K-major layout; one thread also starts the TMA
 //                             copy of the step's B tile;
 //   consumers (2 warpgroups)  multiply each step with wgmma.mma_async, 64 rows x 128 columns each.
-// Producers and consumers hand stages over with mbarriers (3 stages), so the gather of the next
-// steps overlaps the multiply of this one. Tiles: 128 x 128, or 64 x 256 when a group has more
-// than 128 output channels (one gather then serves 256 outputs). Blocks run in clusters of two
-// neighbouring tiles of A rows: each copies half of a step's B tile and the TMA multicasts it to
-// both, so B crosses from L2 once per two tiles. wgmma reads TF32 operands K-major only, so both
-// operands are K-major in every dtype (one layout).
+// Producers and consumers hand stages over with mbarriers (3 stages; 2 with 3xTF32's double
+// tiles), so the gather of the next steps overlaps the multiply of this one. Tiles: 128 x 128, or
+// 64 x 256 when a group has more than 128 output channels (one gather then serves 256 outputs).
+// Blocks run in clusters of two neighbouring tiles of A rows: each copies half of a step's B tile
+// and the TMA multicasts it to both, so B crosses from L2 once per two tiles. wgmma reads TF32
+// operands K-major only, so both operands are K-major in every dtype (one layout).
 //
 // Forward: output pixels x output channels, K = taps x input channels. K steps run over channel
 // slabs (128 bytes of channels), and within a slab over the taps: the corners one tap of a slab
