@@ -285,9 +285,18 @@ __device__ __forceinline__ void LoadCornerQuads(const int (&pixel)[4], const T* 
 // Sums v over the aligned groups of lanes (1, 2, 4, .. 32) that share `key`, the widest such that
 // every group shares it; returns the group width (its first lane holds the sums).
 __device__ __forceinline__ int SumOverSharedKey(int key, float (&v)[3]) {
+  if (__all_sync(0xffffffffu, key == __shfl_sync(0xffffffffu, key, 0))) {
+    // The common case (one deformable group, or 128 channels per one): the whole warp.
+#pragma unroll
+    for (int delta = 1; delta < 32; delta <<= 1) {
+#pragma unroll
+      for (int e = 0; e < 3; ++e) v[e] += __shfl_xor_sync(0xffffffffu, v[e], delta);
+    }
+    return 32;
+  }
   int width = 1;
 #pragma unroll
-  for (int delta = 1; delta < 32; delta <<= 1) {
+  for (int delta = 1; delta < 16; delta <<= 1) {
     if (!__all_sync(0xffffffffu, key == __shfl_xor_sync(0xffffffffu, key, delta))) break;
 #pragma unroll
     for (int e = 0; e < 3; ++e) v[e] += __shfl_xor_sync(0xffffffffu, v[e], delta);
@@ -338,13 +347,27 @@ __global__ void __launch_bounds__(kThreads)
   int r = threadIdx.x / (kTileN / kQuad);
   int64_t p = m0 + r;
   OutputPixel at = LocateOutputPixel(s, p);
+  // Pointers that the row walk advances: this quad's channels in the row's image and its float
+  // gradient, the row's offset and mask of sample i, its offset/mask sums.
+  const T* image = input + at.n * s.image_elements() + c;
+  float* grad_image = grad_input_acc + (at.n - n_begin) * s.image_elements() + c;
+  const T* offset_row = offset + p * s.offset_channels() + 2 * i;
+  const T* mask_row = mask ? mask + p * mask_channels + i : nullptr;
+  float* coord = coord_acc + ((p - n_begin * s.out_pixels_per_image()) * mask_channels + i) * 3;
+  auto read_offset = [&](int rows_on) {
+    const int64_t at_row = int64_t{rows_on} * kRowsPerStep;
+    return SampleOffset<float>{
+        static_cast<float>(offset_row[at_row * s.offset_channels()]),
+        static_cast<float>(offset_row[at_row * s.offset_channels() + 1]),
+        mask_row ? static_cast<float>(mask_row[at_row * mask_channels]) : 1.f};
+  };
   SampleOffset<float> next{};
-  if (column_active && p < p_end) next = ReadSampleOffset<float>(s, p, i, offset, mask);
+  if (column_active && p < p_end) next = read_offset(0);
   for (; r < kTileM; r += kRowsPerStep, p += kRowsPerStep) {
     const bool active = column_active && p < p_end;
     const SampleOffset<float> o = next;
     if (column_active && p + kRowsPerStep < p_end && r + kRowsPerStep < kTileM) {
-      next = ReadSampleOffset<float>(s, p + kRowsPerStep, i, offset, mask);
+      next = read_offset(1);
     }
     float sums[3] = {};  // d/dy, d/dx (without the mask), value
     if (active) {
@@ -353,7 +376,7 @@ __global__ void __launch_bounds__(kThreads)
                         static_cast<float>(at.ox * s.stride_w + tap_x) + o.dx, s.in_h, s.in_w,
                         &point);
       Vec<T, kQuad> raw[4];
-      LoadCornerQuads(point.pixel, input + at.n * s.image_elements(), s.in_channels, c, raw);
+      LoadCornerQuads(point.pixel, image, s.in_channels, 0, raw);
       const float4 q =
           *reinterpret_cast<const float4*>(staged + r * kEpilogueStride + quad * kQuad);
       const float gc[kQuad] = {q.x, q.y, q.z, q.w};
@@ -367,28 +390,30 @@ __global__ void __launch_bounds__(kThreads)
         sums[1] += gc[e] * dx;
         sums[2] += gc[e] * BilinearValue(point, v);
       }
-      float* grad_image = grad_input_acc + (at.n - n_begin) * s.image_elements();
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
         if (point.pixel[k] < 0) continue;
-        ScatterAdd<kQuad>(grad_image + point.pixel[k] * s.in_channels + c, point.weight[k] * o.m,
-                          gc);
+        ScatterAdd<kQuad>(grad_image + point.pixel[k] * s.in_channels, point.weight[k] * o.m, gc);
       }
     }
     const int width = SumOverSharedKey(active ? r * mask_channels + i : -1, sums);
     if (active && (threadIdx.x & (width - 1)) == 0) {
-      float* coord = coord_acc + ((p - n_begin * s.out_pixels_per_image()) * mask_channels + i) * 3;
       atomicAdd(coord, o.m * sums[0]);
       atomicAdd(coord + 1, o.m * sums[1]);
       atomicAdd(coord + 2, sums[2]);
     }
-    // The next row's position, kRowsPerStep output pixels on.
+    // The next row's position and pointers, kRowsPerStep output pixels on.
+    offset_row += kRowsPerStep * s.offset_channels();
+    if (mask_row) mask_row += kRowsPerStep * mask_channels;
+    coord += kRowsPerStep * mask_channels * 3;
     at.ox += kRowsPerStep;
     while (at.ox >= out_w) {
       at.ox -= out_w;
       if (++at.oy == out_h) {
         at.oy = 0;
         ++at.n;
+        image += s.image_elements();
+        grad_image += s.image_elements();
       }
     }
   }
