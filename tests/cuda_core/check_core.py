@@ -455,6 +455,8 @@ HOPPER_CONFIGS = [
     (1, 9, 9, 512, 520, 3, 1, 1, 1, 4, 1),  # groups 4, 130 outputs each (wide tile)
     (2, 11, 13, 128, 256, 2, 1, 0, 1, 1, 2),  # 2x2 kernel: an even number of taps
     (1, 12, 12, 64, 96, 5, 1, 2, 1, 1, 1),  # 5x5 kernel: a 25-tap sample table
+    (1, 10, 9, 512, 512, 3, 1, 1, 1, 1, 4),  # fp32 forward in K chunks (3xTF32 2), dg 4
+    (1, 6, 7, 768, 768, 3, 1, 1, 1, 1, 2),  # fp32 forward in K chunks (TF32 2, 3xTF32 4)
 ]
 
 

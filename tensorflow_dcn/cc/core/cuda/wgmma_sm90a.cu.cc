@@ -56,6 +56,11 @@ constexpr int kVector = 16 / sizeof(T);  // elements per 16-byte chunk
 template <typename T>
 using Chunk = Vec<T, kVector<T>>;
 
+// The forward's K chunk of one launch: channel slabs (kBlockK channels of a group) [begin, end).
+struct SlabRange {
+  int begin, end;
+};
+
 // Shared memory of a block tile, from a 1024-byte aligned base (the swizzle's period): per stage
 // the A tile (kBlockM rows) and the B tile (kBlockN rows) of 128 bytes each, in kParts parts
 // (fp32 as 3xTF32: a TF32 "big" part and the TF32 of what it leaves, the "small" part; the
@@ -447,14 +452,16 @@ __device__ __forceinline__ void FillSampleTable(const DcnShape& s, const T* offs
 }
 
 // Producer thread: rows first_row + 32u (u < kUnits) of the tile, 16-byte chunk `chunk` of each
-// row, for every K step. K steps run over the group's channel slabs (kBlockK channels) and
-// within a slab over the taps, so that the corners a slab reads at one tap are in L1 when its
-// other taps read them again. A slab lies in one deformable group (cpd is a multiple of
-// kBlockK); the sample table is refilled when the deformable group changes.
+// row, for every K step of the launch's chunk. K steps run over the group's channel slabs
+// (kBlockK channels) [slabs.begin, slabs.end) and within a slab over the taps, so that the
+// corners a slab reads at one tap are in L1 when its other taps read them again. A slab lies in
+// one deformable group (cpd is a multiple of kBlockK); the sample table is refilled when the
+// deformable group changes.
 template <typename T, int kBlockM, int kBlockN, int kParts>
 __device__ __forceinline__ void Produce(const DcnShape& s, const T* input, const T* offset,
                                         const T* mask, const CUtensorMap* weights, char* smem,
-                                        uint32_t smem_addr, int64_t m0, int b_row0, int group) {
+                                        uint32_t smem_addr, int64_t m0, int b_row0, int group,
+                                        SlabRange slabs) {
   using L = Layout<kBlockM, kBlockN, kParts>;
   constexpr int V = kVector<T>;
   constexpr int kRowsPerPass = kProducers / kChunks;
@@ -477,7 +484,8 @@ __device__ __forceinline__ void Produce(const DcnShape& s, const T* input, const
     image[u] = input + LocateOutputPixel(s, p < s.pixels() ? p : 0).n * s.image_elements();
   }
   int kt = 0, table_d = -1;
-  for (int c0 = group * cpg; c0 < (group + 1) * cpg; c0 += kBlockK<T>) {
+  for (int c0 = group * cpg + slabs.begin * kBlockK<T>; c0 < group * cpg + slabs.end * kBlockK<T>;
+       c0 += kBlockK<T>) {
     if (c0 / cpd != table_d) {
       if (table_d >= 0) ProducerBarrier();  // every producer is done with the old table
       table_d = c0 / cpd;
@@ -560,11 +568,12 @@ __device__ __forceinline__ void Produce(const DcnShape& s, const T* input, const
   }
 }
 
-// Consumer warpgroup: its part of the tile over every K step, then the epilogue.
+// Consumer warpgroup: its part of the tile over every K step, then the epilogue: the bias and the
+// store, or after the first K chunk the sum with what the output holds.
 template <typename T, int kBlockM, int kBlockN, int kParts>
 __device__ __forceinline__ void Consume(const DcnShape& s, const T* bias, T* output,
                                         uint32_t smem_addr, int64_t m0, int64_t n0, int group,
-                                        int ktiles, bool pair_stores) {
+                                        int ktiles, bool pair_stores, bool accumulate) {
   using L = Layout<kBlockM, kBlockN, kParts>;
   const WarpgroupTile<L> tile((threadIdx.x - kProducers) / 128);
   float acc[64];
@@ -584,8 +593,12 @@ __device__ __forceinline__ void Consume(const DcnShape& s, const T* bias, T* out
     for (int h = 0; h < 2; ++h) {
       const int64_t p = m0 + tile.row0 + AccumulatorRow(h);
       if (p >= s.pixels() || n >= cog) continue;
-      const float v0 = acc[4 * j + 2 * h] + b0, v1 = acc[4 * j + 2 * h + 1] + b1;
+      float v0 = acc[4 * j + 2 * h] + b0, v1 = acc[4 * j + 2 * h + 1] + b1;
       T* o = out + p * s.out_channels + n;
+      if (std::is_same_v<T, float> && accumulate) {  // only fp32 runs in K chunks
+        v0 += static_cast<float>(o[0]);
+        if (n + 1 < cog) v1 += static_cast<float>(o[1]);
+      }
       if (pair_stores && n + 1 < cog) {
         Vec<T, 2> pair;
         pair.e[0] = FromFloat<T>(v0);
@@ -599,13 +612,14 @@ __device__ __forceinline__ void Consume(const DcnShape& s, const T* bias, T* out
   }
 }
 
-// Block (x: pixel tile, y: channel tile, z: group). `weights` maps the transposed weights
-// [Cout][taps * Cin/groups]; `pair_stores`: output pairs are aligned for one store.
+// Block (x: pixel tile, y: channel tile, z: group), for the channel slabs `slabs` of its group.
+// `weights` maps those slabs' weights transposed, [Cout][taps * slabs * kBlockK]; `pair_stores`:
+// output pairs are aligned for one store; `accumulate`: add to the output (a later K chunk).
 template <typename T, int kBlockM, int kBlockN, int kParts>
 __global__ void __cluster_dims__(kCluster, 1, 1) __launch_bounds__(kThreads, 1)
     ForwardKernel(const __grid_constant__ CUtensorMap weights, DcnShape s, const T* input,
                   const T* offset, const T* mask, const T* bias, T* output, int64_t row0,
-                  bool pair_stores) {
+                  SlabRange slabs, bool pair_stores, bool accumulate) {
 #if defined(DCN_WGMMA_SM90A_DEVICE)
   using L = Layout<kBlockM, kBlockN, kParts>;
   extern __shared__ char smem_raw[];
@@ -615,16 +629,16 @@ __global__ void __cluster_dims__(kCluster, 1, 1) __launch_bounds__(kThreads, 1)
   const int group = blockIdx.z;
   const int64_t m0 = row0 + int64_t{blockIdx.x} * kBlockM;
   const int64_t n0 = int64_t{blockIdx.y} * kBlockN;
-  const int ktiles = s.taps() * static_cast<int>(s.in_channels_per_group() / kBlockK<T>);
+  const int ktiles = s.taps() * (slabs.end - slabs.begin);
   if (threadIdx.x < kProducers) {
     asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kProducerRegisters));
     const int b_row0 = static_cast<int>(group * s.out_channels_per_group() + n0);
     Produce<T, kBlockM, kBlockN, kParts>(s, input, offset, mask, &weights, smem, smem_addr, m0,
-                                         b_row0, group);
+                                         b_row0, group, slabs);
   } else {
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegisters));
-    Consume<T, kBlockM, kBlockN, kParts>(s, bias, output, smem_addr, m0, n0, group, ktiles,
-                                         pair_stores);
+    Consume<T, kBlockM, kBlockN, kParts>(s, accumulate ? nullptr : bias, output, smem_addr, m0, n0,
+                                         group, ktiles, pair_stores, accumulate);
   }
   ClusterSync();  // neither block leaves while the other may still arrive on its barriers
 #else
@@ -819,7 +833,8 @@ __global__ void __cluster_dims__(kCluster, 1, 1) __launch_bounds__(kThreads, 1)
 // ---------------------------------------------------------------------------------------------
 
 // dst[n * ld + order(k)] = src[k * cols + n] for k < rows, n < cols (src row-major [K][N]) as
-// wgmma reads it (ToOperand); with two operand parts the small part goes to row cols + n.
+// wgmma reads it (ToOperand), rows whose order(k) is negative left out; with two operand parts
+// the small part goes to row cols + n.
 template <typename T, typename Order, int kParts>
 __global__ void TransposeKernel(int64_t rows, int64_t cols, const T* src, T* dst, int64_t ld,
                                 Order order) {
@@ -833,28 +848,31 @@ __global__ void TransposeKernel(int64_t rows, int64_t cols, const T* src, T* dst
     __syncthreads();
     for (int i = threadIdx.y; i < 32; i += blockDim.y) {
       const int64_t n = n0 + i, k = k0 + threadIdx.x;
-      if (n < cols && k < rows) {
+      const int64_t to = (n < cols && k < rows) ? order(k) : -1;
+      if (to >= 0) {
         T parts[kParts];
         ToOperand(static_cast<float>(tile[threadIdx.x][i]), parts);
 #pragma unroll
-        for (int part = 0; part < kParts; ++part)
-          dst[(part * cols + n) * ld + order(k)] = parts[part];
+        for (int part = 0; part < kParts; ++part) dst[(part * cols + n) * ld + to] = parts[part];
       }
     }
     __syncthreads();
   }
 }
 
-// The forward's K order of the weights: channel slab of kBlockK, then tap (the producers'
-// order): k = tap * cpg + slab * kBlockK + i goes to (slab * taps + tap) * kBlockK + i.
+// The forward's K order of the weights of one K chunk: channel slab of kBlockK, then tap (the
+// producers' order): k = tap * cpg + slab * kBlockK + i goes to
+// ((slab - slabs.begin) * taps + tap) * kBlockK + i, slabs outside the chunk nowhere (-1).
 template <typename T>
 struct SlabMajorOrder {
   int taps;
   int64_t cpg;
+  SlabRange slabs;
   __device__ int64_t operator()(int64_t k) const {
     const int64_t tap = k / cpg, c = k - tap * cpg;
     const int64_t slab = c / kBlockK<T>;
-    return (slab * taps + tap) * kBlockK<T> + (c - slab * kBlockK<T>);
+    if (slab < slabs.begin || slab >= slabs.end) return -1;
+    return ((slab - slabs.begin) * taps + tap) * kBlockK<T> + (c - slab * kBlockK<T>);
   }
 };
 
@@ -948,15 +966,33 @@ cudaError_t Transpose(int64_t rows, int64_t cols, const T* src, T* dst, int64_t 
 
 constexpr int64_t kTilesPerLaunch = int64_t{1} << 20;
 
+// The forward's copy of the weights holds at most kWeightCopyBytes (and at least one slab per
+// group): beyond, the forward runs in K chunks of equal size, each launch adding to the output
+// what the one before stored (fp32 only: a chunk's sum rounded to fp16/bf16 would lose bits).
+// Chunks cost time (4x32x32x512 on the H200: +23% in three chunks, the launches one after the
+// other), so the limit keeps TF32's copy at 512 x 512 channels (9.4 MiB) whole and splits
+// strict fp32's (18.9 MiB) in two.
+constexpr int64_t kWeightCopyBytes = int64_t{12} << 20;
+
+// Channel slabs of a group per K chunk.
+template <typename T>
+int SlabsPerChunk(const DcnShape& s, int parts) {
+  const int slabs = static_cast<int>(s.in_channels_per_group() / kBlockK<T>);
+  if (!std::is_same_v<T, float>) return slabs;
+  const int64_t slab_bytes = int64_t{parts} * s.out_channels * s.taps() * kBlockK<T> * sizeof(T);
+  const int most = static_cast<int>(std::max<int64_t>(1, kWeightCopyBytes / slab_bytes));
+  return static_cast<int>(CeilDiv(slabs, CeilDiv(slabs, most)));
+}
+
 template <typename T, int kBlockM, int kBlockN, int kParts>
 cudaError_t LaunchForward(const DcnShape& s, const T* input, const T* offset, const T* mask,
-                          const T* bias, T* output, const T* bt, const Options& o,
+                          const T* bias, T* output, const T* bt, SlabRange slabs, const Options& o,
                           cudaStream_t stream) {
   using L = Layout<kBlockM, kBlockN, kParts>;
-  const int64_t k_total = s.group_columns();
+  const int64_t k_chunk = int64_t{s.taps()} * (slabs.end - slabs.begin) * kBlockK<T>;
   CUtensorMap map;
   DCN_RETURN_IF_ERROR(
-      EncodeKMajor(&map, bt, k_total, kParts * s.out_channels, k_total, kBlockN / kCluster));
+      EncodeKMajor(&map, bt, k_chunk, kParts * s.out_channels, k_chunk, kBlockN / kCluster));
   constexpr auto kernel = &ForwardKernel<T, kBlockM, kBlockN, kParts>;
   // The limit once per device, at the device's maximum: launches take what their taps need.
   DCN_RETURN_IF_ERROR(mma::AllowSharedMemory<kernel>(o.shared_memory_per_block));
@@ -970,7 +1006,7 @@ cudaError_t LaunchForward(const DcnShape& s, const T* input, const T* offset, co
     const dim3 grid(static_cast<unsigned>(tiles),
                     static_cast<unsigned>(CeilDiv(s.out_channels_per_group(), kBlockN)), s.groups);
     kernel<<<grid, kThreads, smem_bytes, stream>>>(map, s, input, offset, mask, bias, output, row0,
-                                                   pair_stores);
+                                                   slabs, pair_stores, slabs.begin > 0);
     DCN_RETURN_IF_ERROR(cudaGetLastError());
   }
   return cudaSuccess;
@@ -1092,7 +1128,9 @@ template <typename T>
 size_t WorkspaceBytes(Op op, const DcnShape& s, const Options& o) {
   WorkspaceLayout w;
   const int parts = OperandParts<T>(o);
-  if (op == Op::kForward) w.Take<T>(parts * s.weight_elements());
+  if (op == Op::kForward) {
+    w.Take<T>(int64_t{parts} * s.out_channels * s.taps() * SlabsPerChunk<T>(s, parts) * kBlockK<T>);
+  }
   if (op == Op::kBackwardWeight) BackwardWeightBuffers<T> buffers(s, parts, &w);
   return w.bytes();
 }
@@ -1104,16 +1142,24 @@ cudaError_t Forward(const DcnShape& s, const T* input, const T* offset, const T*
   if (s.pixels() == 0) return cudaSuccess;
   return WithOperandParts<T>(o, [&](auto parts) {
     constexpr int kParts = decltype(parts)::value;
+    const int slabs = static_cast<int>(s.in_channels_per_group() / kBlockK<T>);
+    const int per_chunk = SlabsPerChunk<T>(s, kParts);
+    const int64_t k_chunk = int64_t{s.taps()} * per_chunk * kBlockK<T>;
     WorkspaceLayout layout(workspace);
-    T* bt = layout.Take<T>(kParts * s.weight_elements());
-    const int64_t k_total = s.group_columns();
-    DCN_RETURN_IF_ERROR(Transpose<kParts>(k_total, s.out_channels, weight, bt, k_total,
-                                          SlabMajorOrder<T>{s.taps(), s.in_channels_per_group()},
-                                          stream));
+    T* bt = layout.Take<T>(kParts * s.out_channels * k_chunk);
     constexpr auto launch = [](bool wide) {
       return wide ? &LaunchForward<T, 64, 256, kParts> : &LaunchForward<T, 128, 128, kParts>;
     };
-    return launch(WideTile(s))(s, input, offset, mask, bias, output, bt, o, stream);
+    for (int begin = 0; begin < slabs; begin += per_chunk) {
+      const SlabRange chunk{begin, std::min(slabs, begin + per_chunk)};
+      const int64_t ld = int64_t{s.taps()} * (chunk.end - chunk.begin) * kBlockK<T>;
+      DCN_RETURN_IF_ERROR(
+          Transpose<kParts>(s.group_columns(), s.out_channels, weight, bt, ld,
+                            SlabMajorOrder<T>{s.taps(), s.in_channels_per_group(), chunk}, stream));
+      DCN_RETURN_IF_ERROR(
+          launch(WideTile(s))(s, input, offset, mask, bias, output, bt, chunk, o, stream));
+    }
+    return cudaSuccess;
   });
 }
 
