@@ -64,8 +64,9 @@ struct SlabRange {
 // Shared memory of a block tile, from a 1024-byte aligned base (the swizzle's period): per stage
 // the A tile (kBlockM rows) and the B tile (kBlockN rows) of 128 bytes each, in kParts parts
 // (fp32 as 3xTF32: a TF32 "big" part and the TF32 of what it leaves, the "small" part; the
-// products big x big + big x small + small x big keep fp32's accuracy), the barriers, then (the
-// forward's) sample table: per tile row and tap the four corner pixels and weights (32 bytes).
+// products big x big + big x small + small x big keep fp32's accuracy), the barriers, then the
+// kernel's sample table (the forward's: per tile row and tap the four corner pixels and weights,
+// 32 bytes).
 template <int kBlockM, int kBlockN, int kOperandParts = 1>
 struct Layout {
   static_assert((kBlockM == 128 && kBlockN == 128) || (kBlockM == 64 && kBlockN == 256),
@@ -85,9 +86,12 @@ struct Layout {
   static constexpr int kTableAt = kEmptyAt + kStages * 8;
   static constexpr int kTableEntryBytes = 32;
   static_assert(kTableAt % 16 == 0, "table entries are read as 16-byte vectors");
+  static constexpr int64_t ForwardTableBytes(int taps) {
+    return int64_t{kBlockM} * taps * kTableEntryBytes;
+  }
   // Dynamic shared memory of a launch, with room to align the base.
-  static constexpr int64_t AllocBytes(int taps) {
-    return kTableAt + int64_t{kBlockM} * taps * kTableEntryBytes + kSwizzleAtomBytes;
+  static constexpr int64_t AllocBytes(int64_t table_bytes) {
+    return kTableAt + table_bytes + kSwizzleAtomBytes;
   }
 };
 
@@ -657,39 +661,192 @@ __global__ void __cluster_dims__(kCluster, 1, 1) __launch_bounds__(kThreads, 1)
 // columns as A rows of pixels, and the B tiles are grad_output transposed into the workspace, by
 // TMA. Blocks split the pixels and add their tiles into a float grad_weight with atomics.
 
-// Row `row` of a K-major A tile at `lane`'s 4 bytes (the pixels 4 / sizeof(T) x lane..), in
-// each operand part (part_bytes apart): the values as wgmma reads them. A warp's 32 lanes fill
-// the row's 128 bytes, one bank each.
-template <typename T, int kParts>
-__device__ __forceinline__ void StoreRowWord(char* tile, int part_bytes, int row, int lane,
-                                             const float (&v)[4 / sizeof(T)]) {
-  char* word = tile + row * kRowBytes + ((lane / 4) ^ (row % 8)) * 16 + (lane % 4) * 4;
-  if constexpr (std::is_same_v<T, float>) {
-    float parts[kParts];
-    ToOperand(v[0], parts);
+// Pixels [first, first + kCount) of row `row` of a K-major A tile, in each operand part
+// (part_bytes apart): the values as wgmma reads them, kCount x sizeof(T) <= 16 bytes at once.
+template <typename T, int kParts, int kCount>
+__device__ __forceinline__ void StoreRowPixels(char* tile, int part_bytes, int row, int first,
+                                               const float (&v)[kCount]) {
+  static_assert(kCount * sizeof(T) <= 16, "within one 16-byte chunk of the swizzle");
+  const int byte = first * static_cast<int>(sizeof(T));
+  char* at = tile + row * kRowBytes + ((byte / 16) ^ (row % 8)) * 16 + byte % 16;
+  Vec<T, kCount> parts[kParts];
 #pragma unroll
-    for (int part = 0; part < kParts; ++part) {
-      *reinterpret_cast<float*>(word + part * part_bytes) = parts[part];
+  for (int i = 0; i < kCount; ++i) {
+    T operand[kParts];
+    ToOperand(v[i], operand);
+#pragma unroll
+    for (int part = 0; part < kParts; ++part) parts[part].e[i] = operand[part];
+  }
+#pragma unroll
+  for (int part = 0; part < kParts; ++part) {
+    *reinterpret_cast<Vec<T, kCount>*>(at + part * part_bytes) = parts[part];
+  }
+}
+
+// The backward weight's sample table, in two buffers (K step kt in buffer kt % 2, filled while
+// the step before blends): per run of producer warps whose rows take one sample (tap and
+// deformable group; a run is named by its first warp) and per pixel of the step, the four
+// corners (pixel index in the image, -1 outside), their bilinear weights times the mask, and
+// where the pixel's image starts in the input. Each run's warps fill its entries together, so a
+// sample is computed once per block instead of once per warp.
+struct alignas(16) ColumnSample {
+  int corner[4];
+  float weight[4];
+  int64_t image;
+  int64_t unused;
+};
+template <typename T>
+constexpr int kColumnSamples = kBlockK<T> * (kProducers / 32);  // per buffer
+template <typename T, int kBlockM>
+constexpr int64_t kColumnTableBytes =
+    kBlockM == 128 ? 2 * kColumnSamples<T> * int64_t{sizeof(ColumnSample)} : 0;
+
+// The sample that the rows [k, k + rows) of group `group` take (tap and deformable group), or -1
+// beyond the group's K.
+__device__ __forceinline__ int RowsSample(const DcnShape& s, int k, int group) {
+  const int cpg = static_cast<int>(s.in_channels_per_group());
+  if (k >= s.taps() * cpg) return -1;
+  const int tap = k / cpg;
+  const int c = group * cpg + (k - tap * cpg);
+  return static_cast<int>(c / s.channels_per_deformable_group()) * s.taps() + tap;
+}
+
+// The entries of pixels [q0, q0 + kBlockK) for `sample` into `entries`, by the run's
+// run_size x 32 threads (this one is `member`).
+template <typename T>
+__device__ __forceinline__ void FillColumnSamples(const DcnShape& s, const T* offset, const T* mask,
+                                                  ColumnSample* entries, int sample, int member,
+                                                  int run_size, int64_t chunk_begin, int q0,
+                                                  int q_end) {
+  for (int i = member; i < kBlockK<T>; i += 32 * run_size) {
+    ColumnSample entry;
+    entry.image = 0;
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      entry.corner[e] = -1;
+      entry.weight[e] = 0.f;
     }
-  } else {
-    T first[1], second[1];  // two pixels of one part (fp16/bf16 have one)
-    ToOperand(v[0], first);
-    ToOperand(v[1], second);
-    *reinterpret_cast<Vec<T, 2>*>(word) = Vec<T, 2>{{first[0], second[0]}};
+    if (sample >= 0 && q0 + i < q_end) {
+      const int64_t p = chunk_begin + q0 + i;
+      const OutputPixel at = LocateOutputPixel(s, p);
+      BilinearPoint<float> point;
+      float m;
+      MakeSample(s, p, at, sample, offset, mask, &point, &m);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        entry.corner[e] = point.pixel[e];
+        entry.weight[e] = point.weight[e] * m;
+      }
+      entry.image = at.n * s.image_elements();
+    }
+    entries[i] = entry;
   }
 }
 
 // Producer thread of the backward weight. Warp w fills rows [kRows w, kRows (w + 1)) of each
 // step's A tile: one tap and deformable group, as kRows divides the channels per group and per
-// deformable group. Each lane samples kPix neighbouring pixels of the step, at the warp's tap,
-// and blends their corners for the warp's channels. Pixels [q_begin, q_end) of the chunk that
-// starts at pixel chunk_begin; rows beyond the group's K read zero.
+// deformable group. On 128-row tiles the samples come from the table (ColumnSample); the corners
+// are read along the channels: the kLanes lanes of a lane group
+// take the group's kGroupPix neighbouring pixels, lane i of the group the 16-byte chunk i of
+// the warp's rows, so that each load instruction reads whole sectors. A lane blends its chunk at
+// the group's pixels and stores each of its rows' kGroupPix pixels at once. Pixels [q_begin,
+// q_end) of the chunk that starts at pixel chunk_begin; rows beyond the group's K read zero.
 template <typename T, int kBlockM, int kBlockN, int kParts>
-__device__ __forceinline__ void ProduceColumns(const DcnShape& s, const T* input, const T* offset,
-                                               const T* mask, const CUtensorMap* grad_output_t,
-                                               char* smem, uint32_t smem_addr, int k0, int group,
-                                               int64_t chunk_begin, int q_begin, int q_end,
-                                               int steps, int b_row0) {
+__device__ __forceinline__ void ProduceColumnsFromTable(const DcnShape& s, const T* input,
+                                                        const T* offset, const T* mask,
+                                                        const CUtensorMap* grad_output_t,
+                                                        char* smem, uint32_t smem_addr, int k0,
+                                                        int group, int64_t chunk_begin, int q_begin,
+                                                        int q_end, int steps, int b_row0) {
+  using L = Layout<kBlockM, kBlockN, kParts>;
+  constexpr int V = kVector<T>;
+  constexpr int kWarps = kProducers / 32;
+  constexpr int kRows = kBlockM / kWarps;
+  constexpr int kLanes = kRows / V;  // lanes of a lane group: one 16-byte chunk of the rows each
+  constexpr int kGroupPix = kBlockK<T> / (32 / kLanes);
+  static_assert(kLanes >= 1 && kGroupPix * sizeof(T) <= 16, "a warp fills whole rows");
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int lane_chunk = lane % kLanes;
+  const int group_pixel0 = (lane / kLanes) * kGroupPix;  // the lane group's first pixel
+  const int cin = static_cast<int>(s.in_channels);       // 32-bit indexing within an image
+  const int sample = RowsSample(s, k0 + warp * kRows, group);
+  int run0 = warp, run_end = warp + 1;  // the run of warps that share the sample
+  while (run0 > 0 && RowsSample(s, k0 + (run0 - 1) * kRows, group) == sample) --run0;
+  while (run_end < kWarps && RowsSample(s, k0 + run_end * kRows, group) == sample) ++run_end;
+  const int member = (warp - run0) * 32 + lane;
+  ColumnSample* table = reinterpret_cast<ColumnSample*>(smem + L::kTableAt) + run0 * kBlockK<T>;
+  const T* lane_input = input +
+                        (sample < 0 ? 0
+                                    : group * s.in_channels_per_group() +
+                                          (k0 + warp * kRows) % s.in_channels_per_group()) +
+                        lane_chunk * V;
+  FillColumnSamples(s, offset, mask, table, sample, member, run_end - run0, chunk_begin, q_begin,
+                    q_end);
+  ProducerBarrier();
+  for (int kt = 0; kt < steps; ++kt) {
+    const int q0 = q_begin + kt * kBlockK<T>;
+    const ColumnSample* entries = table + (kt % 2) * kColumnSamples<T>;
+    Chunk<T> corners[kGroupPix][4];
+    float weight[kGroupPix][4];
+#pragma unroll
+    for (int i = 0; i < kGroupPix; ++i) {
+      const ColumnSample& entry = entries[group_pixel0 + i];
+      const int4 corner = *reinterpret_cast<const int4*>(entry.corner);
+      const float4 w = *reinterpret_cast<const float4*>(entry.weight);
+      const T* image = lane_input + entry.image;
+      const int at[4] = {corner.x, corner.y, corner.z, corner.w};
+      weight[i][0] = w.x;
+      weight[i][1] = w.y;
+      weight[i][2] = w.z;
+      weight[i][3] = w.w;
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const uint4 raw = at[e] >= 0 ? LoadChunk(image + at[e] * cin) : make_uint4(0, 0, 0, 0);
+        corners[i][e] = *reinterpret_cast<const Chunk<T>*>(&raw);
+      }
+    }
+    if (kt + 1 < steps) {
+      FillColumnSamples(s, offset, mask, table + ((kt + 1) % 2) * kColumnSamples<T>, sample, member,
+                        run_end - run0, chunk_begin, q0 + kBlockK<T>, q_end);
+    }
+    WaitStageFree<L>(smem_addr, kt);
+    if (threadIdx.x == 0) {
+      LoadBTile<L>(grad_output_t, smem_addr, kt, q0, b_row0, static_cast<int>(s.out_channels));
+    }
+    char* a_tile = smem + (kt % L::kStages) * L::kAStageBytes;
+#pragma unroll
+    for (int e = 0; e < V / 2; ++e) {
+      float even[kGroupPix], odd[kGroupPix];  // channels 2e and 2e + 1 of the chunk
+#pragma unroll
+      for (int i = 0; i < kGroupPix; ++i) {
+        even[i] = odd[i] = 0.f;
+#pragma unroll
+        for (int corner = 0; corner < 4; ++corner) {
+          const float2 x = PairToFloat2(corners[i][corner], e);
+          even[i] += weight[i][corner] * x.x;
+          odd[i] += weight[i][corner] * x.y;
+        }
+      }
+      const int row = warp * kRows + lane_chunk * V + 2 * e;
+      StoreRowPixels<T, kParts>(a_tile, L::kABytes, row, group_pixel0, even);
+      StoreRowPixels<T, kParts>(a_tile, L::kABytes, row + 1, group_pixel0, odd);
+    }
+    PublishStage<L>(smem_addr, kt);
+    ProducerBarrier();  // step kt + 1's entries are in; every warp is done with step kt's
+  }
+}
+
+// Producer thread of the backward weight on 64-row tiles, every warp sampling the step's pixels
+// itself: lane l samples pixels kPix l.. of the step at the warp's tap and blends their corners
+// for the warp's channels. (With 8 rows per warp the table's barrier costs more than the samples
+// it saves: fp16 3-7% slower on the H200.)
+template <typename T, int kBlockM, int kBlockN, int kParts>
+__device__ __forceinline__ void ProduceColumnsPerWarp(const DcnShape& s, const T* input,
+                                                      const T* offset, const T* mask,
+                                                      const CUtensorMap* grad_output_t, char* smem,
+                                                      uint32_t smem_addr, int k0, int group,
+                                                      int64_t chunk_begin, int q_begin, int q_end,
+                                                      int steps, int b_row0) {
   using L = Layout<kBlockM, kBlockN, kParts>;
   constexpr int V = kVector<T>;
   constexpr int kPix = 4 / sizeof(T);
@@ -767,8 +924,8 @@ __device__ __forceinline__ void ProduceColumns(const DcnShape& s, const T* input
           }
         }
         const int row = warp * kRows + u * V + 2 * e;
-        StoreRowWord<T, kParts>(a_tile, L::kABytes, row, lane, even);
-        StoreRowWord<T, kParts>(a_tile, L::kABytes, row + 1, lane, odd);
+        StoreRowPixels<T, kParts>(a_tile, L::kABytes, row, kPix * lane, even);
+        StoreRowPixels<T, kParts>(a_tile, L::kABytes, row + 1, kPix * lane, odd);
       }
     }
     PublishStage<L>(smem_addr, kt);
@@ -799,9 +956,15 @@ __global__ void __cluster_dims__(kCluster, 1, 1) __launch_bounds__(kThreads, 1)
   const int steps = (q_end - q_begin + kBlockK<T> - 1) / kBlockK<T>;
   if (threadIdx.x < kProducers) {
     asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kProducerRegisters));
-    ProduceColumns<T, kBlockM, kBlockN, kParts>(s, input, offset, mask, &grad_output_t, smem,
-                                                smem_addr, k0, group, chunk_begin, q_begin, q_end,
-                                                steps, group * cog + n0);
+    if constexpr (kBlockM == 128) {
+      ProduceColumnsFromTable<T, kBlockM, kBlockN, kParts>(s, input, offset, mask, &grad_output_t,
+                                                           smem, smem_addr, k0, group, chunk_begin,
+                                                           q_begin, q_end, steps, group * cog + n0);
+    } else {
+      ProduceColumnsPerWarp<T, kBlockM, kBlockN, kParts>(s, input, offset, mask, &grad_output_t,
+                                                         smem, smem_addr, k0, group, chunk_begin,
+                                                         q_begin, q_end, steps, group * cog + n0);
+    }
   } else {
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegisters));
     const WarpgroupTile<L> tile((threadIdx.x - kProducers) / 128);
@@ -996,7 +1159,7 @@ cudaError_t LaunchForward(const DcnShape& s, const T* input, const T* offset, co
   constexpr auto kernel = &ForwardKernel<T, kBlockM, kBlockN, kParts>;
   // The limit once per device, at the device's maximum: launches take what their taps need.
   DCN_RETURN_IF_ERROR(mma::AllowSharedMemory<kernel>(o.shared_memory_per_block));
-  const int smem_bytes = static_cast<int>(L::AllocBytes(s.taps()));  // fits (Supported)
+  const int smem_bytes = static_cast<int>(L::AllocBytes(L::ForwardTableBytes(s.taps())));
   const bool pair_stores = s.out_channels % 2 == 0 && s.out_channels_per_group() % 2 == 0 &&
                            reinterpret_cast<uintptr_t>(output) % (2 * sizeof(T)) == 0;
   for (int64_t row0 = 0; row0 < s.pixels(); row0 += kTilesPerLaunch * kBlockM) {
@@ -1046,7 +1209,7 @@ cudaError_t LaunchWeight(const DcnShape& s, const T* grad_output, const T* input
   using L = Layout<kBlockM, kBlockN, kParts>;
   constexpr auto kernel = &WeightKernel<T, kBlockM, kBlockN, kParts>;
   DCN_RETURN_IF_ERROR(mma::AllowSharedMemory<kernel>(o.shared_memory_per_block));
-  const int smem_bytes = static_cast<int>(L::AllocBytes(0));
+  const int smem_bytes = static_cast<int>(L::AllocBytes(kColumnTableBytes<T, kBlockM>));
   // Whole clusters: a row tile past the group's K computes nothing but copies its share.
   const int64_t row_tiles = CeilDiv(CeilDiv(s.group_columns(), kBlockM), kCluster) * kCluster;
   const int64_t channel_tiles = CeilDiv(s.out_channels_per_group(), kBlockN);
@@ -1074,13 +1237,17 @@ cudaError_t LaunchWeight(const DcnShape& s, const T* grad_output, const T* input
 }
 
 // What both kernels need: compute capability 9.0, channels per group and per deformable group
-// multiples of one K step's 128 bytes, the tile's shared memory (table_rows x taps entries of
-// the forward's sample table).
+// multiples of one K step's 128 bytes, the tile's shared memory with the op's sample table.
 template <typename T, int kParts>
-bool Fits(const DcnShape& s, const Options& o, int table_taps) {
+bool Fits(Op op, const DcnShape& s, const Options& o) {
   const bool wide = WideTile(s);
-  const int64_t smem = wide ? Layout<64, 256, kParts>::AllocBytes(table_taps)
-                            : Layout<128, 128, kParts>::AllocBytes(table_taps);
+  const auto alloc_bytes = [&](auto layout) {
+    using L = decltype(layout);
+    return L::AllocBytes(op == Op::kForward ? L::ForwardTableBytes(s.taps())
+                                            : kColumnTableBytes<T, L::kM>);
+  };
+  const int64_t smem =
+      wide ? alloc_bytes(Layout<64, 256, kParts>()) : alloc_bytes(Layout<128, 128, kParts>());
   return o.compute_capability == 90 && o.shared_memory_per_block >= smem &&
          s.in_channels_per_group() % kBlockK<T> == 0 &&
          s.channels_per_deformable_group() % kBlockK<T> == 0 &&
@@ -1093,9 +1260,8 @@ template <typename T>
 bool Supported(Op op, const DcnShape& s, const Options& o) {
   if (op == Op::kBackwardInput) return false;
   if (op == Op::kBackwardWeight && (o.deterministic || s.pixels() == 0)) return false;
-  const int table_taps = op == Op::kForward ? s.taps() : 0;  // the forward's sample table
-  return WithOperandParts<T>(
-      o, [&](auto parts) { return Fits<T, decltype(parts)::value>(s, o, table_taps); });
+  return WithOperandParts<T>(o,
+                             [&](auto parts) { return Fits<T, decltype(parts)::value>(op, s, o); });
 }
 
 bool Available() {
