@@ -683,6 +683,52 @@ __device__ __forceinline__ void StoreRowPixels(char* tile, int part_bytes, int r
   }
 }
 
+// The corners of `sample` at output pixel p, which lies at `at` (pixel indices in the image, -1
+// outside), and their bilinear weights times the mask.
+template <typename T>
+__device__ __forceinline__ void MaskedCorners(const DcnShape& s, int64_t p, const OutputPixel& at,
+                                              int sample, const T* offset, const T* mask,
+                                              int (&corner)[4], float (&weight)[4]) {
+  BilinearPoint<float> point;
+  float m;
+  MakeSample(s, p, at, sample, offset, mask, &point, &m);
+#pragma unroll
+  for (int e = 0; e < 4; ++e) {
+    corner[e] = point.pixel[e];
+    weight[e] = point.weight[e] * m;
+  }
+}
+
+// Channels 2e and 2e + 1 of kCount pixels' corner chunks, blended with their weights.
+template <typename T, int kCount>
+__device__ __forceinline__ void BlendPairs(const Chunk<T> (&corners)[kCount][4],
+                                           const float (&weight)[kCount][4], int e,
+                                           float (&even)[kCount], float (&odd)[kCount]) {
+#pragma unroll
+  for (int i = 0; i < kCount; ++i) {
+    even[i] = odd[i] = 0.f;
+#pragma unroll
+    for (int corner = 0; corner < 4; ++corner) {
+      const float2 x = PairToFloat2(corners[i][corner], e);
+      even[i] += weight[i][corner] * x.x;
+      odd[i] += weight[i][corner] * x.y;
+    }
+  }
+}
+
+// A producer of the backward weight with step kt's corners in registers: waits until the step's
+// stage is free, has thread 0 start its B tile, and returns its A tile.
+template <typename L>
+__device__ __forceinline__ char* ClaimColumnStage(const DcnShape& s,
+                                                  const CUtensorMap* grad_output_t, char* smem,
+                                                  uint32_t smem_addr, int kt, int q0, int b_row0) {
+  WaitStageFree<L>(smem_addr, kt);
+  if (threadIdx.x == 0) {
+    LoadBTile<L>(grad_output_t, smem_addr, kt, q0, b_row0, static_cast<int>(s.out_channels));
+  }
+  return smem + (kt % L::kStages) * L::kAStageBytes;
+}
+
 // The backward weight's sample table, in two buffers (K step kt in buffer kt % 2, filled while
 // the step before blends): per run of producer warps whose rows take one sample (tap and
 // deformable group; a run is named by its first warp) and per pixel of the step, the four
@@ -729,14 +775,7 @@ __device__ __forceinline__ void FillColumnSamples(const DcnShape& s, const T* of
     if (sample >= 0 && q0 + i < q_end) {
       const int64_t p = chunk_begin + q0 + i;
       const OutputPixel at = LocateOutputPixel(s, p);
-      BilinearPoint<float> point;
-      float m;
-      MakeSample(s, p, at, sample, offset, mask, &point, &m);
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        entry.corner[e] = point.pixel[e];
-        entry.weight[e] = point.weight[e] * m;
-      }
+      MaskedCorners(s, p, at, sample, offset, mask, entry.corner, entry.weight);
       entry.image = at.n * s.image_elements();
     }
     entries[i] = entry;
@@ -809,24 +848,11 @@ __device__ __forceinline__ void ProduceColumnsFromTable(const DcnShape& s, const
       FillColumnSamples(s, offset, mask, table + ((kt + 1) % 2) * kColumnSamples<T>, sample, member,
                         run_end - run0, chunk_begin, q0 + kBlockK<T>, q_end);
     }
-    WaitStageFree<L>(smem_addr, kt);
-    if (threadIdx.x == 0) {
-      LoadBTile<L>(grad_output_t, smem_addr, kt, q0, b_row0, static_cast<int>(s.out_channels));
-    }
-    char* a_tile = smem + (kt % L::kStages) * L::kAStageBytes;
+    char* a_tile = ClaimColumnStage<L>(s, grad_output_t, smem, smem_addr, kt, q0, b_row0);
 #pragma unroll
     for (int e = 0; e < V / 2; ++e) {
       float even[kGroupPix], odd[kGroupPix];  // channels 2e and 2e + 1 of the chunk
-#pragma unroll
-      for (int i = 0; i < kGroupPix; ++i) {
-        even[i] = odd[i] = 0.f;
-#pragma unroll
-        for (int corner = 0; corner < 4; ++corner) {
-          const float2 x = PairToFloat2(corners[i][corner], e);
-          even[i] += weight[i][corner] * x.x;
-          odd[i] += weight[i][corner] * x.y;
-        }
-      }
+      BlendPairs(corners, weight, e, even, odd);
       const int row = warp * kRows + lane_chunk * V + 2 * e;
       StoreRowPixels<T, kParts>(a_tile, L::kABytes, row, group_pixel0, even);
       StoreRowPixels<T, kParts>(a_tile, L::kABytes, row + 1, group_pixel0, odd);
@@ -879,14 +905,7 @@ __device__ __forceinline__ void ProduceColumnsPerWarp(const DcnShape& s, const T
       if (rows_valid && q < q_end) {
         const int64_t p = chunk_begin + q;
         const OutputPixel at = LocateOutputPixel(s, p);
-        BilinearPoint<float> point;
-        float m;
-        MakeSample(s, p, at, sample, offset, mask, &point, &m);
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          pixel[j][e] = point.pixel[e];
-          w[j][e] = point.weight[e] * m;
-        }
+        MaskedCorners(s, p, at, sample, offset, mask, pixel[j], w[j]);
         image[j] += at.n * s.image_elements();
       }
     }
@@ -903,26 +922,13 @@ __device__ __forceinline__ void ProduceColumnsPerWarp(const DcnShape& s, const T
         }
       }
     }
-    WaitStageFree<L>(smem_addr, kt);
-    if (threadIdx.x == 0) {
-      LoadBTile<L>(grad_output_t, smem_addr, kt, q0, b_row0, static_cast<int>(s.out_channels));
-    }
-    char* a_tile = smem + (kt % L::kStages) * L::kAStageBytes;
+    char* a_tile = ClaimColumnStage<L>(s, grad_output_t, smem, smem_addr, kt, q0, b_row0);
 #pragma unroll
     for (int u = 0; u < kRowChunks; ++u) {
 #pragma unroll
       for (int e = 0; e < V / 2; ++e) {
         float even[kPix], odd[kPix];  // channels 2e and 2e + 1 of the chunk
-#pragma unroll
-        for (int j = 0; j < kPix; ++j) {
-          even[j] = odd[j] = 0.f;
-#pragma unroll
-          for (int corner = 0; corner < 4; ++corner) {
-            const float2 x = PairToFloat2(corners[u][j][corner], e);
-            even[j] += w[j][corner] * x.x;
-            odd[j] += w[j][corner] * x.y;
-          }
-        }
+        BlendPairs(corners[u], w, e, even, odd);
         const int row = warp * kRows + u * V + 2 * e;
         StoreRowPixels<T, kParts>(a_tile, L::kABytes, row, kPix * lane, even);
         StoreRowPixels<T, kParts>(a_tile, L::kABytes, row + 1, kPix * lane, odd);
