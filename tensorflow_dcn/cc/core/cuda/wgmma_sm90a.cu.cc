@@ -782,14 +782,14 @@ __device__ __forceinline__ void FillColumnSamples(const DcnShape& s, const T* of
   }
 }
 
-// Producer thread of the backward weight. Warp w fills rows [kRows w, kRows (w + 1)) of each
-// step's A tile: one tap and deformable group, as kRows divides the channels per group and per
-// deformable group. On 128-row tiles the samples come from the table (ColumnSample); the corners
-// are read along the channels: the kLanes lanes of a lane group
-// take the group's kGroupPix neighbouring pixels, lane i of the group the 16-byte chunk i of
-// the warp's rows, so that each load instruction reads whole sectors. A lane blends its chunk at
-// the group's pixels and stores each of its rows' kGroupPix pixels at once. Pixels [q_begin,
-// q_end) of the chunk that starts at pixel chunk_begin; rows beyond the group's K read zero.
+// Producer thread of the backward weight on 128-row tiles. Warp w fills rows [kRows w, kRows
+// (w + 1)) of each step's A tile: one tap and deformable group, as kRows divides the channels per
+// group and per deformable group. The samples come from the table (ColumnSample). The corners
+// are read along the channels: the kLanes lanes of a lane group take the group's kGroupPix
+// neighbouring pixels, lane i of the group the 16-byte chunk i of the warp's rows, so that each
+// load instruction reads whole sectors. A lane blends its chunk at the group's pixels and stores
+// each of its rows' kGroupPix pixels at once. Pixels [q_begin, q_end) of the chunk that starts
+// at pixel chunk_begin; rows beyond the group's K read zero.
 template <typename T, int kBlockM, int kBlockN, int kParts>
 __device__ __forceinline__ void ProduceColumnsFromTable(const DcnShape& s, const T* input,
                                                         const T* offset, const T* mask,
