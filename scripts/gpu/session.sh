@@ -297,12 +297,13 @@ stage_core() {
 # default --bench; --hopper --bench adds the sm_90a checks), then its timings again in the
 # reverse order (a drift of the clocks cancels in the medians), then one table per timing.
 stage_compare() {
-  local dir="$WORK/compare" names=() runs=() name i
-  mkdir -p "$dir"
-  tar xJf "$REPO/.devbuild/variants.tar.xz" -C "$dir" || return 1
-  for name in "$dir"/variants/*.so; do names+=("$(basename "$name" .so)"); done
+  # The builds outside $WORK, which each stage packs into $OUT.
+  local dir="$WORK/compare" builds=/root/variants names=() runs=() name i
+  mkdir -p "$dir" "$builds"
+  tar xJf "$REPO/.devbuild/variants.tar.xz" -C "$builds" || return 1
+  for name in "$builds"/variants/*.so; do names+=("$(basename "$name" .so)"); done
   run_variant() {  # name, pass, check_core's arguments
-    env -u PYTHONPATH -u LD_LIBRARY_PATH DCN_CORE_LIB="$dir/variants/$1.so" timeout 200 \
+    env -u PYTHONPATH -u LD_LIBRARY_PATH DCN_CORE_LIB="$builds/variants/$1.so" timeout 200 \
       python3 "$REPO/tests/cuda_core/check_core.py" "${@:3}" > "$dir/$1-$2.txt" 2>&1
     log "compare $1 ($2): rc=$? $(grep 'checks done' "$dir/$1-$2.txt")"
     runs+=("$1=$dir/$1-$2.txt")
@@ -335,6 +336,10 @@ stage_check() {
 }
 
 [[ -f /root/tfenv.sh ]] && . /root/tfenv.sh
+# The core carried compressed (scripts/gpu/build_variants.sh): unpacked where the stages look.
+if [[ -f $REPO/.devbuild/core.tar.xz && ! -f $REPO/.devbuild/libdcn_core.so ]]; then
+  tar xJf "$REPO/.devbuild/core.tar.xz" -C "$REPO/.devbuild"
+fi
 # Results so far, every 20 s: a call cut off by its time limit still brings back what finished.
 (while sleep 20; do tar czf "$OUT/partial.tar.gz" -C "$WORK" . 2>/dev/null; done) &
 saver=$!
