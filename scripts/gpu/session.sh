@@ -27,6 +27,8 @@
 #                                           # variants.tar.xz)
 #   bash scripts/gpu/session.sh probe       # ncu's full set (stalls, memory tables, SASS) of one
 #                                           # launch per kernel in PROBE (GPU 0; carry .devbuild)
+#   bash scripts/gpu/session.sh op_kernels  # the kernels the op launches per call through
+#                                           # TensorFlow, timed by ncu (after install; OP_KERNELS)
 #
 # Several stages in one call: `session.sh install tests`. Nothing here changes the GPU's
 # settings.
@@ -314,6 +316,23 @@ stage_compare() {
   for ((i = ${#names[@]} - 1; i >= 0; i--)); do run_variant "${names[i]}" 2 --bench-only; done
   python3 "$REPO/tests/cuda_core/compare_bench.py" "${runs[@]}" > "$dir/compare.md"
   log "compare: table in compare/compare.md"
+}
+
+# The kernels that K calls of the op launch through TensorFlow, with their times (ncu over
+# scripts/gpu/op_kernels.py, GPU 0): what runs per call beside the core's kernels. OP_KERNELS:
+# config:dtype[:backward] cases (needs `install` in the same lease).
+stage_op_kernels() {
+  local r="$WORK/op_kernels" case cfg dtype extra
+  mkdir -p "$r"
+  cd /tmp || return 1
+  for case in ${OP_KERNELS:-4x32x32x512:fp16 8x64x64x128:tf32 8x64x64x128:tf32:backward}; do
+    IFS=: read -r cfg dtype extra <<< "$case"
+    CUDA_VISIBLE_DEVICES=0 timeout 200 ncu --profile-from-start off --clock-control none \
+      --print-summary per-kernel --metrics gpu__time_duration.sum \
+      python3 "$REPO/scripts/gpu/op_kernels.py" "$cfg" "$dtype" ${extra:+--$extra} \
+      > "$r/${case//:/-}.txt" 2>&1
+    log "op kernels $case: rc=$? $(grep -c 'gpu__time_duration' "$r/${case//:/-}.txt") kernel rows"
+  done
 }
 
 stage_probe() {
