@@ -270,15 +270,16 @@ constexpr int kRowsPerStep = kThreads / (kTileN / kQuad);  // rows the block's w
 constexpr int kEpilogueStride = kTileN + 8;  // floats per staged row: conflict-free pair stores
 static_assert(kTileN / kQuad == 32, "one warp per row of the tile");
 
-// The four corner quads of channels [c, c + 4) of a sample (zero outside), loads issued together.
+// The four corner quads of a sample (zero outside), `image` at the quad's first channel, loads
+// issued together.
 template <typename T>
 __device__ __forceinline__ void LoadCornerQuads(const int (&pixel)[4], const T* image,
-                                                int64_t channels, int c, Vec<T, kQuad> (&raw)[4]) {
+                                                int64_t channels, Vec<T, kQuad> (&raw)[4]) {
 #pragma unroll
   for (int k = 0; k < 4; ++k) {
     raw[k] = Vec<T, kQuad>{};
     if (pixel[k] >= 0)
-      raw[k] = *reinterpret_cast<const Vec<T, kQuad>*>(image + pixel[k] * channels + c);
+      raw[k] = *reinterpret_cast<const Vec<T, kQuad>*>(image + pixel[k] * channels);
   }
 }
 
@@ -376,7 +377,7 @@ __global__ void __launch_bounds__(kThreads)
                         static_cast<float>(at.ox * s.stride_w + tap_x) + o.dx, s.in_h, s.in_w,
                         &point);
       Vec<T, kQuad> raw[4];
-      LoadCornerQuads(point.pixel, image, s.in_channels, 0, raw);
+      LoadCornerQuads(point.pixel, image, s.in_channels, raw);
       const float4 q =
           *reinterpret_cast<const float4*>(staged + r * kEpilogueStride + quad * kQuad);
       const float gc[kQuad] = {q.x, q.y, q.z, q.w};

@@ -1143,14 +1143,26 @@ constexpr int64_t kTilesPerLaunch = int64_t{1} << 20;
 // strict fp32's (18.9 MiB) in two.
 constexpr int64_t kWeightCopyBytes = int64_t{12} << 20;
 
+// The forward's K columns (taps x channels) of `slabs` channel slabs.
+template <typename T>
+int64_t SlabColumns(const DcnShape& s, int slabs) {
+  return int64_t{s.taps()} * slabs * kBlockK<T>;
+}
+
 // Channel slabs of a group per K chunk.
 template <typename T>
 int SlabsPerChunk(const DcnShape& s, int parts) {
   const int slabs = static_cast<int>(s.in_channels_per_group() / kBlockK<T>);
   if (!std::is_same_v<T, float>) return slabs;
-  const int64_t slab_bytes = int64_t{parts} * s.out_channels * s.taps() * kBlockK<T> * sizeof(T);
+  const int64_t slab_bytes = parts * s.out_channels * SlabColumns<T>(s, 1) * int64_t{sizeof(T)};
   const int most = static_cast<int>(std::max<int64_t>(1, kWeightCopyBytes / slab_bytes));
   return static_cast<int>(CeilDiv(slabs, CeilDiv(slabs, most)));
+}
+
+// Elements of the forward's copy of the weights: one K chunk's, in every operand part.
+template <typename T>
+int64_t WeightCopyElements(const DcnShape& s, int parts) {
+  return parts * s.out_channels * SlabColumns<T>(s, SlabsPerChunk<T>(s, parts));
 }
 
 template <typename T, int kBlockM, int kBlockN, int kParts>
@@ -1158,7 +1170,7 @@ cudaError_t LaunchForward(const DcnShape& s, const T* input, const T* offset, co
                           const T* bias, T* output, const T* bt, SlabRange slabs, const Options& o,
                           cudaStream_t stream) {
   using L = Layout<kBlockM, kBlockN, kParts>;
-  const int64_t k_chunk = int64_t{s.taps()} * (slabs.end - slabs.begin) * kBlockK<T>;
+  const int64_t k_chunk = SlabColumns<T>(s, slabs.end - slabs.begin);
   CUtensorMap map;
   DCN_RETURN_IF_ERROR(
       EncodeKMajor(&map, bt, k_chunk, kParts * s.out_channels, k_chunk, kBlockN / kCluster));
@@ -1301,7 +1313,7 @@ size_t WorkspaceBytes(Op op, const DcnShape& s, const Options& o) {
   WorkspaceLayout w;
   const int parts = OperandParts<T>(o);
   if (op == Op::kForward) {
-    w.Take<T>(int64_t{parts} * s.out_channels * s.taps() * SlabsPerChunk<T>(s, parts) * kBlockK<T>);
+    w.Take<T>(WeightCopyElements<T>(s, parts));
   }
   if (op == Op::kBackwardWeight) BackwardWeightBuffers<T> buffers(s, parts, &w);
   return w.bytes();
@@ -1316,18 +1328,16 @@ cudaError_t Forward(const DcnShape& s, const T* input, const T* offset, const T*
     constexpr int kParts = decltype(parts)::value;
     const int slabs = static_cast<int>(s.in_channels_per_group() / kBlockK<T>);
     const int per_chunk = SlabsPerChunk<T>(s, kParts);
-    const int64_t k_chunk = int64_t{s.taps()} * per_chunk * kBlockK<T>;
     WorkspaceLayout layout(workspace);
-    T* bt = layout.Take<T>(kParts * s.out_channels * k_chunk);
+    T* bt = layout.Take<T>(WeightCopyElements<T>(s, kParts));
     constexpr auto launch = [](bool wide) {
       return wide ? &LaunchForward<T, 64, 256, kParts> : &LaunchForward<T, 128, 128, kParts>;
     };
     for (int begin = 0; begin < slabs; begin += per_chunk) {
       const SlabRange chunk{begin, std::min(slabs, begin + per_chunk)};
-      const int64_t ld = int64_t{s.taps()} * (chunk.end - chunk.begin) * kBlockK<T>;
-      DCN_RETURN_IF_ERROR(
-          Transpose<kParts>(s.group_columns(), s.out_channels, weight, bt, ld,
-                            SlabMajorOrder<T>{s.taps(), s.in_channels_per_group(), chunk}, stream));
+      DCN_RETURN_IF_ERROR(Transpose<kParts>(
+          s.group_columns(), s.out_channels, weight, bt, SlabColumns<T>(s, chunk.end - chunk.begin),
+          SlabMajorOrder<T>{s.taps(), s.in_channels_per_group(), chunk}, stream));
       DCN_RETURN_IF_ERROR(
           launch(WideTile(s))(s, input, offset, mask, bias, output, bt, chunk, o, stream));
     }
