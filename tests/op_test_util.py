@@ -372,10 +372,9 @@ PARITY_CONFIGS = [
 
 # Problems the Hopper kernels (cuda_wgmma_sm90a: the forward and the backward weight) take in
 # fp16, bf16 and fp32 (TF32 or 3xTF32): channels per group and per deformable group multiples of
-# 128 bytes. Its 128 x 128 tile (198 pixels, 72 outputs);
-# its 64 x 256 tile with stride 2 and dg 4 (200 outputs); groups 2 with dg 2; 512 x 512
-# channels, whose strict float32 forward runs in two K chunks (its weight copy would exceed
-# 12 MiB), deformable groups starting inside a chunk.
+# 128 bytes. Its 128 x 128 tile (198 pixels, 72 outputs); its 64 x 256 tile with stride 2 and dg
+# 4 (200 outputs); groups 2 with dg 2; 512 x 512 channels, whose strict float32 forward runs in
+# two K chunks (its weight copy would exceed 12 MiB), deformable groups starting inside a chunk.
 SM90A_CONFIGS = [
     Config(
         batch=2,

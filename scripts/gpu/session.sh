@@ -266,11 +266,12 @@ stage_profile() {
 }
 
 # ncu's full section set, with per-instruction SASS, of one launch of each kernel that PROBE
-# names (';'-separated regexes over demangled names; default: the fused TF32 backward input and
-# the sm_90a TF32 backward weight) during check_core.py --profile.
+# names (';'-separated regexes over demangled names, where template arguments read `(int)128`;
+# default: the fused TF32 backward input and the sm_90a TF32 backward weight) during
+# check_core.py --profile.
 core_probe() {
   local regexes regex i=0
-  IFS=';' read -ra regexes <<< "${PROBE:-InputKernel<float, .*0>;WeightKernel<float, 128, 128, 1>}"
+  IFS=';' read -ra regexes <<< "${PROBE:-InputKernel<float, .*0>;WeightKernel<float, \(int\)128, \(int\)128, \(int\)1>}"
   for regex in "${regexes[@]}"; do
     i=$((i + 1))
     "${CORE[@]}" timeout 200 ncu --clock-control none --kernel-name-base demangled \
