@@ -388,12 +388,25 @@ size_t BytesOf(const DcnShape& s, const Options& o) {
   return w.bytes();
 }
 
+// The sum of `sum` over the block's eight rows of threads (threadIdx.y) in a fixed order, for
+// the threads of row 0.
+template <typename Acc>
+__device__ Acc SumOverRows(Acc sum) {
+  __shared__ Acc sums[8][33];
+  sums[threadIdx.y][threadIdx.x] = sum;
+  __syncthreads();
+  Acc total = 0;
+  if (threadIdx.y == 0) {
+    for (int y = 0; y < 8; ++y) total += sums[y][threadIdx.x];
+  }
+  return total;
+}
+
 // partials[split][co] = sum of grad_output rows of that split, in a fixed order.
 template <typename T>
 __global__ void BiasPartialKernel(const T* grad_output, int64_t pixels, int64_t channels,
                                   int64_t rows_per_split, AccumulatorOf<T>* partials) {
   using Acc = AccumulatorOf<T>;
-  __shared__ Acc sums[8][33];
   const int64_t co = int64_t{blockIdx.x} * 32 + threadIdx.x;
   const int64_t begin = int64_t{blockIdx.y} * rows_per_split;
   const int64_t end = min(pixels, begin + rows_per_split);
@@ -402,23 +415,24 @@ __global__ void BiasPartialKernel(const T* grad_output, int64_t pixels, int64_t 
     for (int64_t p = begin + threadIdx.y; p < end; p += 8)
       sum += static_cast<Acc>(grad_output[p * channels + co]);
   }
-  sums[threadIdx.y][threadIdx.x] = sum;
-  __syncthreads();
-  if (threadIdx.y == 0 && co < channels) {
-    Acc total = 0;
-    for (int y = 0; y < 8; ++y) total += sums[y][threadIdx.x];
-    partials[int64_t{blockIdx.y} * channels + co] = total;
-  }
+  const Acc total = SumOverRows(sum);
+  if (threadIdx.y == 0 && co < channels) partials[int64_t{blockIdx.y} * channels + co] = total;
 }
 
+// grad_bias[co] = the sum of the splits' partials, in a fixed order: eight threads per channel
+// each add every eighth split, then row 0 adds their eight sums (one thread per channel walking
+// all the splits took 8.5 us for 128 splits on the H200).
 template <typename T>
 __global__ void BiasFinishKernel(const AccumulatorOf<T>* partials, int splits, int64_t channels,
                                  T* grad_bias) {
-  const int64_t co = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
-  if (co >= channels) return;
-  AccumulatorOf<T> total = 0;
-  for (int sp = 0; sp < splits; ++sp) total += partials[sp * channels + co];
-  grad_bias[co] = FromAcc<T>(total);
+  using Acc = AccumulatorOf<T>;
+  const int64_t co = int64_t{blockIdx.x} * 32 + threadIdx.x;
+  Acc sum = 0;
+  if (co < channels) {
+    for (int sp = threadIdx.y; sp < splits; sp += 8) sum += partials[sp * channels + co];
+  }
+  const Acc total = SumOverRows(sum);
+  if (threadIdx.y == 0 && co < channels) grad_bias[co] = FromAcc<T>(total);
 }
 
 }  // namespace
@@ -429,7 +443,7 @@ cudaError_t BiasGradient<T>::Run(const DcnShape& s, const T* grad_output, T* gra
   BiasPartialKernel<T><<<dim3(CeilDiv(s.out_channels, 32), splits), dim3(32, 8), 0, stream>>>(
       grad_output, s.pixels(), s.out_channels, rows_per_split, partials);
   DCN_RETURN_IF_ERROR(cudaGetLastError());
-  BiasFinishKernel<T><<<CeilDiv(s.out_channels, kBlock), kBlock, 0, stream>>>(
+  BiasFinishKernel<T><<<CeilDiv(s.out_channels, 32), dim3(32, 8), 0, stream>>>(
       partials, splits, s.out_channels, grad_bias);
   return cudaGetLastError();
 }
