@@ -27,12 +27,15 @@ def _dcn_v2_forward_grad(op, grad_output):
     input, offset = op.inputs[0], op.inputs[1]
     masks = list(op.inputs[2 : 2 + num_masks])
     weight = op.inputs[2 + num_masks]
-    grad_input, grad_offset, grad_masks = raw.dc_nv2_backward_input(
-        grad_output, input, offset, masks, weight, **attrs
-    )
-    # One after the other: in a graph, both are ready at once, and TensorFlow would run their
-    # kernels' host side in parallel with both workspaces allocated (their GPU work shares one
-    # stream either way); in order, the peak is the larger workspace, not the sum.
+    # The forward, then the backward input, then the backward weight: in a graph the backward
+    # ops are ready as soon as grad_output is (they do not read the forward's output), and
+    # TensorFlow would run the three kernels' host side in parallel with their workspaces
+    # allocated at once (their GPU work shares one stream either way); in order, the peak is the
+    # largest workspace, not the sum.
+    with tf.control_dependencies([op.outputs[0]]):
+        grad_input, grad_offset, grad_masks = raw.dc_nv2_backward_input(
+            grad_output, input, offset, masks, weight, **attrs
+        )
     with tf.control_dependencies([grad_input]):
         grad_weight, grad_biases = raw.dc_nv2_backward_weight(
             grad_output, input, offset, masks, num_grad_biases=num_biases, **attrs

@@ -210,8 +210,8 @@ class RegisteredGradientTest(tf.test.TestCase, parameterized.TestCase):
             self.assertIsNotNone(value, name)
             util.assert_near(self, value, expected[name], tf.float64, msg=name)
 
-    def test_backward_weight_runs_after_backward_input(self):
-        # So that the two backward ops' workspaces are never allocated at once.
+    def test_forward_then_backward_input_then_backward_weight(self):
+        # So that no two of the ops' workspaces are allocated at once.
         config = util.Config(batch=1, height=5, width=5)
         operands = {k: v for k, v in util.make_problem(config).items() if v is not None}
 
@@ -226,6 +226,7 @@ class RegisteredGradientTest(tf.test.TestCase, parameterized.TestCase):
         by_type = {op.type: op for op in graph.get_operations()}
         backward_weight = by_type["DCNv2BackwardWeight"]
         self.assertIn(by_type["DCNv2BackwardInput"], backward_weight.control_inputs)
+        self.assertIn(by_type["DCNv2Forward"], by_type["DCNv2BackwardInput"].control_inputs)
 
     @parameterized.named_parameters(util.with_devices([("", {})]))
     def test_absent_mask_and_bias_have_no_gradient_outputs(self, device):
