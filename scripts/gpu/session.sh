@@ -29,6 +29,8 @@
 #                                           # launch per kernel in PROBE (GPU 0; carry .devbuild)
 #   bash scripts/gpu/session.sh op_kernels  # the kernels the op launches per call through
 #                                           # TensorFlow, timed by ncu (after install; OP_KERNELS)
+#   bash scripts/gpu/session.sh op_memory   # each op's and the fwd+bwd's peak memory beyond what
+#                                           # they return (after install; OP_MEMORY)
 #
 # Several stages in one call: `session.sh install tests`. Nothing here changes the GPU's
 # settings.
@@ -334,6 +336,19 @@ stage_op_kernels() {
       > "$r/${case//:/-}.txt" 2>&1
     log "op kernels $case: rc=$? $(grep -c 'gpu__time_duration' "$r/${case//:/-}.txt") kernel rows"
   done
+}
+
+# The allocator's peak growth of each op alone and of the forward+backward, beyond what they
+# return (scripts/gpu/op_memory.py, GPU 0): where the op benchmark's workspace figure comes from.
+# OP_MEMORY: config:dtype cases (needs `install` in the same lease).
+stage_op_memory() {
+  local r="$WORK/op_memory"
+  mkdir -p "$r"
+  (cd /tmp && CUDA_VISIBLE_DEVICES=0 timeout 300 python3 "$REPO/scripts/gpu/op_memory.py" \
+    ${OP_MEMORY:-8x64x64x128:tf32 8x64x64x128:bf16 8x32x32x256:tf32 4x32x32x512:fp16 4x32x32x512:fp32}) \
+    > "$r/op_memory.txt" 2>&1
+  log "op memory: rc=$?"
+  grep '|' "$r/op_memory.txt"
 }
 
 stage_probe() {
