@@ -9,12 +9,11 @@ import argparse
 
 import tensorflow as tf
 
-import tensorflow_dcn as tfdcn
 from tensorflow_dcn import ops
-from tensorflow_dcn.benchmark.configs import parse_config
+from tensorflow_dcn.benchmark.configs import DTYPES, parse_config
 from tensorflow_dcn.benchmark.data import make_data
+from tensorflow_dcn.benchmark.tf_runner import TensorFlowRunner
 
-DTYPES = {"fp16": tf.float16, "bf16": tf.bfloat16, "tf32": tf.float32, "fp32": tf.float32}
 DEVICE = "GPU:0"
 
 
@@ -35,13 +34,16 @@ def extra_mib(step, args):
 
 
 def measure(case):
-    name, dtype_name = case.split(":")
-    config = parse_config(name)
-    tf.config.experimental.enable_tensor_float_32_execution(dtype_name != "fp32")
-    dtype = DTYPES[dtype_name]
-    with tf.device(DEVICE):
-        data = {k: tf.identity(tf.cast(v, dtype)) for k, v in make_data(config).items()}
-    x, offset, mask, kernel, bias = (data[k] for k in ("x", "offset", "mask", "kernel", "bias"))
+    name, dtype_key = case.split(":")
+    config, variant = parse_config(name), DTYPES[dtype_key]
+    tf.config.experimental.enable_tensor_float_32_execution(variant.tf32 is not False)
+    runner = TensorFlowRunner(DEVICE, warmup=1, repeats=1, target_seconds=0.0)
+    # The benchmark's own steps and operands: x, offset, mask, kernel, bias (and grad_y).
+    forward, forward_backward, fwd_args, fwd_bwd_args = runner._steps(
+        "tfdcn", config, variant, make_data(config)
+    )
+    x, offset, mask, kernel, _ = fwd_args
+    grad_y = fwd_bwd_args[-1]
     attrs = dict(
         kernel_h=config.kernel,
         kernel_w=config.kernel,
@@ -51,45 +53,20 @@ def measure(case):
         pad_w=config.pad,
         deformable_groups=config.deformable_groups,
     )
-
-    @tf.function
-    def forward(x, offset, mask, kernel, bias):
-        return tfdcn.deform_conv2d(
-            x,
-            offset,
-            kernel,
-            bias,
-            mask,
-            strides=config.stride,
-            padding=config.pad,
-            deformable_groups=config.deformable_groups,
-        )
-
-    @tf.function
-    def forward_backward(x, offset, mask, kernel, bias, grad_y):
-        operands = [x, offset, mask, kernel, bias]
-        with tf.GradientTape() as tape:
-            tape.watch(operands)
-            y = forward(*operands)
-        return y, tape.gradient(y, operands, output_gradients=grad_y)
-
-    @tf.function
-    def backward_input(grad_y, x, offset, mask, kernel):
-        return ops.dcn_v2_backward_input(grad_y, x, offset, kernel, mask, **attrs)
-
-    @tf.function
-    def backward_weight(grad_y, x, offset, mask):
-        return ops.dcn_v2_backward_weight(grad_y, x, offset, mask, **attrs)
-
-    grad_y = data["grad_y"]
+    backward_input = tf.function(
+        lambda: ops.dcn_v2_backward_input(grad_y, x, offset, kernel, mask, **attrs)
+    )
+    backward_weight = tf.function(
+        lambda: ops.dcn_v2_backward_weight(grad_y, x, offset, mask, **attrs)
+    )
     with tf.device(DEVICE):
-        figures = {
-            "forward": extra_mib(forward, (x, offset, mask, kernel, bias)),
-            "backward input": extra_mib(backward_input, (grad_y, x, offset, mask, kernel)),
-            "backward weight": extra_mib(backward_weight, (grad_y, x, offset, mask)),
-            "fwd+bwd": extra_mib(forward_backward, (x, offset, mask, kernel, bias, grad_y)),
-        }
-    return " | ".join([f"{name} {dtype_name}"] + [f"{v:.1f}" for v in figures.values()])
+        figures = [
+            extra_mib(forward, fwd_args),
+            extra_mib(backward_input, ()),
+            extra_mib(backward_weight, ()),
+            extra_mib(forward_backward, fwd_bwd_args),
+        ]
+    return " | ".join([f"{name} {dtype_key}"] + [f"{v:.1f}" for v in figures])
 
 
 def main():
