@@ -21,16 +21,13 @@ def mib(tensors):
     return sum(t.shape.num_elements() * t.dtype.size for t in tf.nest.flatten(tensors)) / 2**20
 
 
-def extra_mib(step, args):
-    """Peak allocator growth during one synced call of `step`, minus what it returns."""
-    step(*args)  # traced and warm
-    tf.test.experimental.sync_devices()
-    tf.config.experimental.reset_memory_stats(DEVICE)
-    before = tf.config.experimental.get_memory_info(DEVICE)["current"]
-    returned = step(*args)
-    tf.test.experimental.sync_devices()
-    peak = (tf.config.experimental.get_memory_info(DEVICE)["peak"] - before) / 2**20
-    return peak - mib([t for t in tf.nest.flatten(returned) if t is not None])
+def extra_mib(runner, step, args):
+    """The benchmark's peak allocator growth during one synced call of `step` (traced and warm
+    first), minus what the call returns."""
+    step(*args)
+    returned = []
+    peak = runner._peak_extra_mib(lambda: returned.extend(tf.nest.flatten(step(*args))))
+    return peak - mib([t for t in returned if t is not None])
 
 
 def measure(case):
@@ -61,10 +58,10 @@ def measure(case):
     )
     with tf.device(DEVICE):
         figures = [
-            extra_mib(forward, fwd_args),
-            extra_mib(backward_input, ()),
-            extra_mib(backward_weight, ()),
-            extra_mib(forward_backward, fwd_bwd_args),
+            extra_mib(runner, forward, fwd_args),
+            extra_mib(runner, backward_input, ()),
+            extra_mib(runner, backward_weight, ()),
+            extra_mib(runner, forward_backward, fwd_bwd_args),
         ]
     return " | ".join([f"{name} {dtype_key}"] + [f"{v:.1f}" for v in figures])
 
