@@ -56,6 +56,15 @@ constexpr int kVector = 16 / sizeof(T);  // elements per 16-byte chunk
 template <typename T>
 using Chunk = Vec<T, kVector<T>>;
 
+// How the B operand lies in shared memory. fp16/bf16: MN-major, as the weights ([K][Cout]) and
+// grad_output ([pixels][Cout]) lie in memory, so that TMA reads them in place; a stage's B tile
+// is kBlockN / 64 chunks of 64 columns, each kBlockK rows of 128 bytes (one K per row). TF32:
+// K-major, wgmma's only layout for it, from a transposed copy; kBlockN rows of 128 bytes (one
+// output channel per row).
+template <typename T>
+constexpr bool kMnMajorB = sizeof(T) == 2;
+constexpr int kMnChunkColumns = 64;  // 128 bytes of 16-bit columns: the swizzle span
+
 // The forward's K chunk of one launch: channel slabs (kBlockK channels of a group) [begin, end).
 struct SlabRange {
   int begin, end;
@@ -182,6 +191,16 @@ __device__ __forceinline__ uint64_t MatrixDescriptor(uint32_t addr) {
          (uint64_t{kSwizzleAtomBytes >> 4} << 32) | (uint64_t{1} << 62);
 }
 
+// wgmma descriptor of an MN-major 16-bit B tile (kMnMajorB), 128-byte swizzle, starting at
+// `addr` (a multiple of 1024): leading byte offset = from one chunk of 64 columns to the next
+// (64 rows of K x 128 bytes), stride byte offset 1024 (from one group of 8 rows of K to the
+// next), layout type 1 (SWIZZLE_128B).
+__device__ __forceinline__ uint64_t MnMajorDescriptor(uint32_t addr) {
+  constexpr uint32_t kChunkBytes = kBlockK<__half> * kRowBytes;
+  return uint64_t{(addr & 0x3FFFF) >> 4} | (uint64_t{kChunkBytes >> 4} << 16) |
+         (uint64_t{kSwizzleAtomBytes >> 4} << 32) | (uint64_t{1} << 62);
+}
+
 __device__ __forceinline__ void WgmmaFence() {
   asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 }
@@ -215,7 +234,8 @@ __device__ __forceinline__ void FenceAccumulators(float (&d)[64]) {
   "%48, %49, %50, %51, %52, %53, %54, %55, " \
   "%56, %57, %58, %59, %60, %61, %62, %63}"
 
-// d += A * B^T for one 32-byte K slice: A 64 rows, B 128 rows, both K-major in shared memory.
+// d += A * B^T for one 32-byte K slice: A 64 rows, K-major in shared memory; B 128 columns,
+// MN-major for fp16/bf16 (transposed: the last immediate), K-major for TF32.
 // d[4j + 2h + e] holds row 16 * warp + lane / 4 + 8h, column 8j + 2 (lane % 4) + e.
 template <typename T>
 __device__ __forceinline__ void Wgmma(float (&d)[64], uint64_t a, uint64_t b) {
@@ -223,14 +243,14 @@ __device__ __forceinline__ void Wgmma(float (&d)[64], uint64_t a, uint64_t b) {
     asm volatile(
         "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
         "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 " DCN_D64_REGS
-        ", %64, %65, p, 1, 1, 0, 0;\n}\n"
+        ", %64, %65, p, 1, 1, 0, 1;\n}\n"
         : DCN_D64
         : "l"(a), "l"(b), "r"(1));
   } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
     asm volatile(
         "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
         "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " DCN_D64_REGS
-        ", %64, %65, p, 1, 1, 0, 0;\n}\n"
+        ", %64, %65, p, 1, 1, 0, 1;\n}\n"
         : DCN_D64
         : "l"(a), "l"(b), "r"(1));
   } else {
@@ -334,22 +354,33 @@ __device__ __forceinline__ void WaitStageFree(uint32_t smem_addr, int kt) {
   BarrierWait(smem_addr + L::kEmptyAt + 8 * (kt % L::kStages), ((kt / L::kStages) & 1) ^ 1);
 }
 
-// One producer thread, once the stage of step kt is free: copies this block's share of each
-// part of the step's B tile, the box at (k, part x part_rows + row0 + its share's first row),
-// into both blocks of the cluster; the peer's share lands here too.
-template <typename L>
+// One producer thread, once the stage of step kt is free: copies this block's share of the
+// step's B tile into both blocks of the cluster; the peer's share lands here too. MN-major
+// (kMnMajorB): boxes of 64 columns x kBlockK rows at (column n0 + the share's first, row k) of
+// the [K][N] map. K-major: each part's box at (k, part x part_rows + n0 + the share's first row)
+// of the transposed [N][K] map.
+template <typename T, typename L>
 __device__ __forceinline__ void LoadBTile(const CUtensorMap* map, uint32_t smem_addr, int kt, int k,
-                                          int row0, int part_rows) {
+                                          int n0, int part_rows) {
   constexpr int kShare = L::kN / kCluster;
   const int stage = kt % L::kStages;
   const uint32_t full = smem_addr + L::kFullAt + 8 * stage;
-  const int rank = static_cast<int>(ClusterRank());
+  const uint32_t b_stage = smem_addr + L::kBAt + stage * L::kBStageBytes;
+  const int first = static_cast<int>(ClusterRank()) * kShare;
+  constexpr uint16_t kBothBlocks = (1 << kCluster) - 1;
   BarrierArriveExpectTx(full, L::kBStageBytes);
+  if constexpr (kMnMajorB<T>) {
+    // Chunk c of the tile (columns 64c..) at c x kBlockK rows of 128 bytes = 64c x 128 bytes.
 #pragma unroll
-  for (int part = 0; part < L::kParts; ++part) {
-    TmaLoad2dMulticast(smem_addr + L::kBAt + stage * L::kBStageBytes + part * L::kBBytes +
-                           rank * kShare * kRowBytes,
-                       map, k, part * part_rows + row0 + rank * kShare, full, (1 << kCluster) - 1);
+    for (int col = first; col < first + kShare; col += kMnChunkColumns) {
+      TmaLoad2dMulticast(b_stage + col * kRowBytes, map, n0 + col, k, full, kBothBlocks);
+    }
+  } else {
+#pragma unroll
+    for (int part = 0; part < L::kParts; ++part) {
+      TmaLoad2dMulticast(b_stage + part * L::kBBytes + first * kRowBytes, map, k,
+                         part * part_rows + n0 + first, full, kBothBlocks);
+    }
   }
 }
 
@@ -384,17 +415,20 @@ __device__ __forceinline__ void MultiplySteps(float (&acc)[64], uint32_t smem_ad
     const int stage = kt % L::kStages;
     BarrierWait(full + 8 * stage, (kt / L::kStages) & 1);
     const uint32_t a = a_addr + stage * L::kAStageBytes, b = b_addr + stage * L::kBStageBytes;
-    const uint64_t da = MatrixDescriptor(a), db = MatrixDescriptor(b);
+    const uint64_t da = MatrixDescriptor(a);
+    const uint64_t db = kMnMajorB<T> ? MnMajorDescriptor(b) : MatrixDescriptor(b);
+    // One wgmma's K (32 bytes) further, in the descriptor's 16-byte address units: 32 bytes along
+    // a K-major row; 32 bytes / sizeof(T) rows of 128 bytes in an MN-major B tile.
+    constexpr int kBStep = kMnMajorB<T> ? 32 / sizeof(T) * kRowBytes / 16 : 2;
     WgmmaFence();
 #pragma unroll
     for (int k = 0; k < kMmasPerStep; ++k) {
-      // 32 bytes further along K: 2 in the descriptor's 16-byte address units. 3xTF32: the small
-      // products first.
+      // 3xTF32: the small products first.
       if constexpr (L::kParts == 2) {
         Wgmma<T>(acc, da + 2 * k, MatrixDescriptor(b + L::kBBytes) + 2 * k);
         Wgmma<T>(acc, MatrixDescriptor(a + L::kABytes) + 2 * k, db + 2 * k);
       }
-      Wgmma<T>(acc, da + 2 * k, db + 2 * k);
+      Wgmma<T>(acc, da + 2 * k, db + kBStep * k);
     }
     WgmmaCommit();
     // The previous step's multiplies are done: its stage goes back to the producers of both
@@ -516,8 +550,10 @@ __device__ __forceinline__ void Produce(const DcnShape& s, const T* input, const
     auto finish = [&](int tap, const uint4(&raw)[kUnits][4]) {
       WaitStageFree<L>(smem_addr, kt);
       if (threadIdx.x == 0) {
-        LoadBTile<L>(weights, smem_addr, kt, kt * kBlockK<T>, b_row0,
-                     static_cast<int>(s.out_channels));
+        // The step's first K: its row of the weights [taps x cpg][Cout] (MN-major), or its
+        // column of the chunk's transposed copy.
+        const int k = kMnMajorB<T> ? tap * cpg + (c0 - group * cpg) : kt * kBlockK<T>;
+        LoadBTile<T, L>(weights, smem_addr, kt, k, b_row0, static_cast<int>(s.out_channels));
       }
       char* a_tile = smem + (kt % L::kStages) * L::kAStageBytes;
 #pragma unroll
@@ -617,8 +653,9 @@ __device__ __forceinline__ void Consume(const DcnShape& s, const T* bias, T* out
 }
 
 // Block (x: pixel tile, y: channel tile, z: group), for the channel slabs `slabs` of its group.
-// `weights` maps those slabs' weights transposed, [Cout][taps * slabs * kBlockK]; `pair_stores`:
-// output pairs are aligned for one store; `accumulate`: add to the output (a later K chunk).
+// `weights` maps the weights as they lie, [taps * Cin/groups][Cout] (fp16/bf16), or those slabs'
+// weights transposed, [Cout][taps * slabs * kBlockK] (TF32); `pair_stores`: output pairs are
+// aligned for one store; `accumulate`: add to the output (a later K chunk).
 template <typename T, int kBlockM, int kBlockN, int kParts>
 __global__ void __cluster_dims__(kCluster, 1, 1) __launch_bounds__(kThreads, 1)
     ForwardKernel(const __grid_constant__ CUtensorMap weights, DcnShape s, const T* input,
@@ -656,10 +693,10 @@ __global__ void __cluster_dims__(kCluster, 1, 1) __launch_bounds__(kThreads, 1)
 //
 // grad_weight[k][n] = sum over pixels p of column(p, k) x grad_output[p][n], k = tap x Cin/groups
 // + channel (the weight's row within a group). A block tile is kBlockM rows k x kBlockN output
-// channels; its K steps run over kBlockK pixels. Both operands are transposed on the way (wgmma
-// reads TF32 K-major only; one layout serves every dtype): the producers store the gathered
-// columns as A rows of pixels, and the B tiles are grad_output transposed into the workspace, by
-// TMA. Blocks split the pixels and add their tiles into a float grad_weight with atomics.
+// channels; its K steps run over kBlockK pixels. The producers store the gathered columns as
+// K-major A rows of pixels; the B tiles arrive by TMA, from grad_output as it lies (fp16/bf16,
+// MN-major) or transposed into the workspace (TF32, K-major). Blocks split the pixels and add
+// their tiles into a float grad_weight with atomics.
 
 // Pixels [first, first + kCount) of row `row` of a K-major A tile, in each operand part
 // (part_bytes apart): the values as wgmma reads them, kCount x sizeof(T) <= 16 bytes at once.
@@ -718,13 +755,13 @@ __device__ __forceinline__ void BlendPairs(const Chunk<T> (&corners)[kCount][4],
 
 // A producer of the backward weight with step kt's corners in registers: waits until the step's
 // stage is free, has thread 0 start its B tile, and returns its A tile.
-template <typename L>
+template <typename T, typename L>
 __device__ __forceinline__ char* ClaimColumnStage(const DcnShape& s,
-                                                  const CUtensorMap* grad_output_t, char* smem,
+                                                  const CUtensorMap* grad_output_map, char* smem,
                                                   uint32_t smem_addr, int kt, int q0, int b_row0) {
   WaitStageFree<L>(smem_addr, kt);
   if (threadIdx.x == 0) {
-    LoadBTile<L>(grad_output_t, smem_addr, kt, q0, b_row0, static_cast<int>(s.out_channels));
+    LoadBTile<T, L>(grad_output_map, smem_addr, kt, q0, b_row0, static_cast<int>(s.out_channels));
   }
   return smem + (kt % L::kStages) * L::kAStageBytes;
 }
@@ -793,7 +830,7 @@ __device__ __forceinline__ void FillColumnSamples(const DcnShape& s, const T* of
 template <typename T, int kBlockM, int kBlockN, int kParts>
 __device__ __forceinline__ void ProduceColumnsFromTable(const DcnShape& s, const T* input,
                                                         const T* offset, const T* mask,
-                                                        const CUtensorMap* grad_output_t,
+                                                        const CUtensorMap* grad_output_map,
                                                         char* smem, uint32_t smem_addr, int k0,
                                                         int group, int64_t chunk_begin, int q_begin,
                                                         int q_end, int steps, int b_row0) {
@@ -848,7 +885,7 @@ __device__ __forceinline__ void ProduceColumnsFromTable(const DcnShape& s, const
       FillColumnSamples(s, offset, mask, table + ((kt + 1) % 2) * kColumnSamples<T>, sample, member,
                         run_end - run0, chunk_begin, q0 + kBlockK<T>, q_end);
     }
-    char* a_tile = ClaimColumnStage<L>(s, grad_output_t, smem, smem_addr, kt, q0, b_row0);
+    char* a_tile = ClaimColumnStage<T, L>(s, grad_output_map, smem, smem_addr, kt, q0, b_row0);
 #pragma unroll
     for (int e = 0; e < V / 2; ++e) {
       float even[kGroupPix], odd[kGroupPix];  // channels 2e and 2e + 1 of the chunk
@@ -869,10 +906,10 @@ __device__ __forceinline__ void ProduceColumnsFromTable(const DcnShape& s, const
 template <typename T, int kBlockM, int kBlockN, int kParts>
 __device__ __forceinline__ void ProduceColumnsPerWarp(const DcnShape& s, const T* input,
                                                       const T* offset, const T* mask,
-                                                      const CUtensorMap* grad_output_t, char* smem,
-                                                      uint32_t smem_addr, int k0, int group,
-                                                      int64_t chunk_begin, int q_begin, int q_end,
-                                                      int steps, int b_row0) {
+                                                      const CUtensorMap* grad_output_map,
+                                                      char* smem, uint32_t smem_addr, int k0,
+                                                      int group, int64_t chunk_begin, int q_begin,
+                                                      int q_end, int steps, int b_row0) {
   using L = Layout<kBlockM, kBlockN, kParts>;
   constexpr int V = kVector<T>;
   constexpr int kPix = 4 / sizeof(T);
@@ -922,7 +959,7 @@ __device__ __forceinline__ void ProduceColumnsPerWarp(const DcnShape& s, const T
         }
       }
     }
-    char* a_tile = ClaimColumnStage<L>(s, grad_output_t, smem, smem_addr, kt, q0, b_row0);
+    char* a_tile = ClaimColumnStage<T, L>(s, grad_output_map, smem, smem_addr, kt, q0, b_row0);
 #pragma unroll
     for (int u = 0; u < kRowChunks; ++u) {
 #pragma unroll
@@ -941,10 +978,11 @@ __device__ __forceinline__ void ProduceColumnsPerWarp(const DcnShape& s, const T
 // Block (x: tile of rows k, y: pixel split, z: group x channel tile); a cluster's two blocks are
 // neighbouring row tiles and share each step's B tile. Adds the sums over pixels [q_begin,
 // q_end) of the chunk that starts at chunk_begin into grad_weight_acc (weight layout, float);
-// `grad_output_t` maps the chunk's grad_output transposed, [Cout][pixels].
+// `grad_output_map` maps the chunk's grad_output as the kernel reads it: [pixels][Cout] (fp16/bf16)
+// or transposed, [Cout][pixels] (TF32).
 template <typename T, int kBlockM, int kBlockN, int kParts>
 __global__ void __cluster_dims__(kCluster, 1, 1) __launch_bounds__(kThreads, 1)
-    WeightKernel(const __grid_constant__ CUtensorMap grad_output_t, DcnShape s, const T* input,
+    WeightKernel(const __grid_constant__ CUtensorMap grad_output_map, DcnShape s, const T* input,
                  const T* offset, const T* mask, float* grad_weight_acc, int64_t chunk_begin,
                  int chunk_pixels, int pixels_per_split, int channel_tiles) {
 #if defined(DCN_WGMMA_SM90A_DEVICE)
@@ -963,11 +1001,11 @@ __global__ void __cluster_dims__(kCluster, 1, 1) __launch_bounds__(kThreads, 1)
   if (threadIdx.x < kProducers) {
     asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kProducerRegisters));
     if constexpr (kBlockM == 128) {
-      ProduceColumnsFromTable<T, kBlockM, kBlockN, kParts>(s, input, offset, mask, &grad_output_t,
+      ProduceColumnsFromTable<T, kBlockM, kBlockN, kParts>(s, input, offset, mask, &grad_output_map,
                                                            smem, smem_addr, k0, group, chunk_begin,
                                                            q_begin, q_end, steps, group * cog + n0);
     } else {
-      ProduceColumnsPerWarp<T, kBlockM, kBlockN, kParts>(s, input, offset, mask, &grad_output_t,
+      ProduceColumnsPerWarp<T, kBlockM, kBlockN, kParts>(s, input, offset, mask, &grad_output_map,
                                                          smem, smem_addr, k0, group, chunk_begin,
                                                          q_begin, q_end, steps, group * cog + n0);
     }
@@ -1143,14 +1181,12 @@ auto WithOperandParts(const Options& o, Fn&& fn) {
   return fn(std::integral_constant<int, 1>());
 }
 
-// A tensor map of the K-major B operand [rows][ld] in boxes of one block's share of a step's B
-// tile (kBlockK x box_rows), 128-byte swizzled; K beyond k_extent reads zero.
+// A 2D tensor map of [dims[1]][ld] elements (dims[0] of each row valid), 128-byte swizzled, in
+// boxes of box[0] x box[1]; what lies beyond dims reads zero.
 template <typename T>
-cudaError_t EncodeKMajor(CUtensorMap* map, const T* base, int64_t k_extent, int64_t rows,
-                         int64_t ld, int box_rows) {
-  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(k_extent), static_cast<cuuint64_t>(rows)};
+cudaError_t EncodeSwizzled(CUtensorMap* map, const T* base, const cuuint64_t (&dims)[2], int64_t ld,
+                           const cuuint32_t (&box)[2]) {
   const cuuint64_t strides[1] = {static_cast<cuuint64_t>(ld) * sizeof(T)};
-  const cuuint32_t box[2] = {kBlockK<T>, static_cast<cuuint32_t>(box_rows)};
   const cuuint32_t element_strides[2] = {1, 1};
   if (EncodeTiled()(map, TensorMapType<T>(), 2, const_cast<T*>(base), dims, strides, box,
                     element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
@@ -1159,6 +1195,51 @@ cudaError_t EncodeKMajor(CUtensorMap* map, const T* base, int64_t k_extent, int6
     return cudaErrorInvalidValue;
   }
   return cudaSuccess;
+}
+
+// The K-major B operand [rows][ld] in boxes of one block's share of a step's B tile (kBlockK x
+// box_rows); K beyond k_extent reads zero.
+template <typename T>
+cudaError_t EncodeKMajor(CUtensorMap* map, const T* base, int64_t k_extent, int64_t rows,
+                         int64_t ld, int box_rows) {
+  return EncodeSwizzled(map, base,
+                        {static_cast<cuuint64_t>(k_extent), static_cast<cuuint64_t>(rows)}, ld,
+                        {kBlockK<T>, static_cast<cuuint32_t>(box_rows)});
+}
+
+// The MN-major B operand [k_extent][ld] (`columns` of each row valid) in boxes of 64 columns x
+// kBlockK rows.
+template <typename T>
+cudaError_t EncodeMnMajor(CUtensorMap* map, const T* base, int64_t columns, int64_t k_extent,
+                          int64_t ld) {
+  return EncodeSwizzled(map, base,
+                        {static_cast<cuuint64_t>(columns), static_cast<cuuint64_t>(k_extent)}, ld,
+                        {kMnChunkColumns, kBlockK<T>});
+}
+
+// fp16/bf16 B operands ([K][Cout] as they lie) are read in place when a row is whole 16-byte
+// units (TMA's rule for strides), else from a copy with rows padded to that: the elements per
+// row of what the kernels read.
+template <typename T>
+int64_t MnMajorPitch(const DcnShape& s) {
+  return CeilDiv(s.out_channels, kVector<T>) * kVector<T>;
+}
+template <typename T>
+bool ReadsBInPlace(const DcnShape& s) {
+  return kMnMajorB<T> && MnMajorPitch<T>(s) == s.out_channels;
+}
+
+// An MN-major B operand, `rows` x Cout at src, as the kernels read it (rows of MnMajorPitch
+// elements), in *b: src itself, or `padded` after a copy.
+template <typename T>
+cudaError_t MnMajorOperand(const DcnShape& s, const T* src, int64_t rows, T* padded, const T** b,
+                           cudaStream_t stream) {
+  *b = src;
+  if (ReadsBInPlace<T>(s)) return cudaSuccess;
+  *b = padded;
+  const size_t row_bytes = s.out_channels * sizeof(T);
+  return cudaMemcpy2DAsync(padded, MnMajorPitch<T>(s) * sizeof(T), src, row_bytes, row_bytes, rows,
+                           cudaMemcpyDeviceToDevice, stream);
 }
 
 template <int kParts, typename T, typename Order>
@@ -1197,21 +1278,31 @@ int SlabsPerChunk(const DcnShape& s, int parts) {
   return static_cast<int>(CeilDiv(slabs, CeilDiv(slabs, most)));
 }
 
-// Elements of the forward's copy of the weights: one K chunk's, in every operand part.
+// Elements of the forward's copy of the weights: one K chunk's, in every operand part (TF32,
+// transposed), or the weights with padded rows (fp16/bf16 when not read in place).
 template <typename T>
 int64_t WeightCopyElements(const DcnShape& s, int parts) {
+  if (kMnMajorB<T>) return ReadsBInPlace<T>(s) ? 0 : s.group_columns() * MnMajorPitch<T>(s);
   return parts * s.out_channels * SlabColumns<T>(s, SlabsPerChunk<T>(s, parts));
 }
 
+// The forward over channel slabs `slabs`, whose weights b holds as the kernel reads them: the
+// weights [taps x cpg][Cout] (fp16/bf16, rows of MnMajorPitch elements) or their K chunk
+// transposed (TF32).
 template <typename T, int kBlockM, int kBlockN, int kParts>
 cudaError_t LaunchForward(const DcnShape& s, const T* input, const T* offset, const T* mask,
-                          const T* bias, T* output, const T* bt, SlabRange slabs, const Options& o,
+                          const T* bias, T* output, const T* b, SlabRange slabs, const Options& o,
                           cudaStream_t stream) {
   using L = Layout<kBlockM, kBlockN, kParts>;
-  const int64_t k_chunk = SlabColumns<T>(s, slabs.end - slabs.begin);
   CUtensorMap map;
-  DCN_RETURN_IF_ERROR(
-      EncodeKMajor(&map, bt, k_chunk, kParts * s.out_channels, k_chunk, kBlockN / kCluster));
+  if constexpr (kMnMajorB<T>) {
+    DCN_RETURN_IF_ERROR(
+        EncodeMnMajor(&map, b, s.out_channels, s.group_columns(), MnMajorPitch<T>(s)));
+  } else {
+    const int64_t k_chunk = SlabColumns<T>(s, slabs.end - slabs.begin);
+    DCN_RETURN_IF_ERROR(
+        EncodeKMajor(&map, b, k_chunk, kParts * s.out_channels, k_chunk, kBlockN / kCluster));
+  }
   constexpr auto kernel = &ForwardKernel<T, kBlockM, kBlockN, kParts>;
   // The limit once per device, at the device's maximum: launches take what their taps need.
   DCN_RETURN_IF_ERROR(mma::AllowSharedMemory<kernel>(o.shared_memory_per_block));
@@ -1231,9 +1322,10 @@ cudaError_t LaunchForward(const DcnShape& s, const T* input, const T* offset, co
   return cudaSuccess;
 }
 
-// The backward weight's workspace: grad_output transposed for one chunk of pixels (at most
-// kGradOutputChunkBytes with its parts, so that it does not grow with the batch), grad_weight in
-// float for half/bfloat16, the bias partials.
+// The backward weight's workspace: grad_output for one chunk of pixels as the kernel reads it,
+// transposed (TF32) or with padded rows (fp16/bf16 when not read in place), at most
+// kGradOutputChunkBytes with its parts, so that it does not grow with the batch; grad_weight in
+// float for half/bfloat16; the bias partials.
 constexpr int64_t kGradOutputChunkBytes = int64_t{8} << 20;
 
 template <typename T>
@@ -1246,13 +1338,15 @@ int64_t GradOutputChunkPixels(const DcnShape& s, int parts) {
 template <typename T>
 struct BackwardWeightBuffers {
   int64_t chunk_pixels;              // a multiple of kBlockK
-  T* grad_output_t;                  // [parts x Cout][chunk_pixels]
+  T* grad_output_copy = nullptr;     // [parts x Cout][chunk_pixels] or [chunk_pixels][pitch]
   float* grad_weight_acc = nullptr;  // only when T is not float
   im2col::BiasGradient<T> bias;
   BackwardWeightBuffers(const DcnShape& s, int parts, WorkspaceLayout* w)
-      : chunk_pixels(GradOutputChunkPixels<T>(s, parts)),
-        grad_output_t(w->Take<T>(parts * chunk_pixels * s.out_channels)),
-        bias(s, w) {
+      : chunk_pixels(GradOutputChunkPixels<T>(s, parts)), bias(s, w) {
+    if (!ReadsBInPlace<T>(s)) {
+      const int64_t row = kMnMajorB<T> ? MnMajorPitch<T>(s) : parts * s.out_channels;
+      grad_output_copy = w->Take<T>(chunk_pixels * row);
+    }
     if (!std::is_same_v<T, float>) grad_weight_acc = w->Take<float>(s.weight_elements());
   }
 };
@@ -1271,12 +1365,19 @@ cudaError_t LaunchWeight(const DcnShape& s, const T* grad_output, const T* input
   const int64_t channel_tiles = CeilDiv(s.out_channels_per_group(), kBlockN);
   for (int64_t begin = 0; begin < s.pixels(); begin += buffers.chunk_pixels) {
     const int64_t pixels = std::min(buffers.chunk_pixels, s.pixels() - begin);
-    DCN_RETURN_IF_ERROR(
-        Transpose<kParts>(pixels, s.out_channels, grad_output + begin * s.out_channels,
-                          buffers.grad_output_t, buffers.chunk_pixels, SameOrder(), stream));
+    const T* chunk = grad_output + begin * s.out_channels;
     CUtensorMap map;
-    DCN_RETURN_IF_ERROR(EncodeKMajor(&map, buffers.grad_output_t, pixels, kParts * s.out_channels,
-                                     buffers.chunk_pixels, kBlockN / kCluster));
+    if constexpr (kMnMajorB<T>) {
+      const T* b;
+      DCN_RETURN_IF_ERROR(MnMajorOperand(s, chunk, pixels, buffers.grad_output_copy, &b, stream));
+      DCN_RETURN_IF_ERROR(EncodeMnMajor(&map, b, s.out_channels, pixels, MnMajorPitch<T>(s)));
+    } else {
+      DCN_RETURN_IF_ERROR(Transpose<kParts>(pixels, s.out_channels, chunk, buffers.grad_output_copy,
+                                            buffers.chunk_pixels, SameOrder(), stream));
+      DCN_RETURN_IF_ERROR(EncodeKMajor(&map, buffers.grad_output_copy, pixels,
+                                       kParts * s.out_channels, buffers.chunk_pixels,
+                                       kBlockN / kCluster));
+    }
     const int64_t steps = CeilDiv(pixels, kBlockK<T>);
     const int64_t splits =
         ChooseSplits(row_tiles * channel_tiles * s.groups, steps, o.multiprocessors);
@@ -1367,19 +1468,26 @@ cudaError_t Forward(const DcnShape& s, const T* input, const T* offset, const T*
     const int slabs = static_cast<int>(s.in_channels_per_group() / kBlockK<T>);
     const int per_chunk = SlabsPerChunk<T>(s, kParts);
     WorkspaceLayout layout(workspace);
-    T* bt = layout.Take<T>(WeightCopyElements<T>(s, kParts));
+    T* copy = layout.Take<T>(WeightCopyElements<T>(s, kParts));
     constexpr auto launch = [](bool wide) {
       return wide ? &LaunchForward<T, 64, 256, kParts> : &LaunchForward<T, 128, 128, kParts>;
     };
-    for (int begin = 0; begin < slabs; begin += per_chunk) {
-      const SlabRange chunk{begin, std::min(slabs, begin + per_chunk)};
-      DCN_RETURN_IF_ERROR(Transpose<kParts>(
-          s.group_columns(), s.out_channels, weight, bt, SlabColumns<T>(s, chunk.end - chunk.begin),
-          SlabMajorOrder<T>{s.taps(), s.in_channels_per_group(), chunk}, stream));
-      DCN_RETURN_IF_ERROR(
-          launch(WideTile(s))(s, input, offset, mask, bias, output, bt, chunk, o, stream));
+    if constexpr (kMnMajorB<T>) {  // the weights as they lie, every slab in one launch
+      const T* b;
+      DCN_RETURN_IF_ERROR(MnMajorOperand(s, weight, s.group_columns(), copy, &b, stream));
+      return launch(WideTile(s))(s, input, offset, mask, bias, output, b, {0, slabs}, o, stream);
+    } else {  // each K chunk's weights transposed, then its launch
+      for (int begin = 0; begin < slabs; begin += per_chunk) {
+        const SlabRange chunk{begin, std::min(slabs, begin + per_chunk)};
+        DCN_RETURN_IF_ERROR(Transpose<kParts>(
+            s.group_columns(), s.out_channels, weight, copy,
+            SlabColumns<T>(s, chunk.end - chunk.begin),
+            SlabMajorOrder<T>{s.taps(), s.in_channels_per_group(), chunk}, stream));
+        DCN_RETURN_IF_ERROR(
+            launch(WideTile(s))(s, input, offset, mask, bias, output, copy, chunk, o, stream));
+      }
+      return cudaSuccess;
     }
-    return cudaSuccess;
   });
 }
 
