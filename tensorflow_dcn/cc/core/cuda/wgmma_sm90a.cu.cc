@@ -65,6 +65,16 @@ template <typename T>
 constexpr bool kMnMajorB = sizeof(T) == 2;
 constexpr int kMnChunkColumns = 64;  // 128 bytes of 16-bit columns: the swizzle span
 
+// The B operand's columns per group as the kernels read it: Cout / groups, rounded up to 16 bytes
+// for MN-major ones, so that each group's first column, the inner coordinate of its TMA boxes,
+// lies on 16 bytes (read in place, a grouped fp16 problem with 130 channels per group stopped on
+// an illegal instruction on the H200).
+template <typename T>
+__host__ __device__ __forceinline__ int64_t BGroupColumns(const DcnShape& s) {
+  const int64_t cog = s.out_channels_per_group();
+  return kMnMajorB<T> ? (cog + kVector<T> - 1) / kVector<T> * kVector<T> : cog;
+}
+
 // The forward's K chunk of one launch: channel slabs (kBlockK channels of a group) [begin, end).
 struct SlabRange {
   int begin, end;
@@ -673,7 +683,7 @@ __global__ void __cluster_dims__(kCluster, 1, 1) __launch_bounds__(kThreads, 1)
   const int ktiles = s.taps() * (slabs.end - slabs.begin);
   if (threadIdx.x < kProducers) {
     asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kProducerRegisters));
-    const int b_row0 = static_cast<int>(group * s.out_channels_per_group() + n0);
+    const int b_row0 = static_cast<int>(group * BGroupColumns<T>(s) + n0);
     Produce<T, kBlockM, kBlockN, kParts>(s, input, offset, mask, &weights, smem, smem_addr, m0,
                                          b_row0, group, slabs);
   } else {
@@ -1001,13 +1011,13 @@ __global__ void __cluster_dims__(kCluster, 1, 1) __launch_bounds__(kThreads, 1)
   if (threadIdx.x < kProducers) {
     asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kProducerRegisters));
     if constexpr (kBlockM == 128) {
-      ProduceColumnsFromTable<T, kBlockM, kBlockN, kParts>(s, input, offset, mask, &grad_output_map,
-                                                           smem, smem_addr, k0, group, chunk_begin,
-                                                           q_begin, q_end, steps, group * cog + n0);
+      ProduceColumnsFromTable<T, kBlockM, kBlockN, kParts>(
+          s, input, offset, mask, &grad_output_map, smem, smem_addr, k0, group, chunk_begin,
+          q_begin, q_end, steps, group * BGroupColumns<T>(s) + n0);
     } else {
-      ProduceColumnsPerWarp<T, kBlockM, kBlockN, kParts>(s, input, offset, mask, &grad_output_map,
-                                                         smem, smem_addr, k0, group, chunk_begin,
-                                                         q_begin, q_end, steps, group * cog + n0);
+      ProduceColumnsPerWarp<T, kBlockM, kBlockN, kParts>(
+          s, input, offset, mask, &grad_output_map, smem, smem_addr, k0, group, chunk_begin,
+          q_begin, q_end, steps, group * BGroupColumns<T>(s) + n0);
     }
   } else {
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegisters));
@@ -1207,39 +1217,37 @@ cudaError_t EncodeKMajor(CUtensorMap* map, const T* base, int64_t k_extent, int6
                         {kBlockK<T>, static_cast<cuuint32_t>(box_rows)});
 }
 
-// The MN-major B operand [k_extent][ld] (`columns` of each row valid) in boxes of 64 columns x
-// kBlockK rows.
+// The MN-major B operand [k_extent][ld] in boxes of 64 columns x kBlockK rows.
 template <typename T>
-cudaError_t EncodeMnMajor(CUtensorMap* map, const T* base, int64_t columns, int64_t k_extent,
-                          int64_t ld) {
-  return EncodeSwizzled(map, base,
-                        {static_cast<cuuint64_t>(columns), static_cast<cuuint64_t>(k_extent)}, ld,
-                        {kMnChunkColumns, kBlockK<T>});
+cudaError_t EncodeMnMajor(CUtensorMap* map, const T* base, int64_t k_extent, int64_t ld) {
+  return EncodeSwizzled(map, base, {static_cast<cuuint64_t>(ld), static_cast<cuuint64_t>(k_extent)},
+                        ld, {kMnChunkColumns, kBlockK<T>});
 }
 
-// fp16/bf16 B operands ([K][Cout] as they lie) are read in place when a row is whole 16-byte
-// units (TMA's rule for strides), else from a copy with rows padded to that: the elements per
-// row of what the kernels read.
+// fp16/bf16 B operands ([rows][Cout] as they lie) are read in place when each group's columns
+// are whole 16-byte units (TMA's rule for the rows' stride and the boxes' start), else from a
+// copy with each group's columns padded to that: the elements per row of what the kernels read.
 template <typename T>
 int64_t MnMajorPitch(const DcnShape& s) {
-  return CeilDiv(s.out_channels, kVector<T>) * kVector<T>;
+  return s.groups * BGroupColumns<T>(s);
 }
 template <typename T>
 bool ReadsBInPlace(const DcnShape& s) {
-  return kMnMajorB<T> && MnMajorPitch<T>(s) == s.out_channels;
+  return kMnMajorB<T> && BGroupColumns<T>(s) == s.out_channels_per_group();
 }
 
 // An MN-major B operand, `rows` x Cout at src, as the kernels read it (rows of MnMajorPitch
-// elements), in *b: src itself, or `padded` after a copy.
+// elements; a group's padding columns meet only output columns that are never stored), in *b:
+// src itself, or `padded` after a strided copy.
 template <typename T>
 cudaError_t MnMajorOperand(const DcnShape& s, const T* src, int64_t rows, T* padded, const T** b,
                            cudaStream_t stream) {
   *b = src;
   if (ReadsBInPlace<T>(s)) return cudaSuccess;
   *b = padded;
-  const size_t row_bytes = s.out_channels * sizeof(T);
-  return cudaMemcpy2DAsync(padded, MnMajorPitch<T>(s) * sizeof(T), src, row_bytes, row_bytes, rows,
-                           cudaMemcpyDeviceToDevice, stream);
+  const size_t group_bytes = s.out_channels_per_group() * sizeof(T);
+  return cudaMemcpy2DAsync(padded, BGroupColumns<T>(s) * sizeof(T), src, group_bytes, group_bytes,
+                           rows * s.groups, cudaMemcpyDeviceToDevice, stream);
 }
 
 template <int kParts, typename T, typename Order>
@@ -1296,8 +1304,7 @@ cudaError_t LaunchForward(const DcnShape& s, const T* input, const T* offset, co
   using L = Layout<kBlockM, kBlockN, kParts>;
   CUtensorMap map;
   if constexpr (kMnMajorB<T>) {
-    DCN_RETURN_IF_ERROR(
-        EncodeMnMajor(&map, b, s.out_channels, s.group_columns(), MnMajorPitch<T>(s)));
+    DCN_RETURN_IF_ERROR(EncodeMnMajor(&map, b, s.group_columns(), MnMajorPitch<T>(s)));
   } else {
     const int64_t k_chunk = SlabColumns<T>(s, slabs.end - slabs.begin);
     DCN_RETURN_IF_ERROR(
@@ -1370,7 +1377,7 @@ cudaError_t LaunchWeight(const DcnShape& s, const T* grad_output, const T* input
     if constexpr (kMnMajorB<T>) {
       const T* b;
       DCN_RETURN_IF_ERROR(MnMajorOperand(s, chunk, pixels, buffers.grad_output_copy, &b, stream));
-      DCN_RETURN_IF_ERROR(EncodeMnMajor(&map, b, s.out_channels, pixels, MnMajorPitch<T>(s)));
+      DCN_RETURN_IF_ERROR(EncodeMnMajor(&map, b, pixels, MnMajorPitch<T>(s)));
     } else {
       DCN_RETURN_IF_ERROR(Transpose<kParts>(pixels, s.out_channels, chunk, buffers.grad_output_copy,
                                             buffers.chunk_pixels, SameOrder(), stream));
