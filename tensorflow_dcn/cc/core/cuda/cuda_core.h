@@ -16,7 +16,7 @@
 //                    buffers in chunks of at most 32 MiB
 // Gradients summed in float for half/bfloat16 take a float buffer in the workspace: of their
 // size, but for cuda_fused_sm80's grad_input, which takes one for a pass of images (16 MiB at
-// most with the offset and mask sums). cuda_wgmma_sm90a's backward weight takes grad_output
+// most with the offset and mask sums). cuda_wgmma_sm90a's fp32 backward weight takes grad_output
 // transposed for a chunk of pixels (8 MiB at most).
 #ifndef TENSORFLOW_DCN_CC_CORE_CUDA_CUDA_CORE_H_
 #define TENSORFLOW_DCN_CC_CORE_CUDA_CUDA_CORE_H_

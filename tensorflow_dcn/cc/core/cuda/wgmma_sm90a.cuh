@@ -14,20 +14,24 @@
 // 64 x 256 when a group has more than 128 output channels (one gather then serves 256 outputs).
 // Blocks run in clusters of two neighbouring tiles of A rows: each copies half of a step's B tile
 // and the TMA multicasts it to both, so B crosses from L2 once per two tiles. wgmma reads TF32
-// operands K-major only, so both operands are K-major in every dtype (one layout).
+// operands K-major only: A is K-major in every dtype (one gather), B K-major for TF32 and
+// MN-major, where it lies, for fp16/bf16.
 //
 // Forward: output pixels x output channels, K = taps x input channels. K steps run over channel
 // slabs (128 bytes of channels), and within a slab over the taps: the corners one tap of a slab
 // reads are mostly in L1 when its other taps read them. The samples (corner pixels and weights)
 // of the tile's pixels and taps are worked out once per deformable group into a table in shared
-// memory. B: the weights, copied into the workspace as [Cout][K] in that K order (as TF32 for
-// fp32; with 3xTF32 the small parts follow as rows Cout..2 Cout).
+// memory. B: the weights. fp16/bf16 read them where they lie, MN-major by TMA (wgmma's
+// transposed B; copied with padded rows only when Cout is not a multiple of 8); fp32 copies them
+// into the workspace as [Cout][K] in that K order as TF32 (with 3xTF32 the small parts follow as
+// rows Cout..2 Cout).
 //
 // Backward weight: rows k = tap x Cin/groups + channel (the weight's rows) x output channels, K
 // = output pixels, split over blocks that add their tiles into a float grad_weight with atomics
 // (not deterministic). Each warp of producers samples its lanes' pixels at one tap and stores the
-// blended columns transposed (a row of pixels per channel). B: grad_output, transposed into the
-// workspace one chunk of pixels (at most 8 MiB) at a time.
+// blended columns transposed (a row of pixels per channel). B: grad_output, read in place by
+// fp16/bf16 (as the forward's weights); fp32 transposes it into the workspace one chunk of pixels
+// (at most 8 MiB) at a time.
 //
 // The file is built for sm_90a alone: its module loads only on compute capability 9.0 with a
 // driver that runs sm_90a code. Available() checks that once per device; the planner falls back
