@@ -17,7 +17,8 @@
 // Gradients summed in float for half/bfloat16 take a float buffer in the workspace: of their
 // size, but for cuda_fused_sm80's grad_input, which takes one for a pass of images (16 MiB at
 // most with the offset and mask sums). cuda_wgmma_sm90a's fp32 backward weight takes grad_output
-// transposed for a chunk of pixels (8 MiB at most).
+// transposed for a chunk of pixels (8 MiB at most); fp16/bf16 take a copy with padded rows only
+// when a group's output channels are not a multiple of 8.
 #ifndef TENSORFLOW_DCN_CC_CORE_CUDA_CUDA_CORE_H_
 #define TENSORFLOW_DCN_CC_CORE_CUDA_CUDA_CORE_H_
 

@@ -1473,7 +1473,6 @@ cudaError_t Forward(const DcnShape& s, const T* input, const T* offset, const T*
   return WithOperandParts<T>(o, [&](auto parts) {
     constexpr int kParts = decltype(parts)::value;
     const int slabs = static_cast<int>(s.in_channels_per_group() / kBlockK<T>);
-    const int per_chunk = SlabsPerChunk<T>(s, kParts);
     WorkspaceLayout layout(workspace);
     T* copy = layout.Take<T>(WeightCopyElements<T>(s, kParts));
     constexpr auto launch = [](bool wide) {
@@ -1484,6 +1483,7 @@ cudaError_t Forward(const DcnShape& s, const T* input, const T* offset, const T*
       DCN_RETURN_IF_ERROR(MnMajorOperand(s, weight, s.group_columns(), copy, &b, stream));
       return launch(WideTile(s))(s, input, offset, mask, bias, output, b, {0, slabs}, o, stream);
     } else {  // each K chunk's weights transposed, then its launch
+      const int per_chunk = SlabsPerChunk<T>(s, kParts);
       for (int begin = 0; begin < slabs; begin += per_chunk) {
         const SlabRange chunk{begin, std::min(slabs, begin + per_chunk)};
         DCN_RETURN_IF_ERROR(Transpose<kParts>(
