@@ -244,27 +244,29 @@ __device__ __forceinline__ void FenceAccumulators(float (&d)[64]) {
   "%48, %49, %50, %51, %52, %53, %54, %55, " \
   "%56, %57, %58, %59, %60, %61, %62, %63}"
 
-// d += A * B^T for one 32-byte K slice: A 64 rows, K-major in shared memory; B 128 columns,
-// MN-major for fp16/bf16 (transposed: the last immediate), K-major for TF32.
+// d += A * B^T for one 32-byte K slice: A 64 rows in shared memory, K-major, or MN-major
+// (transposed: kMnMajorA, fp16/bf16 only); B 128 columns, MN-major for fp16/bf16 (transposed:
+// the last immediate), K-major for TF32.
 // d[4j + 2h + e] holds row 16 * warp + lane / 4 + 8h, column 8j + 2 (lane % 4) + e.
-template <typename T>
+template <typename T, bool kMnMajorA>
 __device__ __forceinline__ void Wgmma(float (&d)[64], uint64_t a, uint64_t b) {
   if constexpr (std::is_same_v<T, __half>) {
     asm volatile(
         "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
         "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 " DCN_D64_REGS
-        ", %64, %65, p, 1, 1, 0, 1;\n}\n"
+        ", %64, %65, p, 1, 1, %67, 1;\n}\n"
         : DCN_D64
-        : "l"(a), "l"(b), "r"(1));
+        : "l"(a), "l"(b), "r"(1), "n"(int{kMnMajorA}));
   } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
     asm volatile(
         "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
         "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " DCN_D64_REGS
-        ", %64, %65, p, 1, 1, 0, 1;\n}\n"
+        ", %64, %65, p, 1, 1, %67, 1;\n}\n"
         : DCN_D64
-        : "l"(a), "l"(b), "r"(1));
+        : "l"(a), "l"(b), "r"(1), "n"(int{kMnMajorA}));
   } else {
     static_assert(std::is_same_v<T, float>, "fp16, bf16 or fp32 (as TF32)");
+    static_assert(!kMnMajorA, "wgmma reads TF32 K-major only");
     asm volatile(
         "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
         "wgmma.mma_async.sync.aligned.m64n128k8.f32.tf32.tf32 " DCN_D64_REGS
@@ -411,10 +413,18 @@ struct WarpgroupTile {
         col0(L::kM == 128 ? 0 : kWarpgroupN * warpgroup) {}
 };
 
-// Consumer warpgroup: acc = its part of the block tile, summed over `ktiles` K steps.
-template <typename T, typename L>
+// One wgmma's K (32 bytes) further in a tile, in the descriptors' 16-byte address units: 32 bytes
+// along a K-major row; 32 bytes / sizeof(T) rows of 128 bytes in an MN-major tile.
+template <typename T, bool kMnMajor>
+constexpr int kDescriptorStep = kMnMajor ? 32 / sizeof(T) * kRowBytes / 16 : 2;
+
+// Consumer warpgroup: acc = its part of the block tile, summed over `ktiles` K steps. The A tile
+// is K-major, or MN-major (kMnMajorA, fp16/bf16: chunks of 64 rows, each kBlockK rows of K of
+// 128 bytes, so that a warpgroup's 64 rows start at the same place in either layout).
+template <typename T, typename L, bool kMnMajorA = false>
 __device__ __forceinline__ void MultiplySteps(float (&acc)[64], uint32_t smem_addr,
                                               WarpgroupTile<L> tile, int ktiles) {
+  static_assert(!kMnMajorA || kBlockK<T> == kWarpgroupM, "a chunk takes as many bytes as 64 rows");
   const int t = threadIdx.x - kProducers;
   const uint32_t a_addr = smem_addr + tile.row0 * kRowBytes;
   const uint32_t b_addr = smem_addr + L::kBAt + tile.col0 * kRowBytes;
@@ -425,20 +435,19 @@ __device__ __forceinline__ void MultiplySteps(float (&acc)[64], uint32_t smem_ad
     const int stage = kt % L::kStages;
     BarrierWait(full + 8 * stage, (kt / L::kStages) & 1);
     const uint32_t a = a_addr + stage * L::kAStageBytes, b = b_addr + stage * L::kBStageBytes;
-    const uint64_t da = MatrixDescriptor(a);
+    const uint64_t da = kMnMajorA ? MnMajorDescriptor(a) : MatrixDescriptor(a);
     const uint64_t db = kMnMajorB<T> ? MnMajorDescriptor(b) : MatrixDescriptor(b);
-    // One wgmma's K (32 bytes) further, in the descriptor's 16-byte address units: 32 bytes along
-    // a K-major row; 32 bytes / sizeof(T) rows of 128 bytes in an MN-major B tile.
-    constexpr int kBStep = kMnMajorB<T> ? 32 / sizeof(T) * kRowBytes / 16 : 2;
+    constexpr int kAStep = kDescriptorStep<T, kMnMajorA>;
+    constexpr int kBStep = kDescriptorStep<T, kMnMajorB<T>>;
     WgmmaFence();
 #pragma unroll
     for (int k = 0; k < kMmasPerStep; ++k) {
       // 3xTF32: the small products first.
       if constexpr (L::kParts == 2) {
-        Wgmma<T>(acc, da + 2 * k, MatrixDescriptor(b + L::kBBytes) + 2 * k);
-        Wgmma<T>(acc, MatrixDescriptor(a + L::kABytes) + 2 * k, db + 2 * k);
+        Wgmma<T, false>(acc, da + 2 * k, MatrixDescriptor(b + L::kBBytes) + 2 * k);
+        Wgmma<T, false>(acc, MatrixDescriptor(a + L::kABytes) + 2 * k, db + 2 * k);
       }
-      Wgmma<T>(acc, da + 2 * k, db + kBStep * k);
+      Wgmma<T, kMnMajorA>(acc, da + kAStep * k, db + kBStep * k);
     }
     WgmmaCommit();
     // The previous step's multiplies are done: its stage goes back to the producers of both
@@ -788,11 +797,17 @@ struct alignas(16) ColumnSample {
   int64_t image;
   int64_t padding;  // 48 bytes: three 16-byte stores
 };
+// fp16/bf16 store the A tile MN-major (ProduceColumnsMnMajor): a row of channels per pixel.
 template <typename T>
-constexpr int kColumnSamples = kBlockK<T> * (kProducers / 32);  // per buffer
+constexpr bool kMnMajorColumns = sizeof(T) == 2;
+// Entries per buffer: per producer warp (K-major 128-row tiles) or per 64-row chunk (MN-major).
 template <typename T, int kBlockM>
-constexpr int64_t kColumnTableBytes =
-    kBlockM == 128 ? 2 * kColumnSamples<T> * int64_t{sizeof(ColumnSample)} : 0;
+constexpr int kColumnSamples =
+    kBlockK<T> * (kMnMajorColumns<T> ? kBlockM / kWarpgroupM : kProducers / 32);
+template <typename T, int kBlockM>
+constexpr int64_t kColumnTableBytes = kMnMajorColumns<T> || kBlockM == 128
+                                          ? 2 * kColumnSamples<T, kBlockM> * int64_t{sizeof(ColumnSample)}
+                                          : 0;
 
 // The sample that the rows [k, k + rows) of group `group` take (tap and deformable group), or -1
 // beyond the group's K.
@@ -871,7 +886,7 @@ __device__ __forceinline__ void ProduceColumnsFromTable(const DcnShape& s, const
   ProducerBarrier();
   for (int kt = 0; kt < steps; ++kt) {
     const int q0 = q_begin + kt * kBlockK<T>;
-    const ColumnSample* entries = table + (kt % 2) * kColumnSamples<T>;
+    const ColumnSample* entries = table + (kt % 2) * kColumnSamples<T, kBlockM>;
     Chunk<T> corners[kGroupPix][4];
     float weight[kGroupPix][4];
 #pragma unroll
@@ -892,7 +907,7 @@ __device__ __forceinline__ void ProduceColumnsFromTable(const DcnShape& s, const
       }
     }
     if (kt + 1 < steps) {
-      FillColumnSamples(s, offset, mask, table + ((kt + 1) % 2) * kColumnSamples<T>, sample, member,
+      FillColumnSamples(s, offset, mask, table + ((kt + 1) % 2) * kColumnSamples<T, kBlockM>, sample, member,
                         run_end - run0, chunk_begin, q0 + kBlockK<T>, q_end);
     }
     char* a_tile = ClaimColumnStage<T, L>(s, grad_output_map, smem, smem_addr, kt, q0, b_row0);
@@ -985,6 +1000,109 @@ __device__ __forceinline__ void ProduceColumnsPerWarp(const DcnShape& s, const T
   }
 }
 
+// Producer thread of the backward weight for fp16/bf16, whose A tile is MN-major (wgmma reads it
+// transposed): per 64-row chunk of the tile (one tap and deformable group, as 64 divides the
+// channels per group and per deformable group), kBlockK rows of 128 bytes, one per pixel of the
+// step, holding the chunk's 64 channels, as the forward lays out its A rows. So the corners are
+// read as the forward reads them: the 8 lanes of a pixel take its 128 bytes of channels. Thread t
+// blends 16-byte piece t % 8 of pixels t / 8 and t / 8 + 32 in each chunk. The samples come from
+// a table of two buffers (step kt's in buffer kt % 2), 64 threads per chunk filling the next
+// step's entries while this step blends. Pixels [q_begin, q_end) of the chunk that starts at
+// pixel chunk_begin; chunks beyond the group's K read zero.
+template <typename T, int kBlockM, int kBlockN>
+__device__ __forceinline__ void ProduceColumnsMnMajor(const DcnShape& s, const T* input,
+                                                      const T* offset, const T* mask,
+                                                      const CUtensorMap* grad_output_map,
+                                                      char* smem, uint32_t smem_addr, int k0,
+                                                      int group, int64_t chunk_begin, int q_begin,
+                                                      int q_end, int steps, int b_row0) {
+  using L = Layout<kBlockM, kBlockN, 1>;
+  constexpr int V = kVector<T>;
+  constexpr int kRowChunks = kBlockM / kWarpgroupM;  // 64-row chunks of the tile
+  constexpr int kPixelsPerPass = kProducers / kChunks;
+  constexpr int kPasses = kBlockK<T> / kPixelsPerPass;
+  static_assert(kBlockK<T> == kWarpgroupM && kChunks * V == kWarpgroupM, "");
+  const int piece = threadIdx.x % kChunks;
+  const int first_pixel = threadIdx.x / kChunks;
+  // The pixels of one thread are kPixelsPerPass apart: the same row % 8, one swizzled position.
+  const int swizzled = (piece ^ (first_pixel % 8)) * 16;
+  const int cpg = static_cast<int>(s.in_channels_per_group());
+  const int cin = static_cast<int>(s.in_channels);  // 32-bit indexing within an image
+  const int filler_chunk = threadIdx.x / kBlockK<T>;  // the chunk whose entries this thread fills
+  int fill_sample = -1;
+  const T* lane_input[kRowChunks];
+#pragma unroll
+  for (int c = 0; c < kRowChunks; ++c) {
+    const int k = k0 + c * kWarpgroupM;
+    const int sample = RowsSample(s, k, group);
+    if (c == filler_chunk) fill_sample = sample;
+    lane_input[c] = input + group * cpg + (sample < 0 ? 0 : k % cpg) + piece * V;
+  }
+  ColumnSample* table = reinterpret_cast<ColumnSample*>(smem + L::kTableAt);
+  auto fill = [&](int buffer, int q0) {
+    if (filler_chunk < kRowChunks) {
+      FillColumnSamples(s, offset, mask,
+                        table + buffer * kColumnSamples<T, kBlockM> + filler_chunk * kBlockK<T>,
+                        fill_sample, threadIdx.x % kBlockK<T>, kBlockK<T> / 32, chunk_begin, q0,
+                        q_end);
+    }
+  };
+  fill(0, q_begin);
+  ProducerBarrier();
+  for (int kt = 0; kt < steps; ++kt) {
+    const int q0 = q_begin + kt * kBlockK<T>;
+    const ColumnSample* entries = table + (kt % 2) * kColumnSamples<T, kBlockM>;
+    uint4 raw[kRowChunks][kPasses][4];
+    float weight[kRowChunks][kPasses][4];
+#pragma unroll
+    for (int c = 0; c < kRowChunks; ++c) {
+#pragma unroll
+      for (int u = 0; u < kPasses; ++u) {
+        const ColumnSample& entry = entries[c * kBlockK<T> + first_pixel + u * kPixelsPerPass];
+        const int4 corner = *reinterpret_cast<const int4*>(entry.corner);
+        const float4 w = *reinterpret_cast<const float4*>(entry.weight);
+        const T* image = lane_input[c] + entry.image;
+        const int at[4] = {corner.x, corner.y, corner.z, corner.w};
+        weight[c][u][0] = w.x;
+        weight[c][u][1] = w.y;
+        weight[c][u][2] = w.z;
+        weight[c][u][3] = w.w;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          raw[c][u][e] = at[e] >= 0 ? LoadChunk(image + at[e] * cin) : make_uint4(0, 0, 0, 0);
+        }
+      }
+    }
+    if (kt + 1 < steps) fill((kt + 1) % 2, q0 + kBlockK<T>);
+    char* a_tile = ClaimColumnStage<T, L>(s, grad_output_map, smem, smem_addr, kt, q0, b_row0);
+#pragma unroll
+    for (int c = 0; c < kRowChunks; ++c) {
+#pragma unroll
+      for (int u = 0; u < kPasses; ++u) {
+        Chunk<T> corners[4], out[1];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) corners[e] = *reinterpret_cast<const Chunk<T>*>(&raw[c][u][e]);
+#pragma unroll
+        for (int e = 0; e < V / 2; ++e) {
+          float2 v = make_float2(0.f, 0.f);
+#pragma unroll
+          for (int k = 0; k < 4; ++k) {
+            const float2 x = PairToFloat2(corners[k], e);
+            v.x += weight[c][u][k] * x.x;
+            v.y += weight[c][u][k] * x.y;
+          }
+          StorePair(out, e, v);
+        }
+        const int pixel = first_pixel + u * kPixelsPerPass;
+        *reinterpret_cast<Chunk<T>*>(a_tile + (c * kBlockK<T> + pixel) * kRowBytes + swizzled) =
+            out[0];
+      }
+    }
+    PublishStage<L>(smem_addr, kt);
+    ProducerBarrier();  // step kt + 1's entries are in; every thread is done with step kt's
+  }
+}
+
 // Block (x: tile of rows k, y: pixel split, z: group x channel tile); a cluster's two blocks are
 // neighbouring row tiles and share each step's B tile. Adds the sums over pixels [q_begin,
 // q_end) of the chunk that starts at chunk_begin into grad_weight_acc (weight layout, float);
@@ -1010,7 +1128,11 @@ __global__ void __cluster_dims__(kCluster, 1, 1) __launch_bounds__(kThreads, 1)
   const int steps = (q_end - q_begin + kBlockK<T> - 1) / kBlockK<T>;
   if (threadIdx.x < kProducers) {
     asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kProducerRegisters));
-    if constexpr (kBlockM == 128) {
+    if constexpr (kMnMajorColumns<T>) {
+      ProduceColumnsMnMajor<T, kBlockM, kBlockN>(s, input, offset, mask, &grad_output_map, smem,
+                                                 smem_addr, k0, group, chunk_begin, q_begin, q_end,
+                                                 steps, group * BGroupColumns<T>(s) + n0);
+    } else if constexpr (kBlockM == 128) {
       ProduceColumnsFromTable<T, kBlockM, kBlockN, kParts>(
           s, input, offset, mask, &grad_output_map, smem, smem_addr, k0, group, chunk_begin,
           q_begin, q_end, steps, group * BGroupColumns<T>(s) + n0);
@@ -1023,7 +1145,7 @@ __global__ void __cluster_dims__(kCluster, 1, 1) __launch_bounds__(kThreads, 1)
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegisters));
     const WarpgroupTile<L> tile((threadIdx.x - kProducers) / 128);
     float acc[64];
-    MultiplySteps<T>(acc, smem_addr, tile, steps);
+    MultiplySteps<T, L, kMnMajorColumns<T>>(acc, smem_addr, tile, steps);
     const int64_t k_total = s.group_columns();
     float* out = grad_weight_acc + group * cog;
 #pragma unroll
