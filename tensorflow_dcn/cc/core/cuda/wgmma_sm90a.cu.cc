@@ -713,9 +713,10 @@ __global__ void __cluster_dims__(kCluster, 1, 1) __launch_bounds__(kThreads, 1)
 // grad_weight[k][n] = sum over pixels p of column(p, k) x grad_output[p][n], k = tap x Cin/groups
 // + channel (the weight's row within a group). A block tile is kBlockM rows k x kBlockN output
 // channels; its K steps run over kBlockK pixels. The producers store the gathered columns as
-// K-major A rows of pixels; the B tiles arrive by TMA, from grad_output as it lies (fp16/bf16,
-// MN-major) or transposed into the workspace (TF32, K-major). Blocks split the pixels and add
-// their tiles into a float grad_weight with atomics.
+// MN-major A rows of channels (fp16/bf16, ProduceColumnsMnMajor) or as K-major A rows of pixels
+// (TF32, ProduceColumnsFromTable, ProduceColumnsPerWarp); the B tiles arrive by TMA, from
+// grad_output as it lies (fp16/bf16, MN-major) or transposed into the workspace (TF32, K-major).
+// Blocks split the pixels and add their tiles into a float grad_weight with atomics.
 
 // Pixels [first, first + kCount) of row `row` of a K-major A tile, in each operand part
 // (part_bytes apart): the values as wgmma reads them, kCount x sizeof(T) <= 16 bytes at once.
@@ -805,9 +806,10 @@ template <typename T, int kBlockM>
 constexpr int kColumnSamples =
     kBlockK<T> * (kMnMajorColumns<T> ? kBlockM / kWarpgroupM : kProducers / 32);
 template <typename T, int kBlockM>
-constexpr int64_t kColumnTableBytes = kMnMajorColumns<T> || kBlockM == 128
-                                          ? 2 * kColumnSamples<T, kBlockM> * int64_t{sizeof(ColumnSample)}
-                                          : 0;
+constexpr int64_t kColumnTableBytes =
+    kMnMajorColumns<T> || kBlockM == 128
+        ? 2 * kColumnSamples<T, kBlockM> * int64_t{sizeof(ColumnSample)}
+        : 0;
 
 // The sample that the rows [k, k + rows) of group `group` take (tap and deformable group), or -1
 // beyond the group's K.
@@ -844,7 +846,7 @@ __device__ __forceinline__ void FillColumnSamples(const DcnShape& s, const T* of
   }
 }
 
-// Producer thread of the backward weight on 128-row tiles. Warp w fills rows [kRows w, kRows
+// Producer thread of the TF32 backward weight on 128-row tiles. Warp w fills rows [kRows w, kRows
 // (w + 1)) of each step's A tile: one tap and deformable group, as kRows divides the channels per
 // group and per deformable group. The samples come from the table (ColumnSample). The corners
 // are read along the channels: the kLanes lanes of a lane group take the group's kGroupPix
@@ -907,8 +909,8 @@ __device__ __forceinline__ void ProduceColumnsFromTable(const DcnShape& s, const
       }
     }
     if (kt + 1 < steps) {
-      FillColumnSamples(s, offset, mask, table + ((kt + 1) % 2) * kColumnSamples<T, kBlockM>, sample, member,
-                        run_end - run0, chunk_begin, q0 + kBlockK<T>, q_end);
+      FillColumnSamples(s, offset, mask, table + ((kt + 1) % 2) * kColumnSamples<T, kBlockM>,
+                        sample, member, run_end - run0, chunk_begin, q0 + kBlockK<T>, q_end);
     }
     char* a_tile = ClaimColumnStage<T, L>(s, grad_output_map, smem, smem_addr, kt, q0, b_row0);
 #pragma unroll
@@ -924,10 +926,10 @@ __device__ __forceinline__ void ProduceColumnsFromTable(const DcnShape& s, const
   }
 }
 
-// Producer thread of the backward weight on 64-row tiles, every warp sampling the step's pixels
-// itself: lane l samples pixels kPix l.. of the step at the warp's tap and blends their corners
-// for the warp's channels. (The table measured 3-7% slower here in fp16/bf16 on the H200, 0-4% in
-// TF32; not profiled.)
+// Producer thread of the TF32 backward weight on 64-row tiles, every warp sampling the step's
+// pixels itself: lane l samples pixels kPix l.. of the step at the warp's tap and blends their
+// corners for the warp's channels. (The table measured 0-4% slower here in TF32 on the H200; not
+// profiled.)
 template <typename T, int kBlockM, int kBlockN, int kParts>
 __device__ __forceinline__ void ProduceColumnsPerWarp(const DcnShape& s, const T* input,
                                                       const T* offset, const T* mask,
@@ -1027,7 +1029,7 @@ __device__ __forceinline__ void ProduceColumnsMnMajor(const DcnShape& s, const T
   // The pixels of one thread are kPixelsPerPass apart: the same row % 8, one swizzled position.
   const int swizzled = (piece ^ (first_pixel % 8)) * 16;
   const int cpg = static_cast<int>(s.in_channels_per_group());
-  const int cin = static_cast<int>(s.in_channels);  // 32-bit indexing within an image
+  const int cin = static_cast<int>(s.in_channels);    // 32-bit indexing within an image
   const int filler_chunk = threadIdx.x / kBlockK<T>;  // the chunk whose entries this thread fills
   int fill_sample = -1;
   const T* lane_input[kRowChunks];
@@ -1041,10 +1043,9 @@ __device__ __forceinline__ void ProduceColumnsMnMajor(const DcnShape& s, const T
   ColumnSample* table = reinterpret_cast<ColumnSample*>(smem + L::kTableAt);
   auto fill = [&](int buffer, int q0) {
     if (filler_chunk < kRowChunks) {
-      FillColumnSamples(s, offset, mask,
-                        table + buffer * kColumnSamples<T, kBlockM> + filler_chunk * kBlockK<T>,
-                        fill_sample, threadIdx.x % kBlockK<T>, kBlockK<T> / 32, chunk_begin, q0,
-                        q_end);
+      FillColumnSamples(
+          s, offset, mask, table + buffer * kColumnSamples<T, kBlockM> + filler_chunk * kBlockK<T>,
+          fill_sample, threadIdx.x % kBlockK<T>, kBlockK<T> / 32, chunk_begin, q0, q_end);
     }
   };
   fill(0, q_begin);

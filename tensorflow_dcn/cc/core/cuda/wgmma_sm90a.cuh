@@ -5,8 +5,8 @@
 //
 // Both kernels are warp-specialised GEMMs whose A operand is gathered:
 //   producers (2 warpgroups)  gather the four corner vectors of the bilinear samples of one K
-//                             step and blend them into shared memory: the A operand, in wgmma's
-//                             128-byte-swizzled K-major layout; one thread also starts the TMA
+//                             step and blend them into shared memory: the A operand, in one of
+//                             wgmma's 128-byte-swizzled layouts; one thread also starts the TMA
 //                             copy of the step's B tile;
 //   consumers (2 warpgroups)  multiply each step with wgmma.mma_async, 64 rows x 128 columns each.
 // Producers and consumers hand stages over with mbarriers (3 stages; 2 with 3xTF32's double
@@ -14,8 +14,8 @@
 // 64 x 256 when a group has more than 128 output channels (one gather then serves 256 outputs).
 // Blocks run in clusters of two neighbouring tiles of A rows: each copies half of a step's B tile
 // and the TMA multicasts it to both, so B crosses from L2 once per two tiles. wgmma reads TF32
-// operands K-major only: A is K-major in every dtype (one gather), B K-major for TF32 and
-// MN-major, where it lies, for fp16/bf16.
+// operands K-major only: B is K-major for TF32 and MN-major, where it lies, for fp16/bf16; A is
+// K-major but for the fp16/bf16 backward weight (below).
 //
 // Forward: output pixels x output channels, K = taps x input channels. K steps run over channel
 // slabs (128 bytes of channels), and within a slab over the taps: the corners one tap of a slab
@@ -28,10 +28,11 @@
 //
 // Backward weight: rows k = tap x Cin/groups + channel (the weight's rows) x output channels, K
 // = output pixels, split over blocks that add their tiles into a float grad_weight with atomics
-// (not deterministic). Each warp of producers samples its lanes' pixels at one tap and stores the
-// blended columns transposed (a row of pixels per channel). B: grad_output, read in place by
-// fp16/bf16 (as the forward's weights); fp32 transposes it into the workspace one chunk of pixels
-// (at most 8 MiB) at a time.
+// (not deterministic). fp16/bf16 store the blended columns MN-major, a row of 64 channels per
+// pixel as the forward's A rows (wgmma reads A transposed), so that the corners are read along
+// the channels; TF32 stores them K-major, transposed (a row of pixels per channel). B:
+// grad_output, read in place by fp16/bf16 (as the forward's weights); fp32 transposes it into the
+// workspace one chunk of pixels (at most 8 MiB) at a time.
 //
 // The file is built for sm_90a alone: its module loads only on compute capability 9.0 with a
 // driver that runs sm_90a code. Available() checks that once per device; the planner falls back
