@@ -805,10 +805,13 @@ constexpr bool kMnMajorColumns = sizeof(T) == 2;
 template <typename T, int kBlockM>
 constexpr int kColumnSamples =
     kBlockK<T> * (kMnMajorColumns<T> ? kBlockM / kWarpgroupM : kProducers / 32);
+// Buffers: the MN-major producer fills a step's entries two steps ahead, the K-major one a step.
+template <typename T>
+constexpr int kColumnBuffers = kMnMajorColumns<T> ? 3 : 2;
 template <typename T, int kBlockM>
 constexpr int64_t kColumnTableBytes =
     kMnMajorColumns<T> || kBlockM == 128
-        ? 2 * kColumnSamples<T, kBlockM> * int64_t{sizeof(ColumnSample)}
+        ? kColumnBuffers<T> * kColumnSamples<T, kBlockM> * int64_t{sizeof(ColumnSample)}
         : 0;
 
 // The sample that the rows [k, k + rows) of group `group` take (tap and deformable group), or -1
@@ -1007,10 +1010,11 @@ __device__ __forceinline__ void ProduceColumnsPerWarp(const DcnShape& s, const T
 // channels per group and per deformable group), kBlockK rows of 128 bytes, one per pixel of the
 // step, holding the chunk's 64 channels, as the forward lays out its A rows. So the corners are
 // read as the forward reads them: the 8 lanes of a pixel take its 128 bytes of channels. Thread t
-// blends 16-byte piece t % 8 of pixels t / 8 and t / 8 + 32 in each chunk. The samples come from
-// a table of two buffers (step kt's in buffer kt % 2), 64 threads per chunk filling the next
-// step's entries while this step blends. Pixels [q_begin, q_end) of the chunk that starts at
-// pixel chunk_begin; chunks beyond the group's K read zero.
+// blends 16-byte piece t % 8 of pixels t / 8 and t / 8 + 32 of each chunk. The work runs in units
+// of one chunk of one step, the next unit's corner loads issued before this unit is blended. The
+// samples come from a table of three buffers (step kt's in buffer kt % 3), 64 threads per chunk
+// filling the entries of step kt + 2 during step kt. Pixels [q_begin, q_end) of the chunk that
+// starts at pixel chunk_begin; chunks beyond the group's K read zero.
 template <typename T, int kBlockM, int kBlockN>
 __device__ __forceinline__ void ProduceColumnsMnMajor(const DcnShape& s, const T* input,
                                                       const T* offset, const T* mask,
@@ -1023,6 +1027,7 @@ __device__ __forceinline__ void ProduceColumnsMnMajor(const DcnShape& s, const T
   constexpr int kRowChunks = kBlockM / kWarpgroupM;  // 64-row chunks of the tile
   constexpr int kPixelsPerPass = kProducers / kChunks;
   constexpr int kPasses = kBlockK<T> / kPixelsPerPass;
+  constexpr int kBuffers = kColumnBuffers<T>;
   static_assert(kBlockK<T> == kWarpgroupM && kChunks * V == kWarpgroupM, "");
   const int piece = threadIdx.x % kChunks;
   const int first_pixel = threadIdx.x / kChunks;
@@ -1041,66 +1046,88 @@ __device__ __forceinline__ void ProduceColumnsMnMajor(const DcnShape& s, const T
     lane_input[c] = input + group * cpg + (sample < 0 ? 0 : k % cpg) + piece * V;
   }
   ColumnSample* table = reinterpret_cast<ColumnSample*>(smem + L::kTableAt);
-  auto fill = [&](int buffer, int q0) {
+  auto fill = [&](int kt) {
     if (filler_chunk < kRowChunks) {
       FillColumnSamples(
-          s, offset, mask, table + buffer * kColumnSamples<T, kBlockM> + filler_chunk * kBlockK<T>,
-          fill_sample, threadIdx.x % kBlockK<T>, kBlockK<T> / 32, chunk_begin, q0, q_end);
+          s, offset, mask,
+          table + (kt % kBuffers) * kColumnSamples<T, kBlockM> + filler_chunk * kBlockK<T>,
+          fill_sample, threadIdx.x % kBlockK<T>, kBlockK<T> / 32, chunk_begin,
+          q_begin + kt * kBlockK<T>, q_end);
     }
   };
-  fill(0, q_begin);
+  // Unit i: chunk i % kRowChunks of step i / kRowChunks; its corner chunks and weights.
+  struct Unit {
+    uint4 raw[kPasses][4];
+    float weight[kPasses][4];
+  };
+  auto issue = [&](int i, Unit& unit) {
+    const int kt = i / kRowChunks, c = i % kRowChunks;
+    const ColumnSample* entries =
+        table + (kt % kBuffers) * kColumnSamples<T, kBlockM> + c * kBlockK<T>;
+#pragma unroll
+    for (int u = 0; u < kPasses; ++u) {
+      const ColumnSample& entry = entries[first_pixel + u * kPixelsPerPass];
+      const int4 corner = *reinterpret_cast<const int4*>(entry.corner);
+      const float4 w = *reinterpret_cast<const float4*>(entry.weight);
+      const T* image = lane_input[c] + entry.image;
+      const int at[4] = {corner.x, corner.y, corner.z, corner.w};
+      unit.weight[u][0] = w.x;
+      unit.weight[u][1] = w.y;
+      unit.weight[u][2] = w.z;
+      unit.weight[u][3] = w.w;
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        unit.raw[u][e] = at[e] >= 0 ? LoadChunk(image + at[e] * cin) : make_uint4(0, 0, 0, 0);
+      }
+    }
+  };
+  const int units = steps * kRowChunks;
+  char* a_tile = nullptr;
+  // Blends unit i (issuing unit i + 1 into `next` first); a step's first unit claims its stage
+  // and fills the entries of step kt + 2, its last publishes the stage.
+  auto run = [&](int i, const Unit& unit, Unit& next) {
+    const int kt = i / kRowChunks, c = i % kRowChunks;
+    if (i + 1 < units) issue(i + 1, next);
+    if (c == 0) {
+      if (kt + 2 < steps) fill(kt + 2);
+      a_tile = ClaimColumnStage<T, L>(s, grad_output_map, smem, smem_addr, kt,
+                                      q_begin + kt * kBlockK<T>, b_row0);
+    }
+#pragma unroll
+    for (int u = 0; u < kPasses; ++u) {
+      Chunk<T> corners[4], out[1];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) corners[e] = *reinterpret_cast<const Chunk<T>*>(&unit.raw[u][e]);
+#pragma unroll
+      for (int e = 0; e < V / 2; ++e) {
+        float2 v = make_float2(0.f, 0.f);
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          const float2 x = PairToFloat2(corners[k], e);
+          v.x += unit.weight[u][k] * x.x;
+          v.y += unit.weight[u][k] * x.y;
+        }
+        StorePair(out, e, v);
+      }
+      const int pixel = first_pixel + u * kPixelsPerPass;
+      *reinterpret_cast<Chunk<T>*>(a_tile + (c * kBlockK<T> + pixel) * kRowBytes + swizzled) =
+          out[0];
+    }
+    if (c == kRowChunks - 1) {
+      PublishStage<L>(smem_addr, kt);
+      // Step kt + 2's entries are in; every thread is done reading step kt - 1's buffer, which
+      // step kt + 1 refills.
+      ProducerBarrier();
+    }
+  };
+  fill(0);
+  if (steps > 1) fill(1);
   ProducerBarrier();
-  for (int kt = 0; kt < steps; ++kt) {
-    const int q0 = q_begin + kt * kBlockK<T>;
-    const ColumnSample* entries = table + (kt % 2) * kColumnSamples<T, kBlockM>;
-    uint4 raw[kRowChunks][kPasses][4];
-    float weight[kRowChunks][kPasses][4];
-#pragma unroll
-    for (int c = 0; c < kRowChunks; ++c) {
-#pragma unroll
-      for (int u = 0; u < kPasses; ++u) {
-        const ColumnSample& entry = entries[c * kBlockK<T> + first_pixel + u * kPixelsPerPass];
-        const int4 corner = *reinterpret_cast<const int4*>(entry.corner);
-        const float4 w = *reinterpret_cast<const float4*>(entry.weight);
-        const T* image = lane_input[c] + entry.image;
-        const int at[4] = {corner.x, corner.y, corner.z, corner.w};
-        weight[c][u][0] = w.x;
-        weight[c][u][1] = w.y;
-        weight[c][u][2] = w.z;
-        weight[c][u][3] = w.w;
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          raw[c][u][e] = at[e] >= 0 ? LoadChunk(image + at[e] * cin) : make_uint4(0, 0, 0, 0);
-        }
-      }
-    }
-    if (kt + 1 < steps) fill((kt + 1) % 2, q0 + kBlockK<T>);
-    char* a_tile = ClaimColumnStage<T, L>(s, grad_output_map, smem, smem_addr, kt, q0, b_row0);
-#pragma unroll
-    for (int c = 0; c < kRowChunks; ++c) {
-#pragma unroll
-      for (int u = 0; u < kPasses; ++u) {
-        Chunk<T> corners[4], out[1];
-#pragma unroll
-        for (int e = 0; e < 4; ++e) corners[e] = *reinterpret_cast<const Chunk<T>*>(&raw[c][u][e]);
-#pragma unroll
-        for (int e = 0; e < V / 2; ++e) {
-          float2 v = make_float2(0.f, 0.f);
-#pragma unroll
-          for (int k = 0; k < 4; ++k) {
-            const float2 x = PairToFloat2(corners[k], e);
-            v.x += weight[c][u][k] * x.x;
-            v.y += weight[c][u][k] * x.y;
-          }
-          StorePair(out, e, v);
-        }
-        const int pixel = first_pixel + u * kPixelsPerPass;
-        *reinterpret_cast<Chunk<T>*>(a_tile + (c * kBlockK<T> + pixel) * kRowBytes + swizzled) =
-            out[0];
-      }
-    }
-    PublishStage<L>(smem_addr, kt);
-    ProducerBarrier();  // step kt + 1's entries are in; every thread is done with step kt's
+  Unit a, b;
+  if (units > 0) issue(0, a);
+  for (int i = 0; i < units; i += 2) {
+    run(i, a, b);
+    if (i + 1 < units) run(i + 1, b, a);
   }
 }
 
