@@ -765,11 +765,16 @@ cudaError_t BackwardInput(const DcnShape& s, const T* grad_output, const T* inpu
                                                      n_begin, p_end, g_ok, w_ok);
       });
     };
-    if (std::is_same_v<T, float> && Mode(o) == MathMode::kTensorCore3x) {
-      DCN_RETURN_IF_ERROR(launch(Constant<&InputKernel<T, MathMode::kTensorCore3x>>()));
-    } else {
-      DCN_RETURN_IF_ERROR(launch(Constant<&InputKernel<T, MathMode::kTensorCore>>()));
-    }
+    // 3xTF32 for fp32 alone: fp16/bf16 instantiate the tensor-core mode only.
+    const auto launch_in_mode = [&]() {
+      if constexpr (std::is_same_v<T, float>) {
+        if (Mode(o) == MathMode::kTensorCore3x) {
+          return launch(Constant<&InputKernel<T, MathMode::kTensorCore3x>>());
+        }
+      }
+      return launch(Constant<&InputKernel<T, MathMode::kTensorCore>>());
+    };
+    DCN_RETURN_IF_ERROR(launch_in_mode());
     if (samples > 0) {
       const int64_t sample0 = n_begin * samples_per_image;
       CoordFinishKernel<T><<<CeilDiv(samples, 256), 256, 0, stream>>>(
