@@ -12,11 +12,9 @@ import ctypes
 import numpy as np
 import tensorflow as tf
 
-import tensorflow_dcn as tfdcn
-from tensorflow_dcn.benchmark.configs import parse_config
+from tensorflow_dcn.benchmark.configs import DTYPES, parse_config
 from tensorflow_dcn.benchmark.data import make_data
-
-DTYPES = {"fp16": tf.float16, "bf16": tf.bfloat16, "tf32": tf.float32, "fp32": tf.float32}
+from tensorflow_dcn.benchmark.tf_runner import TensorFlowRunner, _repeated, _traced
 
 
 def cuda_profiler(start):
@@ -38,37 +36,23 @@ def main():
     parser.add_argument("--calls", type=int, default=3, help="calls in the profiled range")
     parser.add_argument("--backward", action="store_true", help="forward+backward")
     args = parser.parse_args()
-    tf.config.experimental.enable_tensor_float_32_execution(args.dtype != "fp32")
-    dtype = DTYPES[args.dtype]
-    config = parse_config(args.config)
-    data = {k: tf.constant(v, dtype) for k, v in make_data(config).items()}
-    pad = config.pad
-    operands = (data["x"], data["offset"], data["kernel"], data["bias"], data["mask"])
-
-    def step(x, offset, kernel, bias, mask):
-        if not args.backward:
-            return tfdcn.deform_conv2d(x, offset, kernel, bias, mask, config.stride, pad)
-        with tf.GradientTape() as tape:
-            tape.watch([x, offset, kernel, bias, mask])
-            y = tfdcn.deform_conv2d(x, offset, kernel, bias, mask, config.stride, pad)
-        return tape.gradient(y, [x, offset, kernel, bias, mask], output_gradients=data["grad_y"])
-
-    @tf.function
-    def run(zero, calls):  # as the benchmark's loop: call k reads x + k * zero
-        def body(i, *_):
-            first = operands[0] + tf.cast(i, dtype) * zero
-            return (i + 1,) + tuple(tf.nest.flatten(step(first, *operands[1:])))
-
-        start = body(tf.constant(0))
-        return tf.while_loop(lambda i, *_: i < calls, body, start)
-
+    config, variant = parse_config(args.config), DTYPES[args.dtype]
+    tf.config.experimental.enable_tensor_float_32_execution(variant.tf32 is not False)
     gpu = bool(tf.config.list_physical_devices("GPU"))
-    zero = tf.zeros([], dtype)
-    for calls in (2, args.calls):  # trace and warm up, then the profiled calls
-        if gpu and calls == args.calls:
-            cuda_profiler(True)
-        outputs = run(zero, tf.constant(calls))
-        np.asarray(outputs[1])  # waits for the GPU
+    device = "GPU:0" if gpu else "CPU:0"
+    # The benchmark's own steps, operands and loop of K calls in one graph.
+    runner = TensorFlowRunner(device, warmup=1, repeats=1, target_seconds=0.0)
+    with tf.device(device):
+        forward, forward_backward, fwd_args, fwd_bwd_args = runner._steps(
+            "tfdcn", config, variant, make_data(config)
+        )
+        step, step_args = (forward_backward, fwd_bwd_args) if args.backward else (forward, fwd_args)
+        run_many = _repeated(_traced(step, step_args), step_args, jit_compile=False)
+        for profiled in (False, True):  # trace and warm up, then the same graph profiled
+            if gpu and profiled:
+                cuda_profiler(True)
+            outputs = run_many(args.calls)
+            np.asarray(outputs[1])  # waits for the GPU
     if gpu:
         cuda_profiler(False)
     where = "profiled" if gpu else "ran on the CPU (no GPU: nothing profiled)"
