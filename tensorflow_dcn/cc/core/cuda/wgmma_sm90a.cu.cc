@@ -329,6 +329,24 @@ __device__ __forceinline__ uint4 LoadChunk(const void* p) {
   return __ldg(reinterpret_cast<const uint4*>(p));
 }
 
+// A sample's 16-byte chunk: its four corner chunks blended with their weights, in each operand
+// part as wgmma reads it.
+template <typename T, int kParts>
+__device__ __forceinline__ void BlendChunk(const Chunk<T> (&corners)[4], const float (&w)[4],
+                                           Chunk<T> (&out)[kParts]) {
+#pragma unroll
+  for (int e = 0; e < kVector<T> / 2; ++e) {
+    float2 v = make_float2(0.f, 0.f);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const float2 x = PairToFloat2(corners[k], e);
+      v.x += w[k] * x.x;
+      v.y += w[k] * x.y;
+    }
+    StorePair(out, e, v);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The pipeline of both kernels: producers fill a stage's A tile and start the TMA copy of its B
 // tile; consumer warpgroups multiply it and hand the stage back.
@@ -584,17 +602,7 @@ __device__ __forceinline__ void Produce(const DcnShape& s, const T* input, const
         Chunk<T> corners[4], out[kParts];
 #pragma unroll
         for (int k = 0; k < 4; ++k) corners[k] = *reinterpret_cast<const Chunk<T>*>(&raw[u][k]);
-#pragma unroll
-        for (int e = 0; e < V / 2; ++e) {
-          float2 v = make_float2(0.f, 0.f);
-#pragma unroll
-          for (int k = 0; k < 4; ++k) {
-            const float2 x = PairToFloat2(corners[k], e);
-            v.x += w[k] * x.x;
-            v.y += w[k] * x.y;
-          }
-          StorePair(out, e, v);
-        }
+        BlendChunk(corners, w, out);
 #pragma unroll
         for (int part = 0; part < kParts; ++part) {
           *reinterpret_cast<Chunk<T>*>(a_tile + part * L::kABytes + row * kRowBytes + swizzled) =
@@ -849,6 +857,28 @@ __device__ __forceinline__ void FillColumnSamples(const DcnShape& s, const T* of
   }
 }
 
+// The corner chunks of a table entry's sample (zero outside), `lane_input` at this lane's
+// channels in the first image, as Corner (uint4 or Chunk<T>), and their weights.
+template <typename T, typename Corner>
+__device__ __forceinline__ void LoadEntryCorners(const ColumnSample& entry, const T* lane_input,
+                                                 int cin, Corner (&corners)[4],
+                                                 float (&weight)[4]) {
+  static_assert(sizeof(Corner) == 16, "one 16-byte chunk a corner");
+  const int4 corner = *reinterpret_cast<const int4*>(entry.corner);
+  const float4 w = *reinterpret_cast<const float4*>(entry.weight);
+  const T* image = lane_input + entry.image;
+  const int at[4] = {corner.x, corner.y, corner.z, corner.w};
+  weight[0] = w.x;
+  weight[1] = w.y;
+  weight[2] = w.z;
+  weight[3] = w.w;
+#pragma unroll
+  for (int e = 0; e < 4; ++e) {
+    const uint4 raw = at[e] >= 0 ? LoadChunk(image + at[e] * cin) : make_uint4(0, 0, 0, 0);
+    corners[e] = *reinterpret_cast<const Corner*>(&raw);
+  }
+}
+
 // Producer thread of the TF32 backward weight on 128-row tiles. Warp w fills rows [kRows w, kRows
 // (w + 1)) of each step's A tile: one tap and deformable group, as kRows divides the channels per
 // group and per deformable group. The samples come from the table (ColumnSample). The corners
@@ -896,20 +926,7 @@ __device__ __forceinline__ void ProduceColumnsFromTable(const DcnShape& s, const
     float weight[kGroupPix][4];
 #pragma unroll
     for (int i = 0; i < kGroupPix; ++i) {
-      const ColumnSample& entry = entries[group_pixel0 + i];
-      const int4 corner = *reinterpret_cast<const int4*>(entry.corner);
-      const float4 w = *reinterpret_cast<const float4*>(entry.weight);
-      const T* image = lane_input + entry.image;
-      const int at[4] = {corner.x, corner.y, corner.z, corner.w};
-      weight[i][0] = w.x;
-      weight[i][1] = w.y;
-      weight[i][2] = w.z;
-      weight[i][3] = w.w;
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const uint4 raw = at[e] >= 0 ? LoadChunk(image + at[e] * cin) : make_uint4(0, 0, 0, 0);
-        corners[i][e] = *reinterpret_cast<const Chunk<T>*>(&raw);
-      }
+      LoadEntryCorners(entries[group_pixel0 + i], lane_input, cin, corners[i], weight[i]);
     }
     if (kt + 1 < steps) {
       FillColumnSamples(s, offset, mask, table + ((kt + 1) % 2) * kColumnSamples<T, kBlockM>,
@@ -1068,19 +1085,8 @@ __device__ __forceinline__ void ProduceColumnsMnMajor(const DcnShape& s, const T
         table + (kt % kBuffers) * kColumnSamples<T, kBlockM> + c * kBlockK<T>;
 #pragma unroll
     for (int u = 0; u < kPasses; ++u) {
-      const ColumnSample& entry = entries[first_pixel + u * kPixelsPerPass];
-      const int4 corner = *reinterpret_cast<const int4*>(entry.corner);
-      const float4 w = *reinterpret_cast<const float4*>(entry.weight);
-      const T* image = lane_input[c] + entry.image;
-      const int at[4] = {corner.x, corner.y, corner.z, corner.w};
-      unit.weight[u][0] = w.x;
-      unit.weight[u][1] = w.y;
-      unit.weight[u][2] = w.z;
-      unit.weight[u][3] = w.w;
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        unit.raw[u][e] = at[e] >= 0 ? LoadChunk(image + at[e] * cin) : make_uint4(0, 0, 0, 0);
-      }
+      LoadEntryCorners(entries[first_pixel + u * kPixelsPerPass], lane_input[c], cin, unit.raw[u],
+                       unit.weight[u]);
     }
   };
   const int units = steps * kRowChunks;
@@ -1105,17 +1111,7 @@ __device__ __forceinline__ void ProduceColumnsMnMajor(const DcnShape& s, const T
       Chunk<T> corners[4], out[1];
 #pragma unroll
       for (int e = 0; e < 4; ++e) corners[e] = *reinterpret_cast<const Chunk<T>*>(&unit.raw[u][e]);
-#pragma unroll
-      for (int e = 0; e < V / 2; ++e) {
-        float2 v = make_float2(0.f, 0.f);
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-          const float2 x = PairToFloat2(corners[k], e);
-          v.x += unit.weight[u][k] * x.x;
-          v.y += unit.weight[u][k] * x.y;
-        }
-        StorePair(out, e, v);
-      }
+      BlendChunk(corners, unit.weight[u], out);
       const int pixel = first_pixel + u * kPixelsPerPass;
       *reinterpret_cast<Chunk<T>*>(a_tile + (c * kBlockK<T> + pixel) * kRowBytes + swizzled) =
           out[0];
