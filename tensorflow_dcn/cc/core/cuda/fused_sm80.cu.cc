@@ -255,20 +255,24 @@ __global__ void __launch_bounds__(kThreads, 1)
 
 // ---------------------------------------------------------------------------------------------
 // Backward input: column gradients grad_output[pixel][co] x weight[(tap, channel)][co]^T per
-// 128 x 128 tile (both operands K-contiguous, copied), then an epilogue over the tile: each
-// thread keeps one quad of 4 columns (so one tap, channel range and sample index) and walks the
-// rows 8 apart, a warp taking one row per step. Per row it scatters the quad to the sample's four
-// corners in grad_input (one vector float atomic per corner: a warp's atomics cover whole
-// sectors) and sums the offset / mask gradients over the lanes that share the sample. The row
-// walk carries its position (no division per row) and reads the next row's offset and mask one
-// row ahead. A launch covers the pixels of images [n_begin, ...) up to p_end; the float buffers
-// hold those images only.
+// 128 x 128 tile (both operands K-contiguous, copied), then an epilogue over the tile: the 8
+// lanes of a row group take quads of 4 columns 32 apart (4 quads a lane, so 128 bytes of a
+// corner per row group and quad: whole sectors), a warp four rows per step, the rows 32 apart.
+// Per row it scatters each quad to its sample's four corners in grad_input (one vector float
+// atomic per corner) and sums the offset / mask gradients over the quads and lanes that share
+// the sample; a row's position and sample are worked out once for the quads that share them.
+// The row walk carries its position (no division per row) and reads the next row's offset and
+// mask a step ahead. A launch covers the pixels of images [n_begin, ...) up to p_end; the float
+// buffers hold those images only.
 // ---------------------------------------------------------------------------------------------
 
-constexpr int kQuad = 4;                                   // columns per thread in the epilogue
-constexpr int kRowsPerStep = kThreads / (kTileN / kQuad);  // rows the block's warps take per step
+constexpr int kQuad = 4;         // columns per quad in the epilogue
+constexpr int kLanesPerRow = 8;  // lanes of a warp on one tile row: 128 bytes of each corner
+constexpr int kRowsPerWarp = 32 / kLanesPerRow;
+constexpr int kQuadsPerLane = kTileN / kQuad / kLanesPerRow;  // quads l, l + 8, .. of lane l
+constexpr int kRowsPerStep = kThreads / 32 * kRowsPerWarp;    // rows the block takes per step
 constexpr int kEpilogueStride = kTileN + 8;  // floats per staged row: conflict-free pair stores
-static_assert(kTileN / kQuad == 32, "one warp per row of the tile");
+static_assert(kQuadsPerLane == 4 && kTileM % kRowsPerStep == 0, "");
 
 // The four corner quads of a sample (zero outside), `image` at the quad's first channel, loads
 // issued together.
@@ -283,21 +287,13 @@ __device__ __forceinline__ void LoadCornerQuads(const int (&pixel)[4], const T* 
   }
 }
 
-// Sums v over the aligned groups of lanes (1, 2, 4, .. 32) that share `key`, the widest such that
-// every group shares it; returns the group width (its first lane holds the sums).
-__device__ __forceinline__ int SumOverSharedKey(int key, float (&v)[3]) {
-  if (__all_sync(0xffffffffu, key == __shfl_sync(0xffffffffu, key, 0))) {
-    // The common case (one deformable group, or 128 channels per one): the whole warp.
-#pragma unroll
-    for (int delta = 1; delta < 32; delta <<= 1) {
-#pragma unroll
-      for (int e = 0; e < 3; ++e) v[e] += __shfl_xor_sync(0xffffffffu, v[e], delta);
-    }
-    return 32;
-  }
+// Sums v over the aligned groups of lanes (1, 2, 4 or 8, within a row's 8 lanes) that share
+// `key`, the widest such that every group of the warp shares it; returns the group width (its
+// first lane holds the sums).
+__device__ __forceinline__ int SumOverRowLanes(int key, float (&v)[3]) {
   int width = 1;
 #pragma unroll
-  for (int delta = 1; delta < 16; delta <<= 1) {
+  for (int delta = 1; delta < kLanesPerRow; delta <<= 1) {
     if (!__all_sync(0xffffffffu, key == __shfl_xor_sync(0xffffffffu, key, delta))) break;
 #pragma unroll
     for (int e = 0; e < 3; ++e) v[e] += __shfl_xor_sync(0xffffffffu, v[e], delta);
@@ -329,57 +325,84 @@ __global__ void __launch_bounds__(kThreads)
   });
   __syncthreads();
 
-  // This thread's quad of columns: its tap, first input channel and sample index.
-  const int quad = threadIdx.x % (kTileN / kQuad);
-  const int64_t column = n0 + quad * kQuad;
-  const bool column_active = column < kg;
+  // Lane 8 g + l of warp w walks rows 4 w + g, 32 apart, with quads l, l + 8, l + 16, l + 24
+  // of each (columns 4 l + 32 m): per quad its tap, first input channel and sample index. The
+  // 8 lanes of a row cover 128 bytes of every corner a quad scatters to (whole sectors).
+  const int lane = threadIdx.x % 32;
+  const int row_lane = lane % kLanesPerRow;
   const int cpg = static_cast<int>(s.in_channels_per_group());
-  const int t = static_cast<int>(column / cpg);
-  const int c = group * cpg + static_cast<int>(column % cpg);
-  const int i = c / static_cast<int>(s.channels_per_deformable_group()) * s.taps() + t;
-  // The tap's part of s.base_y / base_x once, the rest in 32 bits (CheckProblem keeps positions
-  // below 2^24): with MakeTapPoint the division by the kernel width and 64-bit conversions stayed
-  // in the row loop (H200: 3-5% of the kernel).
-  const int tap_y = t / s.kernel_w * s.dilation_h - s.pad_h;
-  const int tap_x = t % s.kernel_w * s.dilation_w - s.pad_w;
+  const int cpd = static_cast<int>(s.channels_per_deformable_group());
+  struct QuadColumns {
+    bool active;
+    int c, i, tap_y, tap_x;  // input channel, sample, the tap's part of the sample position
+  };
+  QuadColumns quad[kQuadsPerLane];
+#pragma unroll
+  for (int m = 0; m < kQuadsPerLane; ++m) {
+    const int64_t column = n0 + kQuad * (row_lane + kLanesPerRow * m);
+    quad[m].active = column < kg;
+    const int t = static_cast<int>(column / cpg);
+    quad[m].c = group * cpg + static_cast<int>(column % cpg);
+    quad[m].i = quad[m].c / cpd * s.taps() + t;
+    // The tap's part of s.base_y / base_x once, the rest in 32 bits (CheckProblem keeps
+    // positions below 2^24).
+    quad[m].tap_y = t / s.kernel_w * s.dilation_h - s.pad_h;
+    quad[m].tap_x = t % s.kernel_w * s.dilation_w - s.pad_w;
+  }
+  // Whether every quad of the warp takes one sample (one tap and deformable group over the
+  // tile's columns, as with 128 or more channels per group): a row's sums then add up in the
+  // lane before one reduction over its 8 lanes, and its position is worked out once.
+  bool lane_one = true;
+#pragma unroll
+  for (int m = 1; m < kQuadsPerLane; ++m) lane_one &= quad[m].active && quad[m].i == quad[0].i;
+  const bool one_sample = __all_sync(0xffffffffu, lane_one && quad[0].active);
   const int mask_channels = static_cast<int>(s.mask_channels());
   const int out_h = static_cast<int>(s.out_h), out_w = static_cast<int>(s.out_w);
 
-  int r = threadIdx.x / (kTileN / kQuad);
+  int r = threadIdx.x / 32 * kRowsPerWarp + lane / kLanesPerRow;
   int64_t p = m0 + r;
   OutputPixel at = LocateOutputPixel(s, p);
-  // Pointers that the row walk advances: this quad's channels in the row's image and its float
-  // gradient, the row's offset and mask of sample i, its offset/mask sums.
-  const T* image = input + at.n * s.image_elements() + c;
-  float* grad_image = grad_input_acc + (at.n - n_begin) * s.image_elements() + c;
-  const T* offset_row = offset + p * s.offset_channels() + 2 * i;
-  const T* mask_row = mask ? mask + p * mask_channels + i : nullptr;
-  float* coord = coord_acc + ((p - n_begin * s.out_pixels_per_image()) * mask_channels + i) * 3;
-  auto read_offset = [&](int rows_on) {
-    const int64_t at_row = int64_t{rows_on} * kRowsPerStep;
+  // Pointers that the row walk advances: the row's image and float gradient, its offsets and
+  // masks, its offset/mask sums.
+  const T* image = input + at.n * s.image_elements();
+  float* grad_image = grad_input_acc + (at.n - n_begin) * s.image_elements();
+  const T* offset_row = offset + p * s.offset_channels();
+  const T* mask_row = mask ? mask + p * mask_channels : nullptr;
+  float* coord = coord_acc + (p - n_begin * s.out_pixels_per_image()) * mask_channels * 3;
+  auto read_offset = [&](int64_t rows_on, int i) {
+    const int64_t at_row = rows_on * kRowsPerStep;
     return SampleOffset<float>{
-        static_cast<float>(offset_row[at_row * s.offset_channels()]),
-        static_cast<float>(offset_row[at_row * s.offset_channels() + 1]),
-        mask_row ? static_cast<float>(mask_row[at_row * mask_channels]) : 1.f};
+        static_cast<float>(offset_row[at_row * s.offset_channels() + 2 * i]),
+        static_cast<float>(offset_row[at_row * s.offset_channels() + 2 * i + 1]),
+        mask_row ? static_cast<float>(mask_row[at_row * mask_channels + i]) : 1.f};
   };
+  // Quad 0's sample of the row, read a step ahead.
   SampleOffset<float> next{};
-  if (column_active && p < p_end) next = read_offset(0);
+  if (quad[0].active && p < p_end) next = read_offset(0, quad[0].i);
   for (; r < kTileM; r += kRowsPerStep, p += kRowsPerStep) {
-    const bool active = column_active && p < p_end;
-    const SampleOffset<float> o = next;
-    if (column_active && p + kRowsPerStep < p_end && r + kRowsPerStep < kTileM) {
-      next = read_offset(1);
+    const bool row_active = p < p_end;
+    const SampleOffset<float> first = next;
+    if (quad[0].active && p + kRowsPerStep < p_end && r + kRowsPerStep < kTileM) {
+      next = read_offset(1, quad[0].i);
     }
-    float sums[3] = {};  // d/dy, d/dx (without the mask), value
-    if (active) {
-      BilinearPoint<float> point;
-      MakeBilinearPoint(static_cast<float>(at.oy * s.stride_h + tap_y) + o.dy,
-                        static_cast<float>(at.ox * s.stride_w + tap_x) + o.dx, s.in_h, s.in_w,
-                        &point);
+    float sums[kQuadsPerLane][3] = {};  // per quad: d/dy, d/dx (without the mask), value
+    float mask_value[kQuadsPerLane] = {};
+    BilinearPoint<float> point;
+    SampleOffset<float> o{};
+#pragma unroll
+    for (int m = 0; m < kQuadsPerLane; ++m) {
+      if (!row_active || !quad[m].active) continue;
+      if (m == 0 || quad[m].i != quad[m - 1].i) {
+        o = quad[m].i == quad[0].i ? first : read_offset(0, quad[m].i);
+        MakeBilinearPoint(static_cast<float>(at.oy * s.stride_h + quad[m].tap_y) + o.dy,
+                          static_cast<float>(at.ox * s.stride_w + quad[m].tap_x) + o.dx, s.in_h,
+                          s.in_w, &point);
+      }
+      mask_value[m] = o.m;
       Vec<T, kQuad> raw[4];
-      LoadCornerQuads(point.pixel, image, s.in_channels, raw);
-      const float4 q =
-          *reinterpret_cast<const float4*>(staged + r * kEpilogueStride + quad * kQuad);
+      LoadCornerQuads(point.pixel, image + quad[m].c, s.in_channels, raw);
+      const float4 q = *reinterpret_cast<const float4*>(staged + r * kEpilogueStride +
+                                                        kQuad * (row_lane + kLanesPerRow * m));
       const float gc[kQuad] = {q.x, q.y, q.z, q.w};
 #pragma unroll
       for (int e = 0; e < kQuad; ++e) {
@@ -387,21 +410,38 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
         for (int k = 0; k < 4; ++k) v[k] = static_cast<float>(raw[k].e[e]);
         BilinearCoordinateGrad(point, v, &dy, &dx);
-        sums[0] += gc[e] * dy;
-        sums[1] += gc[e] * dx;
-        sums[2] += gc[e] * BilinearValue(point, v);
+        sums[m][0] += gc[e] * dy;
+        sums[m][1] += gc[e] * dx;
+        sums[m][2] += gc[e] * BilinearValue(point, v);
       }
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
         if (point.pixel[k] < 0) continue;
-        ScatterAdd<kQuad>(grad_image + point.pixel[k] * s.in_channels, point.weight[k] * o.m, gc);
+        ScatterAdd<kQuad>(grad_image + quad[m].c + point.pixel[k] * s.in_channels,
+                          point.weight[k] * o.m, gc);
       }
     }
-    const int width = SumOverSharedKey(active ? r * mask_channels + i : -1, sums);
-    if (active && (threadIdx.x & (width - 1)) == 0) {
-      atomicAdd(coord, o.m * sums[0]);
-      atomicAdd(coord + 1, o.m * sums[1]);
-      atomicAdd(coord + 2, sums[2]);
+    // The sums go to the row's samples: m * sums[0..1] (the mask's factor), sums[2].
+    auto add_sums = [&](int m) {
+      const bool active = row_active && quad[m].active;
+      const int width = SumOverRowLanes(active ? r * mask_channels + quad[m].i : -1, sums[m]);
+      if (active && (row_lane & (width - 1)) == 0) {
+        float* to = coord + quad[m].i * 3;
+        atomicAdd(to, mask_value[m] * sums[m][0]);
+        atomicAdd(to + 1, mask_value[m] * sums[m][1]);
+        atomicAdd(to + 2, sums[m][2]);
+      }
+    };
+    if (one_sample) {
+#pragma unroll
+      for (int m = 1; m < kQuadsPerLane; ++m) {
+#pragma unroll
+        for (int e = 0; e < 3; ++e) sums[0][e] += sums[m][e];
+      }
+      add_sums(0);
+    } else {
+#pragma unroll
+      for (int m = 0; m < kQuadsPerLane; ++m) add_sums(m);
     }
     // The next row's position and pointers, kRowsPerStep output pixels on.
     offset_row += kRowsPerStep * s.offset_channels();
