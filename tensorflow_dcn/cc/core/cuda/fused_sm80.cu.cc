@@ -326,36 +326,36 @@ __global__ void __launch_bounds__(kThreads)
   __syncthreads();
 
   // Lane 8 g + l of warp w walks rows 4 w + g, 32 apart, with quads l, l + 8, l + 16, l + 24
-  // of each (columns 4 l + 32 m): per quad its tap, first input channel and sample index. The
-  // 8 lanes of a row cover 128 bytes of every corner a quad scatters to (whole sectors).
+  // of each (columns 4 l + 32 m): per quad its first input channel and sample index. The 8
+  // lanes of a row cover 128 bytes of every corner a quad scatters to (whole sectors).
   const int lane = threadIdx.x % 32;
   const int row_lane = lane % kLanesPerRow;
   const int cpg = static_cast<int>(s.in_channels_per_group());
   const int cpd = static_cast<int>(s.channels_per_deformable_group());
-  struct QuadColumns {
-    bool active;
-    int c, i, tap_y, tap_x;  // input channel, sample, the tap's part of the sample position
-  };
-  QuadColumns quad[kQuadsPerLane];
+  int quad_c[kQuadsPerLane], quad_i[kQuadsPerLane];  // input channel, sample; -1: past the tile
 #pragma unroll
   for (int m = 0; m < kQuadsPerLane; ++m) {
     const int64_t column = n0 + kQuad * (row_lane + kLanesPerRow * m);
-    quad[m].active = column < kg;
     const int t = static_cast<int>(column / cpg);
-    quad[m].c = group * cpg + static_cast<int>(column % cpg);
-    quad[m].i = quad[m].c / cpd * s.taps() + t;
-    // The tap's part of s.base_y / base_x once, the rest in 32 bits (CheckProblem keeps
-    // positions below 2^24).
-    quad[m].tap_y = t / s.kernel_w * s.dilation_h - s.pad_h;
-    quad[m].tap_x = t % s.kernel_w * s.dilation_w - s.pad_w;
+    quad_c[m] = group * cpg + static_cast<int>(column % cpg);
+    quad_i[m] = column < kg ? quad_c[m] / cpd * s.taps() + t : -1;
   }
-  // Whether every quad of the warp takes one sample (one tap and deformable group over the
-  // tile's columns, as with 128 or more channels per group): a row's sums then add up in the
-  // lane before one reduction over its 8 lanes, and its position is worked out once.
-  bool lane_one = true;
+  // The tap's part of a sample position (the rest in 32 bits: CheckProblem keeps positions
+  // below 2^24), once per quad's sample rather than per row where it can.
+  auto tap_part = [&](int i, int* tap_y, int* tap_x) {
+    const int t = i % s.taps();
+    *tap_y = t / s.kernel_w * s.dilation_h - s.pad_h;
+    *tap_x = t % s.kernel_w * s.dilation_w - s.pad_w;
+  };
+  int tap_y0 = 0, tap_x0 = 0;
+  if (quad_i[0] >= 0) tap_part(quad_i[0], &tap_y0, &tap_x0);
+  // Whether every quad of the warp takes quad 0's sample (one tap and deformable group over the
+  // tile's columns, as with 128 or more channels per group): a row's position is then worked out
+  // once and its sums add up in the lane before one reduction over the row's 8 lanes.
+  bool lane_one = quad_i[0] >= 0;
 #pragma unroll
-  for (int m = 1; m < kQuadsPerLane; ++m) lane_one &= quad[m].active && quad[m].i == quad[0].i;
-  const bool one_sample = __all_sync(0xffffffffu, lane_one && quad[0].active);
+  for (int m = 1; m < kQuadsPerLane; ++m) lane_one &= quad_i[m] == quad_i[0];
+  const bool one_sample = __all_sync(0xffffffffu, lane_one);
   const int mask_channels = static_cast<int>(s.mask_channels());
   const int out_h = static_cast<int>(s.out_h), out_w = static_cast<int>(s.out_w);
 
@@ -376,72 +376,81 @@ __global__ void __launch_bounds__(kThreads)
         static_cast<float>(offset_row[at_row * s.offset_channels() + 2 * i + 1]),
         mask_row ? static_cast<float>(mask_row[at_row * mask_channels + i]) : 1.f};
   };
+  // Adds quad m's column gradients at the sample `point` to grad_input, and its parts of the
+  // sample's offset/mask sums (d/dy, d/dx without the mask, the value) to `sums`.
+  auto add_quad = [&](int m, int r_row, const BilinearPoint<float>& point, float mask_value,
+                      float(&sums)[3]) {
+    Vec<T, kQuad> raw[4];
+    LoadCornerQuads(point.pixel, image + quad_c[m], s.in_channels, raw);
+    const float4 q = *reinterpret_cast<const float4*>(staged + r_row * kEpilogueStride +
+                                                      kQuad * (row_lane + kLanesPerRow * m));
+    const float gc[kQuad] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+    for (int e = 0; e < kQuad; ++e) {
+      float v[4], dy, dx;
+#pragma unroll
+      for (int k = 0; k < 4; ++k) v[k] = static_cast<float>(raw[k].e[e]);
+      BilinearCoordinateGrad(point, v, &dy, &dx);
+      sums[0] += gc[e] * dy;
+      sums[1] += gc[e] * dx;
+      sums[2] += gc[e] * BilinearValue(point, v);
+    }
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      if (point.pixel[k] < 0) continue;
+      ScatterAdd<kQuad>(grad_image + quad_c[m] + point.pixel[k] * s.in_channels,
+                        point.weight[k] * mask_value, gc);
+    }
+  };
+  // Sums `sums` of sample i (-1: none) over the row's lanes that share it; one lane per group
+  // adds them, times the mask where the chain rule has it, to the sample's offset/mask sums.
+  auto flush = [&](int r_row, int i, float mask_value, float(&sums)[3]) {
+    const int width = SumOverRowLanes(i >= 0 ? r_row * mask_channels + i : -1, sums);
+    if (i >= 0 && (row_lane & (width - 1)) == 0) {
+      float* to = coord + i * 3;
+      atomicAdd(to, mask_value * sums[0]);
+      atomicAdd(to + 1, mask_value * sums[1]);
+      atomicAdd(to + 2, sums[2]);
+    }
+  };
   // Quad 0's sample of the row, read a step ahead.
   SampleOffset<float> next{};
-  if (quad[0].active && p < p_end) next = read_offset(0, quad[0].i);
+  if (quad_i[0] >= 0 && p < p_end) next = read_offset(0, quad_i[0]);
   for (; r < kTileM; r += kRowsPerStep, p += kRowsPerStep) {
     const bool row_active = p < p_end;
     const SampleOffset<float> first = next;
-    if (quad[0].active && p + kRowsPerStep < p_end && r + kRowsPerStep < kTileM) {
-      next = read_offset(1, quad[0].i);
+    if (quad_i[0] >= 0 && p + kRowsPerStep < p_end && r + kRowsPerStep < kTileM) {
+      next = read_offset(1, quad_i[0]);
     }
-    float sums[kQuadsPerLane][3] = {};  // per quad: d/dy, d/dx (without the mask), value
-    float mask_value[kQuadsPerLane] = {};
-    BilinearPoint<float> point;
-    SampleOffset<float> o{};
-#pragma unroll
-    for (int m = 0; m < kQuadsPerLane; ++m) {
-      if (!row_active || !quad[m].active) continue;
-      if (m == 0 || quad[m].i != quad[m - 1].i) {
-        o = quad[m].i == quad[0].i ? first : read_offset(0, quad[m].i);
-        MakeBilinearPoint(static_cast<float>(at.oy * s.stride_h + quad[m].tap_y) + o.dy,
-                          static_cast<float>(at.ox * s.stride_w + quad[m].tap_x) + o.dx, s.in_h,
-                          s.in_w, &point);
-      }
-      mask_value[m] = o.m;
-      Vec<T, kQuad> raw[4];
-      LoadCornerQuads(point.pixel, image + quad[m].c, s.in_channels, raw);
-      const float4 q = *reinterpret_cast<const float4*>(staged + r * kEpilogueStride +
-                                                        kQuad * (row_lane + kLanesPerRow * m));
-      const float gc[kQuad] = {q.x, q.y, q.z, q.w};
-#pragma unroll
-      for (int e = 0; e < kQuad; ++e) {
-        float v[4], dy, dx;
-#pragma unroll
-        for (int k = 0; k < 4; ++k) v[k] = static_cast<float>(raw[k].e[e]);
-        BilinearCoordinateGrad(point, v, &dy, &dx);
-        sums[m][0] += gc[e] * dy;
-        sums[m][1] += gc[e] * dx;
-        sums[m][2] += gc[e] * BilinearValue(point, v);
-      }
-#pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        if (point.pixel[k] < 0) continue;
-        ScatterAdd<kQuad>(grad_image + quad[m].c + point.pixel[k] * s.in_channels,
-                          point.weight[k] * o.m, gc);
-      }
-    }
-    // The sums go to the row's samples: m * sums[0..1] (the mask's factor), sums[2].
-    auto add_sums = [&](int m) {
-      const bool active = row_active && quad[m].active;
-      const int width = SumOverRowLanes(active ? r * mask_channels + quad[m].i : -1, sums[m]);
-      if (active && (row_lane & (width - 1)) == 0) {
-        float* to = coord + quad[m].i * 3;
-        atomicAdd(to, mask_value[m] * sums[m][0]);
-        atomicAdd(to + 1, mask_value[m] * sums[m][1]);
-        atomicAdd(to + 2, sums[m][2]);
-      }
-    };
     if (one_sample) {
+      float sums[3] = {};
+      if (row_active) {
+        BilinearPoint<float> point;
+        MakeBilinearPoint(static_cast<float>(at.oy * s.stride_h + tap_y0) + first.dy,
+                          static_cast<float>(at.ox * s.stride_w + tap_x0) + first.dx, s.in_h,
+                          s.in_w, &point);
 #pragma unroll
-      for (int m = 1; m < kQuadsPerLane; ++m) {
-#pragma unroll
-        for (int e = 0; e < 3; ++e) sums[0][e] += sums[m][e];
+        for (int m = 0; m < kQuadsPerLane; ++m) add_quad(m, r, point, first.m, sums);
       }
-      add_sums(0);
+      flush(r, row_active ? quad_i[0] : -1, first.m, sums);
     } else {
 #pragma unroll
-      for (int m = 0; m < kQuadsPerLane; ++m) add_sums(m);
+      for (int m = 0; m < kQuadsPerLane; ++m) {
+        const int i = row_active ? quad_i[m] : -1;
+        float sums[3] = {};
+        SampleOffset<float> o{};
+        if (i >= 0) {
+          int tap_y = tap_y0, tap_x = tap_x0;
+          if (i != quad_i[0]) tap_part(i, &tap_y, &tap_x);
+          o = i == quad_i[0] ? first : read_offset(0, i);
+          BilinearPoint<float> point;
+          MakeBilinearPoint(static_cast<float>(at.oy * s.stride_h + tap_y) + o.dy,
+                            static_cast<float>(at.ox * s.stride_w + tap_x) + o.dx, s.in_h, s.in_w,
+                            &point);
+          add_quad(m, r, point, o.m, sums);
+        }
+        flush(r, i, o.m, sums);
+      }
     }
     // The next row's position and pointers, kRowsPerStep output pixels on.
     offset_row += kRowsPerStep * s.offset_channels();
