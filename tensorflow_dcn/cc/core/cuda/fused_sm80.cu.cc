@@ -303,7 +303,7 @@ __device__ __forceinline__ int SumOverRowLanes(int key, float (&v)[3]) {
 }
 
 template <typename T, MathMode kMode>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 2)
     InputKernel(DcnShape s, const T* grad_output, const T* input, const T* offset, const T* mask,
                 const T* weight, float* grad_input_acc, float* coord_acc, int64_t row0,
                 int64_t n_begin, int64_t p_end, bool grad_vector_ok, bool weight_vector_ok) {
