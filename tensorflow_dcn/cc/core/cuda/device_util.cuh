@@ -98,6 +98,16 @@ __device__ __forceinline__ void AtomicAdd4(float* dst, float a, float b, float c
 #endif
 }
 
+// dst[0..1] += (a, b) in one vector atomic (only reached where kFloat4Atomics; dst 8-byte aligned).
+__device__ __forceinline__ void AtomicAdd2(float* dst, float a, float b) {
+#ifdef TFDCN_VECTOR_FLOAT_ATOMICS
+  asm volatile(
+      "{ .reg .u64 g; cvta.to.global.u64 g, %0; red.global.add.v2.f32 [g], {%1, %2}; }" ::"l"(dst),
+      "f"(a), "f"(b)
+      : "memory");
+#endif
+}
+
 // dst[e] += w * g[e] for e < V, atomically per element. On sm_90 four floats go in one vector
 // atomic: a lane holding V consecutive channels would otherwise spread each warp-wide atomic
 // instruction over V times more memory segments.

@@ -1179,6 +1179,9 @@ __global__ void __cluster_dims__(kCluster, 1, 1) __launch_bounds__(kThreads, 1)
     MultiplySteps<T, L, kMnMajorColumns<T>>(acc, smem_addr, tile, steps);
     const int64_t k_total = s.group_columns();
     float* out = grad_weight_acc + group * cog;
+    // A thread's column pairs start on even columns: with cog even (so Cout too) each pair lies
+    // on 8 bytes and goes in one vector atomic.
+    const bool pairs = cog % 2 == 0;
 #pragma unroll
     for (int j = 0; j < kWarpgroupN / 8; ++j) {
       const int n = n0 + tile.col0 + AccumulatorColumn(j);
@@ -1187,6 +1190,10 @@ __global__ void __cluster_dims__(kCluster, 1, 1) __launch_bounds__(kThreads, 1)
         const int64_t k = k0 + tile.row0 + AccumulatorRow(h);
         if (k >= k_total) continue;
         float* o = out + k * s.out_channels + n;
+        if (pairs && n + 1 < cog) {
+          AtomicAdd2(o, acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1]);
+          continue;
+        }
         if (n < cog) atomicAdd(o, acc[4 * j + 2 * h]);
         if (n + 1 < cog) atomicAdd(o + 1, acc[4 * j + 2 * h + 1]);
       }
