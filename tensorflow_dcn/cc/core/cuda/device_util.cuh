@@ -24,6 +24,9 @@ constexpr int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // It runs on every call: the search stops once the waves alone cost more than the best found
 // (the cost's lower bound, waves x (1 + kSplitOverheadSteps), only grows with the splits).
 constexpr int64_t kSplitOverheadSteps = 8;
+inline int64_t SplitCost(int64_t tiles, int64_t steps, int64_t slots, int64_t splits) {
+  return CeilDiv(tiles * splits, slots) * (CeilDiv(steps, splits) + kSplitOverheadSteps);
+}
 inline int64_t ChooseSplits(int64_t tiles, int64_t steps, int64_t slots) {
   int64_t best = 1, best_cost = INT64_MAX;
   for (int64_t splits = 1; splits <= (steps < 65535 ? steps : 65535); ++splits) {
