@@ -370,16 +370,21 @@ stage_op_kernels() {
 }
 
 # The allocator's peak growth of each op alone and of the forward+backward, beyond what they
-# return (scripts/gpu/op_memory.py, GPU 0): where the op benchmark's workspace figure comes from.
+# return (scripts/gpu/op_memory.py, GPU 0): where the op benchmark's workspace figure comes from,
+# with TensorFlow's default allocator (BFC, whose peak counts a free chunk handed out whole) and
+# with cudaMallocAsync's (whose peak counts the bytes asked for).
 # OP_MEMORY: config:dtype cases (needs `install` in the same lease).
 stage_op_memory() {
-  local r="$WORK/op_memory"
+  local r="$WORK/op_memory" allocator
   mkdir -p "$r"
-  (cd /tmp && CUDA_VISIBLE_DEVICES=0 timeout 300 python3 "$REPO/scripts/gpu/op_memory.py" \
-    ${OP_MEMORY:-8x64x64x128:tf32 8x64x64x128:bf16 8x32x32x256:tf32 4x32x32x512:fp16 4x32x32x512:fp32}) \
-    > "$r/op_memory.txt" 2>&1
-  log "op memory: rc=$?"
-  grep '|' "$r/op_memory.txt"
+  for allocator in bfc cuda_malloc_async; do
+    (cd /tmp && TF_GPU_ALLOCATOR=${allocator/bfc/} CUDA_VISIBLE_DEVICES=0 timeout 300 python3 \
+      "$REPO/scripts/gpu/op_memory.py" ${OP_MEMORY:-8x64x64x128:tf32 8x64x64x128:fp16 \
+      8x64x64x128:bf16 8x32x32x256:tf32 8x32x32x256:fp32 4x32x32x512:fp16 4x32x32x512:fp32}) \
+      > "$r/op_memory-$allocator.txt" 2>&1
+    log "op memory ($allocator): rc=$?"
+    grep '|' "$r/op_memory-$allocator.txt"
+  done
 }
 
 stage_probe() {
