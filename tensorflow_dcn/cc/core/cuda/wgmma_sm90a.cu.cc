@@ -329,22 +329,30 @@ __device__ __forceinline__ uint4 LoadChunk(const void* p) {
   return __ldg(reinterpret_cast<const uint4*>(p));
 }
 
-// A sample's 16-byte chunk: its four corner chunks blended with their weights, in each operand
-// part as wgmma reads it.
-template <typename T, int kParts>
-__device__ __forceinline__ void BlendChunk(const Chunk<T> (&corners)[4], const float (&w)[4],
-                                           Chunk<T> (&out)[kParts]) {
+// A sample's 16-byte chunk: its four corner chunks blended with their weights, in float.
+template <typename T>
+__device__ __forceinline__ void BlendValues(const Chunk<T> (&corners)[4], const float (&w)[4],
+                                            float (&v)[kVector<T>]) {
 #pragma unroll
   for (int e = 0; e < kVector<T> / 2; ++e) {
-    float2 v = make_float2(0.f, 0.f);
+    v[2 * e] = v[2 * e + 1] = 0.f;
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
       const float2 x = PairToFloat2(corners[k], e);
-      v.x += w[k] * x.x;
-      v.y += w[k] * x.y;
+      v[2 * e] += w[k] * x.x;
+      v[2 * e + 1] += w[k] * x.y;
     }
-    StorePair(out, e, v);
   }
+}
+
+// The same in each operand part as wgmma reads it.
+template <typename T, int kParts>
+__device__ __forceinline__ void BlendChunk(const Chunk<T> (&corners)[4], const float (&w)[4],
+                                           Chunk<T> (&out)[kParts]) {
+  float v[kVector<T>];
+  BlendValues(corners, w, v);
+#pragma unroll
+  for (int e = 0; e < kVector<T> / 2; ++e) StorePair(out, e, make_float2(v[2 * e], v[2 * e + 1]));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -721,10 +729,11 @@ __global__ void __cluster_dims__(kCluster, 1, 1) __launch_bounds__(kThreads, 1)
 // grad_weight[k][n] = sum over pixels p of column(p, k) x grad_output[p][n], k = tap x Cin/groups
 // + channel (the weight's row within a group). A block tile is kBlockM rows k x kBlockN output
 // channels; its K steps run over kBlockK pixels. The producers store the gathered columns as
-// MN-major A rows of channels (fp16/bf16, ProduceColumnsMnMajor) or as K-major A rows of pixels
-// (TF32, ProduceColumnsFromTable, ProduceColumnsPerWarp); the B tiles arrive by TMA, from
-// grad_output as it lies (fp16/bf16, MN-major) or transposed into the workspace (TF32, K-major).
-// Blocks split the pixels and add their tiles into a float grad_weight with atomics.
+// MN-major A rows of channels (fp16/bf16) or as K-major A rows of pixels (TF32) (ProduceColumns;
+// TF32's 128-row tiles ProduceColumnsSharedSample);
+// the B tiles arrive by TMA, from grad_output as it lies (fp16/bf16, MN-major) or transposed into
+// the workspace (TF32, K-major). Blocks split the pixels and add their tiles into a float
+// grad_weight with atomics.
 
 // Pixels [first, first + kCount) of row `row` of a K-major A tile, in each operand part
 // (part_bytes apart): the values as wgmma reads them, kCount x sizeof(T) <= 16 bytes at once.
@@ -794,33 +803,30 @@ __device__ __forceinline__ char* ClaimColumnStage(const DcnShape& s,
   return smem + (kt % L::kStages) * L::kAStageBytes;
 }
 
-// The backward weight's sample table, in two buffers (K step kt in buffer kt % 2, filled while
-// the step before blends): per run of producer warps whose rows take one sample (tap and
-// deformable group; a run is named by its first warp) and per pixel of the step, the four
-// corners (pixel index in the image, -1 outside), their bilinear weights times the mask, and
-// where the pixel's image starts in the input. Each run's warps fill its entries together, so a
-// sample is computed once per block instead of once per warp.
+// The backward weight's sample table: per 128-byte chunk of a tile's rows (kBlockK rows, one tap
+// and deformable group) and pixel of a K step, the four corners (pixel index in the image, -1
+// outside), their bilinear weights times the mask, and where the pixel's image starts in the
+// input. Three buffers: step kt's entries in buffer kt % 3, filled during step kt - 2.
 struct alignas(16) ColumnSample {
   int corner[4];
   float weight[4];
   int64_t image;
   int64_t padding;  // 48 bytes: three 16-byte stores
 };
-// fp16/bf16 store the A tile MN-major (ProduceColumnsMnMajor): a row of channels per pixel.
+constexpr int kColumnBuffers = 3;
+// TF32 on 128-row tiles: ProduceColumnsSharedSample, whose warps share the samples of their runs;
+// its table has two buffers of kRunSamples entries (per producer warp, one step's pixels).
+template <typename T, int kBlockM>
+constexpr bool kSharedSampleColumns = sizeof(T) == 4 && kBlockM == 128;
+template <typename T>
+constexpr int kRunSamples = kBlockK<T> * (kProducers / 32);
+template <typename T, int kBlockM>  // ProduceColumns: kBlockM entries per buffer
+constexpr int64_t kColumnTableBytes =
+    (kSharedSampleColumns<T, kBlockM> ? 2 * kRunSamples<T> : kColumnBuffers * kBlockM) *
+    int64_t{sizeof(ColumnSample)};
+// fp16/bf16 store the A tile MN-major, a row of channels per pixel; TF32 K-major (transposed).
 template <typename T>
 constexpr bool kMnMajorColumns = sizeof(T) == 2;
-// Entries per buffer: per producer warp (K-major 128-row tiles) or per 64-row chunk (MN-major).
-template <typename T, int kBlockM>
-constexpr int kColumnSamples =
-    kBlockK<T> * (kMnMajorColumns<T> ? kBlockM / kWarpgroupM : kProducers / 32);
-// Buffers: the MN-major producer fills a step's entries two steps ahead, the K-major one a step.
-template <typename T>
-constexpr int kColumnBuffers = kMnMajorColumns<T> ? 3 : 2;
-template <typename T, int kBlockM>
-constexpr int64_t kColumnTableBytes =
-    kMnMajorColumns<T> || kBlockM == 128
-        ? kColumnBuffers<T> * kColumnSamples<T, kBlockM> * int64_t{sizeof(ColumnSample)}
-        : 0;
 
 // The sample that the rows [k, k + rows) of group `group` take (tap and deformable group), or -1
 // beyond the group's K.
@@ -832,8 +838,8 @@ __device__ __forceinline__ int RowsSample(const DcnShape& s, int k, int group) {
   return static_cast<int>(c / s.channels_per_deformable_group()) * s.taps() + tap;
 }
 
-// The entries of pixels [q0, q0 + kBlockK) for `sample` into `entries`, by the run's
-// run_size x 32 threads (this one is `member`).
+// The entries of pixels [q0, q0 + kBlockK) for `sample` into `entries`, by run_size x 32
+// threads (this one is `member`).
 template <typename T>
 __device__ __forceinline__ void FillColumnSamples(const DcnShape& s, const T* offset, const T* mask,
                                                   ColumnSample* entries, int sample, int member,
@@ -881,19 +887,18 @@ __device__ __forceinline__ void LoadEntryCorners(const ColumnSample& entry, cons
 
 // Producer thread of the TF32 backward weight on 128-row tiles. Warp w fills rows [kRows w, kRows
 // (w + 1)) of each step's A tile: one tap and deformable group, as kRows divides the channels per
-// group and per deformable group. The samples come from the table (ColumnSample). The corners
+// group and per deformable group. The samples come from the table (ColumnSample), whose entries
+// the run of warps that share a sample fills together, a step ahead. The corners
 // are read along the channels: the kLanes lanes of a lane group take the group's kGroupPix
 // neighbouring pixels, lane i of the group the 16-byte chunk i of the warp's rows, so that each
 // load instruction reads whole sectors. A lane blends its chunk at the group's pixels and stores
 // each of its rows' kGroupPix pixels at once. Pixels [q_begin, q_end) of the chunk that starts
 // at pixel chunk_begin; rows beyond the group's K read zero.
 template <typename T, int kBlockM, int kBlockN, int kParts>
-__device__ __forceinline__ void ProduceColumnsFromTable(const DcnShape& s, const T* input,
-                                                        const T* offset, const T* mask,
-                                                        const CUtensorMap* grad_output_map,
-                                                        char* smem, uint32_t smem_addr, int k0,
-                                                        int group, int64_t chunk_begin, int q_begin,
-                                                        int q_end, int steps, int b_row0) {
+__device__ __forceinline__ void ProduceColumnsSharedSample(
+    const DcnShape& s, const T* input, const T* offset, const T* mask,
+    const CUtensorMap* grad_output_map, char* smem, uint32_t smem_addr, int k0, int group,
+    int64_t chunk_begin, int q_begin, int q_end, int steps, int b_row0) {
   using L = Layout<kBlockM, kBlockN, kParts>;
   constexpr int V = kVector<T>;
   constexpr int kWarps = kProducers / 32;
@@ -921,7 +926,7 @@ __device__ __forceinline__ void ProduceColumnsFromTable(const DcnShape& s, const
   ProducerBarrier();
   for (int kt = 0; kt < steps; ++kt) {
     const int q0 = q_begin + kt * kBlockK<T>;
-    const ColumnSample* entries = table + (kt % 2) * kColumnSamples<T, kBlockM>;
+    const ColumnSample* entries = table + (kt % 2) * kRunSamples<T>;
     Chunk<T> corners[kGroupPix][4];
     float weight[kGroupPix][4];
 #pragma unroll
@@ -929,8 +934,8 @@ __device__ __forceinline__ void ProduceColumnsFromTable(const DcnShape& s, const
       LoadEntryCorners(entries[group_pixel0 + i], lane_input, cin, corners[i], weight[i]);
     }
     if (kt + 1 < steps) {
-      FillColumnSamples(s, offset, mask, table + ((kt + 1) % 2) * kColumnSamples<T, kBlockM>,
-                        sample, member, run_end - run0, chunk_begin, q0 + kBlockK<T>, q_end);
+      FillColumnSamples(s, offset, mask, table + ((kt + 1) % 2) * kRunSamples<T>, sample, member,
+                        run_end - run0, chunk_begin, q0 + kBlockK<T>, q_end);
     }
     char* a_tile = ClaimColumnStage<T, L>(s, grad_output_map, smem, smem_addr, kt, q0, b_row0);
 #pragma unroll
@@ -946,108 +951,64 @@ __device__ __forceinline__ void ProduceColumnsFromTable(const DcnShape& s, const
   }
 }
 
-// Producer thread of the TF32 backward weight on 64-row tiles, every warp sampling the step's
-// pixels itself: lane l samples pixels kPix l.. of the step at the warp's tap and blends their
-// corners for the warp's channels. (The table measured 0-4% slower here in TF32 on the H200; not
-// profiled.)
-template <typename T, int kBlockM, int kBlockN, int kParts>
-__device__ __forceinline__ void ProduceColumnsPerWarp(const DcnShape& s, const T* input,
-                                                      const T* offset, const T* mask,
-                                                      const CUtensorMap* grad_output_map,
-                                                      char* smem, uint32_t smem_addr, int k0,
-                                                      int group, int64_t chunk_begin, int q_begin,
-                                                      int q_end, int steps, int b_row0) {
-  using L = Layout<kBlockM, kBlockN, kParts>;
-  constexpr int V = kVector<T>;
-  constexpr int kPix = 4 / sizeof(T);
-  constexpr int kRows = kBlockM / (kProducers / 32);
-  constexpr int kRowChunks = kRows / V;  // 16-byte chunks of channels per lane and pixel
-  static_assert(kRowChunks >= 1 && kPix * 32 == kBlockK<T>, "a warp fills whole rows");
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int cpg = static_cast<int>(s.in_channels_per_group());
-  const int taps = s.taps();
-  const int cin = static_cast<int>(s.in_channels);
-  const int k = k0 + warp * kRows;
-  const bool rows_valid = k < taps * cpg;
-  const int tap = k / cpg;
-  const int c = group * cpg + (k - tap * cpg);  // the input channel of the warp's first row
-  const int sample = static_cast<int>(c / s.channels_per_deformable_group()) * taps + tap;
-  for (int kt = 0; kt < steps; ++kt) {
-    const int q0 = q_begin + kt * kBlockK<T>;
-    int pixel[kPix][4];
-    float w[kPix][4];
-    const T* image[kPix];
-#pragma unroll
-    for (int j = 0; j < kPix; ++j) {
-      const int q = q0 + kPix * lane + j;
-      image[j] = input + c;
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        pixel[j][e] = -1;
-        w[j][e] = 0.f;
-      }
-      if (rows_valid && q < q_end) {
-        const int64_t p = chunk_begin + q;
-        const OutputPixel at = LocateOutputPixel(s, p);
-        MaskedCorners(s, p, at, sample, offset, mask, pixel[j], w[j]);
-        image[j] += at.n * s.image_elements();
-      }
-    }
-    Chunk<T> corners[kRowChunks][kPix][4];
-#pragma unroll
-    for (int u = 0; u < kRowChunks; ++u) {
-#pragma unroll
-      for (int j = 0; j < kPix; ++j) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const uint4 raw = pixel[j][e] >= 0 ? LoadChunk(image[j] + (pixel[j][e] * cin + u * V))
-                                             : make_uint4(0, 0, 0, 0);
-          corners[u][j][e] = *reinterpret_cast<const Chunk<T>*>(&raw);
-        }
-      }
-    }
-    char* a_tile = ClaimColumnStage<T, L>(s, grad_output_map, smem, smem_addr, kt, q0, b_row0);
-#pragma unroll
-    for (int u = 0; u < kRowChunks; ++u) {
-#pragma unroll
-      for (int e = 0; e < V / 2; ++e) {
-        float even[kPix], odd[kPix];  // channels 2e and 2e + 1 of the chunk
-        BlendPairs(corners[u], w, e, even, odd);
-        const int row = warp * kRows + u * V + 2 * e;
-        StoreRowPixels<T, kParts>(a_tile, L::kABytes, row, kPix * lane, even);
-        StoreRowPixels<T, kParts>(a_tile, L::kABytes, row + 1, kPix * lane, odd);
-      }
-    }
-    PublishStage<L>(smem_addr, kt);
+// Lanes 8s + l (s < 4) of a warp hold v[j] = M[s][j] of a 4 x 4 matrix per l; afterwards v[j] =
+// M[j][s]: two exchanges, over lane bit 3 (bit 0 of s) and lane bit 4 (bit 1 of s), each swapping
+// the two elements whose bit differs from the lane's.
+__device__ __forceinline__ void TransposeAcrossLanes(float (&v)[4]) {
+  const int s = (threadIdx.x % 32) / 8;
+  const bool odd = s & 1;
+  const float a0 = __shfl_xor_sync(0xffffffffu, odd ? v[0] : v[1], 8);
+  const float a1 = __shfl_xor_sync(0xffffffffu, odd ? v[2] : v[3], 8);
+  if (odd) {
+    v[0] = a0;
+    v[2] = a1;
+  } else {
+    v[1] = a0;
+    v[3] = a1;
+  }
+  const bool high = s & 2;
+  const float b0 = __shfl_xor_sync(0xffffffffu, high ? v[0] : v[2], 16);
+  const float b1 = __shfl_xor_sync(0xffffffffu, high ? v[1] : v[3], 16);
+  if (high) {
+    v[0] = b0;
+    v[1] = b1;
+  } else {
+    v[2] = b0;
+    v[3] = b1;
   }
 }
 
-// Producer thread of the backward weight for fp16/bf16, whose A tile is MN-major (wgmma reads it
-// transposed): per 64-row chunk of the tile (one tap and deformable group, as 64 divides the
-// channels per group and per deformable group), kBlockK rows of 128 bytes, one per pixel of the
-// step, holding the chunk's 64 channels, as the forward lays out its A rows. So the corners are
-// read as the forward reads them: the 8 lanes of a pixel take its 128 bytes of channels. Thread t
-// blends 16-byte piece t % 8 of pixels t / 8 and t / 8 + 32 of each chunk. The work runs in units
-// of one chunk of one step; on 128-row tiles the next unit's corner loads are issued before this
-// unit is blended (H200: 3-6% faster there, 2-5% slower on 64-row tiles). The samples come from a
-// table of three buffers (step kt's in buffer kt % 3), 64 threads per chunk filling the entries of
-// step kt + 2 during step kt. Pixels [q_begin, q_end) of the chunk that starts at pixel
-// chunk_begin; chunks beyond the group's K read zero.
-template <typename T, int kBlockM, int kBlockN>
-__device__ __forceinline__ void ProduceColumnsMnMajor(const DcnShape& s, const T* input,
-                                                      const T* offset, const T* mask,
-                                                      const CUtensorMap* grad_output_map,
-                                                      char* smem, uint32_t smem_addr, int k0,
-                                                      int group, int64_t chunk_begin, int q_begin,
-                                                      int q_end, int steps, int b_row0) {
-  using L = Layout<kBlockM, kBlockN, 1>;
+// Producer thread of the backward weight. The tile's rows come in chunks of kBlockK (128 bytes
+// of channels: one tap and deformable group, as kBlockK divides the channels per group and per
+// deformable group), and the corners are read as the forward reads them: the 8 lanes of a pixel
+// take its 128 bytes of a chunk's channels; thread t blends 16-byte piece t % 8 of pixels t / 8
+// (and t / 8 + 32 for fp16/bf16) of each chunk. fp16/bf16 store the A tile MN-major (wgmma reads
+// it transposed): per chunk kBlockK rows of 128 bytes, one per pixel, as the forward lays out its
+// A rows. TF32 (64-row tiles) stores it K-major, as wgmma reads TF32: a warp's four pixels are
+// transposed across its lanes, so that each lane holds one channel at four consecutive pixels, 16
+// bytes of a row. (On TF32's 128-row tiles, one tap when the channels per group are 128, the
+// table per chunk worked each sample out four times: 68% more instructions than
+// ProduceColumnsSharedSample at 8x64x64x128 on the H200.)
+// The work runs in units of one chunk of one step; on tiles of several chunks the next unit's
+// corner loads are issued before this unit is blended (fp16 on the H200: 3-6% faster on 128-row
+// tiles, 2-5% slower on the 64-row tile of one chunk). The samples come from a table of three
+// buffers (ColumnSample), kBlockK threads per chunk filling the entries of step kt + 2 during
+// step kt. Pixels [q_begin, q_end) of the chunk that starts at pixel chunk_begin; chunks beyond
+// the group's K read zero.
+template <typename T, int kBlockM, int kBlockN, int kParts>
+__device__ __forceinline__ void ProduceColumns(const DcnShape& s, const T* input, const T* offset,
+                                               const T* mask, const CUtensorMap* grad_output_map,
+                                               char* smem, uint32_t smem_addr, int k0, int group,
+                                               int64_t chunk_begin, int q_begin, int q_end,
+                                               int steps, int b_row0) {
+  using L = Layout<kBlockM, kBlockN, kParts>;
   constexpr int V = kVector<T>;
-  constexpr int kRowChunks = kBlockM / kWarpgroupM;  // 64-row chunks of the tile
+  constexpr int kRowChunks = kBlockM / kBlockK<T>;
   constexpr int kPixelsPerPass = kProducers / kChunks;
   constexpr int kPasses = kBlockK<T> / kPixelsPerPass;
-  constexpr int kBuffers = kColumnBuffers<T>;
   constexpr bool kPrefetch = kRowChunks > 1;
-  static_assert(kBlockK<T> == kWarpgroupM && kChunks * V == kWarpgroupM, "");
+  static_assert(kChunks * V == kBlockK<T> && kPasses >= 1, "a chunk's rows: 128 bytes a pixel");
+  static_assert(kMnMajorColumns<T> || (kPasses == 1 && V == 4), "TF32: one pass, 4 channels");
   const int piece = threadIdx.x % kChunks;
   const int first_pixel = threadIdx.x / kChunks;
   // The pixels of one thread are kPixelsPerPass apart: the same row % 8, one swizzled position.
@@ -1055,23 +1016,18 @@ __device__ __forceinline__ void ProduceColumnsMnMajor(const DcnShape& s, const T
   const int cpg = static_cast<int>(s.in_channels_per_group());
   const int cin = static_cast<int>(s.in_channels);    // 32-bit indexing within an image
   const int filler_chunk = threadIdx.x / kBlockK<T>;  // the chunk whose entries this thread fills
-  int fill_sample = -1;
-  const T* lane_input[kRowChunks];
-#pragma unroll
-  for (int c = 0; c < kRowChunks; ++c) {
-    const int k = k0 + c * kWarpgroupM;
-    const int sample = RowsSample(s, k, group);
-    if (c == filler_chunk) fill_sample = sample;
-    lane_input[c] = input + group * cpg + (sample < 0 ? 0 : k % cpg) + piece * V;
-  }
+  const int fill_sample = RowsSample(s, k0 + filler_chunk * kBlockK<T>, group);
+  // This lane's channels of chunk c (rows beyond the group's K sample nothing).
+  const auto chunk_input = [&](int c) {
+    return input + group * cpg + (k0 + c * kBlockK<T>) % cpg + piece * V;
+  };
   ColumnSample* table = reinterpret_cast<ColumnSample*>(smem + L::kTableAt);
   auto fill = [&](int kt) {
     if (filler_chunk < kRowChunks) {
-      FillColumnSamples(
-          s, offset, mask,
-          table + (kt % kBuffers) * kColumnSamples<T, kBlockM> + filler_chunk * kBlockK<T>,
-          fill_sample, threadIdx.x % kBlockK<T>, kBlockK<T> / 32, chunk_begin,
-          q_begin + kt * kBlockK<T>, q_end);
+      FillColumnSamples(s, offset, mask,
+                        table + (kt % kColumnBuffers) * kBlockM + filler_chunk * kBlockK<T>,
+                        fill_sample, threadIdx.x % kBlockK<T>, kBlockK<T> / 32, chunk_begin,
+                        q_begin + kt * kBlockK<T>, q_end);
     }
   };
   // Unit i: chunk i % kRowChunks of step i / kRowChunks; its corner chunks and weights.
@@ -1081,11 +1037,10 @@ __device__ __forceinline__ void ProduceColumnsMnMajor(const DcnShape& s, const T
   };
   auto issue = [&](int i, Unit& unit) {
     const int kt = i / kRowChunks, c = i % kRowChunks;
-    const ColumnSample* entries =
-        table + (kt % kBuffers) * kColumnSamples<T, kBlockM> + c * kBlockK<T>;
+    const ColumnSample* entries = table + (kt % kColumnBuffers) * kBlockM + c * kBlockK<T>;
 #pragma unroll
     for (int u = 0; u < kPasses; ++u) {
-      LoadEntryCorners(entries[first_pixel + u * kPixelsPerPass], lane_input[c], cin, unit.raw[u],
+      LoadEntryCorners(entries[first_pixel + u * kPixelsPerPass], chunk_input(c), cin, unit.raw[u],
                        unit.weight[u]);
     }
   };
@@ -1108,13 +1063,24 @@ __device__ __forceinline__ void ProduceColumnsMnMajor(const DcnShape& s, const T
     }
 #pragma unroll
     for (int u = 0; u < kPasses; ++u) {
-      Chunk<T> corners[4], out[1];
+      Chunk<T> corners[4];
 #pragma unroll
       for (int e = 0; e < 4; ++e) corners[e] = *reinterpret_cast<const Chunk<T>*>(&unit.raw[u][e]);
-      BlendChunk(corners, unit.weight[u], out);
       const int pixel = first_pixel + u * kPixelsPerPass;
-      *reinterpret_cast<Chunk<T>*>(a_tile + (c * kBlockK<T> + pixel) * kRowBytes + swizzled) =
-          out[0];
+      if constexpr (kMnMajorColumns<T>) {
+        Chunk<T> out[1];
+        BlendChunk(corners, unit.weight[u], out);
+        *reinterpret_cast<Chunk<T>*>(a_tile + (c * kBlockK<T> + pixel) * kRowBytes + swizzled) =
+            out[0];
+      } else {
+        // v: channels 4 piece.. of this lane's pixel; after the transpose channel 4 piece + pixel
+        // % 4 of the warp's four pixels.
+        float v[V];
+        BlendValues(corners, unit.weight[u], v);
+        TransposeAcrossLanes(v);
+        StoreRowPixels<T, kParts>(a_tile, L::kABytes, c * kBlockK<T> + piece * V + pixel % 4,
+                                  pixel - pixel % 4, v);
+      }
     }
     if (c == kRowChunks - 1) {
       PublishStage<L>(smem_addr, kt);
@@ -1159,18 +1125,15 @@ __global__ void __cluster_dims__(kCluster, 1, 1) __launch_bounds__(kThreads, 1)
   const int steps = (q_end - q_begin + kBlockK<T> - 1) / kBlockK<T>;
   if (threadIdx.x < kProducers) {
     asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kProducerRegisters));
-    if constexpr (kMnMajorColumns<T>) {
-      ProduceColumnsMnMajor<T, kBlockM, kBlockN>(s, input, offset, mask, &grad_output_map, smem,
-                                                 smem_addr, k0, group, chunk_begin, q_begin, q_end,
-                                                 steps, group * BGroupColumns<T>(s) + n0);
-    } else if constexpr (kBlockM == 128) {
-      ProduceColumnsFromTable<T, kBlockM, kBlockN, kParts>(
+    const int b_row0 = group * BGroupColumns<T>(s) + n0;
+    if constexpr (kSharedSampleColumns<T, kBlockM>) {
+      ProduceColumnsSharedSample<T, kBlockM, kBlockN, kParts>(
           s, input, offset, mask, &grad_output_map, smem, smem_addr, k0, group, chunk_begin,
-          q_begin, q_end, steps, group * BGroupColumns<T>(s) + n0);
+          q_begin, q_end, steps, b_row0);
     } else {
-      ProduceColumnsPerWarp<T, kBlockM, kBlockN, kParts>(
-          s, input, offset, mask, &grad_output_map, smem, smem_addr, k0, group, chunk_begin,
-          q_begin, q_end, steps, group * BGroupColumns<T>(s) + n0);
+      ProduceColumns<T, kBlockM, kBlockN, kParts>(s, input, offset, mask, &grad_output_map, smem,
+                                                  smem_addr, k0, group, chunk_begin, q_begin, q_end,
+                                                  steps, b_row0);
     }
   } else {
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegisters));
