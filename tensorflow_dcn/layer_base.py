@@ -19,10 +19,11 @@ def _is_shape_list(input_shape):
     return len(input_shape) > 0 and isinstance(input_shape[0], (list, tuple, tf.TensorShape))
 
 
-def predict_offset_and_mask(layer, offset_source):
+def predict_offset_and_mask(layer, offset_source, channel_multiple=1):
     """A DCNv2 layer's internal conv (weights `offset_kernel`, `offset_bias`; the layer's strides,
     padding and dilation): its first 2*dg*kh*kw channels are the offsets, the rest pass a sigmoid
-    and are the mask."""
+    and are the mask. With `channel_multiple`, the conv runs with zero filters added up to a
+    multiple of it and their outputs dropped again: the same results, from faster GPU kernels."""
     if isinstance(layer.padding, str):
         padding = layer.padding.upper()
     else:
@@ -32,13 +33,21 @@ def predict_offset_and_mask(layer, offset_source):
         if pad_h or pad_w:
             offset_source = tf.pad(offset_source, [[0, 0], [pad_h, pad_h], [pad_w, pad_w], [0, 0]])
         padding = "VALID"
+    kernel = layer.offset_kernel
+    channels = kernel.shape[-1]
+    extra = -channels % channel_multiple
+    if extra:
+        # By concat: a tf.pad of the filter stops TensorFlow 2.21's oneDNN layout pass (CPU).
+        kernel = tf.concat([kernel, tf.zeros([*kernel.shape[:3], extra], kernel.dtype)], axis=-1)
     predicted = tf.nn.conv2d(
         offset_source,
-        layer.offset_kernel,
+        kernel,
         strides=layer.strides,
         padding=padding,
         dilations=layer.dilation_rate,
     )
+    if extra:
+        predicted = predicted[..., :channels]
     predicted = tf.nn.bias_add(predicted, layer.offset_bias)
     offset_channels = 2 * layer.deformable_groups * layer.kernel_size[0] * layer.kernel_size[1]
     return predicted[..., :offset_channels], tf.sigmoid(predicted[..., offset_channels:])
@@ -108,6 +117,11 @@ class DeformableConv2DBase(keras.layers.Layer):
     def deformable_conv(self, x, offset, mask):
         """The deformable convolution of x with this layer's kernel and bias."""
         raise NotImplementedError
+
+    def offset_channel_multiple(self):
+        """The internal conv's output channels are padded to a multiple of this (see
+        predict_offset_and_mask); 1 runs it as users' pure-TF layers do."""
+        return 1
 
     @property
     def _taps(self):
@@ -222,7 +236,9 @@ class DeformableConv2DBase(keras.layers.Layer):
         is_list = isinstance(inputs, (list, tuple))
         x, offset_source, offset, mask = self._split_inputs(inputs, is_list)
         if offset_source is not None:
-            offset, mask = predict_offset_and_mask(self, offset_source)
+            offset, mask = predict_offset_and_mask(
+                self, offset_source, self.offset_channel_multiple()
+            )
         return self.activation(self.deformable_conv(x, offset, mask))
 
     def _output_spatial_shape(self, shape):

@@ -12,6 +12,7 @@ from absl.testing import parameterized
 
 import tensorflow_dcn as tfdcn
 from tensorflow_dcn import _library
+from tensorflow_dcn.layer_base import predict_offset_and_mask
 
 import layer_test_util
 
@@ -258,6 +259,36 @@ class ModesTest(tf.test.TestCase, parameterized.TestCase):
         )
         self.assertAllClose(output, expected, atol=1e-5)
 
+    @parameterized.named_parameters(
+        ("same", dict(padding="same")),
+        ("explicit_padding_strided", dict(padding=(2, 1), strides=2)),
+    )
+    def test_padded_offset_conv_gives_the_plain_conv_and_its_gradients(self, args):
+        """On a GPU DCNv2 runs its offset/mask conv with zero filters added (27 -> 32 channels):
+        the prediction and its gradients are those of the conv as the weights are (float64)."""
+        source = tf.constant(random_inputs(2, HEIGHT, WIDTH, CHANNELS).astype("float64"))
+        layer = tfdcn.DCNv2(FILTERS, 3, dtype="float64", **args)
+        layer.build(source.shape)
+        gpu = bool(tf.config.list_logical_devices("GPU"))
+        self.assertEqual(layer.offset_channel_multiple(), 8 if gpu else 1)
+        rng = np.random.default_rng(3)
+        for weight in (layer.offset_kernel, layer.offset_bias):
+            weight.assign(rng.uniform(-0.5, 0.5, weight.shape))
+        upstream = None
+        results = []
+        for multiple in (1, 8):
+            with tf.GradientTape() as tape:
+                tape.watch(source)
+                offset, mask = predict_offset_and_mask(layer, source, multiple)
+                if upstream is None:
+                    upstream = [rng.uniform(-1, 1, t.shape) for t in (offset, mask)]
+                loss = tf.reduce_sum(offset * upstream[0]) + tf.reduce_sum(mask * upstream[1])
+            grads = tape.gradient(loss, [source, layer.offset_kernel, layer.offset_bias])
+            results.append([offset, mask, *grads])
+        self.assertEqual(results[0][0].shape[-1], 2 * TAPS)
+        for plain, padded in zip(*results):
+            self.assertAllClose(padded, plain, rtol=1e-12, atol=1e-12)
+
     def test_activation_is_applied(self):
         x = random_inputs(2, HEIGHT, WIDTH, CHANNELS)
         linear = tfdcn.DCNv2(FILTERS, 3)
@@ -493,9 +524,17 @@ class MixedPrecisionTest(tf.test.TestCase, parameterized.TestCase):
     @parameterized.product(
         policy=[("mixed_float16", "float16", 2e-2), ("mixed_bfloat16", "bfloat16", 6e-2)],
         mode=["sequential", "offset_source", "given"],
+        offset_channel_multiple=[1, 8],  # the CPU's, the GPU's (zero filters added)
     )
-    def test_computes_in_policy_dtype_with_float32_weights(self, policy, mode):
+    def test_computes_in_policy_dtype_with_float32_weights(
+        self, policy, mode, offset_channel_multiple
+    ):
         policy_name, compute_dtype, tolerance = policy
+        self.enter_context(
+            mock.patch.object(
+                tfdcn.DCNv2, "offset_channel_multiple", lambda _: offset_channel_multiple
+            )
+        )
         reference, inputs = build_model(mode)
         keras.mixed_precision.set_global_policy(policy_name)
         model, _ = build_model(mode)

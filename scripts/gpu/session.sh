@@ -31,9 +31,6 @@
 #                                           # TensorFlow, timed by ncu (after install; OP_KERNELS)
 #   bash scripts/gpu/session.sh op_memory   # each op's and the fwd+bwd's peak memory beyond what
 #                                           # they return (after install; OP_MEMORY)
-#   bash scripts/gpu/session.sh offset_pad  # the layer against one whose offset conv pads its
-#                                           # output channels to 8s (after install)
-#   bash scripts/gpu/session.sh offset_pad_model  # the same two in the model-level step (fp32)
 #
 # Several stages in one call: `session.sh install tests`. Nothing here changes the GPU's
 # settings.
@@ -178,34 +175,6 @@ stage_determinism() {
 }
 stage_bench_portable() { op_bench_portable; }
 stage_op() { op_bench; }
-
-# The layer as it is against the layer whose offset/mask conv pads its output channels to a
-# multiple of 8 (scripts/gpu/padded_offset_layer.py), both under XLA, side by side in one run.
-stage_offset_pad() {
-  local b="$WORK/bench"
-  mkdir -p "$b"
-  cd /tmp || return 1
-  PYTHONPATH="$REPO/scripts/gpu${PYTHONPATH:+:$PYTHONPATH}" timeout 400 python3 -m \
-    tensorflow_dcn.benchmark --configs 3,4,5,7 --dtypes "${OP_DTYPES:-tf32,fp16,fp32}" \
-    --impls tfdcn_layer_xla,baseline_xla,pure_tf_xla \
-    --baseline padded_offset_layer:PaddedOffsetDCNv2 --repeats 5 --round-ms 30 \
-    --out "$b/offset_pad" > "$b/offset_pad.log" 2>&1
-  log "offset_pad: rc=$? $(tail -n 4 "$b/offset_pad.log" | tr '\n' ' ')"
-}
-
-# The same two layers in the model-level training step, float32 with TF32 (MODEL_DTYPES).
-stage_offset_pad_model() {
-  local b="$WORK/bench" dtype
-  mkdir -p "$b"
-  cd /tmp || return 1
-  for dtype in ${MODEL_DTYPES:-fp32}; do
-    PYTHONPATH="$REPO/scripts/gpu${PYTHONPATH:+:$PYTHONPATH}" timeout 300 python3 -m \
-      tensorflow_dcn.benchmark model --dtypes "$dtype" --models tfdcn,baseline \
-      --baseline padded_offset_layer:PaddedOffsetDCNv2 "${MODEL_ARGS[@]}" \
-      --out "$b/offset_pad_model-$dtype" > "$b/offset_pad_model-$dtype.log" 2>&1
-    log "offset_pad model $dtype: rc=$? $(tail -n 3 "$b/offset_pad_model-$dtype.log" | tr '\n' ' ')"
-  done
-}
 
 TRAIN_ARGS=(--epochs 3 --steps-per-epoch 50 --batch-size 32 --image-size 256 --channels 64
             --layer both --verbose 2)
