@@ -953,7 +953,8 @@ __device__ __forceinline__ void ProduceColumnsSharedSample(
 
 // Lanes 8s + l (s < 4) of a warp hold v[j] = M[s][j] of a 4 x 4 matrix per l; afterwards v[j] =
 // M[j][s]: two exchanges, over lane bit 3 (bit 0 of s) and lane bit 4 (bit 1 of s), each swapping
-// the two elements whose bit differs from the lane's.
+// the two elements whose bit differs from the lane's. The two steps are written out: as a loop
+// over them, with the indices computed, nvcc put v on the stack.
 __device__ __forceinline__ void TransposeAcrossLanes(float (&v)[4]) {
   const int s = (threadIdx.x % 32) / 8;
   const bool odd = s & 1;
