@@ -19,6 +19,19 @@ def _is_shape_list(input_shape):
     return len(input_shape) > 0 and isinstance(input_shape[0], (list, tuple, tf.TensorShape))
 
 
+def gpu_visible():
+    """Whether TensorFlow sees a GPU: where the layers run unless placed otherwise."""
+    return bool(tf.config.list_logical_devices("GPU"))
+
+
+# TensorFlow's own CPU kernels have no gradient for a dilated conv (where oneDNN does not take it
+# over: CPUs without AVX-512, TF_ENABLE_ONEDNN_OPTS=0); XLA's have, as Keras uses for the convs
+# that TensorFlow's CPU kernels cannot run.
+@tf.function(jit_compile=True)
+def _conv2d_xla(source, kernel, strides, padding, dilations):
+    return tf.nn.conv2d(source, kernel, strides=strides, padding=padding, dilations=dilations)
+
+
 def predict_offset_and_mask(layer, offset_source, channel_multiple=1):
     """A DCNv2 layer's internal conv (weights `offset_kernel`, `offset_bias`; the layer's strides,
     padding and dilation): its first 2*dg*kh*kw channels are the offsets, the rest pass a sigmoid
@@ -33,18 +46,15 @@ def predict_offset_and_mask(layer, offset_source, channel_multiple=1):
         if pad_h or pad_w:
             offset_source = tf.pad(offset_source, [[0, 0], [pad_h, pad_h], [pad_w, pad_w], [0, 0]])
         padding = "VALID"
-    kernel = layer.offset_kernel
+    kernel = tf.convert_to_tensor(layer.offset_kernel)  # a tensor for _conv2d_xla's signature
     channels = kernel.shape[-1]
     extra = -channels % channel_multiple
     if extra:
         # By concat: a tf.pad of the filter stops TensorFlow 2.21's oneDNN layout pass (CPU).
         kernel = tf.concat([kernel, tf.zeros([*kernel.shape[:3], extra], kernel.dtype)], axis=-1)
-    predicted = tf.nn.conv2d(
-        offset_source,
-        kernel,
-        strides=layer.strides,
-        padding=padding,
-        dilations=layer.dilation_rate,
+    dilated_on_cpu = max(layer.dilation_rate) > 1 and not gpu_visible()
+    predicted = (_conv2d_xla if dilated_on_cpu else tf.nn.conv2d)(
+        offset_source, kernel, strides=layer.strides, padding=padding, dilations=layer.dilation_rate
     )
     if extra:
         predicted = predicted[..., :channels]

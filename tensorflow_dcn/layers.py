@@ -28,7 +28,7 @@ import tensorflow as tf
 
 from tensorflow_dcn import _library
 from tensorflow_dcn.functional import deform_conv2d
-from tensorflow_dcn.layer_base import DeformableConv2DBase
+from tensorflow_dcn.layer_base import DeformableConv2DBase, gpu_visible
 
 
 def _xla_supported():
@@ -91,7 +91,7 @@ class DCNv2(DeformableConv2DBase):
         # XLA (notes of 2026-12-01, run 12): the layer's forward 6-17% faster in TF32, 5-14% in
         # fp16, forward+backward 1-6%. On the CPU the padded conv's gradient is slower (2 cores,
         # 10-37% on the layer's forward+backward).
-        return 8 if tf.config.list_logical_devices("GPU") else 1
+        return 8 if gpu_visible() else 1
 
     def deformable_conv(self, x, offset, mask):
         return deform_conv2d(

@@ -261,33 +261,56 @@ class ModesTest(tf.test.TestCase, parameterized.TestCase):
 
     @parameterized.named_parameters(
         ("same", dict(padding="same")),
-        ("explicit_padding_strided", dict(padding=(2, 1), strides=2)),
+        ("same_dilated", dict(padding="same", dilation_rate=2)),
+        ("explicit_strided", dict(padding=(2, 1), strides=2)),
+        ("explicit_strided_dilated", dict(padding=(2, 1), strides=(2, 3), dilation_rate=2)),
     )
-    def test_padded_offset_conv_gives_the_plain_conv_and_its_gradients(self, args):
-        """On a GPU DCNv2 runs its offset/mask conv with zero filters added (27 -> 32 channels):
-        the prediction and its gradients are those of the conv as the weights are (float64)."""
+    def test_offset_and_mask_prediction_and_its_gradients(self, args):
+        """The internal conv against tf.nn.convolution at stride 1 (space-to-batch for dilations,
+        differentiable on every CPU) with the strided outputs taken after, float64; as DCNv2
+        runs it on a GPU (zero filters up to 32 channels) and on the CPU."""
         source = tf.constant(random_inputs(2, HEIGHT, WIDTH, CHANNELS).astype("float64"))
         layer = tfdcn.DCNv2(FILTERS, 3, dtype="float64", **args)
         layer.build(source.shape)
-        gpu = bool(tf.config.list_logical_devices("GPU"))
-        self.assertEqual(layer.offset_channel_multiple(), 8 if gpu else 1)
+        self.assertEqual(
+            layer.offset_channel_multiple(), 8 if tf.config.list_logical_devices("GPU") else 1
+        )
         rng = np.random.default_rng(3)
         for weight in (layer.offset_kernel, layer.offset_bias):
             weight.assign(rng.uniform(-0.5, 0.5, weight.shape))
+
+        def reference(source):
+            if isinstance(layer.padding, str):
+                padded, conv_padding = source, layer.padding.upper()
+            else:
+                (pad_h, pad_w), conv_padding = layer.padding, "VALID"
+                padded = tf.pad(source, [[0, 0], [pad_h, pad_h], [pad_w, pad_w], [0, 0]])
+            predicted = (
+                tf.nn.convolution(
+                    padded, layer.offset_kernel, padding=conv_padding, dilations=layer.dilation_rate
+                )[:, :: layer.strides[0], :: layer.strides[1]]
+                + layer.offset_bias
+            )
+            return predicted[..., : 2 * TAPS], tf.sigmoid(predicted[..., 2 * TAPS :])
+
+        predictions = [reference] + [
+            lambda source, m=m: predict_offset_and_mask(layer, source, m) for m in (1, 8)
+        ]
         upstream = None
         results = []
-        for multiple in (1, 8):
+        for predict in predictions:
             with tf.GradientTape() as tape:
                 tape.watch(source)
-                offset, mask = predict_offset_and_mask(layer, source, multiple)
+                offset, mask = predict(source)
                 if upstream is None:
                     upstream = [rng.uniform(-1, 1, t.shape) for t in (offset, mask)]
                 loss = tf.reduce_sum(offset * upstream[0]) + tf.reduce_sum(mask * upstream[1])
             grads = tape.gradient(loss, [source, layer.offset_kernel, layer.offset_bias])
             results.append([offset, mask, *grads])
-        self.assertEqual(results[0][0].shape[-1], 2 * TAPS)
-        for plain, padded in zip(*results):
-            self.assertAllClose(padded, plain, rtol=1e-12, atol=1e-12)
+        self.assertEqual(results[0][0].shape[1:3], layer(source).shape[1:3])
+        for got in results[1:]:
+            for expected, value in zip(results[0], got):
+                self.assertAllClose(value, expected, rtol=1e-12, atol=1e-12)
 
     def test_activation_is_applied(self):
         x = random_inputs(2, HEIGHT, WIDTH, CHANNELS)
@@ -361,11 +384,11 @@ class TrainingTest(tf.test.TestCase, parameterized.TestCase):
         for gradient in gradients:
             self.assertGreater(tf.reduce_max(tf.abs(gradient)), 1e-4)
 
-    def _assert_fit_reduces_loss(self, model, inputs, targets):
+    def _assert_fit_reduces_loss(self, model, inputs, targets, factor=0.5):
         model.compile(optimizer=keras.optimizers.Adam(0.02), loss="mse")
         initial_loss = model.evaluate(inputs, targets, verbose=0)
         model.fit(inputs, targets, batch_size=8, epochs=6, verbose=0)
-        self.assertLess(model.evaluate(inputs, targets, verbose=0), 0.5 * initial_loss)
+        self.assertLess(model.evaluate(inputs, targets, verbose=0), factor * initial_loss)
 
     def test_sequential_fit_reduces_loss(self):
         """Learning to read a neighbouring pixel: the deformation has to move."""
@@ -379,6 +402,25 @@ class TrainingTest(tf.test.TestCase, parameterized.TestCase):
             ]
         )
         self._assert_fit_reduces_loss(model, x, targets)
+        self.assertGreater(np.abs(model.layers[0].offset_kernel.numpy()).max(), 0)
+
+    @parameterized.named_parameters(("float32", "float32"), ("mixed_bfloat16", "mixed_bfloat16"))
+    def test_dilated_fit_reduces_loss(self, policy):
+        """As above with a dilated layer, in graph mode: on a CPU whose convolutions TensorFlow
+        runs without oneDNN (no AVX-512) a dilated conv has no gradient kernel there."""
+        self.addCleanup(keras.mixed_precision.set_global_policy, "float32")
+        keras.mixed_precision.set_global_policy(policy)
+        x = random_inputs(32, HEIGHT, WIDTH, 2)
+        targets = shift_channel_groups(x, [(1, 1)])[..., :1]
+        model = keras.Sequential(
+            [
+                keras.Input(x.shape[1:]),
+                tfdcn.DCNv2(4, 3, padding="same", dilation_rate=2, activation="tanh"),
+                keras.layers.Conv2D(1, 1),
+            ]
+        )
+        # The taps are 2 pixels apart: a 1-pixel shift is further from a tap than above.
+        self._assert_fit_reduces_loss(model, x, targets, factor=0.7)
         self.assertGreater(np.abs(model.layers[0].offset_kernel.numpy()).max(), 0)
 
     def test_functional_fit_with_offset_source_reduces_loss(self):
