@@ -803,10 +803,11 @@ __device__ __forceinline__ char* ClaimColumnStage(const DcnShape& s,
   return smem + (kt % L::kStages) * L::kAStageBytes;
 }
 
-// The backward weight's sample table: per 128-byte chunk of a tile's rows (kBlockK rows, one tap
-// and deformable group) and pixel of a K step, the four corners (pixel index in the image, -1
-// outside), their bilinear weights times the mask, and where the pixel's image starts in the
-// input. Three buffers: step kt's entries in buffer kt % 3, filled during step kt - 2.
+// The backward weight's sample table: per sample (tap and deformable group) of the tile's rows
+// and pixel of a K step, the four corners (pixel index in the image, -1 outside), their bilinear
+// weights times the mask, and where the pixel's image starts in the input. ProduceColumns keeps
+// an entry per 128-byte chunk of rows (kBlockK rows, one sample) in three buffers, step kt's in
+// buffer kt % 3, filled during step kt - 2; ProduceColumnsSharedSample its own layout below.
 struct alignas(16) ColumnSample {
   int corner[4];
   float weight[4];
