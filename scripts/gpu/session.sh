@@ -10,6 +10,8 @@
 #                                           # checks, timings and profile (carry .devbuild)
 #   bash scripts/gpu/session.sh bench       # op/layer and model-level (fp32, bf16) benchmarks
 #                                           # (OP_DTYPES: the op benchmark's dtypes)
+#   bash scripts/gpu/session.sh model       # model-level benchmark alone (MODEL_DTYPES,
+#                                           # MODEL_LIST)
 #   bash scripts/gpu/session.sh determinism # the DCN models' losses, fp32, TF32 off, deterministic
 #   bash scripts/gpu/session.sh op_core     # op/layer benchmark beside the core's checks and
 #                                           # timings (carry .devbuild): a kernel change's run
@@ -161,6 +163,7 @@ model_bench() {
 model_bench_fp32_bf16() { MODEL_DTYPES="fp32 bf16" model_bench; }
 
 stage_bench() { on_both_gpus op_bench model_bench_fp32_bf16; }
+stage_model() { model_bench; }
 
 # The two DCN models' losses side by side with every source of run-to-run variation off: float32
 # with TF32 off and op determinism (their per-epoch losses are in the JSON, `epoch_losses`).
