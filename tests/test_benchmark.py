@@ -14,7 +14,7 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 import tensorflow_dcn as tfdcn
-from tensorflow_dcn.benchmark import configs
+from tensorflow_dcn.benchmark import cli, configs, data
 from tensorflow_dcn.reference import PureTFDCNv2, deform_conv2d_reference
 
 OPERANDS = ("inputs", "offset", "mask", "kernel", "bias")
@@ -209,6 +209,18 @@ class PureTFLayerTest(tf.test.TestCase, parameterized.TestCase):
             rtol=tolerance,
             atol=tolerance,
         )
+
+
+class DataTest(tf.test.TestCase):
+    def test_offset_spread_follows_offset_std(self):
+        config = configs.parse_config("2x32x32x16")
+        for std in (0.25, 2.0):
+            offsets = data.make_data(config, seed=1, offset_std=std)["offset"]
+            self.assertAllClose(np.std(offsets), std, rtol=0.05)
+        zero = data.make_data(config, offset_std=0.0)
+        self.assertAllEqual(zero["offset"], np.zeros_like(zero["offset"]))
+        with self.assertRaises(SystemExit):  # argparse's usage error
+            cli._parse_args(["--device", "cpu", "--offset-std=-1"])
 
 
 class ConfigsTest(tf.test.TestCase):

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from tensorflow_dcn.benchmark import configs as cfg
-from tensorflow_dcn.benchmark.data import make_data
+from tensorflow_dcn.benchmark.data import OFFSET_STD_PIXELS, make_data
 from tensorflow_dcn.benchmark.environment import environment, load_class, resolve_device
 from tensorflow_dcn.benchmark.report import summary_lines, write_all, write_json
 from tensorflow_dcn.benchmark.tf_runner import (
@@ -97,6 +97,14 @@ def _parse_args(argv):
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--offset-std",
+        type=float,
+        default=OFFSET_STD_PIXELS,
+        help="standard deviation of the offsets in pixels, independent per pixel and tap "
+        f"(default {OFFSET_STD_PIXELS}; small values put neighbouring samples in the same "
+        "input cells)",
+    )
+    parser.add_argument(
         "--out",
         default="bench_out",
         help="output folder for benchmark.md/.json/.png (default ./bench_out)",
@@ -122,6 +130,8 @@ def _parse_args(argv):
         )
     except (ValueError, IndexError) as e:
         parser.error(str(e))
+    if not 0 <= args.offset_std < float("inf"):
+        parser.error(f"--offset-std must be finite and >= 0, got {args.offset_std}")
     uses_baseline = any(impl in cfg.BASELINE_IMPLS for impl in args.impls)
     if uses_baseline and not args.baseline:
         parser.error("impls baseline and baseline_xla need --baseline MODULE:CLASS")
@@ -152,6 +162,7 @@ def _header(args, argv):
             "max_calls_per_sync": MAX_CALLS_PER_SYNC,
         },
         "configs": {config.name: config.as_dict() for config in args.configs},
+        "offset_std": args.offset_std,
         "dtypes": [variant.key for variant in args.dtypes],
         "impls": list(args.impls),
         "skipped": {},
@@ -166,7 +177,7 @@ def _run_torchvision(args, scratch):
     cases = []
     for config in args.configs:
         path = os.path.join(scratch, f"{config.name}.npz")
-        data = make_data(config, args.seed)
+        data = make_data(config, args.seed, args.offset_std)
         np.savez(path, **{k: data[k] for k in ("x", "offset", "mask", "kernel", "bias", "grad_y")})
         cases.append(
             {
@@ -249,7 +260,7 @@ def _benchmark(args, header, scratch):
     total = len(args.configs) * len(args.dtypes) * len(args.impls)
     started, records = time.perf_counter(), []
     for config in args.configs:
-        data = make_data(config, args.seed)
+        data = make_data(config, args.seed, args.offset_std)
         references = {}
         for variant in args.dtypes:
             tf.config.experimental.enable_tensor_float_32_execution(variant.tf32 is not False)
