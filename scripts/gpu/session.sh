@@ -9,7 +9,8 @@
 #   bash scripts/gpu/session.sh check       # cubins; GPU tests (default kernels) beside the core's
 #                                           # checks, timings and profile (carry .devbuild)
 #   bash scripts/gpu/session.sh bench       # op/layer and model-level (fp32, bf16) benchmarks
-#                                           # (OP_DTYPES: the op benchmark's dtypes)
+#                                           # (OP_DTYPES: the op benchmark's dtypes, OP_ARGS:
+#                                           # more of its options)
 #   bash scripts/gpu/session.sh model       # model-level benchmark alone (MODEL_DTYPES,
 #                                           # MODEL_LIST)
 #   bash scripts/gpu/session.sh determinism # the DCN models' losses, fp32, TF32 off, deterministic
@@ -123,7 +124,7 @@ op_bench() {
   cd /tmp || return 1
   timeout 420 python3 -m tensorflow_dcn.benchmark --configs 3,4,5,7 \
     --dtypes "${OP_DTYPES:-tf32,fp32,fp16,bf16}" --repeats 5 --round-ms 30 \
-    --torch-python python3 --out "$b/op" > "$b/op.log" 2>&1
+    --torch-python python3 ${OP_ARGS:-} --out "$b/op" > "$b/op.log" 2>&1
   log "op benchmark: rc=$? $(tail -n 4 "$b/op.log" | tr '\n' ' ')"
 }
 
