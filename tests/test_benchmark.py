@@ -357,6 +357,38 @@ class OpWorkspaceTest(tf.test.TestCase):
         )
 
 
+class Tf32ModesTest(tf.test.TestCase):
+    """TF32 on and off run in separate processes, their rows in the usual order."""
+
+    def test_groups(self):
+        variants = configs.select_dtypes("tf32,bf16,fp32,fp16", ())
+        self.assertEqual(
+            [[v.key for v in group] for group in cli._tf32_groups(variants)],
+            [["fp32"], ["tf32", "bf16", "fp16"]],
+        )
+        self.assertLen(cli._tf32_groups(configs.select_dtypes("fp32", ())), 1)
+
+    def test_run_with_both_modes(self):
+        records, _ = run_benchmark(
+            os.path.join(self.get_temp_dir(), "bench"),
+            "--configs",
+            "1x6x6x4,1x6x6x4-s2",
+            "--dtypes",
+            "tf32,fp32",
+            "--impls",
+            "tfdcn,conv2d",
+        )
+        self.assertEqual(
+            [(r["config"], r["dtype_key"], r["impl"], r["status"]) for r in records[1:]],
+            [
+                (config, dtype, impl, "ok")
+                for config in ("1x6x6x4", "1x6x6x4-s2")
+                for dtype in ("fp32", "tf32")
+                for impl in ("tfdcn", "conv2d")
+            ],
+        )
+
+
 class BenchmarkCliTest(tf.test.TestCase):
     """One tiny run through every TensorFlow implementation, a baseline layer and a failure."""
 

@@ -1,7 +1,9 @@
 """Command line of `python -m tensorflow_dcn.benchmark`: see the package docstring."""
 
 import argparse
+import concurrent.futures
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -249,6 +251,43 @@ def _benchmark(args, header, scratch):
             header["skipped"]["torchvision"] = info
             args.impls.remove("torchvision")
             print(f"torchvision skipped: {info}", file=sys.stderr, flush=True)
+    groups = _tf32_groups(args.dtypes)
+    if len(groups) == 1:
+        return _measure_tensorflow(args, groups[0], torch_records, torch_missing, header, [])
+    # TensorFlow's autotuning remembers a convolution's algorithm per shape, whatever the TF32
+    # mode it was chosen in (on the H200, TF32 rows of conv2d ran the strict float32 algorithm
+    # 2.3-3.2x slower, and the reverse order left TF32 in strict float32 rows): one process per
+    # mode.
+    records = []
+    for variants in groups:
+        with concurrent.futures.ProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context("spawn")
+        ) as process:
+            records = process.submit(
+                _measure_tensorflow, args, variants, torch_records, torch_missing, header, records
+            ).result()
+    configs = [c.name for c in args.configs]
+    dtype_keys = [v.key for v in args.dtypes]
+    records.sort(
+        key=lambda r: (
+            configs.index(r["config"]),
+            dtype_keys.index(r["dtype_key"]),
+            args.impls.index(r["impl"]),
+        )
+    )
+    return records
+
+
+def _tf32_groups(variants):
+    """The variants with TF32 off, then the others (each group non-empty), in their order."""
+    strict = [v for v in variants if v.tf32 is False]
+    others = [v for v in variants if v.tf32 is not False]
+    return [group for group in (strict, others) if group]
+
+
+def _measure_tensorflow(args, variants, torch_records, torch_missing, header, earlier):
+    """Measures the TensorFlow impls (and files torchvision's records) for `variants`; returns
+    `earlier` plus the new records, the file benchmark.json kept up to date with both."""
     runner = TensorFlowRunner(
         "GPU:0" if args.device == "gpu" else "CPU:0",
         warmup=args.warmup,
@@ -258,11 +297,11 @@ def _benchmark(args, header, scratch):
     )
     tf32_default = tf.config.experimental.tensor_float_32_execution_enabled()
     total = len(args.configs) * len(args.dtypes) * len(args.impls)
-    started, records = time.perf_counter(), []
+    started, records = time.perf_counter(), list(earlier)
     for config in args.configs:
         data = make_data(config, args.seed, args.offset_std)
         references = {}
-        for variant in args.dtypes:
+        for variant in variants:
             tf.config.experimental.enable_tensor_float_32_execution(variant.tf32 is not False)
             if variant.dtype not in references:
                 references[variant.dtype] = runner.reference_outputs(config, variant, data)

@@ -156,10 +156,8 @@ def select_dtypes(selection, defaults):
         if key not in DTYPES:
             raise ValueError(f"unknown dtype {key!r}; choose from {', '.join(DTYPES)}")
         variants.append(DTYPES[key])
-    # Strict float32 first. Seen on the H200 with tf32 measured before fp32: the fp32 rows of
-    # conv2d, pure_tf and tfdcn_layer (TensorFlow's own convolutions and matmuls, not under XLA)
-    # had TF32-sized errors, as if TF32 were still on for shapes already run with it; with fp32
-    # first (the H100 run) they were float32-exact. XLA and our op follow the switch.
+    # Strict float32 first; the benchmark measures each TF32 mode in its own process
+    # (cli._benchmark: TensorFlow's autotuning keeps an algorithm chosen in the other mode).
     return sorted(variants, key=lambda v: v.tf32 is not False)
 
 
