@@ -256,7 +256,7 @@ def _benchmark(args, header, scratch):
         return _measure_tensorflow(args, groups[0], torch_records, torch_missing, header, [])
     # TensorFlow's autotuning remembers a convolution's algorithm per shape, whatever the TF32
     # mode it was chosen in (on the H200, TF32 rows of conv2d ran the strict float32 algorithm
-    # 2.3-3.2x slower, and the reverse order left TF32 in strict float32 rows): one process per
+    # 2.1-3.2x slower, and the reverse order left TF32 in strict float32 rows): one process per
     # mode.
     records = []
     for variants in groups:
