@@ -13,6 +13,8 @@
 #                                           # more of its options)
 #   bash scripts/gpu/session.sh model       # model-level benchmark alone (MODEL_DTYPES,
 #                                           # MODEL_LIST)
+#   bash scripts/gpu/session.sh model_kernels # the model step's GPU time per kernel and kind
+#                                           # (MODEL_LIST, MODEL_DTYPES; default fp32)
 #   bash scripts/gpu/session.sh determinism # the DCN models' losses, fp32, TF32 off, deterministic
 #   bash scripts/gpu/session.sh op_core     # op/layer benchmark beside the core's checks and
 #                                           # timings (carry .devbuild): a kernel change's run
@@ -24,7 +26,10 @@
 #   bash scripts/gpu/session.sh train_nojit # one GPU, float32, XLA off: the mirrored baseline
 #   bash scripts/gpu/session.sh profile     # the CUDA core alone: sanitizers, ncu per kernel,
 #                                           # checks, timings (carry .devbuild)
-#   bash scripts/gpu/session.sh core        # the core's checks and timings alone (carry .devbuild)
+#   bash scripts/gpu/session.sh core        # the core's checks and timings alone (carry .devbuild;
+#                                           # CORE_CONFIGS: NxHxWxC,... to time instead)
+#   bash scripts/gpu/session.sh ncu         # ncu's time per kernel of one fwd+bwd (carry .devbuild;
+#                                           # CORE_CONFIGS)
 #   bash scripts/gpu/session.sh sanitize    # memcheck and racecheck over core_smoke (carry .devbuild)
 #   bash scripts/gpu/session.sh compare     # builds of the core side by side (carry .devbuild with
 #                                           # variants.tar.xz)
@@ -166,6 +171,18 @@ model_bench_fp32_bf16() { MODEL_DTYPES="fp32 bf16" model_bench; }
 stage_bench() { on_both_gpus op_bench model_bench_fp32_bf16; }
 stage_model() { model_bench; }
 
+# Where the model step's GPU time goes, per kernel and kind (scripts/gpu/model_kernels.py):
+# MODEL_LIST, MODEL_DTYPES (default fp32).
+stage_model_kernels() {
+  local r="$WORK/model_kernels" dtypes=${MODEL_DTYPES:-fp32}
+  mkdir -p "$r"
+  cd /tmp || return 1
+  timeout "${MODEL_TIMEOUT:-500}" python3 "$REPO/scripts/gpu/model_kernels.py" \
+    --models "${MODEL_LIST:-conv,tfdcn,pure_tf}" --dtypes "${dtypes// /,}" --out "$r" \
+    > "$r/model_kernels.md" 2> "$r/model_kernels.log"
+  log "model kernels: rc=$? $(grep -E '^## ' "$r/model_kernels.md" | tr '\n' ' ')"
+}
+
 # The two DCN models' losses side by side with every source of run-to-run variation off: float32
 # with TF32 off and op determinism (their per-epoch losses are in the JSON, `epoch_losses`).
 stage_determinism() {
@@ -238,6 +255,9 @@ stage_mirrored() {
 # and the timings, the two backward ops apart.
 CORE=(env -u PYTHONPATH -u LD_LIBRARY_PATH DCN_CORE_LIB="$REPO/.devbuild/libdcn_core.so")
 PROFILE="$WORK/profile"
+# CORE_CONFIGS (NxHxWxC,...): the shapes of the core's timings and ncu profile instead of
+# check_core.py's own.
+CONFIG_ARGS=(${CORE_CONFIGS:+--configs "$CORE_CONFIGS"})
 
 core_profile() {
   local metrics=gpu__time_duration.sum,lts__t_sectors_op_red.sum,lts__t_sectors_op_atom.sum
@@ -245,13 +265,14 @@ core_profile() {
   metrics+=,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active
   "${CORE[@]}" timeout 300 ncu --clock-control none --kernel-name-base demangled \
     --kernel-name regex:tensorflow_dcn --section SpeedOfLight --metrics "$metrics" \
-    python3 "$REPO/tests/cuda_core/check_core.py" --profile > "$PROFILE/ncu.txt" 2>&1
+    python3 "$REPO/tests/cuda_core/check_core.py" --profile "${CONFIG_ARGS[@]}" \
+    > "$PROFILE/ncu.txt" 2>&1
   log "profile: rc=$? $(grep -c 'gpu__time_duration' "$PROFILE/ncu.txt") kernel launches"
 }
 
 core_checks() {
   "${CORE[@]}" timeout 400 python3 "$REPO/tests/cuda_core/check_core.py" --hopper --bench \
-    > "$PROFILE/core.txt" 2>&1
+    "${CONFIG_ARGS[@]}" > "$PROFILE/core.txt" 2>&1
   log "core checks and bench: rc=$? $(grep 'checks done' "$PROFILE/core.txt")"
 }
 
@@ -294,6 +315,11 @@ core_probe() {
 stage_sanitize() {
   mkdir -p "$PROFILE"
   core_sanitize
+}
+
+stage_ncu() {
+  mkdir -p "$PROFILE"
+  core_profile
 }
 
 stage_core() {

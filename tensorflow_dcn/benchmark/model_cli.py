@@ -339,6 +339,24 @@ def _report(out, header, records):
     print(f"Full report: {os.path.join(out, 'benchmark.md')} (also {', '.join(written)})")
 
 
+def make_job(args, model, dtype_key):
+    """The job of one measurement (model_worker's input) from the parsed arguments."""
+    return {
+        "model": model,
+        "dtype_key": dtype_key,
+        "device": args.device,
+        "baseline": args.baseline,
+        "jit_compile": args.jit_compile,
+        "tf32": args.tf32,
+        "deterministic": args.deterministic,
+        "norm": args.norm,
+        "learning_rate": args.learning_rate,
+        "distinct_batches": args.distinct_batches,
+        "seed": args.seed,
+        **{name: getattr(args, name) for name in SIZES["gpu"]},
+    }
+
+
 def main(argv):
     args = _parse_args(argv)
     if args.merge:
@@ -362,20 +380,7 @@ def main(argv):
     with tempfile.TemporaryDirectory(prefix="tfdcn-model-benchmark-") as scratch:
         for dtype_key in args.dtypes:
             for model in args.models:
-                job = {
-                    "model": model,
-                    "dtype_key": dtype_key,
-                    "device": args.device,
-                    "baseline": args.baseline,
-                    "jit_compile": args.jit_compile,
-                    "tf32": args.tf32,
-                    "deterministic": args.deterministic,
-                    "norm": args.norm,
-                    "learning_rate": args.learning_rate,
-                    "distinct_batches": args.distinct_batches,
-                    "seed": args.seed,
-                    **{name: getattr(args, name) for name in SIZES["gpu"]},
-                }
+                job = make_job(args, model, dtype_key)
                 record = _run_worker(job, scratch, args.timeout)
                 records.append(
                     {

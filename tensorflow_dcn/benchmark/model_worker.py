@@ -59,16 +59,16 @@ def _dataset(tf, job):
     )
 
 
-def measure(job):
-    """The record of one (model, dtype) training run; raises on failure."""
+def build(job):
+    """(model, dataset) of a job: TensorFlow set up as the job says (GPU memory growth or no GPU,
+    TF32, determinism, seed, dtype policy), the model built and compiled as a user would."""
     import keras
     import tensorflow as tf
 
     import tensorflow_dcn  # noqa: F401  registers the ops and the DCNv2 layer
     from tensorflow_dcn.benchmark.segmentation_model import NUM_CLASSES, build_model
 
-    on_gpu = job["device"] == "gpu"
-    if on_gpu:
+    if job["device"] == "gpu":
         for gpu in tf.config.list_physical_devices("GPU"):
             tf.config.experimental.set_memory_growth(gpu, True)
     else:
@@ -88,7 +88,16 @@ def measure(job):
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         jit_compile=jit_requested,
     )
-    dataset = _dataset(tf, job)
+    return model, _dataset(tf, job)
+
+
+def measure(job):
+    """The record of one (model, dtype) training run; raises on failure."""
+    import keras
+    import tensorflow as tf
+
+    on_gpu = job["device"] == "gpu"
+    model, dataset = build(job)
 
     class FirstLoss(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):

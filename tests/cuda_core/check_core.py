@@ -335,14 +335,28 @@ def check_nonfinite():
             FAILURES.append(f"non-finite offsets {dtype}")
 
 
-def bench():
-    configs = [
-        (8, 64, 64, 128),
-        (8, 32, 32, 256),
-        (4, 64, 64, 256),
-        (4, 32, 32, 512),
-        (2, 128, 128, 256),
-    ]
+BENCH_CONFIGS = [
+    (8, 64, 64, 128),
+    (8, 32, 32, 256),
+    (4, 64, 64, 256),
+    (4, 32, 32, 512),
+    (2, 128, 128, 256),
+]
+PROFILE_CONFIGS = [(8, 64, 64, 128), (4, 32, 32, 512)]
+
+
+def parse_configs(text):
+    """'16x64x64x64,8x32x32x256' -> [(16, 64, 64, 64), (8, 32, 32, 256)]: N, H, W, C (Cout = C)."""
+    configs = []
+    for spec in text.split(","):
+        parts = spec.strip().split("x")
+        if len(parts) != 4 or not all(p.isdigit() and int(p) > 0 for p in parts):
+            raise argparse.ArgumentTypeError(f"config {spec!r} is not NxHxWxC")
+        configs.append(tuple(int(p) for p in parts))
+    return configs
+
+
+def bench(configs=BENCH_CONFIGS):
     print(
         "bench: ms per call (CUDA events, 20 calls per timing, median of 7); ours | torchvision",
         flush=True,
@@ -406,9 +420,10 @@ def bench():
             )
 
 
-def profile_once():
-    """One forward + backward of two benchmark shapes, default and im2col kernels, for ncu."""
-    for cfg in [(8, 64, 64, 128, 128, 3, 1, 1, 1, 1, 1), (4, 32, 32, 512, 512, 3, 1, 1, 1, 1, 1)]:
+def profile_once(configs=PROFILE_CONFIGS):
+    """One forward + backward of benchmark shapes, default and im2col kernels, for ncu."""
+    for n, h, w, c in configs:
+        cfg = (n, h, w, c, c, 3, 1, 1, 1, 1, 1)
         for dtype, tf32 in [(torch.float32, False), (torch.float32, True), (torch.float16, True)]:
             dim, data = make_problem(cfg, dtype)
             for choice in ("auto", "im2col"):
@@ -806,13 +821,18 @@ def main():
     parser.add_argument(
         "--only-hopper", action="store_true", help="--hopper without the other checks"
     )
+    parser.add_argument(
+        "--configs",
+        type=parse_configs,
+        help="NxHxWxC,... for --bench, --bench-only and --profile (3x3, Cout = C)",
+    )
     parser.add_argument("--fallback-probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.profile:
-        profile_once()
+        profile_once(args.configs or PROFILE_CONFIGS)
         return
     if args.bench_only:
-        bench()
+        bench(args.configs or BENCH_CONFIGS)
         return
     if args.fallback_probe:
         fallback_probe()
@@ -839,7 +859,7 @@ def main():
         if args.hopper:
             check_hopper()
         if args.bench:
-            bench()
+            bench(args.configs or BENCH_CONFIGS)
     print(f"checks done in {time.time() - t0:.1f}s; failures: {len(FAILURES)}")
     for f in FAILURES:
         print("FAIL", f)
