@@ -331,6 +331,7 @@ stage_core() {
 # docs/DEVELOPING.md). Each build's checks and timings in turn (check_core.py's COMPARE_ARGS,
 # default --bench; --hopper --bench adds the sm_90a checks), then its timings again in the
 # reverse order (a drift of the clocks cancels in the medians), then one table per timing.
+# CORE_CONFIGS: the shapes both passes time.
 stage_compare() {
   # The builds outside $WORK, which each stage packs into $OUT.
   local dir="$WORK/compare" builds=/root/variants names=() runs=() name i
@@ -345,8 +346,10 @@ stage_compare() {
   }
   local first_pass
   read -ra first_pass <<< "${COMPARE_ARGS:---bench}"
-  for name in "${names[@]}"; do run_variant "$name" 1 "${first_pass[@]}"; done
-  for ((i = ${#names[@]} - 1; i >= 0; i--)); do run_variant "${names[i]}" 2 --bench-only; done
+  for name in "${names[@]}"; do run_variant "$name" 1 "${first_pass[@]}" "${CONFIG_ARGS[@]}"; done
+  for ((i = ${#names[@]} - 1; i >= 0; i--)); do
+    run_variant "${names[i]}" 2 --bench-only "${CONFIG_ARGS[@]}"
+  done
   python3 "$REPO/tests/cuda_core/compare_bench.py" "${runs[@]}" > "$dir/compare.md"
   log "compare: table in compare/compare.md"
 }
