@@ -356,6 +356,14 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
   for (int m = 1; m < kQuadsPerLane; ++m) lane_one &= quad_i[m] == quad_i[0];
   const bool one_sample = __all_sync(0xffffffffu, lane_one);
+  // Otherwise the same in runs: whether quad m + 1 takes quad m's sample in every lane of the
+  // warp (32 or more channels per group: at 64, two runs of two quads). Uniform over the warp,
+  // so the reductions' shuffles stay converged.
+  bool same_as_next[kQuadsPerLane - 1];
+#pragma unroll
+  for (int m = 0; m + 1 < kQuadsPerLane; ++m) {
+    same_as_next[m] = __all_sync(0xffffffffu, quad_i[m + 1] == quad_i[m]);
+  }
   const int mask_channels = static_cast<int>(s.mask_channels());
   const int out_h = static_cast<int>(s.out_h), out_w = static_cast<int>(s.out_w);
 
@@ -434,22 +442,25 @@ __global__ void __launch_bounds__(kThreads, 2)
       }
       flush(r, row_active ? quad_i[0] : -1, first.m, sums);
     } else {
+      float sums[3] = {};
+      SampleOffset<float> o{};
+      BilinearPoint<float> point{};
 #pragma unroll
       for (int m = 0; m < kQuadsPerLane; ++m) {
         const int i = row_active ? quad_i[m] : -1;
-        float sums[3] = {};
-        SampleOffset<float> o{};
-        if (i >= 0) {
+        if ((m == 0 || !same_as_next[m - 1]) && i >= 0) {  // a run's first quad: its sample
           int tap_y = tap_y0, tap_x = tap_x0;
           if (i != quad_i[0]) tap_part(i, &tap_y, &tap_x);
           o = i == quad_i[0] ? first : read_offset(0, i);
-          BilinearPoint<float> point;
           MakeBilinearPoint(static_cast<float>(at.oy * s.stride_h + tap_y) + o.dy,
                             static_cast<float>(at.ox * s.stride_w + tap_x) + o.dx, s.in_h, s.in_w,
                             &point);
-          add_quad(m, r, point, o.m, sums);
         }
-        flush(r, i, o.m, sums);
+        if (i >= 0) add_quad(m, r, point, o.m, sums);
+        if (m + 1 == kQuadsPerLane || !same_as_next[m]) {  // a run's last quad: its sums
+          flush(r, i, o.m, sums);
+          sums[0] = sums[1] = sums[2] = 0.f;
+        }
       }
     }
     // The next row's position and pointers, kRowsPerStep output pixels on.
