@@ -295,7 +295,7 @@ stage_profile() {
 # ncu's full section set, with per-instruction SASS, of one launch of each kernel that PROBE
 # names (';'-separated regexes over demangled names, where template arguments read `(int)128`;
 # default: the fused TF32 backward input and the sm_90a TF32 backward weight) during
-# check_core.py --profile.
+# check_core.py --profile (CORE_CONFIGS: its first shape is the one probed).
 core_probe() {
   local regexes regex i=0
   IFS=';' read -ra regexes <<< "${PROBE:-InputKernel<float, .*0>;WeightKernel<float, \(int\)128, \(int\)128, \(int\)1>}"
@@ -304,7 +304,7 @@ core_probe() {
     "${CORE[@]}" timeout 200 ncu --clock-control none --kernel-name-base demangled \
       --kernel-name "regex:$regex" --launch-count 1 --set full --import-source no \
       -o "$PROFILE/probe$i" python3 "$REPO/tests/cuda_core/check_core.py" --profile \
-      > "$PROFILE/probe$i.run.txt" 2>&1
+      "${CONFIG_ARGS[@]}" > "$PROFILE/probe$i.run.txt" 2>&1
     ncu -i "$PROFILE/probe$i.ncu-rep" --page details > "$PROFILE/probe$i.details.txt" 2>&1
     ncu -i "$PROFILE/probe$i.ncu-rep" --page source --csv --print-source sass \
       > "$PROFILE/probe$i.sass.csv" 2>&1
