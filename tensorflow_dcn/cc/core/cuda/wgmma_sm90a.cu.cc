@@ -132,15 +132,17 @@ __device__ __forceinline__ void BarrierArriveExpectTx(uint32_t bar, uint32_t byt
                : "memory");
 }
 
-// Waits until the barrier's phase of the given parity has completed (acquire at cluster scope:
-// the empty barriers collect arrivals from both blocks of the cluster).
+// Waits until the barrier's phase of the given parity has completed. Acquire at CTA scope, as in
+// CUTLASS's pipelines: the peer's consumers release nothing but the end of their wgmma reads, and
+// a cluster-scope acquire compiles to an L1 invalidation after every wait, which throws away the
+// corners the producers gather through L1.
 __device__ __forceinline__ void BarrierWait(uint32_t bar, uint32_t parity) {
   uint32_t done = 0;
   while (!done) {
     asm volatile(
         "{\n"
         ".reg .pred p;\n"
-        "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
         "selp.b32 %0, 1, 0, p;\n"
         "}\n"
         : "=r"(done)
