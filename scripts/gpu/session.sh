@@ -39,6 +39,9 @@
 #                                           # TensorFlow, timed by ncu (after install; OP_KERNELS)
 #   bash scripts/gpu/session.sh op_memory   # each op's and the fwd+bwd's peak memory beyond what
 #                                           # they return (after install; OP_MEMORY)
+#   bash scripts/gpu/session.sh precision   # output and gradient errors against float64, ours and
+#                                           # the pure-TF DCN per dtype (after install;
+#                                           # PRECISION_CONFIGS, PRECISION_DTYPES)
 #
 # Several stages in one call: `session.sh install tests`. Nothing here changes the GPU's
 # settings.
@@ -387,6 +390,18 @@ stage_op_memory() {
     log "op memory ($allocator): rc=$?"
     grep '|' "$r/op_memory-$allocator.txt"
   done
+}
+
+stage_precision() {
+  local r="$WORK/precision"
+  mkdir -p "$r"
+  (cd /tmp && CUDA_VISIBLE_DEVICES=0 timeout 400 python3 "$REPO/scripts/gpu/layer_precision.py" \
+    ${PRECISION_CONFIGS:-16x64x64x64 16x32x32x64 16x16x16x64} \
+    --dtypes "${PRECISION_DTYPES:-fp16,bf16,tf32,fp32}") > "$r/precision.txt" 2>&1
+  local rc=$?
+  log "precision: rc=$rc"
+  grep '^|' "$r/precision.txt"
+  return $rc
 }
 
 stage_probe() {

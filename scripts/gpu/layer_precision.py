@@ -1,0 +1,137 @@
+"""How accurate the DCN's output and gradients are in each dtype: our op and the pure-TF DCN,
+both under XLA as the model benchmark runs them, each against the pure-TF DCN in float64 on the
+same operands rounded to the dtype (the benchmark's operands) (`session.sh precision`, GPU 0). It asks whether our half-precision
+gradients are less accurate than the pure-TF layer's (a bias that would show in training).
+
+    python3 layer_precision.py 16x64x64x64 16x32x32x64 --dtypes fp16,bf16,tf32
+
+Per operand: relative L2 error ||a - ref|| / ||ref|| and the largest error over the largest
+reference magnitude, for two scales of the upstream gradient: 1 and 2^-12 (about what reaches the
+decoder's DCNs from a mean cross-entropy over 16 x 256 x 256 pixels under a loss scale of 2^15,
+where half precision's subnormals start to matter). One JSON line per case, then a table.
+"""
+
+import argparse
+import json
+
+import numpy as np
+import tensorflow as tf
+
+import tensorflow_dcn as tfdcn
+from tensorflow_dcn.benchmark.configs import DTYPES, parse_config
+from tensorflow_dcn.benchmark.data import make_data
+from tensorflow_dcn.reference import deform_conv2d_reference
+
+OPERANDS = ("x", "offset", "mask", "kernel", "bias")
+RESULTS = ("output",) + OPERANDS
+GRAD_SCALES = (1.0, 2.0**-12)
+IMPLS = {"tfdcn": tfdcn.deform_conv2d, "pure_tf": deform_conv2d_reference}
+
+
+def forward_and_grads(function, config, tensors, grad_y, jit_compile):
+    """The output and the gradients of every operand, as float64 numpy arrays."""
+
+    @tf.function(jit_compile=jit_compile)
+    def step(x, offset, mask, kernel, bias, grad_y):
+        with tf.GradientTape() as tape:
+            tape.watch([x, offset, mask, kernel, bias])
+            y = function(
+                x,
+                offset,
+                kernel,
+                bias,
+                mask,
+                strides=config.stride,
+                padding=config.pad,
+                deformable_groups=config.deformable_groups,
+            )
+        grads = tape.gradient(y, [x, offset, mask, kernel, bias], output_gradients=grad_y)
+        return [y] + grads
+
+    return [t.numpy().astype(np.float64) for t in step(*tensors, grad_y)]
+
+
+def errors(values, reference):
+    out = {}
+    for name, a, ref in zip(RESULTS, values, reference):
+        finite = bool(np.isfinite(a).all())
+        diff = np.abs(np.where(np.isfinite(a), a, 0.0) - ref)
+        out[name] = {
+            "rel_l2": float(np.linalg.norm(diff) / max(np.linalg.norm(ref), 1e-300)),
+            "rel_max": float(diff.max() / max(np.abs(ref).max(), 1e-300)),
+            "finite": finite,
+        }
+    return out
+
+
+def run(config_name, dtype_keys):
+    config = parse_config(config_name)
+    data = make_data(config)
+
+    def tensors(dtype):
+        return [tf.constant(data[k], dtype) for k in OPERANDS]
+
+    lines = []
+    for scale in GRAD_SCALES:
+        for key in dtype_keys:
+            variant = DTYPES[key]
+            dtype = tf.as_dtype(variant.dtype)
+            operands = tensors(dtype)
+            grad_y = tf.constant(data["grad_y"] * scale, dtype)
+            # The reference takes the same (rounded) operands: what differs is the arithmetic.
+            tf.config.experimental.enable_tensor_float_32_execution(False)
+            reference = forward_and_grads(
+                deform_conv2d_reference,
+                config,
+                [tf.cast(t, tf.float64) for t in operands],
+                tf.cast(grad_y, tf.float64),
+                False,
+            )
+            tf.config.experimental.enable_tensor_float_32_execution(variant.tf32 is not False)
+            for impl, function in IMPLS.items():
+                values = forward_and_grads(function, config, operands, grad_y, True)
+                record = {
+                    "config": config_name,
+                    "dtype": key,
+                    "grad_scale": scale,
+                    "impl": impl,
+                    "errors": errors(values, reference),
+                }
+                print(json.dumps(record), flush=True)
+                lines.append(record)
+    return lines
+
+
+def table(records):
+    rows = [
+        "| config | dtype | grad scale | impl | "
+        + " | ".join(f"{n} rel L2 (max)" for n in RESULTS)
+        + " |",
+        "|---|---|---|---|" + "---|" * len(RESULTS),
+    ]
+    for r in records:
+        cells = []
+        for name in RESULTS:
+            e = r["errors"][name]
+            cell = f"{e['rel_l2']:.2e} ({e['rel_max']:.1e})"
+            cells.append(cell if e["finite"] else cell + " non-finite")
+        scale = "1" if r["grad_scale"] == 1.0 else "2^-12"
+        rows.append(
+            f"| {r['config']} | {r['dtype']} | {scale} | {r['impl']} | " + " | ".join(cells) + " |"
+        )
+    return "\n".join(rows)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("configs", nargs="+", help="NxHxWxC[...] as the op benchmark's")
+    parser.add_argument("--dtypes", default="fp16,bf16,tf32,fp32")
+    args = parser.parse_args()
+    records = []
+    for name in args.configs:
+        records += run(name, args.dtypes.split(","))
+    print(table(records))
+
+
+if __name__ == "__main__":
+    main()
