@@ -1,7 +1,8 @@
 """How accurate the DCN's output and gradients are in each dtype: our op and the pure-TF DCN,
 both under XLA as the model benchmark runs them, each against the pure-TF DCN in float64 on the
-same operands rounded to the dtype (the benchmark's operands) (`session.sh precision`, GPU 0). It asks whether our half-precision
-gradients are less accurate than the pure-TF layer's (a bias that would show in training).
+same operands rounded to the dtype (the benchmark's operands; `session.sh precision`, GPU 0).
+It asks whether our half-precision gradients are less accurate than the pure-TF layer's (a bias
+that would show in training).
 
     python3 layer_precision.py 16x64x64x64 16x32x32x64 --dtypes fp16,bf16,tf32
 
