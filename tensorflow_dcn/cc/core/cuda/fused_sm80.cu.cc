@@ -349,20 +349,18 @@ __global__ void __launch_bounds__(kThreads, 2)
   };
   int tap_y0 = 0, tap_x0 = 0;
   if (quad_i[0] >= 0) tap_part(quad_i[0], &tap_y0, &tap_x0);
-  // Whether every quad of the warp takes quad 0's sample (one tap and deformable group over the
-  // tile's columns, as with 128 or more channels per group): a row's position is then worked out
-  // once and its sums add up in the lane before one reduction over the row's 8 lanes.
-  bool lane_one = quad_i[0] >= 0;
-#pragma unroll
-  for (int m = 1; m < kQuadsPerLane; ++m) lane_one &= quad_i[m] == quad_i[0];
-  const bool one_sample = __all_sync(0xffffffffu, lane_one);
-  // Otherwise the same in runs: whether quad m + 1 takes quad m's sample in every lane of the
-  // warp (32 or more channels per group: at 64, two runs of two quads). Uniform over the warp,
-  // so the reductions' shuffles stay converged.
+  // Runs of quads that take one sample: whether quad m + 1 takes quad m's sample in every lane of
+  // the warp (32 or more channels per group: at 64, two runs of two quads). Uniform over the
+  // warp, so the reductions' shuffles stay converged. A row works out a run's position once and
+  // reduces its sums over the row's lanes once.
   bool same_as_next[kQuadsPerLane - 1];
+  // One run over every quad of the warp (one tap and deformable group over the tile's columns,
+  // as with 128 or more channels per group): its own path below, without the run walk.
+  bool one_sample = __all_sync(0xffffffffu, quad_i[0] >= 0);
 #pragma unroll
   for (int m = 0; m + 1 < kQuadsPerLane; ++m) {
     same_as_next[m] = __all_sync(0xffffffffu, quad_i[m + 1] == quad_i[m]);
+    one_sample &= same_as_next[m];
   }
   const int mask_channels = static_cast<int>(s.mask_channels());
   const int out_h = static_cast<int>(s.out_h), out_w = static_cast<int>(s.out_w);
