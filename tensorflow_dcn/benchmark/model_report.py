@@ -115,7 +115,7 @@ def _header_lines(header):
         f"- Training: `model.compile(Adam({model['learning_rate']:g}), "
         f"SparseCategoricalCrossentropy(from_logits=True), jit_compile={training['jit_compile']})` "
         "(`auto`: Keras' default, XLA on a GPU when every layer has supports_jit, off on a CPU; "
-        "the XLA column shows what Keras resolved), mixed_float16 with the LossScaleOptimizer "
+        "the XLA column shows what Keras resolved), mixed_float16 rows with the LossScaleOptimizer "
         "Keras adds, steps_per_execution 1, `model.fit(verbose=0)` on a tf.data pipeline"
         + (", TF32 off" if training.get("tf32") == "off" else "")
         + (", op determinism on" if training.get("deterministic") else "")
