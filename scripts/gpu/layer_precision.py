@@ -36,16 +36,7 @@ def forward_and_grads(function, config, tensors, grad_y, jit_compile):
     def step(x, offset, mask, kernel, bias, grad_y):
         with tf.GradientTape() as tape:
             tape.watch([x, offset, mask, kernel, bias])
-            y = function(
-                x,
-                offset,
-                kernel,
-                bias,
-                mask,
-                strides=config.stride,
-                padding=config.pad,
-                deformable_groups=config.deformable_groups,
-            )
+            y = function(x, offset, kernel, bias, mask, **config.geometry())
         grads = tape.gradient(y, [x, offset, mask, kernel, bias], output_gradients=grad_y)
         return [y] + grads
 

@@ -66,6 +66,11 @@ class Config:
     def out_width(self):
         return (self.width + 2 * self.pad - self.kernel) // self.stride + 1
 
+    def geometry(self):
+        """Keyword arguments of `deform_conv2d` and the DCN layers for this stride, padding and
+        deformable groups."""
+        return dict(strides=self.stride, padding=self.pad, deformable_groups=self.deformable_groups)
+
     def op_result_elements(self):
         """Elements one op-level forward+backward returns: the output and the gradients of input,
         offset, mask, kernel and bias (Cout = Cin)."""

@@ -175,16 +175,7 @@ class TensorFlowRunner:
             if impl == "tfdcn":
 
                 def operator(x, offset, mask, kernel, bias):
-                    return tfdcn.deform_conv2d(
-                        x,
-                        offset,
-                        kernel,
-                        bias,
-                        mask,
-                        strides=config.stride,
-                        padding=config.pad,
-                        deformable_groups=config.deformable_groups,
-                    )
+                    return tfdcn.deform_conv2d(x, offset, kernel, bias, mask, **config.geometry())
             else:
 
                 def operator(x, offset, mask, kernel, bias):
@@ -200,11 +191,7 @@ class TensorFlowRunner:
             kwargs = _baseline_kwargs(layer_class, config)
         else:
             layer_class = tfdcn.DCNv2 if impl.startswith("tfdcn_layer") else PureTFDCNv2
-            kwargs = dict(
-                strides=config.stride,
-                padding=config.pad,
-                deformable_groups=config.deformable_groups,
-            )
+            kwargs = config.geometry()
         with tf.device(self.device):
             layer = layer_class(
                 config.channels, (config.kernel, config.kernel), dtype=_policy(variant), **kwargs
@@ -275,11 +262,7 @@ class TensorFlowRunner:
             def exact(name):
                 return tf.constant(data[name], tf.float64)
 
-            geometry = dict(
-                strides=config.stride,
-                padding=config.pad,
-                deformable_groups=config.deformable_groups,
-            )
+            geometry = config.geometry()
             x = rounded("x")
             op = tfdcn.deform_conv2d(
                 x,
