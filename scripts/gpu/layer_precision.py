@@ -21,6 +21,7 @@ import tensorflow as tf
 import tensorflow_dcn as tfdcn
 from tensorflow_dcn.benchmark.configs import DTYPES, parse_config
 from tensorflow_dcn.benchmark.data import make_data
+from tensorflow_dcn.benchmark.tf_runner import output_errors
 from tensorflow_dcn.reference import deform_conv2d_reference
 
 OPERANDS = ("x", "offset", "mask", "kernel", "bias")
@@ -44,14 +45,15 @@ def forward_and_grads(function, config, tensors, grad_y, jit_compile):
 
 
 def errors(values, reference):
+    """Per result: relative L2 error, the benchmark's largest error over the largest reference
+    magnitude, and whether every value is finite."""
     out = {}
     for name, a, ref in zip(RESULTS, values, reference):
-        finite = bool(np.isfinite(a).all())
-        diff = np.abs(np.where(np.isfinite(a), a, 0.0) - ref)
+        _, rel_max = output_errors(a, ref)
         out[name] = {
-            "rel_l2": float(np.linalg.norm(diff) / max(np.linalg.norm(ref), 1e-300)),
-            "rel_max": float(diff.max() / max(np.abs(ref).max(), 1e-300)),
-            "finite": finite,
+            "rel_l2": float(np.linalg.norm(a - ref) / np.linalg.norm(ref)),
+            "rel_max": rel_max,
+            "finite": bool(np.isfinite(a).all()),
         }
     return out
 
@@ -60,15 +62,12 @@ def run(config_name, dtype_keys):
     config = parse_config(config_name)
     data = make_data(config)
 
-    def tensors(dtype):
-        return [tf.constant(data[k], dtype) for k in OPERANDS]
-
     lines = []
     for scale in GRAD_SCALES:
         for key in dtype_keys:
             variant = DTYPES[key]
             dtype = tf.as_dtype(variant.dtype)
-            operands = tensors(dtype)
+            operands = [tf.constant(data[k], dtype) for k in OPERANDS]
             grad_y = tf.constant(data["grad_y"] * scale, dtype)
             # The reference takes the same (rounded) operands: what differs is the arithmetic.
             tf.config.experimental.enable_tensor_float_32_execution(False)
