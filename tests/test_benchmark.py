@@ -398,7 +398,9 @@ class BenchmarkCliTest(tf.test.TestCase):
         # be recorded as unsupported for it without stopping the run.
         impls = (
             "tfdcn",
+            "tfdcn_xla",
             "conv2d",
+            "conv2d_xla",
             "tfdcn_layer",
             "tfdcn_layer_xla",
             "pure_tf",
@@ -434,7 +436,7 @@ class BenchmarkCliTest(tf.test.TestCase):
                 self.assertEqual(record["status"], "unsupported", record["error"])
                 self.assertIn("strides", record["error"])
                 continue
-            if key[2] == "tfdcn_layer_xla" and not xla:
+            if key[2] in ("tfdcn_xla", "tfdcn_layer_xla") and not xla:
                 # Without the XLA lowering the op says so, in one line, and the run goes on.
                 self.assertEqual(record["status"], "unsupported", record["error"])
                 self.assertRegex(record["error"], r"^InvalidArgumentError: DCNv2Forward .* no XLA")
@@ -460,6 +462,7 @@ class BenchmarkCliTest(tf.test.TestCase):
             ("tfdcn_layer_xla", "pure_tf_xla"),
             ("tfdcn_layer", "baseline"),
             ("tfdcn", "conv2d"),
+            ("tfdcn_xla", "conv2d_xla"),
         ):
             self.assertRegex(summary, rf"\n  {mine} vs {other} +fwd ")
         self.assertRegex(summary, r"tfdcn_layer vs pure_tf +fwd \d+\.\d\d× \(\d+\.\d\d×–")

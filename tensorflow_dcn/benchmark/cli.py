@@ -316,7 +316,8 @@ def _measure_tensorflow(args, variants, torch_records, torch_missing, header, ea
                 reference = references[variant.dtype]
                 try:
                     record["max_abs_err"], record["max_rel_err"] = output_errors(
-                        output, reference and reference["conv2d" if impl == "conv2d" else level]
+                        output,
+                        reference and reference["conv2d" if impl.startswith("conv2d") else level],
                     )
                 except ValueError as e:
                     record.update(status="error", error=str(e))

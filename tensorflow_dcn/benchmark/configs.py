@@ -167,7 +167,7 @@ def select_dtypes(selection, defaults):
 
 
 # Op level: offsets and mask given. Layer level: offsets and mask predicted by the internal conv.
-OP_IMPLS = ("tfdcn", "torchvision", "conv2d")
+OP_IMPLS = ("tfdcn", "tfdcn_xla", "torchvision", "conv2d", "conv2d_xla")
 LAYER_IMPLS = (
     "tfdcn_layer",
     "tfdcn_layer_xla",
@@ -177,19 +177,21 @@ LAYER_IMPLS = (
     "baseline_xla",
 )
 IMPLS = OP_IMPLS + LAYER_IMPLS
-# Layers timed inside tf.function(jit_compile=True), as Keras' default compile runs them on a GPU.
-XLA_IMPLS = ("tfdcn_layer_xla", "pure_tf_xla", "baseline_xla")
+# Timed inside tf.function(jit_compile=True), as Keras' default compile runs a model on a GPU.
+XLA_IMPLS = ("tfdcn_xla", "conv2d_xla", "tfdcn_layer_xla", "pure_tf_xla", "baseline_xla")
 # Impls that need --baseline.
 BASELINE_IMPLS = ("baseline", "baseline_xla")
 # Each comparison: (ours, other); speed-up = other's time / ours.
 COMPARISONS = (
     ("tfdcn", "torchvision"),
+    ("tfdcn_xla", "torchvision"),
     ("tfdcn_layer", "pure_tf"),
     ("tfdcn_layer", "pure_tf_xla"),
     ("tfdcn_layer_xla", "pure_tf_xla"),
     ("tfdcn_layer", "baseline"),
     ("tfdcn_layer_xla", "baseline_xla"),
     ("tfdcn", "conv2d"),
+    ("tfdcn_xla", "conv2d_xla"),
 )
 
 

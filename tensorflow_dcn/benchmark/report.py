@@ -83,15 +83,16 @@ def _header_lines(header):
 
 LEGEND = """\
 Implementations. Op level (offsets and mask given): `tfdcn` = `tfdcn.deform_conv2d`;
-`torchvision` = `torchvision.ops.deform_conv2d` (NCHW, separate process); `conv2d` =
+`torchvision` = `torchvision.ops.deform_conv2d` (NCHW, separate process, eager); `conv2d` =
 `tf.nn.conv2d` + bias of the same shape, the floor. Layer level (an internal conv predicts
 offsets and mask): `tfdcn_layer` = `tfdcn.DCNv2`;
 `pure_tf` = `tensorflow_dcn.reference.PureTFDCNv2`;
-`baseline` = the `--baseline` layer; each under `tf.function`, and as `tfdcn_layer_xla`,
-`pure_tf_xla`, `baseline_xla` under `tf.function(jit_compile=True)` (XLA, as Keras' default
-compile runs a model on a GPU). All layers get the same weights. float16 / bfloat16 layers run
-under Keras' mixed_float16 / mixed_bfloat16 policies (float32 weights); op-level operands are all
-in the dtype.
+`baseline` = the `--baseline` layer. The TensorFlow ones run under `tf.function`, and as
+`tfdcn_xla`, `conv2d_xla`, `tfdcn_layer_xla`, `pure_tf_xla`, `baseline_xla` under
+`tf.function(jit_compile=True)` (XLA, as Keras' default compile runs a model on a GPU; a graph
+without XLA pays TensorFlow's per-op cost on the host, which short kernels do not hide). All
+layers get the same weights. float16 / bfloat16 layers run under Keras' mixed_float16 /
+mixed_bfloat16 policies (float32 weights); op-level operands are all in the dtype.
 
 Columns. fwd / fwd+bwd: milliseconds per call; fwd+bwd computes the gradients of every operand
 (op level: input, offset, mask, kernel, bias; layers: input and all weights) for a fixed upstream
@@ -137,7 +138,7 @@ def write_markdown(path, header, records, dtype_keys, configs):
             "",
             "Other implementation's ms / ours (> 1: ours is faster); `tfdcn` is compared at "
             "op level, `tfdcn_layer` at layer level; against `conv2d` it is the fraction "
-            "of plain convolution speed reached.",
+            "of plain convolution speed reached (`tfdcn_xla` against `conv2d_xla`).",
             "",
             "| config | dtype | "
             + " | ".join(

@@ -71,10 +71,10 @@ def _policy(variant):
     return "float32" if variant.dtype == "float32" else f"mixed_{variant.dtype}"
 
 
-def _op_steps(operator):
+def _op_steps(operator, jit_compile):
     """Forward and forward+backward of an op-level implementation `operator(x, offset, mask,
     kernel, bias)`; the backward differentiates with respect to all five operands. Both are
-    tf.functions, traced by the caller (`_traced`)."""
+    tf.functions (with XLA when `jit_compile`), traced by the caller (`_traced`)."""
 
     def forward_backward(x, offset, mask, kernel, bias, grad_y):
         operands = [x, offset, mask, kernel, bias]
@@ -83,7 +83,10 @@ def _op_steps(operator):
             y = operator(*operands)
         return y, tape.gradient(y, operands, output_gradients=grad_y)
 
-    return tf.function(operator), tf.function(forward_backward)
+    return (
+        tf.function(operator, jit_compile=jit_compile),
+        tf.function(forward_backward, jit_compile=jit_compile),
+    )
 
 
 def _layer_steps(layer, jit_compile):
@@ -170,9 +173,9 @@ class TensorFlowRunner:
         """(forward, forward_backward, forward args, forward_backward args) of one impl."""
         dtype = tf.as_dtype(variant.dtype)
         x, grad_y = self._tensor(data["x"], dtype), self._tensor(data["grad_y"], dtype)
-        if impl in ("tfdcn", "conv2d"):
+        if impl in ("tfdcn", "tfdcn_xla", "conv2d", "conv2d_xla"):
             operands = [self._tensor(data[k], dtype) for k in ("offset", "mask", "kernel", "bias")]
-            if impl == "tfdcn":
+            if impl.startswith("tfdcn"):
 
                 def operator(x, offset, mask, kernel, bias):
                     return tfdcn.deform_conv2d(x, offset, kernel, bias, mask, **config.geometry())
@@ -183,7 +186,7 @@ class TensorFlowRunner:
                     y = tf.nn.conv2d(x, kernel, config.stride, _explicit_padding(config.pad))
                     return tf.nn.bias_add(y, bias)
 
-            forward, forward_backward = _op_steps(operator)
+            forward, forward_backward = _op_steps(operator, jit_compile=impl in XLA_IMPLS)
             return forward, forward_backward, [x] + operands, [x] + operands + [grad_y]
 
         if impl in BASELINE_IMPLS:
