@@ -359,16 +359,21 @@ stage_compare() {
 
 # The kernels that K calls of the op launch through TensorFlow, with their times (ncu over
 # scripts/gpu/op_kernels.py, GPU 0): what runs per call beside the core's kernels. OP_KERNELS:
-# config:dtype[:backward] cases (needs `install` in the same lease).
+# config:dtype[:impl][:backward] cases, impl as op_kernels.py --impl (needs `install` in the same
+# lease).
 stage_op_kernels() {
-  local r="$WORK/op_kernels" case cfg dtype extra
+  local r="$WORK/op_kernels" case cfg dtype extras extra flags
   mkdir -p "$r"
   cd /tmp || return 1
   for case in ${OP_KERNELS:-4x32x32x512:fp16 8x64x64x128:tf32 8x64x64x128:tf32:backward}; do
-    IFS=: read -r cfg dtype extra <<< "$case"
+    IFS=: read -r cfg dtype extras <<< "$case"
+    flags=()
+    for extra in ${extras//:/ }; do
+      if [[ $extra == backward ]]; then flags+=(--backward); else flags+=(--impl "$extra"); fi
+    done
     CUDA_VISIBLE_DEVICES=0 timeout 200 ncu --profile-from-start off --clock-control none \
       --print-summary per-kernel --metrics gpu__time_duration.sum \
-      python3 "$REPO/scripts/gpu/op_kernels.py" "$cfg" "$dtype" ${extra:+--$extra} \
+      python3 "$REPO/scripts/gpu/op_kernels.py" "$cfg" "$dtype" "${flags[@]}" \
       > "$r/${case//:/-}.txt" 2>&1
     log "op kernels $case: rc=$? $(grep -c 'gpu__time_duration' "$r/${case//:/-}.txt") kernel rows"
   done
