@@ -130,7 +130,7 @@ op_bench() {
   local b="$WORK/bench"
   mkdir -p "$b"
   cd /tmp || return 1
-  timeout 420 python3 -m tensorflow_dcn.benchmark --configs 3,4,5,7 \
+  timeout 570 python3 -m tensorflow_dcn.benchmark --configs 3,4,5,7 \
     --dtypes "${OP_DTYPES:-tf32,fp32,fp16,bf16}" --repeats 5 --round-ms 30 \
     --torch-python python3 ${OP_ARGS:-} --out "$b/op" > "$b/op.log" 2>&1
   log "op benchmark: rc=$? $(tail -n 4 "$b/op.log" | tr '\n' ' ')"
