@@ -16,7 +16,7 @@ import ctypes
 import numpy as np
 import tensorflow as tf
 
-from tensorflow_dcn.benchmark.configs import DTYPES, XLA_IMPLS, parse_config
+from tensorflow_dcn.benchmark.configs import DTYPES, TF_OP_IMPLS, XLA_IMPLS, parse_config
 from tensorflow_dcn.benchmark.data import make_data
 from tensorflow_dcn.benchmark.tf_runner import TensorFlowRunner, _repeated, _traced
 
@@ -39,9 +39,7 @@ def main():
     parser.add_argument("dtype", choices=sorted(DTYPES))
     parser.add_argument("--calls", type=int, default=3, help="calls in the profiled range")
     parser.add_argument("--backward", action="store_true", help="forward+backward")
-    parser.add_argument(
-        "--impl", default="tfdcn", choices=("tfdcn", "tfdcn_xla", "conv2d", "conv2d_xla")
-    )
+    parser.add_argument("--impl", default="tfdcn", choices=TF_OP_IMPLS)
     args = parser.parse_args()
     config, variant = parse_config(args.config), DTYPES[args.dtype]
     tf.config.experimental.enable_tensor_float_32_execution(variant.tf32 is not False)

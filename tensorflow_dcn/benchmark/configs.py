@@ -177,6 +177,8 @@ LAYER_IMPLS = (
     "baseline_xla",
 )
 IMPLS = OP_IMPLS + LAYER_IMPLS
+# The op-level impls that run in this process (torchvision runs in its own).
+TF_OP_IMPLS = ("tfdcn", "tfdcn_xla", "conv2d", "conv2d_xla")
 # Timed inside tf.function(jit_compile=True), as Keras' default compile runs a model on a GPU.
 XLA_IMPLS = ("tfdcn_xla", "conv2d_xla", "tfdcn_layer_xla", "pure_tf_xla", "baseline_xla")
 # Impls that need --baseline.

@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 import tensorflow_dcn as tfdcn
-from tensorflow_dcn.benchmark.configs import BASELINE_IMPLS, XLA_IMPLS
+from tensorflow_dcn.benchmark.configs import BASELINE_IMPLS, TF_OP_IMPLS, XLA_IMPLS
 from tensorflow_dcn.benchmark.environment import constructor_arguments
 from tensorflow_dcn.benchmark.timing import failure_status, short_error, time_per_call
 from tensorflow_dcn.reference import PureTFDCNv2
@@ -173,7 +173,7 @@ class TensorFlowRunner:
         """(forward, forward_backward, forward args, forward_backward args) of one impl."""
         dtype = tf.as_dtype(variant.dtype)
         x, grad_y = self._tensor(data["x"], dtype), self._tensor(data["grad_y"], dtype)
-        if impl in ("tfdcn", "tfdcn_xla", "conv2d", "conv2d_xla"):
+        if impl in TF_OP_IMPLS:
             operands = [self._tensor(data[k], dtype) for k in ("offset", "mask", "kernel", "bias")]
             if impl.startswith("tfdcn"):
 
