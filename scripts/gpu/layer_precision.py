@@ -21,7 +21,7 @@ import tensorflow as tf
 import tensorflow_dcn as tfdcn
 from tensorflow_dcn.benchmark.configs import DTYPES, parse_config
 from tensorflow_dcn.benchmark.data import make_data
-from tensorflow_dcn.benchmark.tf_runner import output_errors
+from tensorflow_dcn.benchmark.tf_runner import _op_steps, output_errors
 from tensorflow_dcn.reference import deform_conv2d_reference
 
 OPERANDS = ("x", "offset", "mask", "kernel", "bias")
@@ -31,17 +31,15 @@ IMPLS = {"tfdcn": tfdcn.deform_conv2d, "pure_tf": deform_conv2d_reference}
 
 
 def forward_and_grads(function, config, tensors, grad_y, jit_compile):
-    """The output and the gradients of every operand, as float64 numpy arrays."""
+    """The output and the gradients of every operand (the benchmark's forward+backward step), as
+    float64 numpy arrays."""
 
-    @tf.function(jit_compile=jit_compile)
-    def step(x, offset, mask, kernel, bias, grad_y):
-        with tf.GradientTape() as tape:
-            tape.watch([x, offset, mask, kernel, bias])
-            y = function(x, offset, kernel, bias, mask, **config.geometry())
-        grads = tape.gradient(y, [x, offset, mask, kernel, bias], output_gradients=grad_y)
-        return [y] + grads
+    def operator(x, offset, mask, kernel, bias):
+        return function(x, offset, kernel, bias, mask, **config.geometry())
 
-    return [t.numpy().astype(np.float64) for t in step(*tensors, grad_y)]
+    _, forward_backward = _op_steps(operator, jit_compile)
+    y, grads = forward_backward(*tensors, grad_y)
+    return [t.numpy().astype(np.float64) for t in [y] + list(grads)]
 
 
 def errors(values, reference):
@@ -64,20 +62,23 @@ def run(config_name, dtype_keys):
 
     lines = []
     for scale in GRAD_SCALES:
+        references = {}  # per dtype: tf32 and fp32 round the operands alike
         for key in dtype_keys:
             variant = DTYPES[key]
             dtype = tf.as_dtype(variant.dtype)
             operands = [tf.constant(data[k], dtype) for k in OPERANDS]
             grad_y = tf.constant(data["grad_y"] * scale, dtype)
             # The reference takes the same (rounded) operands: what differs is the arithmetic.
-            tf.config.experimental.enable_tensor_float_32_execution(False)
-            reference = forward_and_grads(
-                deform_conv2d_reference,
-                config,
-                [tf.cast(t, tf.float64) for t in operands],
-                tf.cast(grad_y, tf.float64),
-                False,
-            )
+            if variant.dtype not in references:
+                tf.config.experimental.enable_tensor_float_32_execution(False)
+                references[variant.dtype] = forward_and_grads(
+                    deform_conv2d_reference,
+                    config,
+                    [tf.cast(t, tf.float64) for t in operands],
+                    tf.cast(grad_y, tf.float64),
+                    False,
+                )
+            reference = references[variant.dtype]
             tf.config.experimental.enable_tensor_float_32_execution(variant.tf32 is not False)
             for impl, function in IMPLS.items():
                 values = forward_and_grads(function, config, operands, grad_y, True)
