@@ -908,7 +908,7 @@ __device__ __forceinline__ void ProduceColumnsSharedSample(
   constexpr int kRows = kBlockM / kWarps;
   constexpr int kLanes = kRows / V;  // lanes of a lane group: one 16-byte chunk of the rows each
   constexpr int kGroupPix = kBlockK<T> / (32 / kLanes);
-  static_assert(kLanes >= 1 && kGroupPix * sizeof(T) <= 16, "a warp fills whole rows");
+  static_assert(kLanes == 4 && kGroupPix * sizeof(T) == 16 && V == 4, "TF32 on 128-row tiles");
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int lane_chunk = lane % kLanes;
   const int group_pixel0 = (lane / kLanes) * kGroupPix;  // the lane group's first pixel
@@ -941,17 +941,40 @@ __device__ __forceinline__ void ProduceColumnsSharedSample(
                         run_end - run0, chunk_begin, q0 + kBlockK<T>, q_end);
     }
     char* a_tile = ClaimColumnStage<T, L>(s, grad_output_map, smem, smem_addr, kt, q0, b_row0);
+    float even[2][kGroupPix], odd[2][kGroupPix];  // channels 2e and 2e + 1 of the chunk, e < 2
 #pragma unroll
-    for (int e = 0; e < V / 2; ++e) {
-      float even[kGroupPix], odd[kGroupPix];  // channels 2e and 2e + 1 of the chunk
-      BlendPairs(corners, weight, e, even, odd);
-      const int row = warp * kRows + lane_chunk * V + 2 * e;
-      StoreRowPixels<T, kParts>(a_tile, L::kABytes, row, group_pixel0, even);
-      StoreRowPixels<T, kParts>(a_tile, L::kABytes, row + 1, group_pixel0, odd);
+    for (int e = 0; e < 2; ++e) BlendPairs(corners, weight, e, even[e], odd[e]);
+    // The 8 lanes of a quarter warp (whose 16-byte stores share a pass through the banks) hold
+    // lane chunks 0-3 of two pixel groups: storing their pair e in the same instruction put
+    // chunks 0 and 2 (1 and 3) on rows 8 apart, one 16-byte column of the swizzle (two passes).
+    // Lane chunks 2 and 3 store their pairs in the other order: eight columns, one pass.
+    const bool swap = lane_chunk & 2;
+#pragma unroll
+    for (int k = 0; k < 2; ++k) {
+      float even_k[kGroupPix], odd_k[kGroupPix];
+#pragma unroll
+      for (int i = 0; i < kGroupPix; ++i) {
+        even_k[i] = swap ? even[1 - k][i] : even[k][i];
+        odd_k[i] = swap ? odd[1 - k][i] : odd[k][i];
+      }
+      const int row = warp * kRows + lane_chunk * V + 2 * (k ^ int{swap});
+      StoreRowPixels<T, kParts>(a_tile, L::kABytes, row, group_pixel0, even_k);
+      StoreRowPixels<T, kParts>(a_tile, L::kABytes, row + 1, group_pixel0, odd_k);
     }
     PublishStage<L>(smem_addr, kt);
     ProducerBarrier();  // step kt + 1's entries are in; every warp is done with step kt's
   }
+}
+
+// v[j] becomes v[(j + r) % 4], r < 4 (selects rather than a local array).
+__device__ __forceinline__ void RotateLeft(float (&v)[4], int r) {
+  const bool one = r & 1, two = r & 2;
+  const float a0 = one ? v[1] : v[0], a1 = one ? v[2] : v[1];
+  const float a2 = one ? v[3] : v[2], a3 = one ? v[0] : v[3];
+  v[0] = two ? a2 : a0;
+  v[1] = two ? a3 : a1;
+  v[2] = two ? a0 : a2;
+  v[3] = two ? a1 : a3;
 }
 
 // Lanes 8s + l (s < 4) of a warp hold v[j] = M[s][j] of a 4 x 4 matrix per l; afterwards v[j] =
@@ -1077,12 +1100,18 @@ __device__ __forceinline__ void ProduceColumns(const DcnShape& s, const T* input
         *reinterpret_cast<Chunk<T>*>(a_tile + (c * kBlockK<T> + pixel) * kRowBytes + swizzled) =
             out[0];
       } else {
-        // v: channels 4 piece.. of this lane's pixel; after the transpose channel 4 piece + pixel
-        // % 4 of the warp's four pixels.
+        // v: channels 4 piece.. of this lane's pixel, rotated by `turn`; after the transpose
+        // channel 4 piece + (pixel % 4 + turn) % 4 of the warp's four pixels. The 8 lanes of a
+        // quarter warp (one pixel, pieces 0-7; their 16-byte stores share a pass through the
+        // banks) would otherwise store rows of two residues mod 8, four lanes on each 16-byte
+        // column of the swizzle (4 passes instead of 1; 64-row TF32 tiles on the H200, ncu).
+        const int turn = piece / 2;
         float v[V];
         BlendValues(corners, unit.weight[u], v);
+        RotateLeft(v, turn);
         TransposeAcrossLanes(v);
-        StoreRowPixels<T, kParts>(a_tile, L::kABytes, c * kBlockK<T> + piece * V + pixel % 4,
+        StoreRowPixels<T, kParts>(a_tile, L::kABytes,
+                                  c * kBlockK<T> + piece * V + (pixel % 4 + turn) % 4,
                                   pixel - pixel % 4, v);
       }
     }
