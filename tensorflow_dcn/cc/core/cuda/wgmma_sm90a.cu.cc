@@ -46,6 +46,9 @@ static_assert(kProducers * kProducerRegisters + kConsumers * kConsumerRegisters 
 constexpr int kMmasPerStep = kRowBytes / 32;  // each wgmma takes 32 bytes of K
 // Blocks of a cluster: neighbouring pixel tiles of the same channel tile, which share each
 // step's weights: each block copies its share of the B tile and the TMA multicasts it to both.
+// Or (Layout::kSharesA, the forward with an even number of 256-column channel tiles) neighbouring
+// channel tiles of the same pixels, which share each step's gathered A tile: each block's
+// producers gather half its rows and store them in both blocks.
 constexpr int kCluster = 2;
 
 template <typename T>
@@ -86,11 +89,12 @@ struct SlabRange {
 // products big x big + big x small + small x big keep fp32's accuracy), the barriers, then the
 // kernel's sample table (the forward's: per tile row and tap the four corner pixels and weights,
 // 32 bytes).
-template <int kBlockM, int kBlockN, int kOperandParts = 1>
+template <int kBlockM, int kBlockN, int kOperandParts = 1, bool kShareA = false>
 struct Layout {
   static_assert((kBlockM == 128 && kBlockN == 128) || (kBlockM == 64 && kBlockN == 256),
                 "two consumer warpgroups of 64 x 128 cover the tile");
   static constexpr int kM = kBlockM, kN = kBlockN, kParts = kOperandParts;
+  static constexpr bool kSharesA = kShareA;  // the cluster shares A tiles rather than B tiles
   // 3 stages: with the sample table the shared memory stays under the 164 KB carve-out, leaving
   // room in L1 for the corners of a channel slab, reused across its taps (measured: the L1 hit
   // rate is only ~19%; docs/notes/2026-11-30-wgmma-sm90a.md). Two parts take twice the bytes:
@@ -176,6 +180,44 @@ __device__ __forceinline__ void ClusterSync() {
           : "memory");
 }
 
+// BarrierWait at cluster scope: for barriers the cluster peer's producers release stores on.
+__device__ __forceinline__ void BarrierWaitCluster(uint32_t bar, uint32_t parity) {
+  uint32_t done = 0;
+  while (!done) {
+    asm volatile(
+        "{\n"
+        ".reg .pred p;\n"
+        "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n"
+        "selp.b32 %0, 1, 0, p;\n"
+        "}\n"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+  }
+}
+
+// The shared address of cluster block `rank` at the offset of this block's `addr`.
+__device__ __forceinline__ uint32_t PeerAddress(uint32_t addr, uint32_t rank) {
+  uint32_t peer;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(peer) : "r"(addr), "r"(rank));
+  return peer;
+}
+
+// 16 bytes into a cluster block's shared memory (an address from PeerAddress).
+__device__ __forceinline__ void StoreCluster(uint32_t addr, uint4 v) {
+  asm volatile("st.shared::cluster.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(addr), "r"(v.x),
+               "r"(v.y), "r"(v.z), "r"(v.w)
+               : "memory");
+}
+
+// Arrives on the barrier at offset `bar` in the shared memory of cluster block `rank`, releasing
+// this thread's stores there at cluster scope.
+__device__ __forceinline__ void BarrierArriveReleaseCluster(uint32_t bar, uint32_t rank) {
+  asm volatile(
+      "mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];\n" ::"r"(PeerAddress(bar, rank))
+      : "memory");
+}
+
 // Arrives on the barrier at offset `bar` in the shared memory of cluster block `rank`. Used by
 // consumers to release a stage: what they publish is that their wgmma reads are complete (waited
 // for), no stores of theirs, so the default (CTA-scope) semantics do, as in CUTLASS's pipelines.
@@ -190,9 +232,13 @@ __device__ __forceinline__ void BarrierArriveCluster(uint32_t bar, uint32_t rank
       : "memory");
 }
 
-// This thread's shared-memory stores become visible to the async proxy (wgmma, TMA).
+// This thread's shared-memory stores become visible to the async proxy (wgmma, TMA): in its own
+// block, or in every block of the cluster.
 __device__ __forceinline__ void FenceProxyAsync() {
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+__device__ __forceinline__ void FenceProxyAsyncCluster() {
+  asm volatile("fence.proxy.async.shared::cluster;\n" ::: "memory");
 }
 
 // wgmma descriptor of a K-major tile of 128-byte rows, 128-byte swizzle, starting at `addr`
@@ -366,8 +412,9 @@ __device__ __forceinline__ void BlendChunk(const Chunk<T> (&corners)[4], const f
 template <typename L>
 __device__ __forceinline__ void InitBarriers(uint32_t smem_addr) {
   for (int st = 0; st < L::kStages; ++st) {
-    // Full: every producer thread arrives, and the TMA thread once more with its bytes.
-    BarrierInit(smem_addr + L::kFullAt + 8 * st, kProducers + 1);
+    // Full: every producer thread (of both blocks when they share A) arrives, and the TMA thread
+    // once more with its bytes.
+    BarrierInit(smem_addr + L::kFullAt + 8 * st, (L::kSharesA ? kCluster : 1) * kProducers + 1);
     // Empty: one arrival per consumer warpgroup of each block of the cluster.
     BarrierInit(smem_addr + L::kEmptyAt + 8 * st, kCluster * kConsumers / 128);
   }
@@ -395,40 +442,54 @@ __device__ __forceinline__ void WaitStageFree(uint32_t smem_addr, int kt) {
 }
 
 // One producer thread, once the stage of step kt is free: copies this block's share of the
-// step's B tile into both blocks of the cluster; the peer's share lands here too. MN-major
-// (kMnMajorB): boxes of 64 columns x kBlockK rows at (column n0 + the share's first, row k) of
-// the [K][N] map. K-major: each part's box at (k, part x part_rows + n0 + the share's first row)
-// of the transposed [N][K] map.
+// step's B tile into both blocks of the cluster; the peer's share lands here too (with
+// L::kSharesA: the whole B tile into this block alone). MN-major (kMnMajorB): boxes of 64 columns
+// x kBlockK rows at (column n0 + the share's first, row k) of the [K][N] map. K-major: each
+// part's boxes of kN / kCluster rows at (k, part x part_rows + n0 + the share's first row) of the
+// transposed [N][K] map.
 template <typename T, typename L>
 __device__ __forceinline__ void LoadBTile(const CUtensorMap* map, uint32_t smem_addr, int kt, int k,
                                           int n0, int part_rows) {
-  constexpr int kShare = L::kN / kCluster;
+  constexpr int kBox = L::kN / kCluster;
+  constexpr int kShare = L::kSharesA ? L::kN : kBox;
   const int stage = kt % L::kStages;
   const uint32_t full = smem_addr + L::kFullAt + 8 * stage;
   const uint32_t b_stage = smem_addr + L::kBAt + stage * L::kBStageBytes;
-  const int first = static_cast<int>(ClusterRank()) * kShare;
-  constexpr uint16_t kBothBlocks = (1 << kCluster) - 1;
+  const int rank = static_cast<int>(ClusterRank());
+  const int first = L::kSharesA ? 0 : rank * kShare;
+  const uint16_t blocks = L::kSharesA ? 1 << rank : (1 << kCluster) - 1;
   BarrierArriveExpectTx(full, L::kBStageBytes);
   if constexpr (kMnMajorB<T>) {
     // Chunk c of the tile (columns 64c..) at c x kBlockK rows of 128 bytes = 64c x 128 bytes.
 #pragma unroll
     for (int col = first; col < first + kShare; col += kMnChunkColumns) {
-      TmaLoad2dMulticast(b_stage + col * kRowBytes, map, n0 + col, k, full, kBothBlocks);
+      TmaLoad2dMulticast(b_stage + col * kRowBytes, map, n0 + col, k, full, blocks);
     }
   } else {
 #pragma unroll
     for (int part = 0; part < L::kParts; ++part) {
-      TmaLoad2dMulticast(b_stage + part * L::kBBytes + first * kRowBytes, map, k,
-                         part * part_rows + n0 + first, full, kBothBlocks);
+#pragma unroll
+      for (int row = first; row < first + kShare; row += kBox) {
+        TmaLoad2dMulticast(b_stage + part * L::kBBytes + row * kRowBytes, map, k,
+                           part * part_rows + n0 + row, full, blocks);
+      }
     }
   }
 }
 
-// Every producer thread, after its stores to the A tile of step kt: hands the stage over.
+// Every producer thread, after its stores to the A tile of step kt: hands the stage over (in
+// both blocks when they share A tiles).
 template <typename L>
 __device__ __forceinline__ void PublishStage(uint32_t smem_addr, int kt) {
-  FenceProxyAsync();
-  BarrierArrive(smem_addr + L::kFullAt + 8 * (kt % L::kStages));
+  const uint32_t full = smem_addr + L::kFullAt + 8 * (kt % L::kStages);
+  if constexpr (L::kSharesA) {
+    FenceProxyAsyncCluster();
+    BarrierArrive(full);
+    BarrierArriveReleaseCluster(full, ClusterRank() ^ 1);
+  } else {
+    FenceProxyAsync();
+    BarrierArrive(full);
+  }
 }
 
 // The part of the block tile a consumer warpgroup covers: 64 rows x 128 columns from (row0,
@@ -461,7 +522,11 @@ __device__ __forceinline__ void MultiplySteps(float (&acc)[64], uint32_t smem_ad
   for (int i = 0; i < 64; ++i) acc[i] = 0.f;
   for (int kt = 0; kt < ktiles; ++kt) {
     const int stage = kt % L::kStages;
-    BarrierWait(full + 8 * stage, (kt / L::kStages) & 1);
+    if constexpr (L::kSharesA) {
+      BarrierWaitCluster(full + 8 * stage, (kt / L::kStages) & 1);
+    } else {
+      BarrierWait(full + 8 * stage, (kt / L::kStages) & 1);
+    }
     const uint32_t a = a_addr + stage * L::kAStageBytes, b = b_addr + stage * L::kBStageBytes;
     const uint64_t da = kMnMajorA ? MnMajorDescriptor(a) : MatrixDescriptor(a);
     const uint64_t db = kMnMajorB<T> ? MnMajorDescriptor(b) : MatrixDescriptor(b);
@@ -510,14 +575,15 @@ __device__ __forceinline__ void ProducerBarrier() {
   asm volatile("bar.sync 1, %0;\n" ::"n"(kProducers) : "memory");
 }
 
-// Fills the sample table for deformable group d: per tile row (output pixel) and tap the four
-// corners (pixel index in the image, -1 outside) and their bilinear weights times the mask.
-template <typename T, int kBlockM, int kBlockN>
+// Fills the sample table for deformable group d: per tile row (output pixel) of [row_begin,
+// row_begin + rows) and tap the four corners (pixel index in the image, -1 outside) and their
+// bilinear weights times the mask.
+template <typename T, typename L>
 __device__ __forceinline__ void FillSampleTable(const DcnShape& s, const T* offset, const T* mask,
-                                                char* table, int64_t m0, int d) {
-  using L = Layout<kBlockM, kBlockN>;
+                                                char* table, int64_t m0, int d, int row_begin,
+                                                int rows) {
   const int taps = s.taps();
-  for (int e = threadIdx.x; e < kBlockM * taps; e += kProducers) {
+  for (int e = row_begin * taps + threadIdx.x; e < (row_begin + rows) * taps; e += kProducers) {
     const int row = e / taps, tap = e - row * taps;
     const int64_t p = m0 + row;
     int4 corners = make_int4(-1, -1, -1, -1);
@@ -536,23 +602,28 @@ __device__ __forceinline__ void FillSampleTable(const DcnShape& s, const T* offs
   }
 }
 
-// Producer thread: rows first_row + 32u (u < kUnits) of the tile, 16-byte chunk `chunk` of each
-// row, for every K step of the launch's chunk. K steps run over the group's channel slabs
+// Producer thread: rows first_row + 32u (u < kUnits) of the tile (of this block's half when the
+// cluster shares A tiles: stored in both blocks), 16-byte chunk `chunk` of each row, for every K
+// step of the launch's chunk. K steps run over the group's channel slabs
 // (kBlockK channels) [slabs.begin, slabs.end) and within a slab over the taps, so that the
 // corners a slab reads at one tap are in L1 when its other taps read them again. A slab lies in
 // one deformable group (cpd is a multiple of kBlockK); the sample table is refilled when the
 // deformable group changes.
-template <typename T, int kBlockM, int kBlockN, int kParts>
+template <typename T, typename L>
 __device__ __forceinline__ void Produce(const DcnShape& s, const T* input, const T* offset,
                                         const T* mask, const CUtensorMap* weights, char* smem,
                                         uint32_t smem_addr, int64_t m0, int b_row0, int group,
                                         SlabRange slabs) {
-  using L = Layout<kBlockM, kBlockN, kParts>;
+  constexpr int kParts = L::kParts;
   constexpr int V = kVector<T>;
   constexpr int kRowsPerPass = kProducers / kChunks;
-  constexpr int kUnits = kBlockM / kRowsPerPass;
+  constexpr int kRows = L::kSharesA ? L::kM / kCluster : L::kM;  // this block's rows to gather
+  constexpr int kUnits = kRows / kRowsPerPass;
+  const int row_begin = L::kSharesA ? static_cast<int>(ClusterRank()) * kRows : 0;
+  // Where this block's shared memory lies in the peer's (the A tiles it also stores there).
+  const uint32_t peer_smem = L::kSharesA ? PeerAddress(smem_addr, ClusterRank() ^ 1) : 0;
   const int chunk = threadIdx.x % kChunks;
-  const int first_row = threadIdx.x / kChunks;
+  const int first_row = row_begin + threadIdx.x / kChunks;
   // Rows of one thread are 32 apart: the same row % 8, so one swizzled position for all.
   const int swizzled = (chunk ^ (first_row % 8)) * 16;
   const int cpg = static_cast<int>(s.in_channels_per_group());
@@ -574,7 +645,7 @@ __device__ __forceinline__ void Produce(const DcnShape& s, const T* input, const
     if (c0 / cpd != table_d) {
       if (table_d >= 0) ProducerBarrier();  // every producer is done with the old table
       table_d = c0 / cpd;
-      FillSampleTable<T, kBlockM, kBlockN>(s, offset, mask, table, m0, table_d);
+      FillSampleTable<T, L>(s, offset, mask, table, m0, table_d, row_begin, kRows);
       ProducerBarrier();
     }
     const int c = c0 + chunk * V;
@@ -615,8 +686,12 @@ __device__ __forceinline__ void Produce(const DcnShape& s, const T* input, const
         BlendChunk(corners, w, out);
 #pragma unroll
         for (int part = 0; part < kParts; ++part) {
-          *reinterpret_cast<Chunk<T>*>(a_tile + part * L::kABytes + row * kRowBytes + swizzled) =
-              out[part];
+          char* at = a_tile + part * L::kABytes + row * kRowBytes + swizzled;
+          *reinterpret_cast<Chunk<T>*>(at) = out[part];
+          if constexpr (L::kSharesA) {
+            StoreCluster(peer_smem + static_cast<uint32_t>(at - smem),
+                         *reinterpret_cast<const uint4*>(&out[part]));
+          }
         }
       }
       PublishStage<L>(smem_addr, kt);
@@ -647,11 +722,10 @@ __device__ __forceinline__ void Produce(const DcnShape& s, const T* input, const
 
 // Consumer warpgroup: its part of the tile over every K step, then the epilogue: the bias and the
 // store, or after the first K chunk the sum with what the output holds.
-template <typename T, int kBlockM, int kBlockN, int kParts>
+template <typename T, typename L>
 __device__ __forceinline__ void Consume(const DcnShape& s, const T* bias, T* output,
                                         uint32_t smem_addr, int64_t m0, int64_t n0, int group,
                                         int ktiles, bool pair_stores, bool accumulate) {
-  using L = Layout<kBlockM, kBlockN, kParts>;
   const WarpgroupTile<L> tile((threadIdx.x - kProducers) / 128);
   float acc[64];
   MultiplySteps<T>(acc, smem_addr, tile, ktiles);
@@ -692,14 +766,16 @@ __device__ __forceinline__ void Consume(const DcnShape& s, const T* bias, T* out
 // Block (x: pixel tile, y: channel tile, z: group), for the channel slabs `slabs` of its group.
 // `weights` maps the weights as they lie, [taps * Cin/groups][Cout] (fp16/bf16), or those slabs'
 // weights transposed, [Cout][taps * slabs * kBlockK] (TF32); `pair_stores`: output pairs are
-// aligned for one store; `accumulate`: add to the output (a later K chunk).
-template <typename T, int kBlockM, int kBlockN, int kParts>
-__global__ void __cluster_dims__(kCluster, 1, 1) __launch_bounds__(kThreads, 1)
-    ForwardKernel(const __grid_constant__ CUtensorMap weights, DcnShape s, const T* input,
-                  const T* offset, const T* mask, const T* bias, T* output, int64_t row0,
-                  SlabRange slabs, bool pair_stores, bool accumulate) {
+// aligned for one store; `accumulate`: add to the output (a later K chunk). A cluster is two
+// pixel tiles (sharing B tiles) or, kShareA, two channel tiles (sharing A tiles).
+template <typename T, int kBlockM, int kBlockN, int kParts, bool kShareA = false>
+__global__ void __cluster_dims__(kShareA ? 1 : kCluster, kShareA ? kCluster : 1, 1)
+    __launch_bounds__(kThreads, 1)
+        ForwardKernel(const __grid_constant__ CUtensorMap weights, DcnShape s, const T* input,
+                      const T* offset, const T* mask, const T* bias, T* output, int64_t row0,
+                      SlabRange slabs, bool pair_stores, bool accumulate) {
 #if defined(DCN_WGMMA_SM90A_DEVICE)
-  using L = Layout<kBlockM, kBlockN, kParts>;
+  using L = Layout<kBlockM, kBlockN, kParts, kShareA>;
   extern __shared__ char smem_raw[];
   uint32_t smem_addr;
   char* smem = StartTile<L>(smem_raw, &smem_addr);
@@ -711,12 +787,11 @@ __global__ void __cluster_dims__(kCluster, 1, 1) __launch_bounds__(kThreads, 1)
   if (threadIdx.x < kProducers) {
     asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kProducerRegisters));
     const int b_row0 = static_cast<int>(group * BGroupColumns<T>(s) + n0);
-    Produce<T, kBlockM, kBlockN, kParts>(s, input, offset, mask, &weights, smem, smem_addr, m0,
-                                         b_row0, group, slabs);
+    Produce<T, L>(s, input, offset, mask, &weights, smem, smem_addr, m0, b_row0, group, slabs);
   } else {
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegisters));
-    Consume<T, kBlockM, kBlockN, kParts>(s, accumulate ? nullptr : bias, output, smem_addr, m0, n0,
-                                         group, ktiles, pair_stores, accumulate);
+    Consume<T, L>(s, accumulate ? nullptr : bias, output, smem_addr, m0, n0, group, ktiles,
+                  pair_stores, accumulate);
   }
   ClusterSync();  // neither block leaves while the other may still arrive on its barriers
 #else
@@ -1331,6 +1406,12 @@ CUtensorMapDataType TensorMapType() {
 // The tile: 64 x 256 when a group has more than 128 output channels, else 128 x 128.
 bool WideTile(const DcnShape& s) { return s.out_channels_per_group() > 128; }
 
+// The forward's clusters share A tiles when they can (whole pairs of 256-column channel tiles):
+// each gathered A tile then serves 512 output channels.
+bool SharesA(const DcnShape& s) {
+  return WideTile(s) && CeilDiv(s.out_channels_per_group(), 256) % kCluster == 0;
+}
+
 // Operand parts: fp32 with TF32 off runs as 3xTF32.
 template <typename T>
 int OperandParts(const Options& o) {
@@ -1453,11 +1534,11 @@ int64_t WeightCopyElements(const DcnShape& s, int parts) {
 // The forward over channel slabs `slabs`, whose weights b holds as the kernel reads them: the
 // weights [taps x cpg][Cout] (fp16/bf16, rows of MnMajorPitch elements) or their K chunk
 // transposed (TF32).
-template <typename T, int kBlockM, int kBlockN, int kParts>
+template <typename T, int kBlockM, int kBlockN, int kParts, bool kShareA>
 cudaError_t LaunchForward(const DcnShape& s, const T* input, const T* offset, const T* mask,
                           const T* bias, T* output, const T* b, SlabRange slabs, const Options& o,
                           cudaStream_t stream) {
-  using L = Layout<kBlockM, kBlockN, kParts>;
+  using L = Layout<kBlockM, kBlockN, kParts, kShareA>;
   CUtensorMap map;
   if constexpr (kMnMajorB<T>) {
     DCN_RETURN_IF_ERROR(EncodeMnMajor(&map, b, s.group_columns(), MnMajorPitch<T>(s)));
@@ -1466,16 +1547,18 @@ cudaError_t LaunchForward(const DcnShape& s, const T* input, const T* offset, co
     DCN_RETURN_IF_ERROR(
         EncodeKMajor(&map, b, k_chunk, kParts * s.out_channels, k_chunk, kBlockN / kCluster));
   }
-  constexpr auto kernel = &ForwardKernel<T, kBlockM, kBlockN, kParts>;
+  constexpr auto kernel = &ForwardKernel<T, kBlockM, kBlockN, kParts, kShareA>;
   // The limit once per device, at the device's maximum: launches take what their taps need.
   DCN_RETURN_IF_ERROR(mma::AllowSharedMemory<kernel>(o.shared_memory_per_block));
   const int smem_bytes = static_cast<int>(L::AllocBytes(L::ForwardTableBytes(s.taps())));
   const bool pair_stores = s.out_channels % 2 == 0 && s.out_channels_per_group() % 2 == 0 &&
                            reinterpret_cast<uintptr_t>(output) % (2 * sizeof(T)) == 0;
   for (int64_t row0 = 0; row0 < s.pixels(); row0 += kTilesPerLaunch * kBlockM) {
-    // Whole clusters: a block past the last pixel computes nothing but copies its share.
+    // Whole clusters: a block past the last pixel computes nothing but copies its share (clusters
+    // of pixel tiles; those of channel tiles are whole, SharesA).
+    const int64_t pixel_tiles = CeilDiv(s.pixels() - row0, kBlockM);
     const int64_t tiles = std::min(
-        kTilesPerLaunch, CeilDiv(CeilDiv(s.pixels() - row0, kBlockM), kCluster) * kCluster);
+        kTilesPerLaunch, kShareA ? pixel_tiles : CeilDiv(pixel_tiles, kCluster) * kCluster);
     const dim3 grid(static_cast<unsigned>(tiles),
                     static_cast<unsigned>(CeilDiv(s.out_channels_per_group(), kBlockN)), s.groups);
     kernel<<<grid, kThreads, smem_bytes, stream>>>(map, s, input, offset, mask, bias, output, row0,
@@ -1660,13 +1743,15 @@ cudaError_t Forward(const DcnShape& s, const T* input, const T* offset, const T*
     const int slabs = static_cast<int>(s.in_channels_per_group() / kBlockK<T>);
     WorkspaceLayout layout(workspace);
     T* copy = layout.Take<T>(WeightCopyElements<T>(s, kParts));
-    constexpr auto launch = [](bool wide) {
-      return wide ? &LaunchForward<T, 64, 256, kParts> : &LaunchForward<T, 128, 128, kParts>;
+    constexpr auto launch = [](const DcnShape& s) {
+      if (!WideTile(s)) return &LaunchForward<T, 128, 128, kParts, false>;
+      return SharesA(s) ? &LaunchForward<T, 64, 256, kParts, true>
+                        : &LaunchForward<T, 64, 256, kParts, false>;
     };
     if constexpr (kMnMajorB<T>) {  // the weights as they lie, every slab in one launch
       const T* b;
       DCN_RETURN_IF_ERROR(MnMajorOperand(s, weight, s.group_columns(), copy, &b, stream));
-      return launch(WideTile(s))(s, input, offset, mask, bias, output, b, {0, slabs}, o, stream);
+      return launch(s)(s, input, offset, mask, bias, output, b, {0, slabs}, o, stream);
     } else {  // each K chunk's weights transposed, then its launch
       const int per_chunk = SlabsPerChunk<T>(s, kParts);
       for (int begin = 0; begin < slabs; begin += per_chunk) {
@@ -1676,7 +1761,7 @@ cudaError_t Forward(const DcnShape& s, const T* input, const T* offset, const T*
             SlabColumns<T>(s, chunk.end - chunk.begin),
             SlabMajorOrder<T>{s.taps(), s.in_channels_per_group(), chunk}, stream));
         DCN_RETURN_IF_ERROR(
-            launch(WideTile(s))(s, input, offset, mask, bias, output, copy, chunk, o, stream));
+            launch(s)(s, input, offset, mask, bias, output, copy, chunk, o, stream));
       }
       return cudaSuccess;
     }
