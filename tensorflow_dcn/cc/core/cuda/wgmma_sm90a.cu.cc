@@ -1,12 +1,13 @@
 // See wgmma_sm90a.cuh. Built with -gencode=arch=compute_90a,code=sm_90a only (tensorflow_dcn/BUILD
 // gives files ending in _sm90a.cu.cc their own targets).
 //
-// PTX used (PTX ISA 8.0, sm_90a): mbarrier (init / arrive, also on the cluster peer's barriers /
+// PTX used (PTX ISA 8.6, sm_90a): mbarrier (init / arrive, also on the cluster peer's barriers /
 // arrive.expect_tx / try_wait.parity), cp.async.bulk.tensor with .multicast::cluster (TMA,
-// completing on an mbarrier in each destination block), barrier.cluster, fence.proxy.async (the
-// producers' generic stores become visible to wgmma, which reads shared memory through the async
-// proxy), and wgmma.mma_async m64n128k16 (f16, bf16) / m64n128k8 (tf32, also for 3xTF32) with both
-// operands in shared memory.
+// completing on an mbarrier in each destination block), st.async into the cluster peer's shared
+// memory (completing on its mbarrier), barrier.cluster, fence.proxy.async (the producers' generic
+// stores become visible to wgmma, which reads shared memory through the async proxy),
+// fence.acquire.sync_restrict, and wgmma.mma_async m64n128k16 (f16, bf16) / m64n128k8 (tf32, also
+// for 3xTF32) with both operands in shared memory.
 #include "tensorflow_dcn/cc/core/cuda/wgmma_sm90a.cuh"
 
 #include <cuda.h>  // CUtensorMap and the encoder's types only: libcuda is not linked
@@ -180,20 +181,27 @@ __device__ __forceinline__ void ClusterSync() {
           : "memory");
 }
 
-// BarrierWait at cluster scope: for barriers the cluster peer's producers release stores on.
-__device__ __forceinline__ void BarrierWaitCluster(uint32_t bar, uint32_t parity) {
+// BarrierWait for a barrier on which the cluster peer's asynchronous stores (StoreAsync) also
+// complete: acquires them at cluster scope, restricted to shared memory (an acquire of all memory
+// at cluster scope invalidates L1 after every wait, which the producers' corners live in), and
+// orders them before this thread's wgmma reads (async proxy).
+__device__ __forceinline__ void BarrierWaitShared(uint32_t bar, uint32_t parity) {
   uint32_t done = 0;
   while (!done) {
     asm volatile(
         "{\n"
         ".reg .pred p;\n"
-        "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n"
+        "mbarrier.try_wait.parity.relaxed.cluster.shared::cta.b64 p, [%1], %2;\n"
         "selp.b32 %0, 1, 0, p;\n"
         "}\n"
         : "=r"(done)
         : "r"(bar), "r"(parity)
         : "memory");
   }
+  asm volatile(
+      "fence.acquire.sync_restrict::shared::cluster.cluster;\n"
+      "fence.proxy.async.shared::cta;\n" ::
+          : "memory");
 }
 
 // The shared address of cluster block `rank` at the offset of this block's `addr`.
@@ -203,18 +211,13 @@ __device__ __forceinline__ uint32_t PeerAddress(uint32_t addr, uint32_t rank) {
   return peer;
 }
 
-// 16 bytes into a cluster block's shared memory (an address from PeerAddress).
-__device__ __forceinline__ void StoreCluster(uint32_t addr, uint4 v) {
-  asm volatile("st.shared::cluster.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(addr), "r"(v.x),
-               "r"(v.y), "r"(v.z), "r"(v.w)
-               : "memory");
-}
-
-// Arrives on the barrier at offset `bar` in the shared memory of cluster block `rank`, releasing
-// this thread's stores there at cluster scope.
-__device__ __forceinline__ void BarrierArriveReleaseCluster(uint32_t bar, uint32_t rank) {
+// 16 bytes into a cluster peer's shared memory at `addr`, completing on its barrier at `bar` (both
+// addresses from PeerAddress).
+__device__ __forceinline__ void StoreAsync(uint32_t addr, uint4 v, uint32_t bar) {
   asm volatile(
-      "mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];\n" ::"r"(PeerAddress(bar, rank))
+      "st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.b32 [%0], {%1, %2, %3, %4}, "
+      "[%5];\n" ::"r"(addr),
+      "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w), "r"(bar)
       : "memory");
 }
 
@@ -232,13 +235,9 @@ __device__ __forceinline__ void BarrierArriveCluster(uint32_t bar, uint32_t rank
       : "memory");
 }
 
-// This thread's shared-memory stores become visible to the async proxy (wgmma, TMA): in its own
-// block, or in every block of the cluster.
+// This thread's shared-memory stores become visible to the async proxy (wgmma, TMA).
 __device__ __forceinline__ void FenceProxyAsync() {
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-}
-__device__ __forceinline__ void FenceProxyAsyncCluster() {
-  asm volatile("fence.proxy.async.shared::cluster;\n" ::: "memory");
 }
 
 // wgmma descriptor of a K-major tile of 128-byte rows, 128-byte swizzle, starting at `addr`
@@ -412,9 +411,9 @@ __device__ __forceinline__ void BlendChunk(const Chunk<T> (&corners)[4], const f
 template <typename L>
 __device__ __forceinline__ void InitBarriers(uint32_t smem_addr) {
   for (int st = 0; st < L::kStages; ++st) {
-    // Full: every producer thread (of both blocks when they share A) arrives, and the TMA thread
-    // once more with its bytes.
-    BarrierInit(smem_addr + L::kFullAt + 8 * st, (L::kSharesA ? kCluster : 1) * kProducers + 1);
+    // Full: every producer thread arrives, and the TMA thread once more with its bytes (and those
+    // of the peer's half of the A tile when the blocks share A tiles).
+    BarrierInit(smem_addr + L::kFullAt + 8 * st, kProducers + 1);
     // Empty: one arrival per consumer warpgroup of each block of the cluster.
     BarrierInit(smem_addr + L::kEmptyAt + 8 * st, kCluster * kConsumers / 128);
   }
@@ -458,7 +457,7 @@ __device__ __forceinline__ void LoadBTile(const CUtensorMap* map, uint32_t smem_
   const int rank = static_cast<int>(ClusterRank());
   const int first = L::kSharesA ? 0 : rank * kShare;
   const uint16_t blocks = L::kSharesA ? 1 << rank : (1 << kCluster) - 1;
-  BarrierArriveExpectTx(full, L::kBStageBytes);
+  BarrierArriveExpectTx(full, L::kBStageBytes + (L::kSharesA ? L::kAStageBytes / kCluster : 0));
   if constexpr (kMnMajorB<T>) {
     // Chunk c of the tile (columns 64c..) at c x kBlockK rows of 128 bytes = 64c x 128 bytes.
 #pragma unroll
@@ -477,19 +476,11 @@ __device__ __forceinline__ void LoadBTile(const CUtensorMap* map, uint32_t smem_
   }
 }
 
-// Every producer thread, after its stores to the A tile of step kt: hands the stage over (in
-// both blocks when they share A tiles).
+// Every producer thread, after its stores to the A tile of step kt: hands the stage over.
 template <typename L>
 __device__ __forceinline__ void PublishStage(uint32_t smem_addr, int kt) {
-  const uint32_t full = smem_addr + L::kFullAt + 8 * (kt % L::kStages);
-  if constexpr (L::kSharesA) {
-    FenceProxyAsyncCluster();
-    BarrierArrive(full);
-    BarrierArriveReleaseCluster(full, ClusterRank() ^ 1);
-  } else {
-    FenceProxyAsync();
-    BarrierArrive(full);
-  }
+  FenceProxyAsync();
+  BarrierArrive(smem_addr + L::kFullAt + 8 * (kt % L::kStages));
 }
 
 // The part of the block tile a consumer warpgroup covers: 64 rows x 128 columns from (row0,
@@ -523,7 +514,7 @@ __device__ __forceinline__ void MultiplySteps(float (&acc)[64], uint32_t smem_ad
   for (int kt = 0; kt < ktiles; ++kt) {
     const int stage = kt % L::kStages;
     if constexpr (L::kSharesA) {
-      BarrierWaitCluster(full + 8 * stage, (kt / L::kStages) & 1);
+      BarrierWaitShared(full + 8 * stage, (kt / L::kStages) & 1);
     } else {
       BarrierWait(full + 8 * stage, (kt / L::kStages) & 1);
     }
@@ -674,6 +665,7 @@ __device__ __forceinline__ void Produce(const DcnShape& s, const T* input, const
         LoadBTile<T, L>(weights, smem_addr, kt, k, b_row0, static_cast<int>(s.out_channels));
       }
       char* a_tile = smem + (kt % L::kStages) * L::kAStageBytes;
+      const uint32_t peer_full = peer_smem + L::kFullAt + 8 * (kt % L::kStages);
 #pragma unroll
       for (int u = 0; u < kUnits; ++u) {
         const int row = first_row + u * kRowsPerPass;
@@ -689,8 +681,8 @@ __device__ __forceinline__ void Produce(const DcnShape& s, const T* input, const
           char* at = a_tile + part * L::kABytes + row * kRowBytes + swizzled;
           *reinterpret_cast<Chunk<T>*>(at) = out[part];
           if constexpr (L::kSharesA) {
-            StoreCluster(peer_smem + static_cast<uint32_t>(at - smem),
-                         *reinterpret_cast<const uint4*>(&out[part]));
+            StoreAsync(peer_smem + static_cast<uint32_t>(at - smem),
+                       *reinterpret_cast<const uint4*>(&out[part]), peer_full);
           }
         }
       }
