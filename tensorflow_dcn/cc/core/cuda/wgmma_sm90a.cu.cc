@@ -1398,8 +1398,11 @@ CUtensorMapDataType TensorMapType() {
 // The tile: 64 x 256 when a group has more than 128 output channels, else 128 x 128.
 bool WideTile(const DcnShape& s) { return s.out_channels_per_group() > 128; }
 
-// The forward's clusters share A tiles when they can (whole pairs of 256-column channel tiles):
-// each gathered A tile then serves 512 output channels.
+// The forward's clusters share A tiles when they can (whole pairs of 256-column channel tiles, one
+// operand part): each gathered A tile then serves 512 output channels, but each block loads its
+// whole B tile. H200, 4x32x32x512 (docs/notes of 2026-12-03, run18): fp16/bf16 0.070 -> 0.061
+// ms, TF32 0.121 -> 0.116; 3xTF32, whose B tiles take two parts, 0.254 -> 0.346 (L2-bound), so
+// it keeps sharing B.
 bool SharesA(const DcnShape& s) {
   return WideTile(s) && CeilDiv(s.out_channels_per_group(), 256) % kCluster == 0;
 }
@@ -1737,8 +1740,10 @@ cudaError_t Forward(const DcnShape& s, const T* input, const T* offset, const T*
     T* copy = layout.Take<T>(WeightCopyElements<T>(s, kParts));
     constexpr auto launch = [](const DcnShape& s) {
       if (!WideTile(s)) return &LaunchForward<T, 128, 128, kParts, false>;
-      return SharesA(s) ? &LaunchForward<T, 64, 256, kParts, true>
-                        : &LaunchForward<T, 64, 256, kParts, false>;
+      if constexpr (kParts == 1) {
+        if (SharesA(s)) return &LaunchForward<T, 64, 256, kParts, true>;
+      }
+      return &LaunchForward<T, 64, 256, kParts, false>;
     };
     if constexpr (kMnMajorB<T>) {  // the weights as they lie, every slab in one launch
       const T* b;
