@@ -137,23 +137,26 @@ __device__ __forceinline__ void BarrierArriveExpectTx(uint32_t bar, uint32_t byt
                : "memory");
 }
 
+// mbarrier.try_wait.parity with the semantics `sem` ("" for the default acquire at CTA scope), in
+// a loop until the phase has completed.
+#define DCN_WAIT_PHASE(sem, bar, parity)                                       \
+  do {                                                                         \
+    uint32_t done = 0;                                                         \
+    while (!done) {                                                            \
+      asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity" sem            \
+                   ".shared::cta.b64 p, [%1], %2;\nselp.b32 %0, 1, 0, p;\n}\n" \
+                   : "=r"(done)                                                \
+                   : "r"(bar), "r"(parity)                                     \
+                   : "memory");                                                \
+    }                                                                          \
+  } while (0)
+
 // Waits until the barrier's phase of the given parity has completed. Acquire at CTA scope, as in
 // CUTLASS's pipelines: the peer's consumers release nothing but the end of their wgmma reads. (At
 // cluster scope every wait also invalidated L1; keeping the producers' corners there raised its
 // hit rate to 76-85% but moved the kernels only by -3% to +7%, docs/notes of 2026-12-02, run15.)
 __device__ __forceinline__ void BarrierWait(uint32_t bar, uint32_t parity) {
-  uint32_t done = 0;
-  while (!done) {
-    asm volatile(
-        "{\n"
-        ".reg .pred p;\n"
-        "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-        "selp.b32 %0, 1, 0, p;\n"
-        "}\n"
-        : "=r"(done)
-        : "r"(bar), "r"(parity)
-        : "memory");
-  }
+  DCN_WAIT_PHASE("", bar, parity);
 }
 
 // The box at (c0, c1) into shared memory at dst of every block in cta_mask (same offsets in
@@ -186,23 +189,13 @@ __device__ __forceinline__ void ClusterSync() {
 // at cluster scope invalidates L1 after every wait, which the producers' corners live in), and
 // orders them before this thread's wgmma reads (async proxy).
 __device__ __forceinline__ void BarrierWaitShared(uint32_t bar, uint32_t parity) {
-  uint32_t done = 0;
-  while (!done) {
-    asm volatile(
-        "{\n"
-        ".reg .pred p;\n"
-        "mbarrier.try_wait.parity.relaxed.cluster.shared::cta.b64 p, [%1], %2;\n"
-        "selp.b32 %0, 1, 0, p;\n"
-        "}\n"
-        : "=r"(done)
-        : "r"(bar), "r"(parity)
-        : "memory");
-  }
+  DCN_WAIT_PHASE(".relaxed.cluster", bar, parity);
   asm volatile(
       "fence.acquire.sync_restrict::shared::cluster.cluster;\n"
       "fence.proxy.async.shared::cta;\n" ::
           : "memory");
 }
+#undef DCN_WAIT_PHASE
 
 // The shared address of cluster block `rank` at the offset of this block's `addr`.
 __device__ __forceinline__ uint32_t PeerAddress(uint32_t addr, uint32_t rank) {
