@@ -472,8 +472,8 @@ HOPPER_CONFIGS = [
     (1, 12, 12, 64, 96, 5, 1, 2, 1, 1, 1),  # 5x5 kernel: a 25-tap sample table
     (1, 10, 9, 512, 512, 3, 1, 1, 1, 1, 4),  # fp32 forward in K chunks (3xTF32 2), dg 4
     (1, 6, 7, 768, 768, 3, 1, 1, 1, 1, 2),  # fp32 forward in K chunks (TF32 2, 3xTF32 4)
-    (2, 11, 13, 128, 1000, 3, 1, 1, 1, 1, 2),  # forward clusters share A: 4 channel tiles, Cout off
-    (1, 9, 10, 256, 1024, 3, 1, 1, 1, 2, 1),  # forward clusters share A in each of 2 groups
+    (2, 11, 13, 128, 1000, 3, 1, 1, 1, 1, 2),  # clusters share A: 4 channel tiles, Cout off
+    (1, 9, 10, 256, 1024, 3, 1, 1, 1, 2, 1),  # clusters share A in each of 2 groups
 ]
 
 

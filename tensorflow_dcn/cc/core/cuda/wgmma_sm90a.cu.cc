@@ -476,6 +476,37 @@ __device__ __forceinline__ void PublishStage(uint32_t smem_addr, int kt) {
   BarrierArrive(smem_addr + L::kFullAt + 8 * (kt % L::kStages));
 }
 
+// A producer's stores into the A tile of one step: into this block's tile and, when the cluster
+// shares A tiles (L::kSharesA), at the same place in the peer's, completing on the peer's full
+// barrier of the stage (whose TMA thread expects half an A stage from the peer).
+template <typename L>
+struct ATileStore {
+  char* smem;          // this block's shared memory
+  uint32_t peer_smem;  // the same in the peer's (PeerAddress)
+  uint32_t peer_full;  // the peer's full barrier of the step's stage
+
+  __device__ ATileStore(char* smem, uint32_t peer_smem, int kt)
+      : smem(smem),
+        peer_smem(peer_smem),
+        peer_full(peer_smem + L::kFullAt + 8 * (kt % L::kStages)) {}
+
+  template <typename V>
+  __device__ __forceinline__ void operator()(char* at, const V& v) const {
+    *reinterpret_cast<V*>(at) = v;
+    if constexpr (L::kSharesA) {
+      static_assert(sizeof(V) == 16, "st.async of 16 bytes");
+      StoreAsync(peer_smem + static_cast<uint32_t>(at - smem), *reinterpret_cast<const uint4*>(&v),
+                 peer_full);
+    }
+  }
+};
+
+// Where this block's shared memory lies in the cluster peer's, when the cluster shares A tiles.
+template <typename L>
+__device__ __forceinline__ uint32_t PeerSmem(uint32_t smem_addr) {
+  return L::kSharesA ? PeerAddress(smem_addr, ClusterRank() ^ 1) : 0;
+}
+
 // The part of the block tile a consumer warpgroup covers: 64 rows x 128 columns from (row0,
 // col0).
 template <typename L>
@@ -604,8 +635,7 @@ __device__ __forceinline__ void Produce(const DcnShape& s, const T* input, const
   constexpr int kRows = L::kSharesA ? L::kM / kCluster : L::kM;  // this block's rows to gather
   constexpr int kUnits = kRows / kRowsPerPass;
   const int row_begin = L::kSharesA ? static_cast<int>(ClusterRank()) * kRows : 0;
-  // Where this block's shared memory lies in the peer's (the A tiles it also stores there).
-  const uint32_t peer_smem = L::kSharesA ? PeerAddress(smem_addr, ClusterRank() ^ 1) : 0;
+  const uint32_t peer_smem = PeerSmem<L>(smem_addr);
   const int chunk = threadIdx.x % kChunks;
   const int first_row = row_begin + threadIdx.x / kChunks;
   // Rows of one thread are 32 apart: the same row % 8, so one swizzled position for all.
@@ -658,7 +688,7 @@ __device__ __forceinline__ void Produce(const DcnShape& s, const T* input, const
         LoadBTile<T, L>(weights, smem_addr, kt, k, b_row0, static_cast<int>(s.out_channels));
       }
       char* a_tile = smem + (kt % L::kStages) * L::kAStageBytes;
-      const uint32_t peer_full = peer_smem + L::kFullAt + 8 * (kt % L::kStages);
+      const ATileStore<L> store(smem, peer_smem, kt);
 #pragma unroll
       for (int u = 0; u < kUnits; ++u) {
         const int row = first_row + u * kRowsPerPass;
@@ -671,12 +701,7 @@ __device__ __forceinline__ void Produce(const DcnShape& s, const T* input, const
         BlendChunk(corners, w, out);
 #pragma unroll
         for (int part = 0; part < kParts; ++part) {
-          char* at = a_tile + part * L::kABytes + row * kRowBytes + swizzled;
-          *reinterpret_cast<Chunk<T>*>(at) = out[part];
-          if constexpr (L::kSharesA) {
-            StoreAsync(peer_smem + static_cast<uint32_t>(at - smem),
-                       *reinterpret_cast<const uint4*>(&out[part]), peer_full);
-          }
+          store(a_tile + part * L::kABytes + row * kRowBytes + swizzled, out[part]);
         }
       }
       PublishStage<L>(smem_addr, kt);
@@ -798,10 +823,11 @@ __global__ void __cluster_dims__(kShareA ? 1 : kCluster, kShareA ? kCluster : 1,
 // grad_weight with atomics.
 
 // Pixels [first, first + kCount) of row `row` of a K-major A tile, in each operand part
-// (part_bytes apart): the values as wgmma reads them, kCount x sizeof(T) <= 16 bytes at once.
-template <typename T, int kParts, int kCount>
+// (part_bytes apart): the values as wgmma reads them, kCount x sizeof(T) <= 16 bytes at once
+// through `store` (ATileStore).
+template <typename T, int kParts, int kCount, typename Store>
 __device__ __forceinline__ void StoreRowPixels(char* tile, int part_bytes, int row, int first,
-                                               const float (&v)[kCount]) {
+                                               const float (&v)[kCount], const Store& store) {
   static_assert(kCount * sizeof(T) <= 16, "within one 16-byte chunk of the swizzle");
   const int byte = first * static_cast<int>(sizeof(T));
   char* at = tile + row * kRowBytes + ((byte / 16) ^ (row % 8)) * 16 + byte % 16;
@@ -814,9 +840,7 @@ __device__ __forceinline__ void StoreRowPixels(char* tile, int part_bytes, int r
     for (int part = 0; part < kParts; ++part) parts[part].e[i] = operand[part];
   }
 #pragma unroll
-  for (int part = 0; part < kParts; ++part) {
-    *reinterpret_cast<Vec<T, kCount>*>(at + part * part_bytes) = parts[part];
-  }
+  for (int part = 0; part < kParts; ++part) store(at + part * part_bytes, parts[part]);
 }
 
 // The corners of `sample` at output pixel p, which lies at `at` (pixel indices in the image, -1
@@ -957,15 +981,15 @@ __device__ __forceinline__ void LoadEntryCorners(const ColumnSample& entry, cons
 // load instruction reads whole sectors. A lane blends its chunk at the group's pixels and stores
 // each of its rows' kGroupPix pixels at once. Pixels [q_begin, q_end) of the chunk that starts
 // at pixel chunk_begin; rows beyond the group's K read zero.
-template <typename T, int kBlockM, int kBlockN, int kParts>
+template <typename T, typename L>
 __device__ __forceinline__ void ProduceColumnsSharedSample(
     const DcnShape& s, const T* input, const T* offset, const T* mask,
     const CUtensorMap* grad_output_map, char* smem, uint32_t smem_addr, int k0, int group,
     int64_t chunk_begin, int q_begin, int q_end, int steps, int b_row0) {
-  using L = Layout<kBlockM, kBlockN, kParts>;
+  static_assert(!L::kSharesA, "128-row tiles share B tiles");
   constexpr int V = kVector<T>;
   constexpr int kWarps = kProducers / 32;
-  constexpr int kRows = kBlockM / kWarps;
+  constexpr int kRows = L::kM / kWarps;
   constexpr int kLanes = kRows / V;  // lanes of a lane group: one 16-byte chunk of the rows each
   constexpr int kGroupPix = kBlockK<T> / (32 / kLanes);
   static_assert(kLanes == 4 && kGroupPix * sizeof(T) == 16 && V == 4, "TF32 on 128-row tiles");
@@ -1001,6 +1025,7 @@ __device__ __forceinline__ void ProduceColumnsSharedSample(
                         run_end - run0, chunk_begin, q0 + kBlockK<T>, q_end);
     }
     char* a_tile = ClaimColumnStage<T, L>(s, grad_output_map, smem, smem_addr, kt, q0, b_row0);
+    const ATileStore<L> store(smem, 0, kt);
     float even[2][kGroupPix], odd[2][kGroupPix];  // channels 2e and 2e + 1 of the chunk, e < 2
 #pragma unroll
     for (int e = 0; e < 2; ++e) BlendPairs(corners, weight, e, even[e], odd[e]);
@@ -1018,8 +1043,8 @@ __device__ __forceinline__ void ProduceColumnsSharedSample(
         odd_k[i] = swap ? odd[1 - k][i] : odd[k][i];
       }
       const int row = warp * kRows + lane_chunk * V + 2 * (k ^ int{swap});
-      StoreRowPixels<T, kParts>(a_tile, L::kABytes, row, group_pixel0, even_k);
-      StoreRowPixels<T, kParts>(a_tile, L::kABytes, row + 1, group_pixel0, odd_k);
+      StoreRowPixels<T, L::kParts>(a_tile, L::kABytes, row, group_pixel0, even_k, store);
+      StoreRowPixels<T, L::kParts>(a_tile, L::kABytes, row + 1, group_pixel0, odd_k, store);
     }
     PublishStage<L>(smem_addr, kt);
     ProducerBarrier();  // step kt + 1's entries are in; every warp is done with step kt's
@@ -1076,26 +1101,39 @@ __device__ __forceinline__ void TransposeAcrossLanes(float (&v)[4]) {
 // bytes of a row. (On TF32's 128-row tiles, one tap when the channels per group are 128, the
 // table per chunk worked each sample out four times: 68% more instructions than
 // ProduceColumnsSharedSample at 8x64x64x128 on the H200.)
+// When the cluster shares A tiles (L::kSharesA, 64-row tiles), this block gathers half of each
+// and stores it in both blocks: chunk `rank` of TF32's two, or pass `rank` of fp16/bf16's two
+// (pixels t / 8 + 32 rank).
 // The work runs in units of one chunk of one step; on tiles of several chunks the next unit's
 // corner loads are issued before this unit is blended (fp16 on the H200: 3-6% faster on 128-row
 // tiles, 2-5% slower on the 64-row tile of one chunk). The samples come from a table of three
 // buffers (ColumnSample), kBlockK threads per chunk filling the entries of step kt + 2 during
 // step kt. Pixels [q_begin, q_end) of the chunk that starts at pixel chunk_begin; chunks beyond
 // the group's K read zero.
-template <typename T, int kBlockM, int kBlockN, int kParts>
+template <typename T, typename L>
 __device__ __forceinline__ void ProduceColumns(const DcnShape& s, const T* input, const T* offset,
                                                const T* mask, const CUtensorMap* grad_output_map,
                                                char* smem, uint32_t smem_addr, int k0, int group,
                                                int64_t chunk_begin, int q_begin, int q_end,
                                                int steps, int b_row0) {
-  using L = Layout<kBlockM, kBlockN, kParts>;
   constexpr int V = kVector<T>;
-  constexpr int kRowChunks = kBlockM / kBlockK<T>;
+  constexpr int kRowChunks = L::kM / kBlockK<T>;
   constexpr int kPixelsPerPass = kProducers / kChunks;
   constexpr int kPasses = kBlockK<T> / kPixelsPerPass;
-  constexpr bool kPrefetch = kRowChunks > 1;
+  // This block's share of a tile: kBlockChunks chunks from chunk0, kBlockPasses passes from pass0.
+  constexpr bool kSplitChunks = L::kSharesA && kRowChunks > 1;
+  constexpr bool kSplitPasses = L::kSharesA && kRowChunks == 1;
+  constexpr int kBlockChunks = kSplitChunks ? kRowChunks / kCluster : kRowChunks;
+  constexpr int kBlockPasses = kSplitPasses ? kPasses / kCluster : kPasses;
+  static_assert(!L::kSharesA || (kSplitChunks ? kRowChunks : kPasses) == kCluster,
+                "a shared tile: one chunk or one pass per block");
+  constexpr bool kPrefetch = kBlockChunks > 1 || L::kSharesA;
   static_assert(kChunks * V == kBlockK<T> && kPasses >= 1, "a chunk's rows: 128 bytes a pixel");
   static_assert(kMnMajorColumns<T> || (kPasses == 1 && V == 4), "TF32: one pass, 4 channels");
+  const int rank = L::kSharesA ? static_cast<int>(ClusterRank()) : 0;
+  const int chunk0 = kSplitChunks ? rank * kBlockChunks : 0;
+  const int pass0 = kSplitPasses ? rank * kBlockPasses : 0;
+  const uint32_t peer_smem = PeerSmem<L>(smem_addr);
   const int piece = threadIdx.x % kChunks;
   const int first_pixel = threadIdx.x / kChunks;
   // The pixels of one thread are kPixelsPerPass apart: the same row % 8, one swizzled position.
@@ -1103,62 +1141,64 @@ __device__ __forceinline__ void ProduceColumns(const DcnShape& s, const T* input
   const int cpg = static_cast<int>(s.in_channels_per_group());
   const int cin = static_cast<int>(s.in_channels);    // 32-bit indexing within an image
   const int filler_chunk = threadIdx.x / kBlockK<T>;  // the chunk whose entries this thread fills
-  const int fill_sample = RowsSample(s, k0 + filler_chunk * kBlockK<T>, group);
+  const int fill_sample = RowsSample(s, k0 + (chunk0 + filler_chunk) * kBlockK<T>, group);
   // This lane's channels of chunk c (rows beyond the group's K sample nothing).
   const auto chunk_input = [&](int c) {
     return input + group * cpg + (k0 + c * kBlockK<T>) % cpg + piece * V;
   };
   ColumnSample* table = reinterpret_cast<ColumnSample*>(smem + L::kTableAt);
   auto fill = [&](int kt) {
-    if (filler_chunk < kRowChunks) {
-      FillColumnSamples(s, offset, mask,
-                        table + (kt % kColumnBuffers) * kBlockM + filler_chunk * kBlockK<T>,
-                        fill_sample, threadIdx.x % kBlockK<T>, kBlockK<T> / 32, chunk_begin,
-                        q_begin + kt * kBlockK<T>, q_end);
+    if (filler_chunk < kBlockChunks) {
+      FillColumnSamples(
+          s, offset, mask,
+          table + (kt % kColumnBuffers) * L::kM + (chunk0 + filler_chunk) * kBlockK<T>,
+          fill_sample, threadIdx.x % kBlockK<T>, kBlockK<T> / 32, chunk_begin,
+          q_begin + kt * kBlockK<T>, q_end);
     }
   };
-  // Unit i: chunk i % kRowChunks of step i / kRowChunks; its corner chunks and weights.
+  // Unit i: chunk chunk0 + i % kBlockChunks of step i / kBlockChunks; its corner chunks and
+  // weights.
   struct Unit {
-    uint4 raw[kPasses][4];
-    float weight[kPasses][4];
+    uint4 raw[kBlockPasses][4];
+    float weight[kBlockPasses][4];
   };
   auto issue = [&](int i, Unit& unit) {
-    const int kt = i / kRowChunks, c = i % kRowChunks;
-    const ColumnSample* entries = table + (kt % kColumnBuffers) * kBlockM + c * kBlockK<T>;
+    const int kt = i / kBlockChunks, c = chunk0 + i % kBlockChunks;
+    const ColumnSample* entries = table + (kt % kColumnBuffers) * L::kM + c * kBlockK<T>;
 #pragma unroll
-    for (int u = 0; u < kPasses; ++u) {
-      LoadEntryCorners(entries[first_pixel + u * kPixelsPerPass], chunk_input(c), cin, unit.raw[u],
-                       unit.weight[u]);
+    for (int u = 0; u < kBlockPasses; ++u) {
+      LoadEntryCorners(entries[first_pixel + (pass0 + u) * kPixelsPerPass], chunk_input(c), cin,
+                       unit.raw[u], unit.weight[u]);
     }
   };
-  const int units = steps * kRowChunks;
+  const int units = steps * kBlockChunks;
   char* a_tile = nullptr;
   // Blends unit i (with kPrefetch issued before, and unit i + 1 issued into `next` first); a
   // step's first unit claims its stage and fills the entries of step kt + 2, its last publishes
   // the stage.
   auto run = [&](int i, Unit& unit, Unit& next) {
-    const int kt = i / kRowChunks, c = i % kRowChunks;
+    const int kt = i / kBlockChunks, c = chunk0 + i % kBlockChunks;
     if constexpr (kPrefetch) {
       if (i + 1 < units) issue(i + 1, next);
     } else {
       issue(i, unit);
     }
-    if (c == 0) {
+    if (c == chunk0) {
       if (kt + 2 < steps) fill(kt + 2);
       a_tile = ClaimColumnStage<T, L>(s, grad_output_map, smem, smem_addr, kt,
                                       q_begin + kt * kBlockK<T>, b_row0);
     }
+    const ATileStore<L> store(smem, peer_smem, kt);
 #pragma unroll
-    for (int u = 0; u < kPasses; ++u) {
+    for (int u = 0; u < kBlockPasses; ++u) {
       Chunk<T> corners[4];
 #pragma unroll
       for (int e = 0; e < 4; ++e) corners[e] = *reinterpret_cast<const Chunk<T>*>(&unit.raw[u][e]);
-      const int pixel = first_pixel + u * kPixelsPerPass;
+      const int pixel = first_pixel + (pass0 + u) * kPixelsPerPass;
       if constexpr (kMnMajorColumns<T>) {
         Chunk<T> out[1];
         BlendChunk(corners, unit.weight[u], out);
-        *reinterpret_cast<Chunk<T>*>(a_tile + (c * kBlockK<T> + pixel) * kRowBytes + swizzled) =
-            out[0];
+        store(a_tile + (c * kBlockK<T> + pixel) * kRowBytes + swizzled, out[0]);
       } else {
         // v: channels 4 piece.. of this lane's pixel, rotated by `turn`; after the transpose
         // channel 4 piece + (pixel % 4 + turn) % 4 of the warp's four pixels. The 8 lanes of a
@@ -1170,12 +1210,12 @@ __device__ __forceinline__ void ProduceColumns(const DcnShape& s, const T* input
         BlendValues(corners, unit.weight[u], v);
         RotateLeft(v, turn);
         TransposeAcrossLanes(v);
-        StoreRowPixels<T, kParts>(a_tile, L::kABytes,
-                                  c * kBlockK<T> + piece * V + (pixel % 4 + turn) % 4,
-                                  pixel - pixel % 4, v);
+        StoreRowPixels<T, L::kParts>(a_tile, L::kABytes,
+                                     c * kBlockK<T> + piece * V + (pixel % 4 + turn) % 4,
+                                     pixel - pixel % 4, v, store);
       }
     }
-    if (c == kRowChunks - 1) {
+    if (c == chunk0 + kBlockChunks - 1) {
       PublishStage<L>(smem_addr, kt);
       // Step kt + 2's entries are in; every thread is done reading step kt - 1's buffer, which
       // step kt + 1 refills.
@@ -1194,17 +1234,18 @@ __device__ __forceinline__ void ProduceColumns(const DcnShape& s, const T* input
 }
 
 // Block (x: tile of rows k from row_tile0, y: pixel split, z: group x channel tile); a cluster's
-// two blocks are neighbouring row tiles and share each step's B tile. Adds the sums over pixels
+// two blocks are neighbouring row tiles and share each step's B tile or, kShareA, neighbouring
+// channel tiles of a group that share each step's A tile. Adds the sums over pixels
 // [q_begin, q_end) of the chunk that starts at chunk_begin into grad_weight_acc (weight layout,
 // float); `grad_output_map` maps the chunk's grad_output as the kernel reads it: [pixels][Cout]
 // (fp16/bf16) or transposed, [Cout][pixels] (TF32).
-template <typename T, int kBlockM, int kBlockN, int kParts>
-__global__ void __cluster_dims__(kCluster, 1, 1) __launch_bounds__(kThreads, 1)
-    WeightKernel(const __grid_constant__ CUtensorMap grad_output_map, DcnShape s, const T* input,
+template <typename T, int kBlockM, int kBlockN, int kParts, bool kShareA = false>
+__global__ void __cluster_dims__(kShareA ? 1 : kCluster, 1, kShareA ? kCluster : 1)
+    __launch_bounds__(kThreads, 1) WeightKernel(const __grid_constant__ CUtensorMap grad_output_map, DcnShape s, const T* input,
                  const T* offset, const T* mask, float* grad_weight_acc, int64_t chunk_begin,
                  int chunk_pixels, int pixels_per_split, int channel_tiles, int row_tile0) {
 #if defined(DCN_WGMMA_SM90A_DEVICE)
-  using L = Layout<kBlockM, kBlockN, kParts>;
+  using L = Layout<kBlockM, kBlockN, kParts, kShareA>;
   extern __shared__ char smem_raw[];
   uint32_t smem_addr;
   char* smem = StartTile<L>(smem_raw, &smem_addr);
@@ -1220,13 +1261,11 @@ __global__ void __cluster_dims__(kCluster, 1, 1) __launch_bounds__(kThreads, 1)
     asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kProducerRegisters));
     const int b_row0 = group * BGroupColumns<T>(s) + n0;
     if constexpr (kSharedSampleColumns<T, kBlockM>) {
-      ProduceColumnsSharedSample<T, kBlockM, kBlockN, kParts>(
-          s, input, offset, mask, &grad_output_map, smem, smem_addr, k0, group, chunk_begin,
-          q_begin, q_end, steps, b_row0);
+      ProduceColumnsSharedSample<T, L>(s, input, offset, mask, &grad_output_map, smem, smem_addr,
+                                       k0, group, chunk_begin, q_begin, q_end, steps, b_row0);
     } else {
-      ProduceColumns<T, kBlockM, kBlockN, kParts>(s, input, offset, mask, &grad_output_map, smem,
-                                                  smem_addr, k0, group, chunk_begin, q_begin, q_end,
-                                                  steps, b_row0);
+      ProduceColumns<T, L>(s, input, offset, mask, &grad_output_map, smem, smem_addr, k0, group,
+                           chunk_begin, q_begin, q_end, steps, b_row0);
     }
   } else {
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegisters));
@@ -1391,13 +1430,24 @@ CUtensorMapDataType TensorMapType() {
 // The tile: 64 x 256 when a group has more than 128 output channels, else 128 x 128.
 bool WideTile(const DcnShape& s) { return s.out_channels_per_group() > 128; }
 
-// The forward's clusters share A tiles when they can (whole pairs of 256-column channel tiles, one
-// operand part): each gathered A tile then serves 512 output channels, but each block loads its
-// whole B tile. H200, 4x32x32x512 (docs/notes of 2026-12-03, run18): fp16/bf16 0.070 -> 0.061
+// The clusters share A tiles when they can (whole pairs of 256-column channel tiles, one operand
+// part): each gathered A tile then serves 512 output channels, but each block loads its whole B
+// tile. H200, 4x32x32x512, forward (docs/notes of 2026-12-03, run18): fp16/bf16 0.070 -> 0.061
 // ms, TF32 0.121 -> 0.116; 3xTF32, whose B tiles take two parts, 0.254 -> 0.346 (L2-bound), so
-// it keeps sharing B.
+// it keeps sharing B (WithTile).
 bool SharesA(const DcnShape& s) {
   return WideTile(s) && CeilDiv(s.out_channels_per_group(), 256) % kCluster == 0;
+}
+
+// Calls fn(L) with the problem's Layout L (WideTile, and SharesA with one operand part) and
+// returns what it returns.
+template <int kParts, typename Fn>
+auto WithTile(const DcnShape& s, Fn&& fn) {
+  if (!WideTile(s)) return fn(Layout<128, 128, kParts>());
+  if constexpr (kParts == 1) {
+    if (SharesA(s)) return fn(Layout<64, 256, kParts, true>());
+  }
+  return fn(Layout<64, 256, kParts>());
 }
 
 // Operand parts: fp32 with TF32 off runs as 3xTF32.
@@ -1522,11 +1572,12 @@ int64_t WeightCopyElements(const DcnShape& s, int parts) {
 // The forward over channel slabs `slabs`, whose weights b holds as the kernel reads them: the
 // weights [taps x cpg][Cout] (fp16/bf16, rows of MnMajorPitch elements) or their K chunk
 // transposed (TF32).
-template <typename T, int kBlockM, int kBlockN, int kParts, bool kShareA>
+template <typename T, typename L>
 cudaError_t LaunchForward(const DcnShape& s, const T* input, const T* offset, const T* mask,
                           const T* bias, T* output, const T* b, SlabRange slabs, const Options& o,
                           cudaStream_t stream) {
-  using L = Layout<kBlockM, kBlockN, kParts, kShareA>;
+  constexpr int kBlockM = L::kM, kBlockN = L::kN, kParts = L::kParts;
+  constexpr bool kShareA = L::kSharesA;
   CUtensorMap map;
   if constexpr (kMnMajorB<T>) {
     DCN_RETURN_IF_ERROR(EncodeMnMajor(&map, b, s.group_columns(), MnMajorPitch<T>(s)));
@@ -1590,16 +1641,17 @@ struct BackwardWeightBuffers {
 // that each take all the pixels, then the other row tiles with their pixels in `splits`. With
 // whole_rows 0 that is the uniform split of ChooseSplits; the whole waves first pay where the
 // tiles slightly exceed a wave (4x32x32x512 fp16: 144 tiles on 132 SMs, uniform 2 splits in 3
-// waves of 32 steps, against a wave of 64 steps and one of 6).
+// waves of 32 steps, against a wave of 64 steps and one of 6). whole_rows is a multiple of
+// row_cluster, the row tiles of a cluster.
 struct WeightSchedule {
   int64_t whole_rows, splits;
 };
 inline WeightSchedule ScheduleWeight(int64_t row_tiles, int64_t channel_tiles, int64_t steps,
-                                     int64_t slots) {
+                                     int64_t slots, int64_t row_cluster) {
   const int64_t tiles = row_tiles * channel_tiles;
   const WeightSchedule uniform{0, ChooseSplits(tiles, steps, slots)};
   const int64_t whole_rows =
-      tiles / slots * slots / channel_tiles / kCluster * kCluster;  // whole clusters
+      tiles / slots * slots / channel_tiles / row_cluster * row_cluster;  // whole clusters
   if (whole_rows == 0 || whole_rows == row_tiles) return uniform;
   const int64_t rest = (row_tiles - whole_rows) * channel_tiles;
   const WeightSchedule hybrid{whole_rows, ChooseSplits(rest, steps, slots)};
@@ -1608,17 +1660,19 @@ inline WeightSchedule ScheduleWeight(int64_t row_tiles, int64_t channel_tiles, i
   return hybrid_cost < SplitCost(tiles, steps, slots, uniform.splits) ? hybrid : uniform;
 }
 
-template <typename T, int kBlockM, int kBlockN, int kParts>
+template <typename T, typename L>
 cudaError_t LaunchWeight(const DcnShape& s, const T* grad_output, const T* input, const T* offset,
                          const T* mask, float* grad_weight_acc,
                          const BackwardWeightBuffers<T>& buffers, const Options& o,
                          cudaStream_t stream) {
-  using L = Layout<kBlockM, kBlockN, kParts>;
-  constexpr auto kernel = &WeightKernel<T, kBlockM, kBlockN, kParts>;
+  constexpr int kBlockM = L::kM, kBlockN = L::kN, kParts = L::kParts;
+  constexpr auto kernel = &WeightKernel<T, kBlockM, kBlockN, kParts, L::kSharesA>;
   DCN_RETURN_IF_ERROR(mma::AllowSharedMemory<kernel>(o.shared_memory_per_block));
   const int smem_bytes = static_cast<int>(L::AllocBytes(kColumnTableBytes<T, kBlockM>));
-  // Whole clusters: a row tile past the group's K computes nothing but copies its share.
-  const int64_t row_tiles = CeilDiv(CeilDiv(s.group_columns(), kBlockM), kCluster) * kCluster;
+  // Whole clusters: a row tile past the group's K computes nothing but copies its share (clusters
+  // of row tiles; those of channel tiles are whole, SharesA).
+  const int64_t row_cluster = L::kSharesA ? 1 : kCluster;
+  const int64_t row_tiles = CeilDiv(CeilDiv(s.group_columns(), kBlockM), row_cluster) * row_cluster;
   const int64_t channel_tiles = CeilDiv(s.out_channels_per_group(), kBlockN);
   for (int64_t begin = 0; begin < s.pixels(); begin += buffers.chunk_pixels) {
     const int64_t pixels = std::min(buffers.chunk_pixels, s.pixels() - begin);
@@ -1637,7 +1691,7 @@ cudaError_t LaunchWeight(const DcnShape& s, const T* grad_output, const T* input
     }
     const int64_t steps = CeilDiv(pixels, kBlockK<T>);
     const WeightSchedule schedule =
-        ScheduleWeight(row_tiles, channel_tiles * s.groups, steps, o.multiprocessors);
+        ScheduleWeight(row_tiles, channel_tiles * s.groups, steps, o.multiprocessors, row_cluster);
     // Row tiles [row_tile0, row_tile_end) with their pixels in `splits`.
     auto launch = [&](int64_t row_tile0, int64_t row_tile_end, int64_t splits) {
       const int64_t per_split = CeilDiv(steps, splits) * kBlockK<T>;
@@ -1661,13 +1715,11 @@ cudaError_t LaunchWeight(const DcnShape& s, const T* grad_output, const T* input
 template <typename T, int kParts>
 bool Fits(Op op, const DcnShape& s, const Options& o) {
   const bool wide = WideTile(s);
-  const auto alloc_bytes = [&](auto layout) {
+  const int64_t smem = WithTile<kParts>(s, [&](auto layout) {
     using L = decltype(layout);
     return L::AllocBytes(op == Op::kForward ? L::ForwardTableBytes(s.taps())
                                             : kColumnTableBytes<T, L::kM>);
-  };
-  const int64_t smem =
-      wide ? alloc_bytes(Layout<64, 256, kParts>()) : alloc_bytes(Layout<128, 128, kParts>());
+  });
   return o.compute_capability == 90 && o.shared_memory_per_block >= smem &&
          s.in_channels_per_group() % kBlockK<T> == 0 &&
          s.channels_per_deformable_group() % kBlockK<T> == 0 &&
@@ -1731,17 +1783,12 @@ cudaError_t Forward(const DcnShape& s, const T* input, const T* offset, const T*
     const int slabs = static_cast<int>(s.in_channels_per_group() / kBlockK<T>);
     WorkspaceLayout layout(workspace);
     T* copy = layout.Take<T>(WeightCopyElements<T>(s, kParts));
-    constexpr auto launch = [](const DcnShape& s) {
-      if (!WideTile(s)) return &LaunchForward<T, 128, 128, kParts, false>;
-      if constexpr (kParts == 1) {
-        if (SharesA(s)) return &LaunchForward<T, 64, 256, kParts, true>;
-      }
-      return &LaunchForward<T, 64, 256, kParts, false>;
-    };
+    const auto launch = WithTile<kParts>(
+        s, [](auto layout) { return &LaunchForward<T, decltype(layout)>; });
     if constexpr (kMnMajorB<T>) {  // the weights as they lie, every slab in one launch
       const T* b;
       DCN_RETURN_IF_ERROR(MnMajorOperand(s, weight, s.group_columns(), copy, &b, stream));
-      return launch(s)(s, input, offset, mask, bias, output, b, {0, slabs}, o, stream);
+      return launch(s, input, offset, mask, bias, output, b, {0, slabs}, o, stream);
     } else {  // each K chunk's weights transposed, then its launch
       const int per_chunk = SlabsPerChunk<T>(s, kParts);
       for (int begin = 0; begin < slabs; begin += per_chunk) {
@@ -1751,7 +1798,7 @@ cudaError_t Forward(const DcnShape& s, const T* input, const T* offset, const T*
             SlabColumns<T>(s, chunk.end - chunk.begin),
             SlabMajorOrder<T>{s.taps(), s.in_channels_per_group(), chunk}, stream));
         DCN_RETURN_IF_ERROR(
-            launch(s)(s, input, offset, mask, bias, output, copy, chunk, o, stream));
+            launch(s, input, offset, mask, bias, output, copy, chunk, o, stream));
       }
       return cudaSuccess;
     }
@@ -1770,11 +1817,10 @@ cudaError_t BackwardWeight(const DcnShape& s, const T* grad_output, const T* inp
       cudaMemsetAsync(grad_weight_acc, 0, s.weight_elements() * sizeof(float), stream));
   DCN_RETURN_IF_ERROR(WithOperandParts<T>(o, [&](auto parts) {
     constexpr int kParts = decltype(parts)::value;
-    constexpr auto launch = [](bool wide) {
-      return wide ? &LaunchWeight<T, 64, 256, kParts> : &LaunchWeight<T, 128, 128, kParts>;
-    };
-    return launch(WideTile(s))(s, grad_output, input, offset, mask, grad_weight_acc, buffers, o,
-                               stream);
+    return WithTile<kParts>(s, [&](auto layout) {
+      return LaunchWeight<T, decltype(layout)>(s, grad_output, input, offset, mask,
+                                               grad_weight_acc, buffers, o, stream);
+    });
   }));
   if (buffers.grad_weight_acc)
     DCN_RETURN_IF_ERROR(Convert(s.weight_elements(), buffers.grad_weight_acc, grad_weight, stream));
