@@ -1127,7 +1127,7 @@ __device__ __forceinline__ void ProduceColumns(const DcnShape& s, const T* input
   constexpr int kBlockPasses = kSplitPasses ? kPasses / kCluster : kPasses;
   static_assert(!L::kSharesA || (kSplitChunks ? kRowChunks : kPasses) == kCluster,
                 "a shared tile: one chunk or one pass per block");
-  constexpr bool kPrefetch = kBlockChunks > 1 || L::kSharesA;
+  constexpr bool kPrefetch = kBlockChunks > 1;
   static_assert(kChunks * V == kBlockK<T> && kPasses >= 1, "a chunk's rows: 128 bytes a pixel");
   static_assert(kMnMajorColumns<T> || (kPasses == 1 && V == 4), "TF32: one pass, 4 channels");
   const int rank = L::kSharesA ? static_cast<int>(ClusterRank()) : 0;
