@@ -1151,9 +1151,8 @@ __device__ __forceinline__ void ProduceColumns(const DcnShape& s, const T* input
     if (filler_chunk < kBlockChunks) {
       FillColumnSamples(
           s, offset, mask,
-          table + (kt % kColumnBuffers) * L::kM + (chunk0 + filler_chunk) * kBlockK<T>,
-          fill_sample, threadIdx.x % kBlockK<T>, kBlockK<T> / 32, chunk_begin,
-          q_begin + kt * kBlockK<T>, q_end);
+          table + (kt % kColumnBuffers) * L::kM + (chunk0 + filler_chunk) * kBlockK<T>, fill_sample,
+          threadIdx.x % kBlockK<T>, kBlockK<T> / 32, chunk_begin, q_begin + kt * kBlockK<T>, q_end);
     }
   };
   // Unit i: chunk chunk0 + i % kBlockChunks of step i / kBlockChunks; its corner chunks and
@@ -1240,8 +1239,9 @@ __device__ __forceinline__ void ProduceColumns(const DcnShape& s, const T* input
 // float); `grad_output_map` maps the chunk's grad_output as the kernel reads it: [pixels][Cout]
 // (fp16/bf16) or transposed, [Cout][pixels] (TF32).
 template <typename T, int kBlockM, int kBlockN, int kParts, bool kShareA = false>
-__global__ void __cluster_dims__(kShareA ? 1 : kCluster, 1, kShareA ? kCluster : 1)
-    __launch_bounds__(kThreads, 1) WeightKernel(const __grid_constant__ CUtensorMap grad_output_map, DcnShape s, const T* input,
+__global__ void __cluster_dims__(kShareA ? 1 : kCluster, 1,
+                                 kShareA ? kCluster : 1) __launch_bounds__(kThreads, 1)
+    WeightKernel(const __grid_constant__ CUtensorMap grad_output_map, DcnShape s, const T* input,
                  const T* offset, const T* mask, float* grad_weight_acc, int64_t chunk_begin,
                  int chunk_pixels, int pixels_per_split, int channel_tiles, int row_tile0) {
 #if defined(DCN_WGMMA_SM90A_DEVICE)
@@ -1783,8 +1783,8 @@ cudaError_t Forward(const DcnShape& s, const T* input, const T* offset, const T*
     const int slabs = static_cast<int>(s.in_channels_per_group() / kBlockK<T>);
     WorkspaceLayout layout(workspace);
     T* copy = layout.Take<T>(WeightCopyElements<T>(s, kParts));
-    const auto launch = WithTile<kParts>(
-        s, [](auto layout) { return &LaunchForward<T, decltype(layout)>; });
+    const auto launch =
+        WithTile<kParts>(s, [](auto layout) { return &LaunchForward<T, decltype(layout)>; });
     if constexpr (kMnMajorB<T>) {  // the weights as they lie, every slab in one launch
       const T* b;
       DCN_RETURN_IF_ERROR(MnMajorOperand(s, weight, s.group_columns(), copy, &b, stream));
@@ -1797,8 +1797,7 @@ cudaError_t Forward(const DcnShape& s, const T* input, const T* offset, const T*
             s.group_columns(), s.out_channels, weight, copy,
             SlabColumns<T>(s, chunk.end - chunk.begin),
             SlabMajorOrder<T>{s.taps(), s.in_channels_per_group(), chunk}, stream));
-        DCN_RETURN_IF_ERROR(
-            launch(s, input, offset, mask, bias, output, copy, chunk, o, stream));
+        DCN_RETURN_IF_ERROR(launch(s, input, offset, mask, bias, output, copy, chunk, o, stream));
       }
       return cudaSuccess;
     }
@@ -1818,8 +1817,8 @@ cudaError_t BackwardWeight(const DcnShape& s, const T* grad_output, const T* inp
   DCN_RETURN_IF_ERROR(WithOperandParts<T>(o, [&](auto parts) {
     constexpr int kParts = decltype(parts)::value;
     return WithTile<kParts>(s, [&](auto layout) {
-      return LaunchWeight<T, decltype(layout)>(s, grad_output, input, offset, mask,
-                                               grad_weight_acc, buffers, o, stream);
+      return LaunchWeight<T, decltype(layout)>(s, grad_output, input, offset, mask, grad_weight_acc,
+                                               buffers, o, stream);
     });
   }));
   if (buffers.grad_weight_acc)
