@@ -1103,13 +1103,14 @@ __device__ __forceinline__ void TransposeAcrossLanes(float (&v)[4]) {
 // ProduceColumnsSharedSample at 8x64x64x128 on the H200.)
 // When the cluster shares A tiles (L::kSharesA, 64-row tiles), this block gathers half of each
 // and stores it in both blocks: chunk `rank` of TF32's two, or pass `rank` of fp16/bf16's two
-// (pixels t / 8 + 32 rank).
-// The work runs in units of one chunk of one step; on tiles of several chunks the next unit's
-// corner loads are issued before this unit is blended (fp16 on the H200: 3-6% faster on 128-row
-// tiles, 2-5% slower on the 64-row tile of one chunk). The samples come from a table of three
-// buffers (ColumnSample), kBlockK threads per chunk filling the entries of step kt + 2 during
-// step kt. Pixels [q_begin, q_end) of the chunk that starts at pixel chunk_begin; chunks beyond
-// the group's K read zero.
+// (pixels t / 8 + 32 rank; the table still holds both passes' entries).
+// The work runs in units of one chunk of one step; where a block has several chunks a step the
+// next unit's corner loads are issued before this unit is blended (fp16 on the H200: 3-6% faster
+// on 128-row tiles, 2-5% slower on the 64-row tile of one chunk; with a shared TF32 tile's one
+// chunk 0.212 ms without against 0.234 with, docs/notes of 2026-12-03, run19). The samples come
+// from a table of three buffers (ColumnSample), kBlockK threads per chunk filling the entries of
+// step kt + 2 during step kt. Pixels [q_begin, q_end) of the chunk that starts at pixel
+// chunk_begin; chunks beyond the group's K read zero.
 template <typename T, typename L>
 __device__ __forceinline__ void ProduceColumns(const DcnShape& s, const T* input, const T* offset,
                                                const T* mask, const CUtensorMap* grad_output_map,
@@ -1432,9 +1433,10 @@ bool WideTile(const DcnShape& s) { return s.out_channels_per_group() > 128; }
 
 // The clusters share A tiles when they can (whole pairs of 256-column channel tiles, one operand
 // part): each gathered A tile then serves 512 output channels, but each block loads its whole B
-// tile. H200, 4x32x32x512, forward (docs/notes of 2026-12-03, run18): fp16/bf16 0.070 -> 0.061
-// ms, TF32 0.121 -> 0.116; 3xTF32, whose B tiles take two parts, 0.254 -> 0.346 (L2-bound), so
-// it keeps sharing B (WithTile).
+// tile. H200, 4x32x32x512 (docs/notes of 2026-12-03, run18 and run19): the forward in fp16/bf16
+// 0.070 -> 0.061 ms, TF32 0.121 -> 0.116; the backward weight in fp16/bf16 0.137 -> 0.127, TF32
+// 0.263 -> 0.212. 3xTF32, whose B tiles take two parts, became L2-bound (forward 0.254 -> 0.346,
+// backward weight 0.326 -> 0.372), so it keeps sharing B (WithTile).
 bool SharesA(const DcnShape& s) {
   return WideTile(s) && CeilDiv(s.out_channels_per_group(), 256) % kCluster == 0;
 }
