@@ -96,6 +96,9 @@ struct Layout {
                 "two consumer warpgroups of 64 x 128 cover the tile");
   static constexpr int kM = kBlockM, kN = kBlockN, kParts = kOperandParts;
   static constexpr bool kSharesA = kShareA;  // the cluster shares A tiles rather than B tiles
+  // Blocks of a cluster along the grid's x (pixel tiles of the forward, row tiles of the backward
+  // weight): a launch rounds those tiles up to whole clusters.
+  static constexpr int kTileCluster = kShareA ? 1 : kCluster;
   // 3 stages: with the sample table the shared memory stays under the 164 KB carve-out, leaving
   // room in L1 for the corners of a channel slab, reused across its taps (measured: the L1 hit
   // rate is only ~19%; docs/notes/2026-11-30-wgmma-sm90a.md). Two parts take twice the bytes:
@@ -1579,7 +1582,6 @@ cudaError_t LaunchForward(const DcnShape& s, const T* input, const T* offset, co
                           const T* bias, T* output, const T* b, SlabRange slabs, const Options& o,
                           cudaStream_t stream) {
   constexpr int kBlockM = L::kM, kBlockN = L::kN, kParts = L::kParts;
-  constexpr bool kShareA = L::kSharesA;
   CUtensorMap map;
   if constexpr (kMnMajorB<T>) {
     DCN_RETURN_IF_ERROR(EncodeMnMajor(&map, b, s.group_columns(), MnMajorPitch<T>(s)));
@@ -1588,7 +1590,7 @@ cudaError_t LaunchForward(const DcnShape& s, const T* input, const T* offset, co
     DCN_RETURN_IF_ERROR(
         EncodeKMajor(&map, b, k_chunk, kParts * s.out_channels, k_chunk, kBlockN / kCluster));
   }
-  constexpr auto kernel = &ForwardKernel<T, kBlockM, kBlockN, kParts, kShareA>;
+  constexpr auto kernel = &ForwardKernel<T, kBlockM, kBlockN, kParts, L::kSharesA>;
   // The limit once per device, at the device's maximum: launches take what their taps need.
   DCN_RETURN_IF_ERROR(mma::AllowSharedMemory<kernel>(o.shared_memory_per_block));
   const int smem_bytes = static_cast<int>(L::AllocBytes(L::ForwardTableBytes(s.taps())));
@@ -1598,8 +1600,8 @@ cudaError_t LaunchForward(const DcnShape& s, const T* input, const T* offset, co
     // Whole clusters: a block past the last pixel computes nothing but copies its share (clusters
     // of pixel tiles; those of channel tiles are whole, SharesA).
     const int64_t pixel_tiles = CeilDiv(s.pixels() - row0, kBlockM);
-    const int64_t tiles = std::min(
-        kTilesPerLaunch, kShareA ? pixel_tiles : CeilDiv(pixel_tiles, kCluster) * kCluster);
+    const int64_t tiles =
+        std::min(kTilesPerLaunch, CeilDiv(pixel_tiles, L::kTileCluster) * L::kTileCluster);
     const dim3 grid(static_cast<unsigned>(tiles),
                     static_cast<unsigned>(CeilDiv(s.out_channels_per_group(), kBlockN)), s.groups);
     kernel<<<grid, kThreads, smem_bytes, stream>>>(map, s, input, offset, mask, bias, output, row0,
@@ -1673,8 +1675,8 @@ cudaError_t LaunchWeight(const DcnShape& s, const T* grad_output, const T* input
   const int smem_bytes = static_cast<int>(L::AllocBytes(kColumnTableBytes<T, kBlockM>));
   // Whole clusters: a row tile past the group's K computes nothing but copies its share (clusters
   // of row tiles; those of channel tiles are whole, SharesA).
-  const int64_t row_cluster = L::kSharesA ? 1 : kCluster;
-  const int64_t row_tiles = CeilDiv(CeilDiv(s.group_columns(), kBlockM), row_cluster) * row_cluster;
+  constexpr int64_t kRowCluster = L::kTileCluster;
+  const int64_t row_tiles = CeilDiv(CeilDiv(s.group_columns(), kBlockM), kRowCluster) * kRowCluster;
   const int64_t channel_tiles = CeilDiv(s.out_channels_per_group(), kBlockN);
   for (int64_t begin = 0; begin < s.pixels(); begin += buffers.chunk_pixels) {
     const int64_t pixels = std::min(buffers.chunk_pixels, s.pixels() - begin);
@@ -1693,7 +1695,7 @@ cudaError_t LaunchWeight(const DcnShape& s, const T* grad_output, const T* input
     }
     const int64_t steps = CeilDiv(pixels, kBlockK<T>);
     const WeightSchedule schedule =
-        ScheduleWeight(row_tiles, channel_tiles * s.groups, steps, o.multiprocessors, row_cluster);
+        ScheduleWeight(row_tiles, channel_tiles * s.groups, steps, o.multiprocessors, kRowCluster);
     // Row tiles [row_tile0, row_tile_end) with their pixels in `splits`.
     auto launch = [&](int64_t row_tile0, int64_t row_tile_end, int64_t splits) {
       const int64_t per_split = CeilDiv(steps, splits) * kBlockK<T>;
@@ -1716,16 +1718,15 @@ cudaError_t LaunchWeight(const DcnShape& s, const T* grad_output, const T* input
 // multiples of one K step's 128 bytes, the tile's shared memory with the op's sample table.
 template <typename T, int kParts>
 bool Fits(Op op, const DcnShape& s, const Options& o) {
-  const bool wide = WideTile(s);
-  const int64_t smem = WithTile<kParts>(s, [&](auto layout) {
+  return WithTile<kParts>(s, [&](auto layout) {
     using L = decltype(layout);
-    return L::AllocBytes(op == Op::kForward ? L::ForwardTableBytes(s.taps())
-                                            : kColumnTableBytes<T, L::kM>);
+    const int64_t smem = L::AllocBytes(op == Op::kForward ? L::ForwardTableBytes(s.taps())
+                                                          : kColumnTableBytes<T, L::kM>);
+    return o.compute_capability == 90 && o.shared_memory_per_block >= smem &&
+           s.in_channels_per_group() % kBlockK<T> == 0 &&
+           s.channels_per_deformable_group() % kBlockK<T> == 0 &&
+           s.groups * CeilDiv(s.out_channels_per_group(), L::kN) <= 65535;
   });
-  return o.compute_capability == 90 && o.shared_memory_per_block >= smem &&
-         s.in_channels_per_group() % kBlockK<T> == 0 &&
-         s.channels_per_deformable_group() % kBlockK<T> == 0 &&
-         s.groups * CeilDiv(s.out_channels_per_group(), wide ? 256 : 128) <= 65535;
 }
 
 }  // namespace
