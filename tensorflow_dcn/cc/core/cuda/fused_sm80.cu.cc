@@ -7,6 +7,7 @@
 
 #include "tensorflow_dcn/cc/core/bilinear.h"
 #include "tensorflow_dcn/cc/core/cuda/im2col.cuh"
+#include "tensorflow_dcn/cc/core/cuda/input_scatter.cuh"
 #include "tensorflow_dcn/cc/core/cuda/mma_core.cuh"
 #include "tensorflow_dcn/cc/core/workspace.h"
 
@@ -255,52 +256,14 @@ __global__ void __launch_bounds__(kThreads, 1)
 
 // ---------------------------------------------------------------------------------------------
 // Backward input: column gradients grad_output[pixel][co] x weight[(tap, channel)][co]^T per
-// 128 x 128 tile (both operands K-contiguous, copied), then an epilogue over the tile: the 8
-// lanes of a row group take quads of 4 columns 32 apart (4 quads a lane, so 128 bytes of a
-// corner per row group and quad: whole sectors), a warp four rows per step, the rows 32 apart.
-// Per row it scatters each quad to its sample's four corners in grad_input (one vector float
-// atomic per corner) and sums the offset / mask gradients over the quads and lanes that share
-// the sample; a row's position and sample are worked out once for the quads that share them.
-// The row walk carries its position (no division per row) and reads the next row's offset and
-// mask a step ahead. A launch covers the pixels of images [n_begin, ...) up to p_end; the float
-// buffers hold those images only.
+// 128 x 128 tile (both operands K-contiguous, copied), staged in shared memory for
+// input_scatter's epilogue. A launch covers the pixels of images [n_begin, ...) up to p_end; the
+// float buffers hold those images only.
 // ---------------------------------------------------------------------------------------------
 
-constexpr int kQuad = 4;         // columns per quad in the epilogue
-constexpr int kLanesPerRow = 8;  // lanes of a warp on one tile row: 128 bytes of each corner
-constexpr int kRowsPerWarp = 32 / kLanesPerRow;
-constexpr int kQuadsPerLane = kTileN / kQuad / kLanesPerRow;  // quads l, l + 8, .. of lane l
-constexpr int kRowsPerStep = kThreads / 32 * kRowsPerWarp;    // rows the block takes per step
-constexpr int kEpilogueStride = kTileN + 8;  // floats per staged row: conflict-free pair stores
-static_assert(kQuadsPerLane == 4 && kTileM % kRowsPerStep == 0, "");
-
-// The four corner quads of a sample (zero outside), `image` at the quad's first channel, loads
-// issued together.
-template <typename T>
-__device__ __forceinline__ void LoadCornerQuads(const int (&pixel)[4], const T* image,
-                                                int64_t channels, Vec<T, kQuad> (&raw)[4]) {
-#pragma unroll
-  for (int k = 0; k < 4; ++k) {
-    raw[k] = Vec<T, kQuad>{};
-    if (pixel[k] >= 0)
-      raw[k] = *reinterpret_cast<const Vec<T, kQuad>*>(image + pixel[k] * channels);
-  }
-}
-
-// Sums v over the aligned groups of lanes (1, 2, 4 or 8, within a row's 8 lanes) that share
-// `key`, the widest such that every group of the warp shares it; returns the group width (its
-// first lane holds the sums).
-__device__ __forceinline__ int SumOverRowLanes(int key, float (&v)[3]) {
-  int width = 1;
-#pragma unroll
-  for (int delta = 1; delta < kLanesPerRow; delta <<= 1) {
-    if (!__all_sync(0xffffffffu, key == __shfl_xor_sync(0xffffffffu, key, delta))) break;
-#pragma unroll
-    for (int e = 0; e < 3; ++e) v[e] += __shfl_xor_sync(0xffffffffu, v[e], delta);
-    width = 2 * delta;
-  }
-  return width;
-}
+static_assert(kThreads == input_scatter::kThreads && kTileM == input_scatter::kTileRows &&
+                  kTileN == input_scatter::kTileColumns,
+              "the block stages and scatters whole tiles");
 
 template <typename T, MathMode kMode>
 __global__ void __launch_bounds__(kThreads, 2)
@@ -321,161 +284,13 @@ __global__ void __launch_bounds__(kThreads, 2)
 
   float* staged = reinterpret_cast<float*>(smem);
   mma::ForEachAccumulatorPair(acc, [&](int r, int col, float v0, float v1) {
-    *reinterpret_cast<float2*>(staged + r * kEpilogueStride + col) = make_float2(v0, v1);
+    *reinterpret_cast<float2*>(staged + r * input_scatter::kStagedStride + col) =
+        make_float2(v0, v1);
   });
   __syncthreads();
 
-  // Lane 8 g + l of warp w walks rows 4 w + g, 32 apart, with quads l, l + 8, l + 16, l + 24
-  // of each (columns 4 l + 32 m): per quad its first input channel and sample index. The 8
-  // lanes of a row cover 128 bytes of every corner a quad scatters to (whole sectors).
-  const int lane = threadIdx.x % 32;
-  const int row_lane = lane % kLanesPerRow;
-  const int cpg = static_cast<int>(s.in_channels_per_group());
-  const int cpd = static_cast<int>(s.channels_per_deformable_group());
-  int quad_c[kQuadsPerLane], quad_i[kQuadsPerLane];  // input channel, sample; -1: past the tile
-#pragma unroll
-  for (int m = 0; m < kQuadsPerLane; ++m) {
-    const int64_t column = n0 + kQuad * (row_lane + kLanesPerRow * m);
-    const int t = static_cast<int>(column / cpg);
-    quad_c[m] = group * cpg + static_cast<int>(column % cpg);
-    quad_i[m] = column < kg ? quad_c[m] / cpd * s.taps() + t : -1;
-  }
-  // The tap's part of a sample position (the rest in 32 bits: CheckProblem keeps positions
-  // below 2^24), once per quad's sample rather than per row where it can.
-  auto tap_part = [&](int i, int* tap_y, int* tap_x) {
-    const int t = i % s.taps();
-    *tap_y = t / s.kernel_w * s.dilation_h - s.pad_h;
-    *tap_x = t % s.kernel_w * s.dilation_w - s.pad_w;
-  };
-  int tap_y0 = 0, tap_x0 = 0;
-  if (quad_i[0] >= 0) tap_part(quad_i[0], &tap_y0, &tap_x0);
-  // Runs of quads that take one sample: whether quad m + 1 takes quad m's sample in every lane of
-  // the warp (32 or more channels per group: at 64, two runs of two quads). Uniform over the
-  // warp, so the reductions' shuffles stay converged. A row works out a run's position once and
-  // reduces its sums over the row's lanes once.
-  bool same_as_next[kQuadsPerLane - 1];
-  // One run over every quad of the warp (one tap and deformable group over the tile's columns,
-  // as with 128 or more channels per group): its own path below, without the run walk.
-  bool one_sample = __all_sync(0xffffffffu, quad_i[0] >= 0);
-#pragma unroll
-  for (int m = 0; m + 1 < kQuadsPerLane; ++m) {
-    same_as_next[m] = __all_sync(0xffffffffu, quad_i[m + 1] == quad_i[m]);
-    one_sample &= same_as_next[m];
-  }
-  const int mask_channels = static_cast<int>(s.mask_channels());
-  const int out_h = static_cast<int>(s.out_h), out_w = static_cast<int>(s.out_w);
-
-  int r = threadIdx.x / 32 * kRowsPerWarp + lane / kLanesPerRow;
-  int64_t p = m0 + r;
-  OutputPixel at = LocateOutputPixel(s, p);
-  // Pointers that the row walk advances: the row's image and float gradient, its offsets and
-  // masks, its offset/mask sums.
-  const T* image = input + at.n * s.image_elements();
-  float* grad_image = grad_input_acc + (at.n - n_begin) * s.image_elements();
-  const T* offset_row = offset + p * s.offset_channels();
-  const T* mask_row = mask ? mask + p * mask_channels : nullptr;
-  float* coord = coord_acc + (p - n_begin * s.out_pixels_per_image()) * mask_channels * 3;
-  auto read_offset = [&](int64_t rows_on, int i) {
-    const int64_t at_row = rows_on * kRowsPerStep;
-    return SampleOffset<float>{
-        static_cast<float>(offset_row[at_row * s.offset_channels() + 2 * i]),
-        static_cast<float>(offset_row[at_row * s.offset_channels() + 2 * i + 1]),
-        mask_row ? static_cast<float>(mask_row[at_row * mask_channels + i]) : 1.f};
-  };
-  // Adds quad m's column gradients at the sample `point` to grad_input, and its parts of the
-  // sample's offset/mask sums (d/dy, d/dx without the mask, the value) to `sums`.
-  auto add_quad = [&](int m, int r_row, const BilinearPoint<float>& point, float mask_value,
-                      float(&sums)[3]) {
-    Vec<T, kQuad> raw[4];
-    LoadCornerQuads(point.pixel, image + quad_c[m], s.in_channels, raw);
-    const float4 q = *reinterpret_cast<const float4*>(staged + r_row * kEpilogueStride +
-                                                      kQuad * (row_lane + kLanesPerRow * m));
-    const float gc[kQuad] = {q.x, q.y, q.z, q.w};
-#pragma unroll
-    for (int e = 0; e < kQuad; ++e) {
-      float v[4], dy, dx;
-#pragma unroll
-      for (int k = 0; k < 4; ++k) v[k] = static_cast<float>(raw[k].e[e]);
-      BilinearCoordinateGrad(point, v, &dy, &dx);
-      sums[0] += gc[e] * dy;
-      sums[1] += gc[e] * dx;
-      sums[2] += gc[e] * BilinearValue(point, v);
-    }
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      if (point.pixel[k] < 0) continue;
-      ScatterAdd<kQuad>(grad_image + quad_c[m] + point.pixel[k] * s.in_channels,
-                        point.weight[k] * mask_value, gc);
-    }
-  };
-  // Sums `sums` of sample i (-1: none) over the row's lanes that share it; one lane per group
-  // adds them, times the mask where the chain rule has it, to the sample's offset/mask sums.
-  auto flush = [&](int r_row, int i, float mask_value, float(&sums)[3]) {
-    const int width = SumOverRowLanes(i >= 0 ? r_row * mask_channels + i : -1, sums);
-    if (i >= 0 && (row_lane & (width - 1)) == 0) {
-      float* to = coord + i * 3;
-      atomicAdd(to, mask_value * sums[0]);
-      atomicAdd(to + 1, mask_value * sums[1]);
-      atomicAdd(to + 2, sums[2]);
-    }
-  };
-  // Quad 0's sample of the row, read a step ahead.
-  SampleOffset<float> next{};
-  if (quad_i[0] >= 0 && p < p_end) next = read_offset(0, quad_i[0]);
-  for (; r < kTileM; r += kRowsPerStep, p += kRowsPerStep) {
-    const bool row_active = p < p_end;
-    const SampleOffset<float> first = next;
-    if (quad_i[0] >= 0 && p + kRowsPerStep < p_end && r + kRowsPerStep < kTileM) {
-      next = read_offset(1, quad_i[0]);
-    }
-    if (one_sample) {
-      float sums[3] = {};
-      if (row_active) {
-        BilinearPoint<float> point;
-        MakeBilinearPoint(static_cast<float>(at.oy * s.stride_h + tap_y0) + first.dy,
-                          static_cast<float>(at.ox * s.stride_w + tap_x0) + first.dx, s.in_h,
-                          s.in_w, &point);
-#pragma unroll
-        for (int m = 0; m < kQuadsPerLane; ++m) add_quad(m, r, point, first.m, sums);
-      }
-      flush(r, row_active ? quad_i[0] : -1, first.m, sums);
-    } else {
-      float sums[3] = {};
-      SampleOffset<float> o{};
-      BilinearPoint<float> point{};
-#pragma unroll
-      for (int m = 0; m < kQuadsPerLane; ++m) {
-        const int i = row_active ? quad_i[m] : -1;
-        if ((m == 0 || !same_as_next[m - 1]) && i >= 0) {  // a run's first quad: its sample
-          int tap_y = tap_y0, tap_x = tap_x0;
-          if (i != quad_i[0]) tap_part(i, &tap_y, &tap_x);
-          o = i == quad_i[0] ? first : read_offset(0, i);
-          MakeBilinearPoint(static_cast<float>(at.oy * s.stride_h + tap_y) + o.dy,
-                            static_cast<float>(at.ox * s.stride_w + tap_x) + o.dx, s.in_h, s.in_w,
-                            &point);
-        }
-        if (i >= 0) add_quad(m, r, point, o.m, sums);
-        if (m + 1 == kQuadsPerLane || !same_as_next[m]) {  // a run's last quad: its sums
-          flush(r, i, o.m, sums);
-          sums[0] = sums[1] = sums[2] = 0.f;
-        }
-      }
-    }
-    // The next row's position and pointers, kRowsPerStep output pixels on.
-    offset_row += kRowsPerStep * s.offset_channels();
-    if (mask_row) mask_row += kRowsPerStep * mask_channels;
-    coord += kRowsPerStep * mask_channels * 3;
-    at.ox += kRowsPerStep;
-    while (at.ox >= out_w) {
-      at.ox -= out_w;
-      if (++at.oy == out_h) {
-        at.oy = 0;
-        ++at.n;
-        image += s.image_elements();
-        grad_image += s.image_elements();
-      }
-    }
-  }
+  input_scatter::ScatterTile(s, staged, threadIdx.x, group, m0, n0, input, offset, mask,
+                             grad_input_acc, coord_acc, n_begin, p_end);
 #else
   __trap();
 #endif
@@ -675,44 +490,6 @@ cudaError_t LaunchGather(const Options& o, Kernel&& kernel, Launch&& launch) {
   return with_stages(std::integral_constant<MathMode, MathMode::kTensorCore>());
 }
 
-// offset/mask gradients from the float sums ([sample][3]: m*d/dy, m*d/dx, d/dm).
-template <typename T>
-__global__ void CoordFinishKernel(int64_t samples, const float* coord, T* grad_offset,
-                                  T* grad_mask) {
-  const int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
-  if (i >= samples) return;
-  grad_offset[2 * i] = FromFloat<T>(coord[3 * i]);
-  grad_offset[2 * i + 1] = FromFloat<T>(coord[3 * i + 1]);
-  if (grad_mask) grad_mask[i] = FromFloat<T>(coord[3 * i + 2]);
-}
-
-// The backward input's float buffers, for `images` images at a time: grad_input in float for
-// half/bfloat16, the coordinate sums.
-template <typename T>
-struct BackwardInputBuffers {
-  float* grad_input_acc = nullptr;  // only when T is not float
-  float* coord_acc;
-  BackwardInputBuffers(const DcnShape& s, int64_t images, WorkspaceLayout* w) {
-    if (!std::is_same_v<T, float>) grad_input_acc = w->Take<float>(images * s.image_elements());
-    coord_acc = w->Take<float>(images * s.out_pixels_per_image() * s.mask_channels() * 3);
-  }
-};
-
-// The backward input runs in passes of images, as few as keep its float buffers within
-// kInputBuffersBytes (and at least one image each), of equal size: the workspace does not grow
-// with the batch, and no pass is left with a small tail of images. H200, 8x64x64x128 fp16, with
-// the epilogue of 2026-11-30: one pass took 0.400 ms, two within 16 MiB 0.437, three within 8 MiB
-// 0.463.
-constexpr int64_t kInputBuffersBytes = int64_t{16} << 20;
-template <typename T>
-int64_t ImagesPerPass(const DcnShape& s) {
-  if (s.batch == 0) return 0;
-  WorkspaceLayout one_image;
-  BackwardInputBuffers<T> buffers(s, 1, &one_image);
-  const int64_t most = std::max<int64_t>(1, kInputBuffersBytes / one_image.bytes());
-  return CeilDiv(s.batch, CeilDiv(s.batch, most));
-}
-
 // The backward weight's workspace: grad_weight in float for half/bfloat16, the bias partials.
 template <typename T>
 struct BackwardWeightBuffers {
@@ -735,7 +512,7 @@ bool ForwardSupported(const DcnShape& s, const Options& o) {
 template <typename T>
 bool BackwardInputSupported(const DcnShape& s, const Options& o) {
   return o.compute_capability >= 80 && !std::is_same_v<T, double> && !o.deterministic &&
-         s.in_channels_per_group() % kQuad == 0 && s.channels_per_deformable_group() % kQuad == 0;
+         input_scatter::Supported(s);
 }
 
 template <typename T>
@@ -755,9 +532,7 @@ size_t BackwardWeightWorkspaceBytes(const DcnShape& s) {
 
 template <typename T>
 size_t BackwardInputWorkspaceBytes(const DcnShape& s) {
-  WorkspaceLayout w;
-  BackwardInputBuffers<T> buffers(s, ImagesPerPass<T>(s), &w);
-  return w.bytes();
+  return input_scatter::WorkspaceBytes<T>(s);
 }
 
 template <typename T>
@@ -787,65 +562,31 @@ template <typename T>
 cudaError_t BackwardInput(const DcnShape& s, const T* grad_output, const T* input, const T* offset,
                           const T* mask, const T* weight, T* grad_input, T* grad_offset,
                           T* grad_mask, void* workspace, const Options& o, cudaStream_t stream) {
-  const int64_t images = ImagesPerPass<T>(s);
-  WorkspaceLayout layout(workspace);
-  BackwardInputBuffers<T> buffers(s, images, &layout);
-  if (std::is_same_v<T, float>) {
-    DCN_RETURN_IF_ERROR(cudaMemsetAsync(grad_input, 0, s.input_elements() * sizeof(float), stream));
-  }
   // The epilogue stages the 128 x 128 float tile in the pipeline's shared memory.
-  constexpr int kSmem = std::max(mma::kPipelineBytes<T, true, true>,
-                                 static_cast<int>(kTileM * kEpilogueStride * sizeof(float)));
+  constexpr int kSmem = std::max(mma::kPipelineBytes<T, true, true>, input_scatter::kStagedBytes);
   const bool g_ok = VectorOk(grad_output, s.out_channels, s.out_channels_per_group(), sizeof(T));
   const bool w_ok = VectorOk(weight, s.out_channels, s.out_channels_per_group(), sizeof(T));
-  const int64_t samples_per_image = s.out_pixels_per_image() * s.mask_channels();
-  for (int64_t n_begin = 0; n_begin < s.batch; n_begin += images) {
-    const int64_t count = std::min(images, s.batch - n_begin);
-    // This pass's pixels, and its part of grad_input and of the buffers.
-    const int64_t p_begin = n_begin * s.out_pixels_per_image();
-    const int64_t p_end = p_begin + count * s.out_pixels_per_image();
-    T* grad_input_part = grad_input + n_begin * s.image_elements();
-    float* grad_input_acc =
-        buffers.grad_input_acc ? buffers.grad_input_acc : reinterpret_cast<float*>(grad_input_part);
-    if (buffers.grad_input_acc) {
-      DCN_RETURN_IF_ERROR(
-          cudaMemsetAsync(grad_input_acc, 0, count * s.image_elements() * sizeof(float), stream));
-    }
-    const int64_t samples = count * samples_per_image;
-    DCN_RETURN_IF_ERROR(cudaMemsetAsync(buffers.coord_acc, 0, samples * 3 * sizeof(float), stream));
+  auto launch_pass = [&](const input_scatter::Pass& pass) {
     auto launch = [&](auto kernel) {
       constexpr auto kernel_fn = decltype(kernel)::value;
       DCN_RETURN_IF_ERROR(mma::AllowSharedMemory<kernel_fn>(kSmem));
-      return ForEachPixelLaunch(p_begin, p_end, [&](int64_t row0, int64_t tiles) {
+      return ForEachPixelLaunch(pass.p_begin, pass.p_end, [&](int64_t row0, int64_t tiles) {
         const dim3 grid(tiles, CeilDiv(s.group_columns(), kTileN), s.groups);
         kernel_fn<<<grid, kThreads, kSmem, stream>>>(s, grad_output, input, offset, mask, weight,
-                                                     grad_input_acc, buffers.coord_acc, row0,
-                                                     n_begin, p_end, g_ok, w_ok);
+                                                     pass.grad_input_acc, pass.coord_acc, row0,
+                                                     pass.n_begin, pass.p_end, g_ok, w_ok);
       });
     };
     // 3xTF32 for fp32 alone: fp16/bf16 instantiate the tensor-core mode only.
-    const auto launch_in_mode = [&]() {
-      if constexpr (std::is_same_v<T, float>) {
-        if (Mode(o) == MathMode::kTensorCore3x) {
-          return launch(Constant<&InputKernel<T, MathMode::kTensorCore3x>>());
-        }
+    if constexpr (std::is_same_v<T, float>) {
+      if (Mode(o) == MathMode::kTensorCore3x) {
+        return launch(Constant<&InputKernel<T, MathMode::kTensorCore3x>>());
       }
-      return launch(Constant<&InputKernel<T, MathMode::kTensorCore>>());
-    };
-    DCN_RETURN_IF_ERROR(launch_in_mode());
-    if (samples > 0) {
-      const int64_t sample0 = n_begin * samples_per_image;
-      CoordFinishKernel<T><<<CeilDiv(samples, 256), 256, 0, stream>>>(
-          samples, buffers.coord_acc, grad_offset + 2 * sample0,
-          grad_mask ? grad_mask + sample0 : nullptr);
-      DCN_RETURN_IF_ERROR(cudaGetLastError());
     }
-    if (buffers.grad_input_acc) {
-      DCN_RETURN_IF_ERROR(
-          Convert(count * s.image_elements(), buffers.grad_input_acc, grad_input_part, stream));
-    }
-  }
-  return cudaSuccess;
+    return launch(Constant<&InputKernel<T, MathMode::kTensorCore>>());
+  };
+  return input_scatter::RunPasses(s, grad_input, grad_offset, grad_mask, workspace, launch_pass,
+                                  stream);
 }
 
 template <typename T>
