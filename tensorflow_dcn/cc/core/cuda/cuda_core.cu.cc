@@ -115,6 +115,12 @@ cudaError_t Run(const Plan& plan, DType dtype, const DcnShape& s, const Backward
   return WithElementType<__half, __nv_bfloat16>(dtype, [&](auto t) {
     using T = decltype(t);
     if constexpr (kHasTensorCoreKernels<T>) {
+      if (plan.implementation == Implementation::kCudaWgmmaSm90a) {
+        return wgmma_sm90a::BackwardInput(s, Typed<T>(a.grad_output), Typed<T>(a.input),
+                                          Typed<T>(a.offset), Typed<T>(a.mask), Typed<T>(a.weight),
+                                          Typed<T>(a.grad_input), Typed<T>(a.grad_offset),
+                                          Typed<T>(a.grad_mask), workspace, o, stream);
+      }
       if (plan.implementation == Implementation::kCudaFusedSm80) {
         return fused_sm80::BackwardInput(s, Typed<T>(a.grad_output), Typed<T>(a.input),
                                          Typed<T>(a.offset), Typed<T>(a.mask), Typed<T>(a.weight),

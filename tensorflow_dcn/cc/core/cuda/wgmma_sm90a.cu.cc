@@ -16,10 +16,12 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 
 #include "tensorflow_dcn/cc/core/bilinear.h"
 #include "tensorflow_dcn/cc/core/cuda/device_util.cuh"
 #include "tensorflow_dcn/cc/core/cuda/im2col.cuh"
+#include "tensorflow_dcn/cc/core/cuda/input_scatter.cuh"
 #include "tensorflow_dcn/cc/core/cuda/mma_core.cuh"
 #include "tensorflow_dcn/cc/core/workspace.h"
 
@@ -138,6 +140,11 @@ __device__ __forceinline__ void BarrierArrive(uint32_t bar) {
 __device__ __forceinline__ void BarrierArriveExpectTx(uint32_t bar, uint32_t bytes) {
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes)
                : "memory");
+}
+
+// Announces `bytes` that a TMA copy will complete on the barrier, without arriving.
+__device__ __forceinline__ void BarrierExpectTx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.expect_tx.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
 }
 
 // mbarrier.try_wait.parity with the semantics `sem` ("" for the default acquire at CTA scope), in
@@ -288,28 +295,28 @@ __device__ __forceinline__ void FenceAccumulators(float (&d)[64]) {
   "%56, %57, %58, %59, %60, %61, %62, %63}"
 
 // d += A * B^T for one 32-byte K slice: A 64 rows in shared memory, K-major, or MN-major
-// (transposed: kMnMajorA, fp16/bf16 only); B 128 columns, MN-major for fp16/bf16 (transposed:
-// the last immediate), K-major for TF32.
+// (transposed: kMnMajorA, fp16/bf16 only); B 128 columns, K-major, or MN-major (transposed:
+// kMnMajorBTile, fp16/bf16 only).
 // d[4j + 2h + e] holds row 16 * warp + lane / 4 + 8h, column 8j + 2 (lane % 4) + e.
-template <typename T, bool kMnMajorA>
+template <typename T, bool kMnMajorA, bool kMnMajorBTile = kMnMajorB<T>>
 __device__ __forceinline__ void Wgmma(float (&d)[64], uint64_t a, uint64_t b) {
   if constexpr (std::is_same_v<T, __half>) {
     asm volatile(
         "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
         "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 " DCN_D64_REGS
-        ", %64, %65, p, 1, 1, %67, 1;\n}\n"
+        ", %64, %65, p, 1, 1, %67, %68;\n}\n"
         : DCN_D64
-        : "l"(a), "l"(b), "r"(1), "n"(int{kMnMajorA}));
+        : "l"(a), "l"(b), "r"(1), "n"(int{kMnMajorA}), "n"(int{kMnMajorBTile}));
   } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
     asm volatile(
         "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
         "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " DCN_D64_REGS
-        ", %64, %65, p, 1, 1, %67, 1;\n}\n"
+        ", %64, %65, p, 1, 1, %67, %68;\n}\n"
         : DCN_D64
-        : "l"(a), "l"(b), "r"(1), "n"(int{kMnMajorA}));
+        : "l"(a), "l"(b), "r"(1), "n"(int{kMnMajorA}), "n"(int{kMnMajorBTile}));
   } else {
     static_assert(std::is_same_v<T, float>, "fp16, bf16 or fp32 (as TF32)");
-    static_assert(!kMnMajorA, "wgmma reads TF32 K-major only");
+    static_assert(!kMnMajorA && !kMnMajorBTile, "wgmma reads TF32 K-major only");
     asm volatile(
         "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
         "wgmma.mma_async.sync.aligned.m64n128k8.f32.tf32.tf32 " DCN_D64_REGS
@@ -404,27 +411,27 @@ __device__ __forceinline__ void BlendChunk(const Chunk<T> (&corners)[4], const f
 // ---------------------------------------------------------------------------------------------
 
 // Thread 0, before the cluster sync: the barriers of every stage.
-template <typename L>
+template <typename L, int kFullArrivals>
 __device__ __forceinline__ void InitBarriers(uint32_t smem_addr) {
   for (int st = 0; st < L::kStages; ++st) {
-    // Full: every producer thread arrives, and the TMA thread once more with its bytes (and those
-    // of the peer's half of the A tile when the blocks share A tiles).
-    BarrierInit(smem_addr + L::kFullAt + 8 * st, kProducers + 1);
+    BarrierInit(smem_addr + L::kFullAt + 8 * st, kFullArrivals);
     // Empty: one arrival per consumer warpgroup of each block of the cluster.
     BarrierInit(smem_addr + L::kEmptyAt + 8 * st, kCluster * kConsumers / 128);
   }
   asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
 }
 
-// The start of both kernels: returns the dynamic shared memory from its first 1024-byte aligned
+// The start of every kernel: returns the dynamic shared memory from its first 1024-byte aligned
 // byte (the swizzle's period; its shared address in smem_addr) once the stages' barriers are
 // initialised and the cluster is synchronised, so that the peer's barriers are ready before any
-// multicast or remote arrive.
-template <typename L>
+// multicast or remote arrive. A stage's full barrier takes kFullArrivals arrivals: by default
+// every producer thread, and the TMA thread once more with its bytes (and those of the peer's half
+// of the A tile when the blocks share A tiles).
+template <typename L, int kFullArrivals = kProducers + 1>
 __device__ __forceinline__ char* StartTile(char* smem_raw, uint32_t* smem_addr) {
   const uint32_t raw_addr = SharedAddress(smem_raw);
   *smem_addr = (raw_addr + kSwizzleAtomBytes - 1) & ~uint32_t{kSwizzleAtomBytes - 1};
-  if (threadIdx.x == 0) InitBarriers<L>(*smem_addr);
+  if (threadIdx.x == 0) InitBarriers<L, kFullArrivals>(*smem_addr);
   ClusterSync();
   return smem_raw + (*smem_addr - raw_addr);
 }
@@ -438,11 +445,11 @@ __device__ __forceinline__ void WaitStageFree(uint32_t smem_addr, int kt) {
 
 // One producer thread, once the stage of step kt is free: copies this block's share of the
 // step's B tile into both blocks of the cluster; the peer's share lands here too (with
-// L::kSharesA: the whole B tile into this block alone). MN-major (kMnMajorB): boxes of 64 columns
-// x kBlockK rows at (column n0 + the share's first, row k) of the [K][N] map. K-major: each
-// part's boxes of kN / kCluster rows at (k, part x part_rows + n0 + the share's first row) of the
-// transposed [N][K] map.
-template <typename T, typename L>
+// L::kSharesA: the whole B tile into this block alone). MN-major (kMnMajorBTile): boxes of 64
+// columns x kBlockK rows at (column n0 + the share's first, row k) of the [K][N] map. K-major:
+// each part's boxes of kN / kCluster rows at (k, part x part_rows + n0 + the share's first row) of
+// the transposed [N][K] map.
+template <typename T, typename L, bool kMnMajorBTile = kMnMajorB<T>>
 __device__ __forceinline__ void LoadBTile(const CUtensorMap* map, uint32_t smem_addr, int kt, int k,
                                           int n0, int part_rows) {
   constexpr int kBox = L::kN / kCluster;
@@ -454,7 +461,7 @@ __device__ __forceinline__ void LoadBTile(const CUtensorMap* map, uint32_t smem_
   const int first = L::kSharesA ? 0 : rank * kShare;
   const uint16_t blocks = L::kSharesA ? 1 << rank : (1 << kCluster) - 1;
   BarrierArriveExpectTx(full, L::kBStageBytes + (L::kSharesA ? L::kAStageBytes / kCluster : 0));
-  if constexpr (kMnMajorB<T>) {
+  if constexpr (kMnMajorBTile) {
     // Chunk c of the tile (columns 64c..) at c x kBlockK rows of 128 bytes = 64c x 128 bytes.
 #pragma unroll
     for (int col = first; col < first + kShare; col += kMnChunkColumns) {
@@ -527,12 +534,14 @@ constexpr int kDescriptorStep = kMnMajor ? 32 / sizeof(T) * kRowBytes / 16 : 2;
 
 // Consumer warpgroup: acc = its part of the block tile, summed over `ktiles` K steps. The A tile
 // is K-major, or MN-major (kMnMajorA, fp16/bf16: chunks of 64 rows, each kBlockK rows of K of
-// 128 bytes, so that a warpgroup's 64 rows start at the same place in either layout).
-template <typename T, typename L, bool kMnMajorA = false>
+// 128 bytes, so that a warpgroup's 64 rows start at the same place in either layout); the B tile
+// MN-major where kMnMajorBTile. The consumers are the threads from kFirstConsumer on.
+template <typename T, typename L, bool kMnMajorA = false, bool kMnMajorBTile = kMnMajorB<T>,
+          int kFirstConsumer = kProducers>
 __device__ __forceinline__ void MultiplySteps(float (&acc)[64], uint32_t smem_addr,
                                               WarpgroupTile<L> tile, int ktiles) {
   static_assert(!kMnMajorA || kBlockK<T> == kWarpgroupM, "a chunk takes as many bytes as 64 rows");
-  const int t = threadIdx.x - kProducers;
+  const int t = threadIdx.x - kFirstConsumer;
   const uint32_t a_addr = smem_addr + tile.row0 * kRowBytes;
   const uint32_t b_addr = smem_addr + L::kBAt + tile.col0 * kRowBytes;
   const uint32_t full = smem_addr + L::kFullAt, empty = smem_addr + L::kEmptyAt;
@@ -547,9 +556,9 @@ __device__ __forceinline__ void MultiplySteps(float (&acc)[64], uint32_t smem_ad
     }
     const uint32_t a = a_addr + stage * L::kAStageBytes, b = b_addr + stage * L::kBStageBytes;
     const uint64_t da = kMnMajorA ? MnMajorDescriptor(a) : MatrixDescriptor(a);
-    const uint64_t db = kMnMajorB<T> ? MnMajorDescriptor(b) : MatrixDescriptor(b);
+    const uint64_t db = kMnMajorBTile ? MnMajorDescriptor(b) : MatrixDescriptor(b);
     constexpr int kAStep = kDescriptorStep<T, kMnMajorA>;
-    constexpr int kBStep = kDescriptorStep<T, kMnMajorB<T>>;
+    constexpr int kBStep = kDescriptorStep<T, kMnMajorBTile>;
     WgmmaFence();
 #pragma unroll
     for (int k = 0; k < kMmasPerStep; ++k) {
@@ -558,7 +567,7 @@ __device__ __forceinline__ void MultiplySteps(float (&acc)[64], uint32_t smem_ad
         Wgmma<T, false>(acc, da + 2 * k, MatrixDescriptor(b + L::kBBytes) + 2 * k);
         Wgmma<T, false>(acc, MatrixDescriptor(a + L::kABytes) + 2 * k, db + 2 * k);
       }
-      Wgmma<T, kMnMajorA>(acc, da + kAStep * k, db + kBStep * k);
+      Wgmma<T, kMnMajorA, kMnMajorBTile>(acc, da + kAStep * k, db + kBStep * k);
     }
     WgmmaCommit();
     // The previous step's multiplies are done: its stage goes back to the producers of both
@@ -577,9 +586,11 @@ __device__ __forceinline__ void MultiplySteps(float (&acc)[64], uint32_t smem_ad
 }
 
 // Where a consumer thread's accumulators lie in its warpgroup's 64 x 128 part: acc[4j + 2h + e]
-// holds row AccumulatorRow(h), column AccumulatorColumn(j) + e.
+// holds row AccumulatorRow(h), column AccumulatorColumn(j) + e (the consumers from thread
+// kFirstConsumer on).
+template <int kFirstConsumer = kProducers>
 __device__ __forceinline__ int AccumulatorRow(int h) {
-  const int t = threadIdx.x - kProducers;
+  const int t = threadIdx.x - kFirstConsumer;
   return 16 * ((t % 128) / 32) + (t % 32) / 4 + 8 * h;
 }
 __device__ __forceinline__ int AccumulatorColumn(int j) { return 8 * j + 2 * (threadIdx.x % 4); }
@@ -1305,6 +1316,94 @@ __global__ void __cluster_dims__(kShareA ? 1 : kCluster, 1,
 }
 
 // ---------------------------------------------------------------------------------------------
+// The backward input kernel.
+// ---------------------------------------------------------------------------------------------
+//
+// Column gradients grad_output[pixel][co] x weight[(tap, channel)][co]^T of one group, a 128 x 128
+// tile per block, K = the group's output channels: a plain GEMM whose operands both lie K-major
+// where they are (grad_output [pixels][Cout], the weights [taps x Cin/groups][Cout]), so the TMA
+// reads them in place. One producer warp copies them: each block its own A tile, and its half of
+// the B tile multicast to both blocks of the cluster (two neighbouring pixel tiles of the same
+// columns). The two consumer warpgroups multiply, stage the tile in shared memory (over the
+// stages) and scatter it with input_scatter::ScatterTile. Two blocks share an SM, so one block's
+// multiplies run under the other's scatter. TF32 operands are read as they lie: wgmma drops the
+// low 13 mantissa bits (truncation, as CUTLASS's TF32 GEMMs on Hopper).
+constexpr int kInputConsumers = input_scatter::kThreads;
+constexpr int kInputThreads = kInputConsumers + 32;  // and the producer warp
+using InputLayout = Layout<input_scatter::kTileRows, input_scatter::kTileColumns>;
+static_assert(InputLayout::kStages * (InputLayout::kAStageBytes + InputLayout::kBStageBytes) >=
+                  input_scatter::kStagedBytes,
+              "the staged tile fits over the stages");
+
+// Synchronises the consumer warps of the backward input alone (named barrier 1).
+__device__ __forceinline__ void InputConsumerBarrier() {
+  asm volatile("bar.sync 1, %0;\n" ::"n"(kInputConsumers) : "memory");
+}
+
+// Block (x: pixel tile from row0, y: column tile, z: group) of the pass over the pixels of images
+// [n_begin, ...) up to p_end: grad_output_map maps grad_output [pixels][Cout] in boxes of kBlockK
+// x 128 rows, weight_map the weights [taps x Cin/groups][Cout] in boxes of kBlockK x 64 rows.
+template <typename T>
+__global__ void __cluster_dims__(kCluster, 1, 1) __launch_bounds__(kInputThreads, 2)
+    InputKernel(const __grid_constant__ CUtensorMap grad_output_map,
+                const __grid_constant__ CUtensorMap weight_map, DcnShape s, const T* input,
+                const T* offset, const T* mask, float* grad_input_acc, float* coord_acc,
+                int64_t row0, int64_t n_begin, int64_t p_end) {
+#if defined(DCN_WGMMA_SM90A_DEVICE)
+  using L = InputLayout;
+  extern __shared__ char smem_raw[];
+  uint32_t smem_addr;
+  // A stage's full barrier: the producer's one arrival with the bytes of both tiles.
+  char* smem = StartTile<L, 1>(smem_raw, &smem_addr);
+
+  const int group = blockIdx.z;
+  const int64_t m0 = row0 + int64_t{blockIdx.x} * L::kM;
+  const int n0 = blockIdx.y * L::kN;
+  const int cog = static_cast<int>(s.out_channels_per_group());
+  const int ktiles = (cog + kBlockK<T> - 1) / kBlockK<T>;
+  if (threadIdx.x >= kInputConsumers) {
+    if (threadIdx.x == kInputConsumers) {
+      const uint16_t self = 1 << ClusterRank();
+      for (int kt = 0; kt < ktiles; ++kt) {
+        WaitStageFree<L>(smem_addr, kt);
+        const int stage = kt % L::kStages;
+        const uint32_t full = smem_addr + L::kFullAt + 8 * stage;
+        const int k = group * cog + kt * kBlockK<T>;
+        BarrierExpectTx(full, L::kAStageBytes);
+        TmaLoad2dMulticast(smem_addr + stage * L::kAStageBytes, &grad_output_map, k,
+                           static_cast<int>(m0), full, self);
+        LoadBTile<T, L, false>(&weight_map, smem_addr, kt, k, n0, 0);
+      }
+    }
+  } else {
+    const WarpgroupTile<L> tile(threadIdx.x / 128);
+    float acc[64];
+    MultiplySteps<T, L, false, false, 0>(acc, smem_addr, tile, ktiles);
+    // Every copy into the stages has landed (each step's was waited for); the other warpgroup
+    // may still read them.
+    InputConsumerBarrier();
+    float* staged = reinterpret_cast<float*>(smem);
+#pragma unroll
+    for (int j = 0; j < kWarpgroupN / 8; ++j) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int row = tile.row0 + AccumulatorRow<0>(h);
+        *reinterpret_cast<float2*>(staged + row * input_scatter::kStagedStride +
+                                   AccumulatorColumn(j)) =
+            make_float2(acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1]);
+      }
+    }
+    InputConsumerBarrier();
+    input_scatter::ScatterTile(s, staged, threadIdx.x, group, m0, n0, input, offset, mask,
+                               grad_input_acc, coord_acc, n_begin, p_end);
+  }
+  ClusterSync();  // neither block leaves while the other may still arrive on its barriers
+#else
+  __trap();
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------
 // The B operands, K-major.
 // ---------------------------------------------------------------------------------------------
 
@@ -1729,12 +1828,27 @@ bool Fits(Op op, const DcnShape& s, const Options& o) {
   });
 }
 
+// What the backward input needs: compute capability 9.0, fp32 as TF32 (no 3xTF32 here), whole
+// quads of channels (ScatterTile), rows of grad_output and the weights on 16 bytes and pixel
+// coordinates in 32 bits (TMA), a group's output channels in whole K steps unless there is one
+// group (a box would read the next group's).
+template <typename T>
+bool InputFits(const DcnShape& s, const Options& o) {
+  return o.compute_capability == 90 && OperandParts<T>(o) == 1 && input_scatter::Supported(s) &&
+         s.out_channels * sizeof(T) % 16 == 0 &&
+         (s.groups == 1 || s.out_channels_per_group() % kBlockK<T> == 0) &&
+         s.pixels() <= std::numeric_limits<int32_t>::max() &&
+         o.shared_memory_per_block >= InputLayout::AllocBytes(0) &&
+         CeilDiv(s.group_columns(), InputLayout::kN) <= 65535 && s.groups <= 65535;
+}
+
 }  // namespace
 
 template <typename T>
 bool Supported(Op op, const DcnShape& s, const Options& o) {
-  if (op == Op::kBackwardInput) return false;
-  if (op == Op::kBackwardWeight && (o.deterministic || s.pixels() == 0)) return false;
+  // Both backward ops add their tiles with atomics (not deterministic).
+  if (op != Op::kForward && (o.deterministic || s.pixels() == 0)) return false;
+  if (op == Op::kBackwardInput) return InputFits<T>(s, o);
   return WithOperandParts<T>(o,
                              [&](auto parts) { return Fits<T, decltype(parts)::value>(op, s, o); });
 }
@@ -1773,6 +1887,7 @@ size_t WorkspaceBytes(Op op, const DcnShape& s, const Options& o) {
     w.Take<T>(WeightCopyElements<T>(s, parts));
   }
   if (op == Op::kBackwardWeight) BackwardWeightBuffers<T> buffers(s, parts, &w);
+  if (op == Op::kBackwardInput) return input_scatter::WorkspaceBytes<T>(s);
   return w.bytes();
 }
 
@@ -1829,11 +1944,46 @@ cudaError_t BackwardWeight(const DcnShape& s, const T* grad_output, const T* inp
   return grad_bias ? buffers.bias.Run(s, grad_output, grad_bias, stream) : cudaSuccess;
 }
 
+// The backward input in input_scatter's passes, each launching its pixel tiles in whole clusters
+// (a block past the pass's pixels copies its share of B and scatters nothing).
+template <typename T>
+cudaError_t BackwardInput(const DcnShape& s, const T* grad_output, const T* input, const T* offset,
+                          const T* mask, const T* weight, T* grad_input, T* grad_offset,
+                          T* grad_mask, void* workspace, const Options&, cudaStream_t stream) {
+  using L = InputLayout;
+  CUtensorMap grad_output_map, weight_map;
+  DCN_RETURN_IF_ERROR(EncodeKMajor(&grad_output_map, grad_output, s.out_channels, s.pixels(),
+                                   s.out_channels, L::kM));
+  DCN_RETURN_IF_ERROR(EncodeKMajor(&weight_map, weight, s.out_channels, s.group_columns(),
+                                   s.out_channels, L::kN / kCluster));
+  constexpr auto kernel = &InputKernel<T>;
+  constexpr int kSmemBytes = static_cast<int>(L::AllocBytes(0));
+  DCN_RETURN_IF_ERROR(mma::AllowSharedMemory<kernel>(kSmemBytes));
+  const auto launch_pass = [&](const input_scatter::Pass& pass) {
+    for (int64_t row0 = pass.p_begin; row0 < pass.p_end; row0 += kTilesPerLaunch * L::kM) {
+      const int64_t tiles = std::min(
+          kTilesPerLaunch, CeilDiv(CeilDiv(pass.p_end - row0, L::kM), kCluster) * kCluster);
+      const dim3 grid(static_cast<unsigned>(tiles),
+                      static_cast<unsigned>(CeilDiv(s.group_columns(), L::kN)), s.groups);
+      kernel<<<grid, kInputThreads, kSmemBytes, stream>>>(
+          grad_output_map, weight_map, s, input, offset, mask, pass.grad_input_acc, pass.coord_acc,
+          row0, pass.n_begin, pass.p_end);
+      DCN_RETURN_IF_ERROR(cudaGetLastError());
+    }
+    return cudaSuccess;
+  };
+  return input_scatter::RunPasses(s, grad_input, grad_offset, grad_mask, workspace, launch_pass,
+                                  stream);
+}
+
 #define INSTANTIATE(T)                                                                            \
   template bool Supported<T>(Op, const DcnShape&, const Options&);                                \
   template size_t WorkspaceBytes<T>(Op, const DcnShape&, const Options&);                         \
   template cudaError_t Forward<T>(const DcnShape&, const T*, const T*, const T*, const T*,        \
                                   const T*, T*, void*, const Options&, cudaStream_t);             \
+  template cudaError_t BackwardInput<T>(const DcnShape&, const T*, const T*, const T*, const T*,  \
+                                        const T*, T*, T*, T*, void*, const Options&,              \
+                                        cudaStream_t);                                            \
   template cudaError_t BackwardWeight<T>(const DcnShape&, const T*, const T*, const T*, const T*, \
                                          T*, T*, void*, const Options&, cudaStream_t);
 INSTANTIATE(__half)

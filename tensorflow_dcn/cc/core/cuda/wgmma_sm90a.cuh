@@ -71,6 +71,10 @@ cudaError_t Forward(const DcnShape& s, const T* input, const T* offset, const T*
                     const T* weight, const T* bias, T* output, void* workspace, const Options& o,
                     cudaStream_t stream);
 template <typename T>
+cudaError_t BackwardInput(const DcnShape& s, const T* grad_output, const T* input, const T* offset,
+                          const T* mask, const T* weight, T* grad_input, T* grad_offset,
+                          T* grad_mask, void* workspace, const Options& o, cudaStream_t stream);
+template <typename T>
 cudaError_t BackwardWeight(const DcnShape& s, const T* grad_output, const T* input, const T* offset,
                            const T* mask, T* grad_weight, T* grad_bias, void* workspace,
                            const Options& o, cudaStream_t stream);
