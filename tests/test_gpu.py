@@ -39,6 +39,22 @@ def gpu_memory_bytes():
         return 0
 
 
+def sm90a_takes_backward_input(config, dtype, tf32):
+    """Whether cuda_wgmma_sm90a runs the backward input on compute capability 9.0 (outside
+    deterministic mode): fp16, bf16 or float32 with TF32 (strict float32 stays portable); input
+    channels per group and per deformable group multiples of 4; the output channels a multiple
+    of 16 bytes; one group, or output channels per group a multiple of 128 bytes."""
+    if dtype == tf.float32 and not tf32:
+        return False
+    cin, cout, groups = config.in_channels, config.out_channels, config.groups
+    return (
+        cin // groups % 4 == 0
+        and cin // config.deformable_groups % 4 == 0
+        and cout * dtype.size % 16 == 0
+        and (groups == 1 or cout // groups * dtype.size % 128 == 0)
+    )
+
+
 def parity_cases(configs, dtypes):
     return [
         dict(testcase_name=f"{name}_{dtype.name}", config=config, dtype=dtype)
@@ -242,10 +258,12 @@ class GpuTest(tf.test.TestCase, parameterized.TestCase):
     def test_sm90a_kernels_are_planned_fall_back_and_match_oracle(self):
         # On compute capability 9.0 the forward and the backward weight in fp16, bf16, TF32 and
         # strict float32 (as 3xTF32) run cuda_wgmma_sm90a where channels per group and per
-        # deformable group are multiples of 128 bytes; TFDCN_KERNELS=portable and an sm_90a
-        # module that does not load (TFDCN_SIMULATE_SM90A_UNAVAILABLE=1) run the portable
-        # kernels instead. Every mode matches the float64 oracle (strict float32 with float32's
-        # tolerance). The choice is read per process, hence subprocesses.
+        # deformable group are multiples of 128 bytes; so does the backward input in fp16, bf16
+        # and TF32 where sm90a_takes_backward_input says so (strict float32 stays portable).
+        # TFDCN_KERNELS=portable and an sm_90a module that does not load
+        # (TFDCN_SIMULATE_SM90A_UNAVAILABLE=1) run the portable kernels instead. Every mode
+        # matches the float64 oracle (strict float32 with float32's tolerance). The choice is
+        # read per process, hence subprocesses.
         script = textwrap.dedent("""
             import sys
             import numpy as np
@@ -261,6 +279,7 @@ class GpuTest(tf.test.TestCase, parameterized.TestCase):
                                     (tf.float32, False)):
                     tf.config.experimental.enable_tensor_float_32_execution(tf32)
                     operands = util.as_dtype(util.make_problem(config), dtype)
+                    grad_output = util.gradient_probe(config, dtype)
                     key = f"{i}-{dtype.name}-{'tf32' if tf32 else 'strict'}"
                     tfdcn.implementations_run(reset=True)
                     out = util.forward(operands, config.attrs, "gpu")
@@ -268,10 +287,18 @@ class GpuTest(tf.test.TestCase, parameterized.TestCase):
                     ran = tfdcn.implementations_run(reset=True)
                     results["ran-forward-" + key] = np.array(sorted(ran))
                     with tf.device("/GPU:0"):
+                        grads = ops.dcn_v2_backward_input(
+                            grad_output, operands["input"], operands["offset"],
+                            operands["weight"], mask=operands["mask"], **config.attrs)
+                    for part, grad in zip(("input", "offset", "mask"), grads):
+                        results[f"{part}-{key}"] = tf.cast(grad, tf.float64).numpy()
+                    ran = tfdcn.implementations_run(reset=True)
+                    results["ran-input-" + key] = np.array(sorted(ran))
+                    with tf.device("/GPU:0"):
                         grad_weight, _ = ops.dcn_v2_backward_weight(
-                            util.gradient_probe(config, dtype), operands["input"],
-                            operands["offset"], mask=operands["mask"],
-                            with_bias=operands["bias"] is not None, **config.attrs)
+                            grad_output, operands["input"], operands["offset"],
+                            mask=operands["mask"], with_bias=operands["bias"] is not None,
+                            **config.attrs)
                     results["weight-" + key] = tf.cast(grad_weight, tf.float64).numpy()
                     ran = tfdcn.implementations_run(reset=True)
                     results["ran-weight-" + key] = np.array(sorted(ran))
@@ -298,19 +325,36 @@ class GpuTest(tf.test.TestCase, parameterized.TestCase):
             )
             self.assertEqual(result.returncode, 0, result.stderr[-4000:])
             runs[mode] = np.load(path)
+        kinds = (
+            (tf.float16, "strict"),
+            (tf.bfloat16, "strict"),
+            (tf.float32, "tf32"),
+            (tf.float32, "strict"),
+        )
         for i, config in enumerate(util.SM90A_CONFIGS):
-            # The portable backward weight: cuda_fused_sm80 up to one tile of 128 outputs per
-            # group, im2col beyond.
+            # The portable backward input: cuda_fused_sm80 (channels per group and per deformable
+            # group multiples of 4). The portable backward weight: cuda_fused_sm80 up to one tile
+            # of 128 outputs per group, im2col beyond.
             portable = {
                 "DCNv2Forward": "cuda_fused_sm80",
+                "DCNv2BackwardInput": "cuda_fused_sm80",
                 "DCNv2BackwardWeight": "cuda_fused_sm80"
                 if config.out_channels // config.groups <= 128
                 else "cuda_im2col",
             }
-            for kind in ("float16-strict", "bfloat16-strict", "float32-tf32", "float32-strict"):
-                for op, part in (("DCNv2Forward", "forward"), ("DCNv2BackwardWeight", "weight")):
-                    key = f"ran-{part}-{i}-{kind}"
-                    expected = "cuda_wgmma_sm90a" if hopper else portable[op]
+            for dtype, kind in kinds:
+                takes = {
+                    "DCNv2Forward": True,
+                    "DCNv2BackwardInput": sm90a_takes_backward_input(config, dtype, kind == "tf32"),
+                    "DCNv2BackwardWeight": True,
+                }
+                for op, part in (
+                    ("DCNv2Forward", "forward"),
+                    ("DCNv2BackwardInput", "input"),
+                    ("DCNv2BackwardWeight", "weight"),
+                ):
+                    key = f"ran-{part}-{i}-{dtype.name}-{kind}"
+                    expected = "cuda_wgmma_sm90a" if hopper and takes[op] else portable[op]
                     self.assertEqual(list(runs["auto"][key]), [f"{op}/{expected}"], key)
                     for mode in ("portable", "unavailable"):
                         self.assertEqual(
@@ -318,22 +362,18 @@ class GpuTest(tf.test.TestCase, parameterized.TestCase):
                         )
         # Each result against the float64 oracle (TF32 with half's tolerance, as above).
         for i, config in enumerate(util.SM90A_CONFIGS):
-            for dtype, kind in (
-                (tf.float16, "strict"),
-                (tf.bfloat16, "strict"),
-                (tf.float32, "tf32"),
-                (tf.float32, "strict"),
-            ):
+            for dtype, kind in kinds:
                 operands = util.as_dtype(util.make_problem(config), dtype)
+                gradients = oracle.gradients(
+                    util.gradient_probe(config, dtype), **operands, **config.attrs
+                )
                 expected = {
                     "forward": oracle.deform_conv2d(**operands, **config.attrs),
-                    "weight": oracle.gradients(
-                        util.gradient_probe(config, dtype), **operands, **config.attrs
-                    )["weight"],
+                    **{part: gradients[part] for part in ("input", "offset", "mask", "weight")},
                 }
                 tolerance_dtype = tf.float16 if kind == "tf32" else dtype
                 for mode in runs:
-                    for part in ("forward", "weight"):
+                    for part in expected:
                         key = f"{part}-{i}-{dtype.name}-{kind}"
                         util.assert_near(
                             self,

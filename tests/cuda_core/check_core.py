@@ -9,9 +9,9 @@ plans as a binding does (cuda::MakePlan) and reports which implementation the pl
 References: torchvision.ops.deform_conv2d in float64 (forward and autograd gradients) and
 torch.matmul in float64 for the GEMM engine. Sample positions are kept off integers so that
 torchvision's one-sided derivatives agree with ours (they differ only at p = -1 exactly).
---hopper checks the sm_90a kernels (cuda_wgmma_sm90a: the forward and the backward weight)
-against float64 over varied shapes, and their fallback, and times the forward against
-cuda_fused_sm80 and torchvision (table last).
+--hopper checks the sm_90a kernels (cuda_wgmma_sm90a: the forward, the backward input and the
+backward weight) against float64 over varied shapes, and their fallback, and times the forward
+against cuda_fused_sm80 and torchvision (table last).
 """
 
 import argparse
@@ -403,7 +403,10 @@ def bench(configs=BENCH_CONFIGS):
 
             row = []
             fns = (fwd, fwd_bwd, tv, tv_fb, lambda: fwd("im2col"), lambda: fwd_bwd("im2col"))
-            for fn in fns + (bwd_input, bwd_weight, lambda: bwd_weight("im2col")):
+            fns += (bwd_input, bwd_weight, lambda: bwd_weight("im2col"))
+            # The portable backward input: cuda_fused_sm80 where auto plans the sm_90a kernel.
+            fns += (lambda: bwd_input("portable"),)
+            for fn in fns:
                 try:
                     row.append(timeit(fn))
                 except RuntimeError:
@@ -414,7 +417,7 @@ def bench(configs=BENCH_CONFIGS):
                 f"tv {row[2]:.3f} | im2col {row[4]:.3f}   fwd+bwd {row[1]:.3f} | "
                 f"tv {row[3]:.3f} | im2col {row[5]:.3f}   ratio vs tv fwd {row[2] / row[0]:.2f}x "
                 f"fwd+bwd {row[3] / row[1]:.2f}x   bwd input {row[6]:.3f} weight {row[7]:.3f} "
-                f"(im2col {row[8]:.3f})   "
+                f"(im2col {row[8]:.3f})   bwd input portable {row[9]:.3f}   "
                 f"workspace {mib:.1f} MiB",
                 flush=True,
             )
@@ -455,6 +458,22 @@ def hopper_takes(cfg, name):
     227 KB of shared memory)."""
     n, h, w, c, cout, k, s, p, d, g, dg = cfg
     return not (name == "fp32" and cout // g <= 128 and k * k > 24)
+
+
+def hopper_takes_input(cfg, name):
+    """Whether the sm_90a backward input takes the problem (outside deterministic mode): fp16,
+    bf16 or TF32 (strict fp32 stays on cuda_fused_sm80); input channels per group and per
+    deformable group multiples of 4; the output channels a multiple of 16 bytes; one group, or
+    output channels per group a multiple of 128 bytes (64 fp16/bf16 or 32 fp32)."""
+    n, h, w, c, cout, k, s, p, d, g, dg = cfg
+    size = 4 if name in ("tf32", "fp32") else 2
+    return (
+        name != "fp32"
+        and (c // g) % 4 == 0
+        and (c // dg) % 4 == 0
+        and cout * size % 16 == 0
+        and (g == 1 or (cout // g) % (128 // size) == 0)
+    )
 
 
 HOPPER_CONFIGS = [
@@ -533,6 +552,14 @@ def backward_weight_ours(dtype, dim, x, off, mask, gout, wt, b, tf32=True, choic
     return gw, gb
 
 
+def backward_input_ours(dtype, dim, x, off, mask, wt, gout, tf32=True, choice="auto"):
+    x, off, mask, wt, gout = [t.to(dtype).contiguous() for t in (x, off, mask, wt, gout)]
+    gx, goff, gm = (torch.full_like(t, float("nan")) for t in (x, off, mask))  # poisoned
+    run(1, dtype, dim, [gout, x, off, mask, wt, gx, goff, gm], tf32, choice=choice)
+    torch.cuda.synchronize()
+    return gx, goff, gm
+
+
 def hopper_problem(cfg, seed, offsets="random"):
     dim, data = make_problem(cfg, torch.float64, seed=seed)
     x, off, mask, wt, b, gout = data
@@ -549,18 +576,22 @@ def hopper_problem(cfg, seed, offsets="random"):
 
 
 def check_hopper_case(cfg, offsets, problem, dtype, name, tf32):
-    """The forward and the backward weight of the auto plan (cuda_wgmma_sm90a) and the portable
-    plan against float64."""
+    """The forward, the backward input and the backward weight of the auto plan
+    (cuda_wgmma_sm90a where it takes the problem) and the portable plan against float64."""
     dim, x, off, mask, wt, b, gout = problem
     x_, off_, mask_, wt_, b_, gout_ = [
         t.to(dtype).to(torch.float64) for t in (x, off, mask, wt, b, gout)
     ]
-    # The reference reads NaN/Inf/huge offsets as what they mean: a sample far outside.
+    # The reference reads NaN/Inf/huge offsets as what they mean: a sample far outside. Its
+    # offset and mask gradients there are zero, as ours are for a sample that touches no pixel.
     off_ref = torch.where(
         torch.isfinite(off_) & (off_.abs() < 1e6), off_, torch.full_like(off_, 1e6)
     )
-    want, _, _, _, gw_want, gb_want = reference(cfg, x_, off_ref, mask_, wt_, b_, gout_)
+    want, gx_want, goff_want, gm_want, gw_want, gb_want = reference(
+        cfg, x_, off_ref, mask_, wt_, b_, gout_
+    )
     impl = implementation(0, dtype, dim, tf32)
+    input_impl = implementation(1, dtype, dim, tf32)
     weight_impl = implementation(2, dtype, dim, tf32)
     strict = strict_fp32_tolerance(cfg)
     row = []
@@ -574,7 +605,21 @@ def check_hopper_case(cfg, offsets, problem, dtype, name, tf32):
                 f"{label} ({implementation(0, dtype, dim, tf32, choice=choice)}): rel err {rel:.2e}"
             )
             print(f"  {label}: {error_pattern(got, want)}", flush=True)
-    weight_tolerance = {"fp32": strict, "tf32": TOLERANCE["tf32"]}.get(name, TOLERANCE[dtype])
+    gradient_tolerance = {"fp32": strict, "tf32": TOLERANCE["tf32"]}.get(name, TOLERANCE[dtype])
+    input_rels = {}
+    for choice in ("auto", "portable"):
+        got = backward_input_ours(dtype, dim, x_, off_, mask_, wt_, gout_, tf32=tf32, choice=choice)
+        input_rels[choice] = []
+        for what, g, e in zip(NAMES[1:4], got, (gx_want, goff_want, gm_want)):
+            rel = ((g.double() - e).norm() / e.norm()).item()
+            input_rels[choice].append(rel)
+            label = f"hopper {cfg} {offsets:6s} {name} {choice} {what}"
+            if not rel <= gradient_tolerance:
+                FAILURES.append(
+                    f"{label} ({implementation(1, dtype, dim, tf32, choice=choice)}): "
+                    f"rel err {rel:.2e}"
+                )
+                print(f"  {label}: {error_pattern(g, e)}", flush=True)
     for choice in ("auto", "portable"):
         got = backward_weight_ours(
             dtype, dim, x_, off_, mask_, gout_, wt_, b_, tf32=tf32, choice=choice
@@ -584,18 +629,29 @@ def check_hopper_case(cfg, offsets, problem, dtype, name, tf32):
         )
         row.append(rel)
         label = f"hopper {cfg} {offsets:6s} {name} {choice} grad_weight"
-        if not rel <= weight_tolerance:
+        if not rel <= gradient_tolerance:
             FAILURES.append(
                 f"{label} ({implementation(2, dtype, dim, tf32, choice=choice)}): rel err {rel:.2e}"
             )
             print(f"  {label}: {error_pattern(got[0], gw_want)}", flush=True)
-    taken = {"forward": hopper_takes(cfg, name), "backward weight": True}
-    for op_impl, what in ((impl, "forward"), (weight_impl, "backward weight")):
+    taken = {
+        "forward": hopper_takes(cfg, name),
+        "backward input": hopper_takes_input(cfg, name),
+        "backward weight": True,
+    }
+    for op_impl, what in (
+        (impl, "forward"),
+        (input_impl, "backward input"),
+        (weight_impl, "backward weight"),
+    ):
         if (op_impl == "cuda_wgmma_sm90a") != taken[what]:
             FAILURES.append(f"hopper {cfg} {name}: auto planned {op_impl} for the {what}")
+    rels = lambda choice: "/".join(f"{rel:.2e}" for rel in input_rels[choice])
     print(
         f"hopper {cfg} {offsets:6s} {name}: forward {impl} rel {row[0]:.2e} | "
         f"{implementation(0, dtype, dim, tf32, choice='portable')} rel {row[1]:.2e}; "
+        f"grad_input/offset/mask {input_impl} rel {rels('auto')} | "
+        f"{implementation(1, dtype, dim, tf32, choice='portable')} rel {rels('portable')}; "
         f"grad_weight {weight_impl} rel {row[2]:.2e} | "
         f"{implementation(2, dtype, dim, tf32, choice='portable')} rel {row[3]:.2e}",
         flush=True,
@@ -628,7 +684,10 @@ def check_hopper():
         ((1, 8, 8, 32, 32, 3, 1, 1, 1, 1, 1), torch.float16, True, (0, 2), "32 fp16 channels"),
         ((1, 8, 8, 128, 64, 3, 1, 1, 1, 1, 4), torch.float16, True, (0, 2), "dg 4 of 128 fp16"),
         ((1, 12, 12, 64, 96, 5, 1, 2, 1, 1, 1), torch.float32, False, (0,), "3xTF32 5x5 forward"),
-        ((1, 8, 8, 64, 64, 3, 1, 1, 1, 1, 1), torch.float64, True, (0, 2), "float64"),
+        ((1, 8, 8, 64, 64, 3, 1, 1, 1, 1, 1), torch.float64, True, (0, 1, 2), "float64"),
+        ((1, 8, 8, 64, 64, 3, 1, 1, 1, 1, 1), torch.float32, False, (1,), "strict fp32 input grad"),
+        ((1, 8, 8, 64, 130, 3, 1, 1, 1, 1, 1), torch.float32, True, (1,), "520 B of fp32 outputs"),
+        ((1, 8, 8, 128, 96, 3, 1, 1, 1, 2, 1), torch.float16, True, (1,), "2 groups of 48 fp16"),
     ]:
         dim, _, _ = dims(cfg)
         impl = "/".join(implementation(op, dtype, dim, tf32) for op in ops)
@@ -638,14 +697,15 @@ def check_hopper():
             FAILURES.append(f"hopper: {why} planned {impl}")
     dim, _, _ = dims(HOPPER_CONFIGS[0])
     for choice in ("portable", "im2col"):
-        impl = "/".join(implementation(op, torch.float16, dim, choice=choice) for op in (0, 2))
+        impl = "/".join(implementation(op, torch.float16, dim, choice=choice) for op in range(3))
         print(f"hopper choice {choice}: {impl}", flush=True)
         if "cuda_wgmma_sm90a" in impl:
             FAILURES.append(f"hopper: choice {choice} planned {impl}")
-    impl = implementation(2, torch.float16, dim, det=True)
-    print(f"hopper deterministic backward weight: {impl}", flush=True)
-    if impl == "cuda_wgmma_sm90a":
-        FAILURES.append("hopper: the deterministic backward weight planned cuda_wgmma_sm90a")
+    for op, what in ((1, "backward input"), (2, "backward weight")):
+        impl = implementation(op, torch.float16, dim, det=True)
+        print(f"hopper deterministic {what}: {impl}", flush=True)
+        if impl == "cuda_wgmma_sm90a":
+            FAILURES.append(f"hopper: the deterministic {what} planned cuda_wgmma_sm90a")
     # The fallback when the module does not load, simulated in a fresh process.
     env = dict(os.environ, TFDCN_SIMULATE_SM90A_UNAVAILABLE="1")
     result = subprocess.run(
@@ -669,11 +729,11 @@ def fallback_probe():
     want = reference_forward(cfg, x_, off_, mask_, wt_, b_)
     got = forward_ours(dtype, dim, x_, off_, mask_, wt_, b_)
     rel = ((got.double() - want).norm() / want.norm()).item()
-    impl = "/".join(implementation(op, dtype, dim) for op in (0, 2))
+    impl = "/".join(implementation(op, dtype, dim) for op in range(3))
     available = bool(LIB.dcn_sm90a_available())
     ok = (
         not available
-        and impl == "cuda_fused_sm80/cuda_fused_sm80"
+        and impl == "cuda_fused_sm80/cuda_fused_sm80/cuda_fused_sm80"
         and rel <= HOPPER_TOLERANCE["fp16"]
     )
     print(
