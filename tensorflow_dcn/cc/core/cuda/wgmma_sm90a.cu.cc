@@ -194,6 +194,14 @@ __device__ __forceinline__ void ClusterSync() {
           : "memory");
 }
 
+// The same in two halves, so that a thread can work between its arrival and its wait.
+__device__ __forceinline__ void ClusterArrive() {
+  asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void ClusterWait() {
+  asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+}
+
 // BarrierWait for a barrier on which the cluster peer's asynchronous stores (StoreAsync) also
 // complete: acquires them at cluster scope, restricted to shared memory (an acquire of all memory
 // at cluster scope invalidates L1 after every wait, which the producers' corners live in), and
@@ -1375,10 +1383,14 @@ __global__ void __cluster_dims__(kCluster, 1, 1) __launch_bounds__(kInputThreads
         LoadBTile<T, L, false>(&weight_map, smem_addr, kt, k, n0, 0);
       }
     }
+    ClusterArrive();
   } else {
     const WarpgroupTile<L> tile(threadIdx.x / 128);
     float acc[64];
     MultiplySteps<T, L, false, false, 0>(acc, smem_addr, tile, ktiles);
+    // Done with the peer: the scatter's time varies from tile to tile, and a block that waited
+    // for its peer's there would hold its SM's slot idle.
+    ClusterArrive();
     // Every copy into the stages has landed (each step's was waited for); the other warpgroup
     // may still read them.
     InputConsumerBarrier();
@@ -1397,7 +1409,7 @@ __global__ void __cluster_dims__(kCluster, 1, 1) __launch_bounds__(kInputThreads
     input_scatter::ScatterTile(s, staged, threadIdx.x, group, m0, n0, input, offset, mask,
                                grad_input_acc, coord_acc, n_begin, p_end);
   }
-  ClusterSync();  // neither block leaves while the other may still arrive on its barriers
+  ClusterWait();  // neither block leaves while the other may still arrive on its barriers
 #else
   __trap();
 #endif
