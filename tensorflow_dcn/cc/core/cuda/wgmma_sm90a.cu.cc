@@ -544,10 +544,14 @@ constexpr int kDescriptorStep = kMnMajor ? 32 / sizeof(T) * kRowBytes / 16 : 2;
 // is K-major, or MN-major (kMnMajorA, fp16/bf16: chunks of 64 rows, each kBlockK rows of K of
 // 128 bytes, so that a warpgroup's 64 rows start at the same place in either layout); the B tile
 // MN-major where kMnMajorBTile. The consumers are the threads from kFirstConsumer on.
+struct NoRefill {
+  __device__ void operator()(int) const {}
+};
 template <typename T, typename L, bool kMnMajorA = false, bool kMnMajorBTile = kMnMajorB<T>,
-          int kFirstConsumer = kProducers>
+          int kFirstConsumer = kProducers, typename Refill = NoRefill>
 __device__ __forceinline__ void MultiplySteps(float (&acc)[64], uint32_t smem_addr,
-                                              WarpgroupTile<L> tile, int ktiles) {
+                                              WarpgroupTile<L> tile, int ktiles,
+                                              const Refill& refill = Refill()) {
   static_assert(!kMnMajorA || kBlockK<T> == kWarpgroupM, "a chunk takes as many bytes as 64 rows");
   const int t = threadIdx.x - kFirstConsumer;
   const uint32_t a_addr = smem_addr + tile.row0 * kRowBytes;
@@ -588,6 +592,7 @@ __device__ __forceinline__ void MultiplySteps(float (&acc)[64], uint32_t smem_ad
         BarrierArriveCluster(empty + 8 * ((kt - 1) % L::kStages), r);
       }
     }
+    if (kt > 0) refill(kt - 1);
   }
   WgmmaWait<0>();
   FenceAccumulators(acc);
@@ -1337,7 +1342,7 @@ __global__ void __cluster_dims__(kShareA ? 1 : kCluster, 1,
 // multiplies run under the other's scatter. TF32 operands are read as they lie: wgmma drops the
 // low 13 mantissa bits (truncation, as CUTLASS's TF32 GEMMs on Hopper).
 constexpr int kInputConsumers = input_scatter::kThreads;
-constexpr int kInputThreads = kInputConsumers + 32;  // and the producer warp
+constexpr int kInputThreads = kInputConsumers;
 using InputLayout = Layout<input_scatter::kTileRows, input_scatter::kTileColumns>;
 static_assert(InputLayout::kStages * (InputLayout::kAStageBytes + InputLayout::kBStageBytes) >=
                   input_scatter::kStagedBytes,
@@ -1369,25 +1374,27 @@ __global__ void __cluster_dims__(kCluster, 1, 1) __launch_bounds__(kInputThreads
   const int n0 = blockIdx.y * L::kN;
   const int cog = static_cast<int>(s.out_channels_per_group());
   const int ktiles = (cog + kBlockK<T> - 1) / kBlockK<T>;
-  if (threadIdx.x >= kInputConsumers) {
-    if (threadIdx.x == kInputConsumers) {
-      const uint16_t self = 1 << ClusterRank();
-      for (int kt = 0; kt < ktiles; ++kt) {
-        WaitStageFree<L>(smem_addr, kt);
-        const int stage = kt % L::kStages;
-        const uint32_t full = smem_addr + L::kFullAt + 8 * stage;
-        const int k = group * cog + kt * kBlockK<T>;
-        BarrierExpectTx(full, L::kAStageBytes);
-        TmaLoad2dMulticast(smem_addr + stage * L::kAStageBytes, &grad_output_map, k,
-                           static_cast<int>(m0), full, self);
-        LoadBTile<T, L, false>(&weight_map, smem_addr, kt, k, n0, 0);
-      }
-    }
-    ClusterArrive();
-  } else {
+  const uint16_t self = 1 << ClusterRank();
+  // Thread 0 copies step kt's tiles into its stage once both blocks' consumers are done with it.
+  auto load = [&](int kt) {
+    WaitStageFree<L>(smem_addr, kt);
+    const int stage = kt % L::kStages;
+    const uint32_t full = smem_addr + L::kFullAt + 8 * stage;
+    const int k = group * cog + kt * kBlockK<T>;
+    BarrierExpectTx(full, L::kAStageBytes);
+    TmaLoad2dMulticast(smem_addr + stage * L::kAStageBytes, &grad_output_map, k,
+                       static_cast<int>(m0), full, self);
+    LoadBTile<T, L, false>(&weight_map, smem_addr, kt, k, n0, 0);
+  };
+  if (threadIdx.x == 0) {
+    for (int kt = 0; kt < min(ktiles, L::kStages); ++kt) load(kt);
+  }
+  {
     const WarpgroupTile<L> tile(threadIdx.x / 128);
     float acc[64];
-    MultiplySteps<T, L, false, false, 0>(acc, smem_addr, tile, ktiles);
+    MultiplySteps<T, L, false, false, 0>(acc, smem_addr, tile, ktiles, [&](int released) {
+      if (threadIdx.x == 0 && released + L::kStages < ktiles) load(released + L::kStages);
+    });
     // Done with the peer: the scatter's time varies from tile to tile, and a block that waited
     // for its peer's there would hold its SM's slot idle.
     ClusterArrive();
