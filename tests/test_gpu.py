@@ -41,10 +41,13 @@ def gpu_memory_bytes():
 
 def sm90a_takes_backward_input(config, dtype, tf32):
     """Whether cuda_wgmma_sm90a runs the backward input on compute capability 9.0 (outside
-    deterministic mode): fp16, bf16 or float32 with TF32 (strict float32 stays portable); input
-    channels per group and per deformable group multiples of 4; the output channels a multiple
-    of 16 bytes; one group, or output channels per group a multiple of 128 bytes."""
+    deterministic mode): fp16, bf16 or float32 with TF32 (strict float32 stays portable), fp16
+    and bf16 with more than 128 output channels per group; input channels per group and per
+    deformable group multiples of 4; the output channels a multiple of 16 bytes; one group, or
+    output channels per group a multiple of 128 bytes."""
     if dtype == tf.float32 and not tf32:
+        return False
+    if dtype != tf.float32 and config.out_channels // config.groups <= 128:
         return False
     cin, cout, groups = config.in_channels, config.out_channels, config.groups
     return (

@@ -28,6 +28,16 @@ namespace {
 template <typename T>
 constexpr bool kHasTensorCoreKernels = !std::is_same_v<T, double>;
 
+// Where the sm_90a kernels pay: everywhere but the fp16/bf16 backward input with at most 128
+// output channels per group. There its GEMM is two K steps and the scatter, the same code in
+// both, is nearly the whole time; the fused kernel's is faster (H200, 8x64x64x128: fp16 0.285
+// against 0.269 ms, bf16 0.279 against 0.269; at 256 channels 0.140 against 0.144, at 512 0.152
+// against 0.180; notes of 2026-12-03, run20).
+template <typename T>
+bool Sm90aPays(Op op, const DcnShape& s) {
+  return op != Op::kBackwardInput || std::is_same_v<T, float> || s.out_channels_per_group() > 128;
+}
+
 template <typename T>
 Plan MakePlanFor(Op op, const DcnShape& s, const Options& o) {
   Plan plan{Implementation::kCudaIm2col, 0};
@@ -35,7 +45,7 @@ Plan MakePlanFor(Op op, const DcnShape& s, const Options& o) {
     // Whether the sm_90a module loads (older drivers, other GPUs) is asked only for problems
     // the kernel supports.
     if (o.choice == KernelChoice::kAuto && wgmma_sm90a::Supported<T>(op, s, o) &&
-        wgmma_sm90a::Available()) {
+        Sm90aPays<T>(op, s) && wgmma_sm90a::Available()) {
       plan.implementation = Implementation::kCudaWgmmaSm90a;
       plan.workspace_bytes = wgmma_sm90a::WorkspaceBytes<T>(op, s, o);
       return plan;
