@@ -22,7 +22,7 @@ enum class Implementation {
   kCpuTiled,        // CPU: samples gathered per pixel tile into cache, register-blocked GEMM
   kCudaIm2col,      // GPU: the same with column buffers; every GPU, every dtype
   kCudaFusedSm80,   // GPU: implicit GEMM on mma.sync tensor cores, no column buffers (sm_80+)
-  kCudaWgmmaSm90a,  // GPU: warp-specialised forward and backward weight on wgmma + TMA (sm_90a)
+  kCudaWgmmaSm90a,  // GPU: Hopper kernels on wgmma + TMA (sm_90a), all three ops
 };
 inline constexpr int kNumImplementations = 5;
 

@@ -1,6 +1,6 @@
 // See fused_sm80.cuh. All three kernels run the tensor-core block engine of mma_core.cuh; what is
 // DCN-specific is how operand tiles are produced (bilinear gathers, one 16-byte channel vector per
-// unit of work) and the backward-input epilogue (four channels per lane).
+// unit of work) and the backward-input epilogue (input_scatter.cuh).
 #include "tensorflow_dcn/cc/core/cuda/fused_sm80.cuh"
 
 #include <algorithm>

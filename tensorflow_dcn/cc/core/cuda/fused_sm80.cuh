@@ -4,10 +4,11 @@
 //                    straight into the tensor cores' A tiles (needs ~150-190 KB of shared
 //                    memory per block: sm_80 and sm_90, not sm_86/sm_89).
 //   BackwardInput    column gradients = grad_output x weight^T tile by tile; each tile's epilogue
-//                    scatters them into grad_input (float atomics) and accumulates the offset and
-//                    mask gradients (float atomics). Not deterministic. A pass per group of images
-//                    whose float buffers fit in 16 MiB (fp16/bf16 grad_input in float, the offset
-//                    and mask sums): the workspace does not grow with the batch.
+//                    (input_scatter.cuh) scatters them into grad_input (float atomics) and
+//                    accumulates the offset and mask gradients (float atomics). Not deterministic.
+//                    A pass per group of images whose float buffers fit in 16 MiB (fp16/bf16
+//                    grad_input in float, the offset and mask sums): the workspace does not grow
+//                    with the batch.
 //   BackwardWeight   grad_weight = gather(input)^T x grad_output with K over pixels: the samples
 //                    are produced straight into the A tiles, the pixels split over blocks whose
 //                    partial sums meet in float atomics. Not deterministic. Each block covers

@@ -543,7 +543,9 @@ constexpr int kDescriptorStep = kMnMajor ? 32 / sizeof(T) * kRowBytes / 16 : 2;
 // Consumer warpgroup: acc = its part of the block tile, summed over `ktiles` K steps. The A tile
 // is K-major, or MN-major (kMnMajorA, fp16/bf16: chunks of 64 rows, each kBlockK rows of K of
 // 128 bytes, so that a warpgroup's 64 rows start at the same place in either layout); the B tile
-// MN-major where kMnMajorBTile. The consumers are the threads from kFirstConsumer on.
+// MN-major where kMnMajorBTile. The consumers are the threads from kFirstConsumer on; after
+// releasing step kt's stage each calls refill(kt) (kernels without producer warps start the
+// stage's next copy there).
 struct NoRefill {
   __device__ void operator()(int) const {}
 };
@@ -1335,23 +1337,20 @@ __global__ void __cluster_dims__(kShareA ? 1 : kCluster, 1,
 // Column gradients grad_output[pixel][co] x weight[(tap, channel)][co]^T of one group, a 128 x 128
 // tile per block, K = the group's output channels: a plain GEMM whose operands both lie K-major
 // where they are (grad_output [pixels][Cout], the weights [taps x Cin/groups][Cout]), so the TMA
-// reads them in place. One producer warp copies them: each block its own A tile, and its half of
-// the B tile multicast to both blocks of the cluster (two neighbouring pixel tiles of the same
-// columns). The two consumer warpgroups multiply, stage the tile in shared memory (over the
-// stages) and scatter it with input_scatter::ScatterTile. Two blocks share an SM, so one block's
-// multiplies run under the other's scatter. TF32 operands are read as they lie: wgmma drops the
-// low 13 mantissa bits (truncation, as CUTLASS's TF32 GEMMs on Hopper).
-constexpr int kInputConsumers = input_scatter::kThreads;
-constexpr int kInputThreads = kInputConsumers;
+// reads them in place: each block its own A tile, and its half of the B tile multicast to both
+// blocks of the cluster (two neighbouring pixel tiles of the same columns). Its two warpgroups
+// multiply, stage the tile in shared memory (over the stages) and scatter it with
+// input_scatter::ScatterTile; thread 0 starts the copies, refilling a stage once both blocks'
+// warpgroups are done with it. Two blocks share an SM, so one block's multiplies run under the
+// other's scatter. Without a producer warp all 256 threads keep 128 registers for the scatter
+// (with one, 288 threads had 96, and the kernel took 1-4% longer; notes of 2026-12-03, run20).
+// TF32 operands are read as they lie: wgmma drops their low 13 mantissa bits (truncation;
+// relative error of the gradients 7.7e-4 against 2.9e-4 for the fused kernel's rounding).
+constexpr int kInputThreads = input_scatter::kThreads;
 using InputLayout = Layout<input_scatter::kTileRows, input_scatter::kTileColumns>;
 static_assert(InputLayout::kStages * (InputLayout::kAStageBytes + InputLayout::kBStageBytes) >=
                   input_scatter::kStagedBytes,
               "the staged tile fits over the stages");
-
-// Synchronises the consumer warps of the backward input alone (named barrier 1).
-__device__ __forceinline__ void InputConsumerBarrier() {
-  asm volatile("bar.sync 1, %0;\n" ::"n"(kInputConsumers) : "memory");
-}
 
 // Block (x: pixel tile from row0, y: column tile, z: group) of the pass over the pixels of images
 // [n_begin, ...) up to p_end: grad_output_map maps grad_output [pixels][Cout] in boxes of kBlockK
@@ -1366,7 +1365,7 @@ __global__ void __cluster_dims__(kCluster, 1, 1) __launch_bounds__(kInputThreads
   using L = InputLayout;
   extern __shared__ char smem_raw[];
   uint32_t smem_addr;
-  // A stage's full barrier: the producer's one arrival with the bytes of both tiles.
+  // A stage's full barrier: thread 0's one arrival with the bytes of both tiles.
   char* smem = StartTile<L, 1>(smem_raw, &smem_addr);
 
   const int group = blockIdx.z;
@@ -1375,7 +1374,7 @@ __global__ void __cluster_dims__(kCluster, 1, 1) __launch_bounds__(kInputThreads
   const int cog = static_cast<int>(s.out_channels_per_group());
   const int ktiles = (cog + kBlockK<T> - 1) / kBlockK<T>;
   const uint16_t self = 1 << ClusterRank();
-  // Thread 0 copies step kt's tiles into its stage once both blocks' consumers are done with it.
+  // Thread 0 copies step kt's tiles into its stage once both blocks' warpgroups are done with it.
   auto load = [&](int kt) {
     WaitStageFree<L>(smem_addr, kt);
     const int stage = kt % L::kStages;
@@ -1389,33 +1388,31 @@ __global__ void __cluster_dims__(kCluster, 1, 1) __launch_bounds__(kInputThreads
   if (threadIdx.x == 0) {
     for (int kt = 0; kt < min(ktiles, L::kStages); ++kt) load(kt);
   }
-  {
-    const WarpgroupTile<L> tile(threadIdx.x / 128);
-    float acc[64];
-    MultiplySteps<T, L, false, false, 0>(acc, smem_addr, tile, ktiles, [&](int released) {
-      if (threadIdx.x == 0 && released + L::kStages < ktiles) load(released + L::kStages);
-    });
-    // Done with the peer: the scatter's time varies from tile to tile, and a block that waited
-    // for its peer's there would hold its SM's slot idle.
-    ClusterArrive();
-    // Every copy into the stages has landed (each step's was waited for); the other warpgroup
-    // may still read them.
-    InputConsumerBarrier();
-    float* staged = reinterpret_cast<float*>(smem);
+  const WarpgroupTile<L> tile(threadIdx.x / 128);
+  float acc[64];
+  MultiplySteps<T, L, false, false, 0>(acc, smem_addr, tile, ktiles, [&](int released) {
+    if (threadIdx.x == 0 && released + L::kStages < ktiles) load(released + L::kStages);
+  });
+  // Done with the peer: the scatter's time varies from tile to tile, and a block that waited
+  // for its peer's there would hold its SM's slot idle.
+  ClusterArrive();
+  // Every copy into the stages has landed (each step's was waited for); the other warpgroup
+  // may still read them.
+  __syncthreads();
+  float* staged = reinterpret_cast<float*>(smem);
 #pragma unroll
-    for (int j = 0; j < kWarpgroupN / 8; ++j) {
+  for (int j = 0; j < kWarpgroupN / 8; ++j) {
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int row = tile.row0 + AccumulatorRow<0>(h);
-        *reinterpret_cast<float2*>(staged + row * input_scatter::kStagedStride +
-                                   AccumulatorColumn(j)) =
-            make_float2(acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1]);
-      }
+    for (int h = 0; h < 2; ++h) {
+      const int row = tile.row0 + AccumulatorRow<0>(h);
+      *reinterpret_cast<float2*>(staged + row * input_scatter::kStagedStride +
+                                 AccumulatorColumn(j)) =
+          make_float2(acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1]);
     }
-    InputConsumerBarrier();
-    input_scatter::ScatterTile(s, staged, threadIdx.x, group, m0, n0, input, offset, mask,
-                               grad_input_acc, coord_acc, n_begin, p_end);
   }
+  __syncthreads();
+  input_scatter::ScatterTile(s, staged, threadIdx.x, group, m0, n0, input, offset, mask,
+                             grad_input_acc, coord_acc, n_begin, p_end);
   ClusterWait();  // neither block leaves while the other may still arrive on its barriers
 #else
   __trap();

@@ -1,9 +1,9 @@
-// The Hopper implementation of the CUDA core's forward and backward weight (sm_90a only): fp16,
-// bf16, and fp32 as TF32 or, with TF32 off, as 3xTF32 (each operand a TF32 "big" part plus the
-// TF32 of what it leaves; three products per step keep fp32's accuracy), with wgmma tensor cores
-// and the TMA copy engine.
+// The Hopper implementation of the CUDA core (sm_90a only), with wgmma tensor cores and the TMA
+// copy engine: the forward and the backward weight in fp16, bf16, and fp32 as TF32 or, with TF32
+// off, as 3xTF32 (each operand a TF32 "big" part plus the TF32 of what it leaves; three products
+// per step keep fp32's accuracy); the backward input in fp16, bf16 and TF32.
 //
-// Both kernels are warp-specialised GEMMs whose A operand is gathered:
+// The forward and the backward weight are warp-specialised GEMMs whose A operand is gathered:
 //   producers (2 warpgroups)  gather the four corner vectors of the bilinear samples of one K
 //                             step and blend them into shared memory: the A operand, in one of
 //                             wgmma's 128-byte-swizzled layouts; one thread also starts the TMA
@@ -34,6 +34,11 @@
 // grad_output, read in place by fp16/bf16 (as the forward's weights); fp32 transposes it into the
 // workspace one chunk of pixels (at most 8 MiB) at a time.
 //
+// Backward input: column gradients grad_output x weight^T (output pixels x taps x Cin/groups, K =
+// output channels), 128 x 128 tiles whose operands the TMA reads where they lie (both K-major),
+// the weights multicast to a cluster of two pixel tiles; input_scatter's epilogue scatters each
+// tile (not deterministic). TF32 operands are truncated to TF32 by wgmma, not rounded.
+//
 // The file is built for sm_90a alone: its module loads only on compute capability 9.0 with a
 // driver that runs sm_90a code. Available() checks that once per device; the planner falls back
 // to the portable kernels where it does not.
@@ -51,10 +56,12 @@ namespace cuda {
 namespace wgmma_sm90a {
 
 // Whether a kernel here runs op on this problem on this device (can_implement): compute
-// capability 9.0, T in {__half, __nv_bfloat16, float} (float with TF32 off as 3xTF32), channels
-// per group and per deformable group multiples of 128 bytes (64 fp16/bf16 or 32 fp32 channels), the
-// tile's shared memory (the forward's sample table, 32 bytes per tile row and tap, included); the
-// backward weight not in deterministic mode. No backward input here.
+// capability 9.0, T in {__half, __nv_bfloat16, float}; the backward ops not in deterministic
+// mode. The forward and the backward weight: float with TF32 off as 3xTF32, channels per group
+// and per deformable group multiples of 128 bytes (64 fp16/bf16 or 32 fp32 channels), the tile's
+// shared memory (the forward's sample table, 32 bytes per tile row and tap, included). The
+// backward input: float only with TF32, those channels multiples of 4, Cout a multiple of 16
+// bytes, with groups each group's output channels a multiple of 128 bytes.
 template <typename T>
 bool Supported(Op op, const DcnShape& s, const Options& o);
 
