@@ -47,6 +47,22 @@ inline int64_t ChooseSplits(int64_t tiles, int64_t steps, int64_t slots) {
     if (dcn_err_ != cudaSuccess) return dcn_err_; \
   } while (0)
 
+// Calls launch(row0, tiles) for the launches of a kernel whose grid's x runs over tiles of
+// tile_rows rows [begin, end): at most 2^20 tiles each (grid.x is unbounded, but moderate launches
+// keep a tile's 64-bit origin in row0), rounded up to whole clusters of `cluster` tiles; checks
+// each launch.
+template <typename Launch>
+cudaError_t ForEachTileLaunch(int64_t begin, int64_t end, int64_t tile_rows, int64_t cluster,
+                              Launch&& launch) {
+  constexpr int64_t kTilesPerLaunch = int64_t{1} << 20;
+  for (int64_t row0 = begin; row0 < end; row0 += kTilesPerLaunch * tile_rows) {
+    const int64_t tiles = CeilDiv(CeilDiv(end - row0, tile_rows), cluster) * cluster;
+    launch(row0, tiles < kTilesPerLaunch ? tiles : kTilesPerLaunch);
+    DCN_RETURN_IF_ERROR(cudaGetLastError());
+  }
+  return cudaSuccess;
+}
+
 // Whether a matrix at p with leading dimension ld and batch (or group) stride batch_stride, in
 // elements of elem_bytes, keeps every row 16-byte aligned (vector loads allowed).
 inline bool VectorOk(const void* p, int64_t ld, int64_t batch_stride, int elem_bytes) {

@@ -444,22 +444,6 @@ MathMode Mode(const Options& o) {
   return o.allow_tf32 ? MathMode::kTensorCore : MathMode::kTensorCore3x;
 }
 
-// Pixel tiles per launch: grid.x is unbounded, but keep chunks moderate so that a launch's
-// 64-bit tile origin stays in row0.
-constexpr int64_t kTilesPerLaunch = int64_t{1} << 20;
-
-// Calls launch(row0, tiles) for launches of at most kTilesPerLaunch pixel tiles over pixels
-// [begin, end), checking each.
-template <typename Launch>
-cudaError_t ForEachPixelLaunch(int64_t begin, int64_t end, Launch&& launch) {
-  for (int64_t row0 = begin; row0 < end; row0 += kTilesPerLaunch * kTileM) {
-    launch(row0, std::min(kTilesPerLaunch, CeilDiv(end - row0, kTileM)));
-    const cudaError_t err = cudaGetLastError();
-    if (err != cudaSuccess) return err;
-  }
-  return cudaSuccess;
-}
-
 // Pipeline depth of a gathering kernel (its shared-memory Layout) that fits the device, or 0.
 template <template <typename, int> class Layout, typename T>
 int StagesThatFit(const Options& o) {
@@ -544,7 +528,7 @@ cudaError_t Forward(const DcnShape& s, const T* input, const T* offset, const T*
     constexpr auto kernel_fn = decltype(kernel)::value;
     const cudaError_t err = mma::AllowSharedMemory<kernel_fn>(smem_bytes);
     if (err != cudaSuccess) return err;
-    return ForEachPixelLaunch(0, s.pixels(), [&](int64_t row0, int64_t tiles) {
+    return ForEachTileLaunch(0, s.pixels(), kTileM, 1, [&](int64_t row0, int64_t tiles) {
       const dim3 grid(tiles, CeilDiv(s.out_channels_per_group(), kTileN), s.groups);
       kernel_fn<<<grid, kThreads, smem_bytes, stream>>>(s, input, offset, mask, weight, bias,
                                                         output, row0, w_ok);
@@ -570,12 +554,13 @@ cudaError_t BackwardInput(const DcnShape& s, const T* grad_output, const T* inpu
     auto launch = [&](auto kernel) {
       constexpr auto kernel_fn = decltype(kernel)::value;
       DCN_RETURN_IF_ERROR(mma::AllowSharedMemory<kernel_fn>(kSmem));
-      return ForEachPixelLaunch(pass.p_begin, pass.p_end, [&](int64_t row0, int64_t tiles) {
-        const dim3 grid(tiles, CeilDiv(s.group_columns(), kTileN), s.groups);
-        kernel_fn<<<grid, kThreads, kSmem, stream>>>(s, grad_output, input, offset, mask, weight,
-                                                     pass.grad_input_acc, pass.coord_acc, row0,
-                                                     pass.n_begin, pass.p_end, g_ok, w_ok);
-      });
+      return ForEachTileLaunch(
+          pass.p_begin, pass.p_end, kTileM, 1, [&](int64_t row0, int64_t tiles) {
+            const dim3 grid(tiles, CeilDiv(s.group_columns(), kTileN), s.groups);
+            kernel_fn<<<grid, kThreads, kSmem, stream>>>(
+                s, grad_output, input, offset, mask, weight, pass.grad_input_acc, pass.coord_acc,
+                row0, pass.n_begin, pass.p_end, g_ok, w_ok);
+          });
     };
     // 3xTF32 for fp32 alone: fp16/bf16 instantiate the tensor-core mode only.
     if constexpr (std::is_same_v<T, float>) {

@@ -1655,8 +1655,6 @@ cudaError_t Transpose(int64_t rows, int64_t cols, const T* src, T* dst, int64_t 
   return cudaGetLastError();
 }
 
-constexpr int64_t kTilesPerLaunch = int64_t{1} << 20;
-
 // The forward's copy of the weights holds at most kWeightCopyBytes (and at least one slab per
 // group): beyond, the forward runs in K chunks of equal size, each launch adding to the output
 // what the one before stored (fp32 only: a chunk's sum rounded to fp16/bf16 would lose bits).
@@ -1711,19 +1709,16 @@ cudaError_t LaunchForward(const DcnShape& s, const T* input, const T* offset, co
   const int smem_bytes = static_cast<int>(L::AllocBytes(L::ForwardTableBytes(s.taps())));
   const bool pair_stores = s.out_channels % 2 == 0 && s.out_channels_per_group() % 2 == 0 &&
                            reinterpret_cast<uintptr_t>(output) % (2 * sizeof(T)) == 0;
-  for (int64_t row0 = 0; row0 < s.pixels(); row0 += kTilesPerLaunch * kBlockM) {
-    // Whole clusters: a block past the last pixel computes nothing but copies its share (clusters
-    // of pixel tiles; those of channel tiles are whole, SharesA).
-    const int64_t pixel_tiles = CeilDiv(s.pixels() - row0, kBlockM);
-    const int64_t tiles =
-        std::min(kTilesPerLaunch, CeilDiv(pixel_tiles, L::kTileCluster) * L::kTileCluster);
-    const dim3 grid(static_cast<unsigned>(tiles),
-                    static_cast<unsigned>(CeilDiv(s.out_channels_per_group(), kBlockN)), s.groups);
-    kernel<<<grid, kThreads, smem_bytes, stream>>>(map, s, input, offset, mask, bias, output, row0,
-                                                   slabs, pair_stores, slabs.begin > 0);
-    DCN_RETURN_IF_ERROR(cudaGetLastError());
-  }
-  return cudaSuccess;
+  // Whole clusters: a block past the last pixel computes nothing but copies its share (clusters
+  // of pixel tiles; those of channel tiles are whole, SharesA).
+  return ForEachTileLaunch(
+      0, s.pixels(), kBlockM, L::kTileCluster, [&](int64_t row0, int64_t tiles) {
+        const dim3 grid(static_cast<unsigned>(tiles),
+                        static_cast<unsigned>(CeilDiv(s.out_channels_per_group(), kBlockN)),
+                        s.groups);
+        kernel<<<grid, kThreads, smem_bytes, stream>>>(map, s, input, offset, mask, bias, output,
+                                                       row0, slabs, pair_stores, slabs.begin > 0);
+      });
 }
 
 // The backward weight's workspace: grad_output for one chunk of pixels as the kernel reads it,
@@ -1976,17 +1971,14 @@ cudaError_t BackwardInput(const DcnShape& s, const T* grad_output, const T* inpu
   constexpr int kSmemBytes = static_cast<int>(L::AllocBytes(0));
   DCN_RETURN_IF_ERROR(mma::AllowSharedMemory<kernel>(kSmemBytes));
   const auto launch_pass = [&](const input_scatter::Pass& pass) {
-    for (int64_t row0 = pass.p_begin; row0 < pass.p_end; row0 += kTilesPerLaunch * L::kM) {
-      const int64_t tiles = std::min(
-          kTilesPerLaunch, CeilDiv(CeilDiv(pass.p_end - row0, L::kM), kCluster) * kCluster);
-      const dim3 grid(static_cast<unsigned>(tiles),
-                      static_cast<unsigned>(CeilDiv(s.group_columns(), L::kN)), s.groups);
-      kernel<<<grid, kInputThreads, kSmemBytes, stream>>>(
-          grad_output_map, weight_map, s, input, offset, mask, pass.grad_input_acc, pass.coord_acc,
-          row0, pass.n_begin, pass.p_end);
-      DCN_RETURN_IF_ERROR(cudaGetLastError());
-    }
-    return cudaSuccess;
+    return ForEachTileLaunch(
+        pass.p_begin, pass.p_end, L::kM, kCluster, [&](int64_t row0, int64_t tiles) {
+          const dim3 grid(static_cast<unsigned>(tiles),
+                          static_cast<unsigned>(CeilDiv(s.group_columns(), L::kN)), s.groups);
+          kernel<<<grid, kInputThreads, kSmemBytes, stream>>>(
+              grad_output_map, weight_map, s, input, offset, mask, pass.grad_input_acc,
+              pass.coord_acc, row0, pass.n_begin, pass.p_end);
+        });
   };
   return input_scatter::RunPasses(s, grad_input, grad_offset, grad_mask, workspace, launch_pass,
                                   stream);
