@@ -121,8 +121,8 @@ __device__ __forceinline__ void ScatterTile(const DcnShape& s, const float* stag
   const int mask_channels = static_cast<int>(s.mask_channels());
   const int out_h = static_cast<int>(s.out_h), out_w = static_cast<int>(s.out_w);
 
-  int r = thread / 32 * kRowsPerWarp + lane / kLanesPerRow;
-  int64_t p = m0 + r;
+  const int first_row = thread / 32 * kRowsPerWarp + lane / kLanesPerRow;
+  int64_t p = m0 + first_row;
   OutputPixel at = LocateOutputPixel(s, p);
   // Pointers that the row walk advances: the row's image and float gradient, its offsets and
   // masks, its offset/mask sums.
@@ -178,10 +178,14 @@ __device__ __forceinline__ void ScatterTile(const DcnShape& s, const float* stag
   // Quad 0's sample of the row, read a step ahead.
   SampleOffset<float> next{};
   if (quad_i[0] >= 0 && p < p_end) next = read_offset(0, quad_i[0]);
-  for (; r < kTileRows; r += kRowsPerStep, p += kRowsPerStep) {
+  // Every lane takes the same number of steps, a constant, so that the compiler sees the
+  // shuffles and votes below converged (nvcc wraps them in convergence code otherwise).
+  constexpr int kSteps = kTileRows / kRowsPerStep;
+  for (int step = 0; step < kSteps; ++step, p += kRowsPerStep) {
+    const int r = first_row + step * kRowsPerStep;
     const bool row_active = p < p_end;
     const SampleOffset<float> first = next;
-    if (quad_i[0] >= 0 && p + kRowsPerStep < p_end && r + kRowsPerStep < kTileRows) {
+    if (quad_i[0] >= 0 && p + kRowsPerStep < p_end && step + 1 < kSteps) {
       next = read_offset(1, quad_i[0]);
     }
     if (one_sample) {
