@@ -372,8 +372,8 @@ PARITY_CONFIGS = [
 
 # Problems the Hopper kernels (cuda_wgmma_sm90a) take: the forward and the backward weight in
 # fp16, bf16 and fp32 (TF32 or 3xTF32) with channels per group and per deformable group multiples
-# of 128 bytes; the backward input in TF32, and in fp16 and bf16 beyond 128 output channels per
-# group (strict fp32 stays portable), with those channels multiples of 4, the output channels a
+# of 128 bytes; the backward input in fp32 (TF32 or 3xTF32), and in fp16 and bf16 beyond 128
+# output channels per group, with those channels multiples of 4, the output channels a
 # multiple of 16 bytes and, with groups, of 128 bytes per group
 # (test_gpu.sm90a_takes_backward_input). Its 128 x 128 tile (198 pixels, 72
 # outputs); its 64 x 256 tile with stride 2 and dg 4 (200 outputs); groups 2 with dg 2, whose 48

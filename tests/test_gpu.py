@@ -39,14 +39,12 @@ def gpu_memory_bytes():
         return 0
 
 
-def sm90a_takes_backward_input(config, dtype, tf32):
+def sm90a_takes_backward_input(config, dtype):
     """Whether cuda_wgmma_sm90a runs the backward input on compute capability 9.0 (outside
-    deterministic mode): fp16, bf16 or float32 with TF32 (strict float32 stays portable), fp16
-    and bf16 with more than 128 output channels per group; input channels per group and per
-    deformable group multiples of 4; the output channels a multiple of 16 bytes; one group, or
-    output channels per group a multiple of 128 bytes."""
-    if dtype == tf.float32 and not tf32:
-        return False
+    deterministic mode): float32 (TF32 or 3xTF32), fp16 and bf16 with more than 128 output
+    channels per group; input channels per group and per deformable group multiples of 4; the
+    output channels a multiple of 16 bytes; one group, or output channels per group a multiple
+    of 128 bytes."""
     if dtype != tf.float32 and config.out_channels // config.groups <= 128:
         return False
     cin, cout, groups = config.in_channels, config.out_channels, config.groups
@@ -261,8 +259,8 @@ class GpuTest(tf.test.TestCase, parameterized.TestCase):
     def test_sm90a_kernels_are_planned_fall_back_and_match_oracle(self):
         # On compute capability 9.0 the forward and the backward weight in fp16, bf16, TF32 and
         # strict float32 (as 3xTF32) run cuda_wgmma_sm90a where channels per group and per
-        # deformable group are multiples of 128 bytes; so does the backward input in fp16, bf16
-        # and TF32 where sm90a_takes_backward_input says so (strict float32 stays portable).
+        # deformable group are multiples of 128 bytes; so does the backward input where
+        # sm90a_takes_backward_input says so.
         # TFDCN_KERNELS=portable and an sm_90a module that does not load
         # (TFDCN_SIMULATE_SM90A_UNAVAILABLE=1) run the portable kernels instead. Every mode
         # matches the float64 oracle (strict float32 with float32's tolerance). The choice is
@@ -348,7 +346,7 @@ class GpuTest(tf.test.TestCase, parameterized.TestCase):
             for dtype, kind in kinds:
                 takes = {
                     "DCNv2Forward": True,
-                    "DCNv2BackwardInput": sm90a_takes_backward_input(config, dtype, kind == "tf32"),
+                    "DCNv2BackwardInput": sm90a_takes_backward_input(config, dtype),
                     "DCNv2BackwardWeight": True,
                 }
                 for op, part in (

@@ -461,16 +461,15 @@ def hopper_takes(cfg, name):
 
 
 def hopper_takes_input(cfg, name):
-    """Whether the auto plan runs the sm_90a backward input (outside deterministic mode): fp16,
-    bf16 or TF32 (strict fp32 stays on cuda_fused_sm80), fp16/bf16 with more than 128 output
-    channels per group (below, the fused kernel is faster); input channels per group and per
-    deformable group multiples of 4; the output channels a multiple of 16 bytes; one group, or
-    output channels per group a multiple of 128 bytes (64 fp16/bf16 or 32 fp32)."""
+    """Whether the auto plan runs the sm_90a backward input (outside deterministic mode): fp32
+    (TF32 or 3xTF32), fp16/bf16 with more than 128 output channels per group (below, the fused
+    kernel is faster); input channels per group and per deformable group multiples of 4; the
+    output channels a multiple of 16 bytes; one group, or output channels per group a multiple
+    of 128 bytes (64 fp16/bf16 or 32 fp32)."""
     n, h, w, c, cout, k, s, p, d, g, dg = cfg
     size = 4 if name in ("tf32", "fp32") else 2
     return (
-        name != "fp32"
-        and (size == 4 or cout // g > 128)
+        (size == 4 or cout // g > 128)
         and (c // g) % 4 == 0
         and (c // dg) % 4 == 0
         and cout * size % 16 == 0
@@ -687,7 +686,6 @@ def check_hopper():
         ((1, 8, 8, 128, 64, 3, 1, 1, 1, 1, 4), torch.float16, True, (0, 2), "dg 4 of 128 fp16"),
         ((1, 12, 12, 64, 96, 5, 1, 2, 1, 1, 1), torch.float32, False, (0,), "3xTF32 5x5 forward"),
         ((1, 8, 8, 64, 64, 3, 1, 1, 1, 1, 1), torch.float64, True, (0, 1, 2), "float64"),
-        ((1, 8, 8, 64, 64, 3, 1, 1, 1, 1, 1), torch.float32, False, (1,), "strict fp32 input grad"),
         ((1, 8, 8, 64, 130, 3, 1, 1, 1, 1, 1), torch.float32, True, (1,), "520 B of fp32 outputs"),
         ((1, 8, 8, 128, 96, 3, 1, 1, 1, 2, 1), torch.float16, True, (1,), "2 groups of 48 fp16"),
         ((1, 8, 8, 64, 128, 3, 1, 1, 1, 1, 1), torch.bfloat16, True, (1,), "128 bf16 outputs"),

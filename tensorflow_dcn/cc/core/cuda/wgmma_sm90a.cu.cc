@@ -91,13 +91,18 @@ struct SlabRange {
 // (fp32 as 3xTF32: a TF32 "big" part and the TF32 of what it leaves, the "small" part; the
 // products big x big + big x small + small x big keep fp32's accuracy), the barriers, then the
 // kernel's sample table (the forward's: per tile row and tap the four corner pixels and weights,
-// 32 bytes).
-template <int kBlockM, int kBlockN, int kOperandParts = 1, bool kShareA = false>
+// 32 bytes). With kSharedSmall (the backward input's 3xTF32, whose TMA copies raw fp32 tiles) the
+// stages hold one part, split once it lands: the big parts in place, the small parts of A and B
+// into one buffer that the stages share, so that two blocks still fit an SM.
+template <int kBlockM, int kBlockN, int kOperandParts = 1, bool kShareA = false,
+          bool kSharedSmall = false>
 struct Layout {
   static_assert((kBlockM == 128 && kBlockN == 128) || (kBlockM == 64 && kBlockN == 256),
                 "two consumer warpgroups of 64 x 128 cover the tile");
   static constexpr int kM = kBlockM, kN = kBlockN, kParts = kOperandParts;
   static constexpr bool kSharesA = kShareA;  // the cluster shares A tiles rather than B tiles
+  static constexpr bool kSharesSmall = kSharedSmall;
+  static_assert(!kSharedSmall || kOperandParts == 2, "the small parts' buffer is for 3xTF32");
   // Blocks of a cluster along the grid's x (pixel tiles of the forward, row tiles of the backward
   // weight): a launch rounds those tiles up to whole clusters.
   static constexpr int kTileCluster = kShareA ? 1 : kCluster;
@@ -108,10 +113,12 @@ struct Layout {
   static constexpr int kStages = kParts == 1 ? 3 : 2;
   static constexpr int kABytes = kBlockM * kRowBytes;  // one part
   static constexpr int kBBytes = kBlockN * kRowBytes;
-  static constexpr int kAStageBytes = kParts * kABytes, kBStageBytes = kParts * kBBytes;
+  static constexpr int kStageParts = kSharedSmall ? 1 : kParts;  // parts a stage holds
+  static constexpr int kAStageBytes = kStageParts * kABytes, kBStageBytes = kStageParts * kBBytes;
   static constexpr int kBAt = kStages * kAStageBytes;
-  static constexpr int kFullAt = kBAt + kStages * kBStageBytes;  // mbarriers: A and B landed
-  static constexpr int kEmptyAt = kFullAt + kStages * 8;         // mbarriers: a stage was consumed
+  static constexpr int kSmallAt = kBAt + kStages * kBStageBytes;  // kSharedSmall: A's, then B's
+  static constexpr int kFullAt = kSmallAt + (kSharedSmall ? kABytes + kBBytes : 0);  // mbarriers
+  static constexpr int kEmptyAt = kFullAt + kStages * 8;  // mbarriers: a stage was consumed
   static constexpr int kTableAt = kEmptyAt + kStages * 8;
   static constexpr int kTableEntryBytes = 32;
   static_assert(kTableAt % 16 == 0, "table entries are read as 16-byte vectors");
@@ -477,7 +484,7 @@ __device__ __forceinline__ void LoadBTile(const CUtensorMap* map, uint32_t smem_
     }
   } else {
 #pragma unroll
-    for (int part = 0; part < L::kParts; ++part) {
+    for (int part = 0; part < L::kStageParts; ++part) {
 #pragma unroll
       for (int row = first; row < first + kShare; row += kBox) {
         TmaLoad2dMulticast(b_stage + part * L::kBBytes + row * kRowBytes, map, k,
@@ -543,22 +550,30 @@ constexpr int kDescriptorStep = kMnMajor ? 32 / sizeof(T) * kRowBytes / 16 : 2;
 // Consumer warpgroup: acc = its part of the block tile, summed over `ktiles` K steps. The A tile
 // is K-major, or MN-major (kMnMajorA, fp16/bf16: chunks of 64 rows, each kBlockK rows of K of
 // 128 bytes, so that a warpgroup's 64 rows start at the same place in either layout); the B tile
-// MN-major where kMnMajorBTile. The consumers are the threads from kFirstConsumer on; after
-// releasing step kt's stage each calls refill(kt) (kernels without producer warps start the
-// stage's next copy there).
-struct NoRefill {
+// MN-major where kMnMajorBTile. The consumers are the threads from kFirstConsumer on; once step
+// kt's stage has landed each calls landed(kt) before multiplying it (kernels whose operands TMA
+// copies as they lie turn them into wgmma's operands there), and after releasing its stage
+// refill(kt) (kernels without producer warps start the stage's next copy there).
+struct NoHook {
   __device__ void operator()(int) const {}
 };
 template <typename T, typename L, bool kMnMajorA = false, bool kMnMajorBTile = kMnMajorB<T>,
-          int kFirstConsumer = kProducers, typename Refill = NoRefill>
+          int kFirstConsumer = kProducers, typename Refill = NoHook, typename Landed = NoHook>
 __device__ __forceinline__ void MultiplySteps(float (&acc)[64], uint32_t smem_addr,
                                               WarpgroupTile<L> tile, int ktiles,
-                                              const Refill& refill = Refill()) {
+                                              const Refill& refill = Refill(),
+                                              const Landed& landed = Landed()) {
   static_assert(!kMnMajorA || kBlockK<T> == kWarpgroupM, "a chunk takes as many bytes as 64 rows");
   const int t = threadIdx.x - kFirstConsumer;
   const uint32_t a_addr = smem_addr + tile.row0 * kRowBytes;
   const uint32_t b_addr = smem_addr + L::kBAt + tile.col0 * kRowBytes;
   const uint32_t full = smem_addr + L::kFullAt, empty = smem_addr + L::kEmptyAt;
+  // 3xTF32's small parts: after each part of the stage, or in the shared buffer.
+  const uint32_t a_small_addr =
+      L::kSharesSmall ? smem_addr + L::kSmallAt + tile.row0 * kRowBytes : a_addr + L::kABytes;
+  const uint32_t b_small_addr = L::kSharesSmall
+                                    ? smem_addr + L::kSmallAt + L::kABytes + tile.col0 * kRowBytes
+                                    : b_addr + L::kBBytes;
 #pragma unroll
   for (int i = 0; i < 64; ++i) acc[i] = 0.f;
   for (int kt = 0; kt < ktiles; ++kt) {
@@ -568,7 +583,12 @@ __device__ __forceinline__ void MultiplySteps(float (&acc)[64], uint32_t smem_ad
     } else {
       BarrierWait(full + 8 * stage, (kt / L::kStages) & 1);
     }
+    landed(kt);
     const uint32_t a = a_addr + stage * L::kAStageBytes, b = b_addr + stage * L::kBStageBytes;
+    const uint32_t a_small =
+        L::kSharesSmall ? a_small_addr : a_small_addr + stage * L::kAStageBytes;
+    const uint32_t b_small =
+        L::kSharesSmall ? b_small_addr : b_small_addr + stage * L::kBStageBytes;
     const uint64_t da = kMnMajorA ? MnMajorDescriptor(a) : MatrixDescriptor(a);
     const uint64_t db = kMnMajorBTile ? MnMajorDescriptor(b) : MatrixDescriptor(b);
     constexpr int kAStep = kDescriptorStep<T, kMnMajorA>;
@@ -578,8 +598,8 @@ __device__ __forceinline__ void MultiplySteps(float (&acc)[64], uint32_t smem_ad
     for (int k = 0; k < kMmasPerStep; ++k) {
       // 3xTF32: the small products first.
       if constexpr (L::kParts == 2) {
-        Wgmma<T, false>(acc, da + 2 * k, MatrixDescriptor(b + L::kBBytes) + 2 * k);
-        Wgmma<T, false>(acc, MatrixDescriptor(a + L::kABytes) + 2 * k, db + 2 * k);
+        Wgmma<T, false>(acc, da + 2 * k, MatrixDescriptor(b_small) + 2 * k);
+        Wgmma<T, false>(acc, MatrixDescriptor(a_small) + 2 * k, db + 2 * k);
       }
       Wgmma<T, kMnMajorA, kMnMajorBTile>(acc, da + kAStep * k, db + kBStep * k);
     }
@@ -1344,25 +1364,62 @@ __global__ void __cluster_dims__(kShareA ? 1 : kCluster, 1,
 // warpgroups are done with it. Two blocks share an SM, so one block's multiplies run under the
 // other's scatter. Without a producer warp all 256 threads keep 128 registers for the scatter
 // (with one, 288 threads had 96, and the kernel took 1-4% longer; notes of 2026-12-03, run20).
-// TF32 operands are read as they lie: wgmma drops their low 13 mantissa bits (truncation;
-// relative error of the gradients 7.7e-4 against 2.9e-4 for the fused kernel's rounding).
+// fp32 operands land as they lie. TF32 reads them so: wgmma drops their low 13 mantissa bits
+// (truncation; relative error of the gradients 7.7e-4 against 2.9e-4 for the fused kernel's
+// rounding; rounding each stage in shared memory made the kernel up to 30% slower, notes of
+// 2026-12-03, run21). 3xTF32 splits each stage once it lands (SplitStage).
 constexpr int kInputThreads = input_scatter::kThreads;
-using InputLayout = Layout<input_scatter::kTileRows, input_scatter::kTileColumns>;
-static_assert(InputLayout::kStages * (InputLayout::kAStageBytes + InputLayout::kBStageBytes) >=
-                  input_scatter::kStagedBytes,
-              "the staged tile fits over the stages");
+template <int kParts>
+using InputLayout =
+    Layout<input_scatter::kTileRows, input_scatter::kTileColumns, kParts, false, kParts == 2>;
+static_assert(InputLayout<1>::kFullAt >= input_scatter::kStagedBytes &&
+                  InputLayout<2>::kFullAt >= input_scatter::kStagedBytes,
+              "the staged tile fits over the stages (and the small parts)");
+
+// Every thread of the backward input's 3xTF32 block, once the stage of step kt has landed: the
+// stage's raw fp32 split into TF32 big parts, in place, and small parts, into the layout's shared
+// buffer; 16 bytes of each 4 KB of A's and B's tiles a thread. The previous step's products,
+// which read the small parts, are waited for first. The generic stores reach wgmma (the async
+// proxy) through the fence, and the other warpgroup's through the barrier.
+template <typename L>
+__device__ __forceinline__ void SplitStage(char* smem, int kt) {
+  static_assert(L::kSharesSmall, "3xTF32 with the shared small parts");
+  constexpr int kAChunks = L::kABytes / 16,
+                kChunksPerThread = (L::kABytes + L::kBBytes) / 16 / kInputThreads;
+  static_assert(kAChunks % kInputThreads == 0, "a thread's chunks lie in A or in B");
+  WgmmaWait<0>();
+  __syncthreads();
+  const int stage = kt % L::kStages;
+  char* a = smem + stage * L::kAStageBytes;
+  char* b = smem + L::kBAt + stage * L::kBStageBytes;
+#pragma unroll
+  for (int j = 0; j < kChunksPerThread; ++j) {
+    const int chunk = static_cast<int>(threadIdx.x) + j * kInputThreads;
+    uint4* at =
+        reinterpret_cast<uint4*>(chunk < kAChunks ? a + 16 * chunk : b + 16 * (chunk - kAChunks));
+    uint4 v = *at, small;
+    uint32_t* e = &v.x;
+    uint32_t* e_small = &small.x;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) SplitTf32(e[i], &e[i], &e_small[i]);
+    *at = v;
+    reinterpret_cast<uint4*>(smem + L::kSmallAt)[chunk] = small;
+  }
+  FenceProxyAsync();
+  __syncthreads();
+}
 
 // Block (x: pixel tile from row0, y: column tile, z: group) of the pass over the pixels of images
 // [n_begin, ...) up to p_end: grad_output_map maps grad_output [pixels][Cout] in boxes of kBlockK
 // x 128 rows, weight_map the weights [taps x Cin/groups][Cout] in boxes of kBlockK x 64 rows.
-template <typename T>
+template <typename T, int kParts>
 __global__ void __cluster_dims__(kCluster, 1, 1) __launch_bounds__(kInputThreads, 2)
     InputKernel(const __grid_constant__ CUtensorMap grad_output_map,
                 const __grid_constant__ CUtensorMap weight_map, DcnShape s, const T* input,
                 const T* offset, const T* mask, float* grad_input_acc, float* coord_acc,
                 int64_t row0, int64_t n_begin, int64_t p_end) {
 #if defined(DCN_WGMMA_SM90A_DEVICE)
-  using L = InputLayout;
+  using L = InputLayout<kParts>;
   extern __shared__ char smem_raw[];
   uint32_t smem_addr;
   // A stage's full barrier: thread 0's one arrival with the bytes of both tiles.
@@ -1390,9 +1447,15 @@ __global__ void __cluster_dims__(kCluster, 1, 1) __launch_bounds__(kInputThreads
   }
   const WarpgroupTile<L> tile(threadIdx.x / 128);
   float acc[64];
-  MultiplySteps<T, L, false, false, 0>(acc, smem_addr, tile, ktiles, [&](int released) {
+  const auto refill = [&](int released) {
     if (threadIdx.x == 0 && released + L::kStages < ktiles) load(released + L::kStages);
-  });
+  };
+  if constexpr (kParts == 2) {
+    MultiplySteps<T, L, false, false, 0>(acc, smem_addr, tile, ktiles, refill,
+                                         [&](int kt) { SplitStage<L>(smem, kt); });
+  } else {
+    MultiplySteps<T, L, false, false, 0>(acc, smem_addr, tile, ktiles, refill);
+  }
   // Done with the peer: the scatter's time varies from tile to tile, and a block that waited
   // for its peer's there would hold its SM's slot idle.
   ClusterArrive();
@@ -1839,18 +1902,21 @@ bool Fits(Op op, const DcnShape& s, const Options& o) {
   });
 }
 
-// What the backward input needs: compute capability 9.0, fp32 as TF32 (no 3xTF32 here), whole
-// quads of channels (ScatterTile), rows of grad_output and the weights on 16 bytes and pixel
-// coordinates in 32 bits (TMA), a group's output channels in whole K steps unless there is one
-// group (a box would read the next group's).
+// What the backward input needs: compute capability 9.0, whole quads of channels (ScatterTile),
+// rows of grad_output and the weights on 16 bytes and pixel coordinates in 32 bits (TMA), a
+// group's output channels in whole K steps unless there is one group (a box would read the next
+// group's).
 template <typename T>
 bool InputFits(const DcnShape& s, const Options& o) {
-  return o.compute_capability == 90 && OperandParts<T>(o) == 1 && input_scatter::Supported(s) &&
-         s.out_channels * sizeof(T) % 16 == 0 &&
-         (s.groups == 1 || s.out_channels_per_group() % kBlockK<T> == 0) &&
-         s.pixels() <= std::numeric_limits<int32_t>::max() &&
-         o.shared_memory_per_block >= InputLayout::AllocBytes(0) &&
-         CeilDiv(s.group_columns(), InputLayout::kN) <= 65535 && s.groups <= 65535;
+  return WithOperandParts<T>(o, [&](auto parts) {
+    using L = InputLayout<decltype(parts)::value>;
+    return o.compute_capability == 90 && input_scatter::Supported(s) &&
+           s.out_channels * sizeof(T) % 16 == 0 &&
+           (s.groups == 1 || s.out_channels_per_group() % kBlockK<T> == 0) &&
+           s.pixels() <= std::numeric_limits<int32_t>::max() &&
+           o.shared_memory_per_block >= L::AllocBytes(0) &&
+           CeilDiv(s.group_columns(), L::kN) <= 65535 && s.groups <= 65535;
+  });
 }
 
 }  // namespace
@@ -1955,19 +2021,21 @@ cudaError_t BackwardWeight(const DcnShape& s, const T* grad_output, const T* inp
   return grad_bias ? buffers.bias.Run(s, grad_output, grad_bias, stream) : cudaSuccess;
 }
 
+namespace {
+
 // The backward input in input_scatter's passes, each launching its pixel tiles in whole clusters
 // (a block past the pass's pixels copies its share of B and scatters nothing).
-template <typename T>
-cudaError_t BackwardInput(const DcnShape& s, const T* grad_output, const T* input, const T* offset,
-                          const T* mask, const T* weight, T* grad_input, T* grad_offset,
-                          T* grad_mask, void* workspace, const Options&, cudaStream_t stream) {
-  using L = InputLayout;
+template <typename T, int kParts>
+cudaError_t LaunchInput(const DcnShape& s, const T* grad_output, const T* input, const T* offset,
+                        const T* mask, const T* weight, T* grad_input, T* grad_offset, T* grad_mask,
+                        void* workspace, cudaStream_t stream) {
+  using L = InputLayout<kParts>;
   CUtensorMap grad_output_map, weight_map;
   DCN_RETURN_IF_ERROR(EncodeKMajor(&grad_output_map, grad_output, s.out_channels, s.pixels(),
                                    s.out_channels, L::kM));
   DCN_RETURN_IF_ERROR(EncodeKMajor(&weight_map, weight, s.out_channels, s.group_columns(),
                                    s.out_channels, L::kN / kCluster));
-  constexpr auto kernel = &InputKernel<T>;
+  constexpr auto kernel = &InputKernel<T, kParts>;
   constexpr int kSmemBytes = static_cast<int>(L::AllocBytes(0));
   DCN_RETURN_IF_ERROR(mma::AllowSharedMemory<kernel>(kSmemBytes));
   const auto launch_pass = [&](const input_scatter::Pass& pass) {
@@ -1982,6 +2050,19 @@ cudaError_t BackwardInput(const DcnShape& s, const T* grad_output, const T* inpu
   };
   return input_scatter::RunPasses(s, grad_input, grad_offset, grad_mask, workspace, launch_pass,
                                   stream);
+}
+
+}  // namespace
+
+template <typename T>
+cudaError_t BackwardInput(const DcnShape& s, const T* grad_output, const T* input, const T* offset,
+                          const T* mask, const T* weight, T* grad_input, T* grad_offset,
+                          T* grad_mask, void* workspace, const Options& o, cudaStream_t stream) {
+  return WithOperandParts<T>(o, [&](auto parts) {
+    return LaunchInput<T, decltype(parts)::value>(s, grad_output, input, offset, mask, weight,
+                                                  grad_input, grad_offset, grad_mask, workspace,
+                                                  stream);
+  });
 }
 
 #define INSTANTIATE(T)                                                                            \

@@ -1,7 +1,7 @@
 // The Hopper implementation of the CUDA core (sm_90a only), with wgmma tensor cores and the TMA
 // copy engine: the forward and the backward weight in fp16, bf16, and fp32 as TF32 or, with TF32
 // off, as 3xTF32 (each operand a TF32 "big" part plus the TF32 of what it leaves; three products
-// per step keep fp32's accuracy); the backward input in fp16, bf16 and TF32.
+// per step keep fp32's accuracy); the backward input as well.
 //
 // The forward and the backward weight are warp-specialised GEMMs whose A operand is gathered:
 //   producers (2 warpgroups)  gather the four corner vectors of the bilinear samples of one K
@@ -37,7 +37,8 @@
 // Backward input: column gradients grad_output x weight^T (output pixels x taps x Cin/groups, K =
 // output channels), 128 x 128 tiles whose operands the TMA reads where they lie (both K-major),
 // the weights multicast to a cluster of two pixel tiles; input_scatter's epilogue scatters each
-// tile (not deterministic). TF32 operands are truncated to TF32 by wgmma, not rounded.
+// tile (not deterministic). wgmma truncates the TF32 operands, which the TMA copies as they lie;
+// 3xTF32 splits each stage in shared memory once it lands.
 //
 // The file is built for sm_90a alone: its module loads only on compute capability 9.0 with a
 // driver that runs sm_90a code. Available() checks that once per device; the planner falls back
@@ -60,8 +61,8 @@ namespace wgmma_sm90a {
 // mode. The forward and the backward weight: float with TF32 off as 3xTF32, channels per group
 // and per deformable group multiples of 128 bytes (64 fp16/bf16 or 32 fp32 channels), the tile's
 // shared memory (the forward's sample table, 32 bytes per tile row and tap, included). The
-// backward input: float only with TF32, those channels multiples of 4, Cout a multiple of 16
-// bytes, with groups each group's output channels a multiple of 128 bytes.
+// backward input: those channels multiples of 4, Cout a multiple of 16 bytes, with groups each
+// group's output channels a multiple of 128 bytes.
 template <typename T>
 bool Supported(Op op, const DcnShape& s, const Options& o);
 
