@@ -30,9 +30,9 @@ constexpr bool kHasTensorCoreKernels = !std::is_same_v<T, double>;
 
 // Where the sm_90a kernels pay: everywhere but the fp16/bf16 backward input with at most 128
 // output channels per group. There its GEMM is two K steps and the scatter, the same code in
-// both, is nearly the whole time; the fused kernel's is faster (H200, 8x64x64x128: fp16 0.285
-// against 0.269 ms, bf16 0.279 against 0.269; at 256 channels 0.140 against 0.144, at 512 0.152
-// against 0.180; notes of 2026-12-03, run20).
+// both, is nearly the whole time; the fused kernel's is faster (H200, 8x64x64x128: fp16 0.286
+// against 0.272 ms, bf16 0.280 against 0.272; at 256 channels 0.140 against 0.144, at 512 0.152
+// against 0.180; notes of 2026-12-03, runs 20 and 21).
 template <typename T>
 bool Sm90aPays(Op op, const DcnShape& s) {
   return op != Op::kBackwardInput || std::is_same_v<T, float> || s.out_channels_per_group() > 128;
