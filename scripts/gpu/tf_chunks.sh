@@ -12,7 +12,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 shopt -s nullglob
-parts=(.tfdev/c*/part-*) sums=(.tfdev/c*/sha.txt)
+sums=(.tfdev/c*/sha.txt)
+# The parts in the order of their names (part-0 .. or part-00 ..), whatever folder holds them.
+mapfile -t parts < <(for p in .tfdev/c*/part-*; do echo "${p##*/} $p"; done | sort -V | cut -d' ' -f2)
 [[ ${#parts[@]} -gt 0 && ${#sums[@]} -eq 1 ]] ||
   { echo "no bundle in .tfdev: run ../shared/gpu/make_tf_bundle.sh first" >&2; exit 1; }
 meta=$(dirname "${sums[0]}")
