@@ -568,12 +568,6 @@ __device__ __forceinline__ void MultiplySteps(float (&acc)[64], uint32_t smem_ad
   const uint32_t a_addr = smem_addr + tile.row0 * kRowBytes;
   const uint32_t b_addr = smem_addr + L::kBAt + tile.col0 * kRowBytes;
   const uint32_t full = smem_addr + L::kFullAt, empty = smem_addr + L::kEmptyAt;
-  // 3xTF32's small parts: after each part of the stage, or in the shared buffer.
-  const uint32_t a_small_addr =
-      L::kSharesSmall ? smem_addr + L::kSmallAt + tile.row0 * kRowBytes : a_addr + L::kABytes;
-  const uint32_t b_small_addr = L::kSharesSmall
-                                    ? smem_addr + L::kSmallAt + L::kABytes + tile.col0 * kRowBytes
-                                    : b_addr + L::kBBytes;
 #pragma unroll
   for (int i = 0; i < 64; ++i) acc[i] = 0.f;
   for (int kt = 0; kt < ktiles; ++kt) {
@@ -585,10 +579,12 @@ __device__ __forceinline__ void MultiplySteps(float (&acc)[64], uint32_t smem_ad
     }
     landed(kt);
     const uint32_t a = a_addr + stage * L::kAStageBytes, b = b_addr + stage * L::kBStageBytes;
+    // 3xTF32's small parts: after the big ones in the stage, or in the shared buffer.
     const uint32_t a_small =
-        L::kSharesSmall ? a_small_addr : a_small_addr + stage * L::kAStageBytes;
-    const uint32_t b_small =
-        L::kSharesSmall ? b_small_addr : b_small_addr + stage * L::kBStageBytes;
+        L::kSharesSmall ? smem_addr + L::kSmallAt + tile.row0 * kRowBytes : a + L::kABytes;
+    const uint32_t b_small = L::kSharesSmall
+                                 ? smem_addr + L::kSmallAt + L::kABytes + tile.col0 * kRowBytes
+                                 : b + L::kBBytes;
     const uint64_t da = kMnMajorA ? MnMajorDescriptor(a) : MatrixDescriptor(a);
     const uint64_t db = kMnMajorBTile ? MnMajorDescriptor(b) : MatrixDescriptor(b);
     constexpr int kAStep = kDescriptorStep<T, kMnMajorA>;
@@ -1450,12 +1446,9 @@ __global__ void __cluster_dims__(kCluster, 1, 1) __launch_bounds__(kInputThreads
   const auto refill = [&](int released) {
     if (threadIdx.x == 0 && released + L::kStages < ktiles) load(released + L::kStages);
   };
-  if constexpr (kParts == 2) {
-    MultiplySteps<T, L, false, false, 0>(acc, smem_addr, tile, ktiles, refill,
-                                         [&](int kt) { SplitStage<L>(smem, kt); });
-  } else {
-    MultiplySteps<T, L, false, false, 0>(acc, smem_addr, tile, ktiles, refill);
-  }
+  MultiplySteps<T, L, false, false, 0>(acc, smem_addr, tile, ktiles, refill, [&](int kt) {
+    if constexpr (kParts == 2) SplitStage<L>(smem, kt);
+  });
   // Done with the peer: the scatter's time varies from tile to tile, and a block that waited
   // for its peer's there would hold its SM's slot idle.
   ClusterArrive();
