@@ -568,6 +568,15 @@ __device__ __forceinline__ void MultiplySteps(float (&acc)[64], uint32_t smem_ad
   const uint32_t a_addr = smem_addr + tile.row0 * kRowBytes;
   const uint32_t b_addr = smem_addr + L::kBAt + tile.col0 * kRowBytes;
   const uint32_t full = smem_addr + L::kFullAt, empty = smem_addr + L::kEmptyAt;
+  // Step kt's stage goes back to the producers of both blocks (either one's TMA writes the stage
+  // in both) once its multiplies are done. One thread signals per warpgroup: the wgmma group it
+  // waited for is the whole warpgroup's.
+  const auto release = [&](int kt) {
+    if (t % 128 == 0) {
+#pragma unroll
+      for (int r = 0; r < kCluster; ++r) BarrierArriveCluster(empty + 8 * (kt % L::kStages), r);
+    }
+  };
 #pragma unroll
   for (int i = 0; i < 64; ++i) acc[i] = 0.f;
   for (int kt = 0; kt < ktiles; ++kt) {
@@ -576,6 +585,16 @@ __device__ __forceinline__ void MultiplySteps(float (&acc)[64], uint32_t smem_ad
       BarrierWaitShared(full + 8 * stage, (kt / L::kStages) & 1);
     } else {
       BarrierWait(full + 8 * stage, (kt / L::kStages) & 1);
+    }
+    if constexpr (L::kSharesSmall) {
+      // The previous step's products read the small parts that landed(kt) overwrites: they are
+      // waited for here, and their stage goes back now rather than after this step's products,
+      // so that its next copy starts a split and a step earlier.
+      WgmmaWait<0>();
+      if (kt > 0) {
+        release(kt - 1);
+        refill(kt - 1);
+      }
     }
     landed(kt);
     const uint32_t a = a_addr + stage * L::kAStageBytes, b = b_addr + stage * L::kBStageBytes;
@@ -600,17 +619,11 @@ __device__ __forceinline__ void MultiplySteps(float (&acc)[64], uint32_t smem_ad
       Wgmma<T, kMnMajorA, kMnMajorBTile>(acc, da + kAStep * k, db + kBStep * k);
     }
     WgmmaCommit();
-    // The previous step's multiplies are done: its stage goes back to the producers of both
-    // blocks (either one's TMA writes the stage in both). One thread signals per warpgroup: the
-    // wgmma group it waited for is the whole warpgroup's.
-    WgmmaWait<1>();
-    if (kt > 0 && t % 128 == 0) {
-#pragma unroll
-      for (int r = 0; r < kCluster; ++r) {
-        BarrierArriveCluster(empty + 8 * ((kt - 1) % L::kStages), r);
-      }
+    WgmmaWait<1>();  // the previous step's multiplies are done
+    if (!L::kSharesSmall && kt > 0) {
+      release(kt - 1);
+      refill(kt - 1);
     }
-    if (kt > 0) refill(kt - 1);
   }
   WgmmaWait<0>();
   FenceAccumulators(acc);
@@ -1374,16 +1387,16 @@ static_assert(InputLayout<1>::kFullAt >= input_scatter::kStagedBytes &&
 
 // Every thread of the backward input's 3xTF32 block, once the stage of step kt has landed: the
 // stage's raw fp32 split into TF32 big parts, in place, and small parts, into the layout's shared
-// buffer; 16 bytes of each 4 KB of A's and B's tiles a thread. The previous step's products,
-// which read the small parts, are waited for first. The generic stores reach wgmma (the async
-// proxy) through the fence, and the other warpgroup's through the barrier.
+// buffer; 16 bytes of each 4 KB of A's and B's tiles a thread. Each warpgroup has waited for its
+// previous step's products, which read the small parts (MultiplySteps); the barrier waits for
+// the other's. The generic stores reach wgmma (the async proxy) through the fence, and the other
+// warpgroup's through the barrier.
 template <typename L>
 __device__ __forceinline__ void SplitStage(char* smem, int kt) {
   static_assert(L::kSharesSmall, "3xTF32 with the shared small parts");
   constexpr int kAChunks = L::kABytes / 16,
                 kChunksPerThread = (L::kABytes + L::kBBytes) / 16 / kInputThreads;
   static_assert(kAChunks % kInputThreads == 0, "a thread's chunks lie in A or in B");
-  WgmmaWait<0>();
   __syncthreads();
   const int stage = kt % L::kStages;
   char* a = smem + stage * L::kAStageBytes;
