@@ -788,10 +788,70 @@ __device__ __forceinline__ void Produce(const DcnShape& s, const T* input, const
   }
 }
 
+// Synchronises the consumer warpgroups alone (named barrier 2).
+__device__ __forceinline__ void ConsumerBarrier() {
+  asm volatile("bar.sync 2, %0;\n" ::"n"(kConsumers) : "memory");
+}
+
+// The epilogue of 4-byte types: the tile, bias added, staged in the stages' shared memory (free
+// once both warpgroups' products are done) in rows of kN + 8 floats (a warp's pair stores and
+// 16-byte reads meet no bank conflicts), then copied out along rows in 16-byte chunks, or added
+// to what the output holds after the first K chunk. Stored straight from the accumulators a
+// thread's 8-byte pairs land over 8 rows per warp store: staged, the TF32 forward at 8x64x64x128
+// took 0.104 -> 0.100 ms and the strict fp32 one at 4x32x32x512 0.255 -> 0.247 (H200, notes of
+// 2026-12-03, run22); fp16/bf16, with half the bytes, lost 6-8% and store their pairs directly.
+template <typename T, typename L>
+__device__ __forceinline__ void StoreStagedTile(const DcnShape& s, const float (&acc)[64],
+                                                const T* b, T* out, char* smem,
+                                                WarpgroupTile<L> tile, int64_t m0, int64_t n0,
+                                                bool accumulate) {
+  static_assert(sizeof(T) == 4, "4-byte types");
+  constexpr int kStride = L::kN + 8, V = 4, kRowChunks = L::kN / V;
+  static_assert(int64_t{L::kM} * kStride * 4 <= L::kFullAt, "the staged tile fits the stages");
+  const int64_t cog = s.out_channels_per_group();
+  float* staged = reinterpret_cast<float*>(smem);
+  ConsumerBarrier();  // both warpgroups are done with the stages
+#pragma unroll
+  for (int j = 0; j < kWarpgroupN / 8; ++j) {
+    const int col = tile.col0 + AccumulatorColumn(j);
+    const float b0 = (b && n0 + col < cog) ? static_cast<float>(b[n0 + col]) : 0.f;
+    const float b1 = (b && n0 + col + 1 < cog) ? static_cast<float>(b[n0 + col + 1]) : 0.f;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int row = tile.row0 + AccumulatorRow(h);
+      *reinterpret_cast<float2*>(staged + row * kStride + col) =
+          make_float2(acc[4 * j + 2 * h] + b0, acc[4 * j + 2 * h + 1] + b1);
+    }
+  }
+  ConsumerBarrier();
+  const bool vector_stores =
+      reinterpret_cast<uintptr_t>(out) % 16 == 0 && s.out_channels % V == 0 && cog % V == 0;
+  for (int e = threadIdx.x - kProducers; e < L::kM * kRowChunks; e += kConsumers) {
+    const int row = e / kRowChunks, col = e % kRowChunks * V;
+    const int64_t p = m0 + row, n = n0 + col;
+    if (p >= s.pixels() || n >= cog) continue;
+    float4 v = *reinterpret_cast<const float4*>(staged + row * kStride + col);
+    T* o = out + p * s.out_channels + n;
+    if (vector_stores && n + V <= cog) {
+      if (accumulate) {  // only fp32 runs in K chunks
+        const float4 held = *reinterpret_cast<const float4*>(o);
+        v = make_float4(v.x + held.x, v.y + held.y, v.z + held.z, v.w + held.w);
+      }
+      *reinterpret_cast<float4*>(o) = v;
+      continue;
+    }
+    const float x[V] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+      if (n + i < cog) o[i] = accumulate ? o[i] + x[i] : x[i];
+    }
+  }
+}
+
 // Consumer warpgroup: its part of the tile over every K step, then the epilogue: the bias and the
 // store, or after the first K chunk the sum with what the output holds.
 template <typename T, typename L>
-__device__ __forceinline__ void Consume(const DcnShape& s, const T* bias, T* output,
+__device__ __forceinline__ void Consume(const DcnShape& s, const T* bias, T* output, char* smem,
                                         uint32_t smem_addr, int64_t m0, int64_t n0, int group,
                                         int ktiles, bool pair_stores, bool accumulate) {
   const WarpgroupTile<L> tile((threadIdx.x - kProducers) / 128);
@@ -800,32 +860,32 @@ __device__ __forceinline__ void Consume(const DcnShape& s, const T* bias, T* out
   const int64_t cog = s.out_channels_per_group();
   T* out = output + group * cog;
   const T* b = bias ? bias + group * cog : nullptr;
-  // The bias once per column pair and added unconditionally (zero without one): a per-element
-  // form with conditional adds and 16-bit stores cost the forward 5-12% on the H200 (notes of
-  // 2026-12-01).
+  if constexpr (sizeof(T) == 4) {
+    StoreStagedTile<T, L>(s, acc, b, out, smem, tile, m0, n0, accumulate);
+  } else {
+    // fp16/bf16 (no K chunks): the bias once per column pair and added unconditionally (zero
+    // without one): a per-element form with conditional adds and 16-bit stores cost the forward
+    // 5-12% on the H200 (notes of 2026-12-01).
 #pragma unroll
-  for (int j = 0; j < kWarpgroupN / 8; ++j) {
-    const int64_t n = n0 + tile.col0 + AccumulatorColumn(j);
-    const float b0 = (b && n < cog) ? static_cast<float>(b[n]) : 0.f;
-    const float b1 = (b && n + 1 < cog) ? static_cast<float>(b[n + 1]) : 0.f;
+    for (int j = 0; j < kWarpgroupN / 8; ++j) {
+      const int64_t n = n0 + tile.col0 + AccumulatorColumn(j);
+      const float b0 = (b && n < cog) ? static_cast<float>(b[n]) : 0.f;
+      const float b1 = (b && n + 1 < cog) ? static_cast<float>(b[n + 1]) : 0.f;
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int64_t p = m0 + tile.row0 + AccumulatorRow(h);
-      if (p >= s.pixels() || n >= cog) continue;
-      float v0 = acc[4 * j + 2 * h] + b0, v1 = acc[4 * j + 2 * h + 1] + b1;
-      T* o = out + p * s.out_channels + n;
-      if (std::is_same_v<T, float> && accumulate) {  // only fp32 runs in K chunks
-        v0 += static_cast<float>(o[0]);
-        if (n + 1 < cog) v1 += static_cast<float>(o[1]);
-      }
-      if (pair_stores && n + 1 < cog) {
-        Vec<T, 2> pair;
-        pair.e[0] = FromFloat<T>(v0);
-        pair.e[1] = FromFloat<T>(v1);
-        *reinterpret_cast<Vec<T, 2>*>(o) = pair;
-      } else {
-        o[0] = FromFloat<T>(v0);
-        if (n + 1 < cog) o[1] = FromFloat<T>(v1);
+      for (int h = 0; h < 2; ++h) {
+        const int64_t p = m0 + tile.row0 + AccumulatorRow(h);
+        if (p >= s.pixels() || n >= cog) continue;
+        const float v0 = acc[4 * j + 2 * h] + b0, v1 = acc[4 * j + 2 * h + 1] + b1;
+        T* o = out + p * s.out_channels + n;
+        if (pair_stores && n + 1 < cog) {
+          Vec<T, 2> pair;
+          pair.e[0] = FromFloat<T>(v0);
+          pair.e[1] = FromFloat<T>(v1);
+          *reinterpret_cast<Vec<T, 2>*>(o) = pair;
+        } else {
+          o[0] = FromFloat<T>(v0);
+          if (n + 1 < cog) o[1] = FromFloat<T>(v1);
+        }
       }
     }
   }
@@ -833,9 +893,9 @@ __device__ __forceinline__ void Consume(const DcnShape& s, const T* bias, T* out
 
 // Block (x: pixel tile, y: channel tile, z: group), for the channel slabs `slabs` of its group.
 // `weights` maps the weights as they lie, [taps * Cin/groups][Cout] (fp16/bf16), or those slabs'
-// weights transposed, [Cout][taps * slabs * kBlockK] (TF32); `pair_stores`: output pairs are
-// aligned for one store; `accumulate`: add to the output (a later K chunk). A cluster is two
-// pixel tiles (sharing B tiles) or, kShareA, two channel tiles (sharing A tiles).
+// weights transposed, [Cout][taps * slabs * kBlockK] (TF32); `pair_stores`: fp16/bf16 output
+// pairs are aligned for one store; `accumulate`: add to the output (a later fp32 K chunk). A
+// cluster is two pixel tiles (sharing B tiles) or, kShareA, two channel tiles (sharing A tiles).
 template <typename T, int kBlockM, int kBlockN, int kParts, bool kShareA = false>
 __global__ void __cluster_dims__(kShareA ? 1 : kCluster, kShareA ? kCluster : 1, 1)
     __launch_bounds__(kThreads, 1)
@@ -858,7 +918,7 @@ __global__ void __cluster_dims__(kShareA ? 1 : kCluster, kShareA ? kCluster : 1,
     Produce<T, L>(s, input, offset, mask, &weights, smem, smem_addr, m0, b_row0, group, slabs);
   } else {
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegisters));
-    Consume<T, L>(s, accumulate ? nullptr : bias, output, smem_addr, m0, n0, group, ktiles,
+    Consume<T, L>(s, accumulate ? nullptr : bias, output, smem, smem_addr, m0, n0, group, ktiles,
                   pair_stores, accumulate);
   }
   ClusterSync();  // neither block leaves while the other may still arrive on its barriers
